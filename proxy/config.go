@@ -1,0 +1,46 @@
+package proxy
+
+import "time"
+
+// ListenerConfig describes one data-plane listener. cmd fills it from the
+// YAML config (after applying defaults and validating); proxy re-checks only
+// what it needs to run. Shared by the TLS and HTTP handlers and the Server;
+// add fields with a comment stating the default.
+type ListenerConfig struct {
+	// Name identifies the listener in logs and metrics labels ("http", "tls").
+	Name string
+	// Protocol is "http" or "tls" ("quic" and "auto" come later).
+	Protocol string
+	// Address is the host:port to listen on.
+	Address string
+	// Upstream is the default host:port traffic passes to; a Decision's
+	// Upstream overrides it.
+	Upstream string
+}
+
+// Policy is the block/pass policy the data plane applies.
+type Policy struct {
+	// TLSBlock is "alert" (default), "reset" or "page".
+	TLSBlock string
+	// HTTPBlockStatus is the status of an HTTP block response. Default 403.
+	HTTPBlockStatus int
+	// RedirectURL, when set, turns HTTP blocks into a 302 to this URL with
+	// ?d=<host>&r=<reason>&id=<request id>.
+	RedirectURL string
+}
+
+// Timeouts bound each phase of a connection. Zero means the default.
+type Timeouts struct {
+	Hello  time.Duration // reading a ClientHello or an HTTP request head; default 5 s
+	Dial   time.Duration // dialling an upstream; default 3 s
+	Idle   time.Duration // no bytes either way; default 5 min (TLS), 60 s (HTTP keep-alive)
+	Drain  time.Duration // graceful shutdown deadline; default 30 s
+}
+
+// Limits cap resources. Zero means the default.
+type Limits struct {
+	MaxHeaderBytes  int // HTTP request head; default 64 KiB
+	MaxHeaders      int // HTTP header fields; default 100
+	MaxConns        int // open client connections, all listeners; default 100000
+	MaxConnsPerIP   int // open connections per client IP; default 1000
+}
