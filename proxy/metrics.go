@@ -1,0 +1,64 @@
+package proxy
+
+import (
+	"github.com/icpgate/icpgate/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the data plane's collectors. Label values are bounded: listener
+// names come from config, protocol/verdict/reason/kind/direction from closed
+// sets; a host, IP or path is never a label.
+type Metrics struct {
+	// Decisions counts decisions by protocol (http, tls, quic), verdict
+	// (pass, block) and reason code.
+	Decisions *prometheus.CounterVec
+	// Connections counts accepted client connections by listener.
+	Connections *prometheus.CounterVec
+	// ActiveConnections is the number of open client connections by listener.
+	ActiveConnections *prometheus.GaugeVec
+	// HelloErrors counts ClientHello read failures by kind (not_tls,
+	// too_large, timeout, malformed, closed).
+	HelloErrors *prometheus.CounterVec
+	// HTTPErrors counts rejected HTTP requests by kind (bad_request,
+	// header_too_large, timeout, ...).
+	HTTPErrors *prometheus.CounterVec
+	// Bytes counts bytes relayed by listener and direction (upstream: client
+	// to upstream, downstream: upstream to client).
+	Bytes *prometheus.CounterVec
+	// UpstreamErrors counts upstream failures by listener and kind (dial,
+	// timeout, reset).
+	UpstreamErrors *prometheus.CounterVec
+	// RequestDuration observes HTTP request durations (head read to response
+	// end) by listener and verdict.
+	RequestDuration *prometheus.HistogramVec
+	// LimitRejects counts connections refused by a limit (global, per_ip).
+	LimitRejects *prometheus.CounterVec
+}
+
+// NewMetrics creates the data plane's collectors and registers them into reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	ns := metrics.Namespace
+	m := &Metrics{
+		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "decisions_total",
+			Help: "Access decisions by protocol, verdict and reason."}, []string{"protocol", "verdict", "reason"}),
+		Connections: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "connections_total",
+			Help: "Client connections accepted, by listener."}, []string{"listener"}),
+		ActiveConnections: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "active_connections",
+			Help: "Client connections currently open, by listener."}, []string{"listener"}),
+		HelloErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "tls_hello_errors_total",
+			Help: "ClientHello read failures by kind."}, []string{"kind"}),
+		HTTPErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "http_request_errors_total",
+			Help: "HTTP requests refused before any decision, by kind."}, []string{"kind"}),
+		Bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "bytes_total",
+			Help: "Bytes relayed, by listener and direction (upstream: client to server; downstream: server to client)."}, []string{"listener", "direction"}),
+		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "upstream_errors_total",
+			Help: "Upstream failures by listener and kind."}, []string{"listener", "kind"}),
+		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "http_request_duration_seconds",
+			Help: "HTTP request duration from the end of the request head to the end of the response, by listener and verdict.", Buckets: metrics.LatencyBuckets}, []string{"listener", "verdict"}),
+		LimitRejects: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "limit_rejects_total",
+			Help: "Client connections refused by a connection limit, by limit."}, []string{"limit"}),
+	}
+	reg.MustRegister(m.Decisions, m.Connections, m.ActiveConnections, m.HelloErrors, m.HTTPErrors,
+		m.Bytes, m.UpstreamErrors, m.RequestDuration, m.LimitRejects)
+	return m
+}
