@@ -31,16 +31,16 @@ type Policy struct {
 
 // Timeouts bound each phase of a connection. Zero means the default.
 type Timeouts struct {
-	Hello  time.Duration // reading a ClientHello or an HTTP request head; default 5 s
-	Dial   time.Duration // dialling an upstream; default 3 s
-	Idle   time.Duration // no bytes either way; default 5 min (TLS), 60 s (HTTP keep-alive)
-	Drain  time.Duration // graceful shutdown deadline; default 30 s
+	Hello time.Duration // reading a ClientHello or an HTTP request head; default 5 s
+	Dial  time.Duration // dialling an upstream; default 3 s
+	Idle  time.Duration // no bytes either way; default 5 min (TLS), 60 s (HTTP keep-alive)
+	Drain time.Duration // graceful shutdown deadline; default 30 s
 }
 
 // Limits cap resources. Zero means the default.
 type Limits struct {
-	MaxHeaderBytes  int // HTTP request head; default 64 KiB
-	MaxHeaders      int // HTTP header fields; default 100
-	MaxConns        int // open client connections, all listeners; default 100000
-	MaxConnsPerIP   int // open connections per client IP; default 1000
+	MaxHeaderBytes int // HTTP request head; default 64 KiB
+	MaxHeaders     int // HTTP header fields; default 100
+	MaxConns       int // open client connections, all listeners; default 100000
+	MaxConnsPerIP  int // open connections per client IP; default 1000
 }
