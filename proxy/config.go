@@ -16,6 +16,10 @@ type ListenerConfig struct {
 	// Upstream is the default host:port traffic passes to; a Decision's
 	// Upstream overrides it.
 	Upstream string
+	// ForwardedProto is the X-Forwarded-Proto value the HTTP handler adds
+	// to every forwarded request (client-supplied X-Forwarded-* headers are
+	// always removed). Default "http"; set "https" behind a TLS terminator.
+	ForwardedProto string
 }
 
 // Policy is the block/pass policy the data plane applies.
@@ -27,6 +31,10 @@ type Policy struct {
 	// RedirectURL, when set, turns HTTP blocks into a 302 to this URL with
 	// ?d=<host>&r=<reason>&id=<request id>.
 	RedirectURL string
+	// BlockPage is the path of an html/template that replaces the embedded
+	// bilingual block page (see proxy/blockpage.html for the fields it gets).
+	// Default "": the embedded page.
+	BlockPage string
 }
 
 // Timeouts bound each phase of a connection. Zero means the default.
