@@ -1,0 +1,242 @@
+package registry
+
+import (
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+)
+
+// The decision cache.
+//
+// Variant: 2Q. Names seen once live in a "recent" queue of a quarter of the
+// capacity; a second access promotes a name to the "frequent" queue, and a
+// name evicted from recent is remembered for a while in a "ghost" list so a
+// quick return also promotes it. A flood of random one-hit names (a scan of
+// random subdomains of an unfiled domain, every SNI a fresh name) therefore
+// only churns the recent queue: the hot set of filed hosts that clients hit
+// over and over stays in the frequent queue. A plain LRU would be flushed by
+// the first capacity-sized flood. ARC adapts its split and would also resist
+// a flood, but it costs more per hit and more metadata, and the patent-free
+// 2Q with fixed ratios behaves predictably here.
+//
+// Why not lru.TwoQueueCache directly: invalidation must be precise (drop
+// exactly the cached hosts whose registrable domain changed), which needs a
+// domain -> cached hosts index kept in step with every eviction, and
+// TwoQueueCache reports no evictions and hides its lock. So each shard is
+// the same 2Q algorithm built from golang-lru's simplelru queues, with the
+// index maintained at the two places where entries leave (eviction and
+// removal), all under the shard's own mutex. The same mutex makes "insert
+// only if the snapshot it was computed from is still current" atomic with
+// respect to Swap's invalidation pass, so a decision computed against an
+// old snapshot can never be cached after that snapshot's invalidation.
+//
+// Index vs. per-entry generation check: checking a per-domain generation on
+// every hit would add a map lookup (a hash of the domain) to the hot path;
+// the index costs two pointers per entry and one map entry per cached
+// domain, and Swap walks only the cached domains (at most the cache size)
+// rather than the whole registry, so a swap of a 10M-record registry costs
+// the same as a swap of a 1k one.
+//
+// Sharding: the cache is split into power-of-two shards by a hash of the
+// host, so parallel lookups on different cores rarely share a mutex.
+
+// entry is one cached decision. d is written before the entry is published
+// under the shard mutex and never written again; prev and next link the
+// entries of one domain and are guarded by the shard mutex.
+type entry struct {
+	key        string
+	d          Decision // Input is empty: every caller gets its own
+	validUntil int64    // UnixNano after which d is stale; 0: never
+	prev, next *entry
+}
+
+type shard struct {
+	mu         sync.Mutex // guards everything below except the counters
+	recent     *simplelru.LRU[string, *entry]
+	frequent   *simplelru.LRU[string, *entry]
+	ghost      *simplelru.LRU[string, struct{}]
+	size       int
+	recentSize int
+	byDomain   map[string]*entry // head of each domain's list
+
+	hits, misses, evictions, invalidations atomic.Uint64
+	_                                      [64]byte // keep shards' hot words on separate cache lines
+}
+
+type cache struct {
+	seed   maphash.Seed
+	mask   uint64
+	shards []shard
+}
+
+const (
+	recentRatio = 0.25 // share of a shard for names seen once
+	ghostRatio  = 0.50 // share of a shard remembered after eviction from recent
+	maxShards   = 16
+	minPerShard = 256
+)
+
+func newCache(size int) *cache {
+	n := 1
+	for n < maxShards && size/(n*2) >= minPerShard {
+		n *= 2
+	}
+	per := (size + n - 1) / n
+	c := &cache{seed: maphash.MakeSeed(), mask: uint64(n - 1), shards: make([]shard, n)}
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.size = per
+		s.recentSize = max(1, int(float64(per)*recentRatio))
+		// The queues never evict on their own: ensureSpace makes room first.
+		s.recent, _ = simplelru.NewLRU[string, *entry](per+1, nil)
+		s.frequent, _ = simplelru.NewLRU[string, *entry](per+1, nil)
+		s.ghost, _ = simplelru.NewLRU[string, struct{}](max(1, int(float64(per)*ghostRatio)), nil)
+		s.byDomain = make(map[string]*entry)
+	}
+	return c
+}
+
+func (c *cache) shard(key string) *shard {
+	return &c.shards[maphash.String(c.seed, key)&c.mask]
+}
+
+// get returns the cached entry of key, promoting it per 2Q.
+func (s *shard) get(key string) *entry {
+	s.mu.Lock()
+	e, ok := s.frequent.Get(key)
+	if !ok {
+		if e, ok = s.recent.Peek(key); ok {
+			s.recent.Remove(key)
+			s.frequent.Add(key, e)
+		}
+	}
+	s.mu.Unlock()
+	return e
+}
+
+// add inserts e unless the snapshot it was computed from (snap) is no
+// longer current.
+func (s *shard) add(e *entry, cur *atomic.Pointer[Snapshot], snap *Snapshot) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur.Load() != snap {
+		return
+	}
+	key := e.key
+	if old, ok := s.frequent.Peek(key); ok {
+		s.unlink(old)
+		s.frequent.Add(key, e)
+	} else if old, ok := s.recent.Peek(key); ok {
+		s.unlink(old)
+		s.recent.Remove(key)
+		s.frequent.Add(key, e)
+	} else if s.ghost.Contains(key) {
+		s.ensureSpace(true)
+		s.ghost.Remove(key)
+		s.frequent.Add(key, e)
+	} else {
+		s.ensureSpace(false)
+		s.recent.Add(key, e)
+	}
+	s.link(e)
+}
+
+// ensureSpace evicts one entry when the shard is full: from recent while it
+// is over its share, else from frequent (golang-lru's 2Q rule).
+func (s *shard) ensureSpace(fromGhost bool) {
+	rl, fl := s.recent.Len(), s.frequent.Len()
+	if rl+fl < s.size {
+		return
+	}
+	if rl > 0 && (rl > s.recentSize || (rl == s.recentSize && !fromGhost)) {
+		k, e, _ := s.recent.RemoveOldest()
+		s.ghost.Add(k, struct{}{})
+		s.unlink(e)
+	} else {
+		_, e, ok := s.frequent.RemoveOldest()
+		if !ok {
+			return
+		}
+		s.unlink(e)
+	}
+	s.evictions.Add(1)
+}
+
+func (s *shard) link(e *entry) {
+	head := s.byDomain[e.d.Domain]
+	e.prev, e.next = nil, head
+	if head != nil {
+		head.prev = e
+	}
+	s.byDomain[e.d.Domain] = e
+}
+
+func (s *shard) unlink(e *entry) {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else if e.next != nil {
+		s.byDomain[e.d.Domain] = e.next
+	} else {
+		delete(s.byDomain, e.d.Domain)
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	}
+	e.prev, e.next = nil, nil
+}
+
+// invalidate drops every entry whose domain decides differently in new than
+// in old. Entries without a domain (IP literals, invalid names) depend on
+// neither and stay.
+func (s *shard) invalidate(old, new *Snapshot) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for dom, head := range s.byDomain {
+		if dom == "" || old.sameDomain(new, dom) {
+			continue
+		}
+		for e := head; e != nil; {
+			next := e.next
+			if !s.frequent.Remove(e.key) {
+				s.recent.Remove(e.key)
+			}
+			e.prev, e.next = nil, nil
+			e = next
+			n++
+		}
+		delete(s.byDomain, dom)
+	}
+	s.invalidations.Add(uint64(n))
+	return n
+}
+
+func (s *shard) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.recent.Len() + s.frequent.Len()
+}
+
+// CacheStats are the decision cache's counters since New.
+type CacheStats struct {
+	Hits          uint64 // lookups answered from the cache
+	Misses        uint64 // lookups decided afresh (absent or stale entry)
+	Evictions     uint64 // entries evicted for space
+	Invalidations uint64 // entries dropped because their domain changed
+	Len           int    // entries now cached
+}
+
+func (c *cache) stats() CacheStats {
+	var st CacheStats
+	for i := range c.shards {
+		s := &c.shards[i]
+		st.Hits += s.hits.Load()
+		st.Misses += s.misses.Load()
+		st.Evictions += s.evictions.Load()
+		st.Invalidations += s.invalidations.Load()
+		st.Len += s.len()
+	}
+	return st
+}

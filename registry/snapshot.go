@@ -1,0 +1,380 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"iter"
+	"math"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// ErrInvalidRecord is returned (wrapped, with the field named) when a record
+// fails validation.
+var ErrInvalidRecord = errors.New("invalid record")
+
+// ErrDuplicate is returned (wrapped) when a domain appears twice.
+var ErrDuplicate = errors.New("duplicate domain")
+
+// ErrInvalidOverride is returned (wrapped, with the field named) when an
+// override fails validation.
+var ErrInvalidOverride = errors.New("invalid override")
+
+// Snapshot is an immutable view of the registry: every record keyed by its
+// A-label registrable domain, and the overrides. It is built once (Builder,
+// NewSnapshot) and never changed, so any number of goroutines may read it
+// while a newer one is being built.
+type Snapshot struct {
+	// records holds the records by value in one slice, and index maps a
+	// domain to its position: no per-record heap object or pointer for the
+	// garbage collector to trace beyond the strings themselves.
+	records []Record
+	index   map[string]int32
+	// overrides groups the overrides by the registrable domain of their
+	// host, so that a decision needs one lookup and a diff between
+	// snapshots can compare one domain at a time.
+	overrides map[string][]Override
+	nov       int
+	counts    [numStates + 1]int
+}
+
+// emptySnapshot is the registry before anything was loaded.
+var emptySnapshot = &Snapshot{index: map[string]int32{}}
+
+// NewSnapshot validates records and overrides and builds a Snapshot. The
+// first invalid entry is reported with its position.
+func NewSnapshot(records []Record, overrides []Override) (*Snapshot, error) {
+	b := NewBuilder(len(records))
+	for i := range records {
+		if err := b.Add(records[i]); err != nil {
+			return nil, fmt.Errorf("record %d: %w", i+1, err)
+		}
+	}
+	for i := range overrides {
+		if err := b.AddOverride(overrides[i]); err != nil {
+			return nil, fmt.Errorf("override %d: %w", i+1, err)
+		}
+	}
+	return b.Build(), nil
+}
+
+// Lookup returns the record of a registrable domain (A-label, lower case),
+// or nil. The record must not be modified.
+func (s *Snapshot) Lookup(domain string) *Record {
+	if i, ok := s.index[domain]; ok {
+		return &s.records[i]
+	}
+	return nil
+}
+
+// Len returns the number of records.
+func (s *Snapshot) Len() int { return len(s.records) }
+
+// Count returns the number of records in state st.
+func (s *Snapshot) Count(st State) int {
+	if !st.Valid() {
+		return 0
+	}
+	return s.counts[st]
+}
+
+// Counts returns the number of records by state, with an entry for every
+// state (zero included) so gauges can be set without gaps.
+func (s *Snapshot) Counts() map[State]int {
+	m := make(map[State]int, numStates)
+	for _, st := range States() {
+		m[st] = s.counts[st]
+	}
+	return m
+}
+
+// Records iterates over every record, in no particular order. The records
+// must not be modified.
+func (s *Snapshot) Records() iter.Seq[*Record] {
+	return func(yield func(*Record) bool) {
+		for i := range s.records {
+			if !yield(&s.records[i]) {
+				return
+			}
+		}
+	}
+}
+
+// Overrides returns a copy of every override.
+func (s *Snapshot) Overrides() []Override {
+	out := make([]Override, 0, s.nov)
+	for _, ovs := range s.overrides {
+		out = append(out, ovs...)
+	}
+	return out
+}
+
+// OverridesFor returns the overrides that concern a registrable domain:
+// domain-scope entries for it and exact entries for names under it. The
+// overrides must not be modified.
+func (s *Snapshot) OverridesFor(domain string) []Override { return s.overrides[domain] }
+
+// WithOverrides returns a snapshot with the records of s and the given
+// overrides in place of s's, validated. The records are shared, not copied,
+// so this is cheap whatever the registry's size: it is how overrides set by
+// the control plane are combined with records loaded from a source.
+func (s *Snapshot) WithOverrides(overrides []Override) (*Snapshot, error) {
+	b := &Builder{}
+	for i := range overrides {
+		if err := b.AddOverride(overrides[i]); err != nil {
+			return nil, fmt.Errorf("override %d: %w", i+1, err)
+		}
+	}
+	n := *s
+	n.overrides, n.nov = b.overrides, b.nov
+	return &n, nil
+}
+
+// sameDomain reports whether domain decides the same in s and o: equal
+// records and equal overrides.
+func (s *Snapshot) sameDomain(o *Snapshot, domain string) bool {
+	r1, r2 := s.Lookup(domain), o.Lookup(domain)
+	if (r1 == nil) != (r2 == nil) || (r1 != nil && r1 != r2 && !r1.Equal(r2)) {
+		return false
+	}
+	ov1, ov2 := s.overrides[domain], o.overrides[domain]
+	if len(ov1) != len(ov2) {
+		return false
+	}
+	for i := range ov1 {
+		if !ov1[i].Equal(&ov2[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// Builder validates records and overrides one at a time and builds a
+// Snapshot. It interns the strings that repeat across records (subject
+// type, province, upstream), so a large registry holds each only once. A
+// Builder is not safe for concurrent use.
+type Builder struct {
+	records   []Record
+	index     map[string]int32
+	overrides map[string][]Override
+	nov       int
+	counts    [numStates + 1]int
+	intern    map[string]string
+}
+
+// NewBuilder returns a Builder sized for about n records.
+func NewBuilder(n int) *Builder {
+	if n < 0 {
+		n = 0
+	}
+	return &Builder{
+		records: make([]Record, 0, n),
+		index:   make(map[string]int32, n),
+		intern:  make(map[string]string),
+	}
+}
+
+// Len returns the number of records added so far.
+func (b *Builder) Len() int { return len(b.records) }
+
+// Add validates rec and adds it. The domain may be given in Unicode
+// (例子.中国) and is stored as an A-label; otherwise it must already be in
+// normal form. Errors wrap ErrInvalidRecord (naming the field) or
+// ErrDuplicate.
+func (b *Builder) Add(rec Record) error {
+	if b.index == nil {
+		b.index = make(map[string]int32)
+		b.intern = make(map[string]string)
+	}
+	dom, err := CanonicalDomain(rec.Domain)
+	if err != nil {
+		return err
+	}
+	rec.Domain = dom
+	if err := validateRecord(&rec); err != nil {
+		return err
+	}
+	if _, dup := b.index[rec.Domain]; dup {
+		return fmt.Errorf("%w: domain %s", ErrDuplicate, rec.Domain)
+	}
+	if len(b.records) >= math.MaxInt32 {
+		return fmt.Errorf("%w: too many records", ErrInvalidRecord)
+	}
+	rec.SubjectType = b.internString(rec.SubjectType)
+	rec.Province = b.internString(rec.Province)
+	rec.Upstream = b.internString(rec.Upstream)
+	// Times in UTC carry no *Location to keep alive; the instant is the same.
+	rec.RectifyDeadline = utc(rec.RectifyDeadline)
+	rec.UpdatedAt = utc(rec.UpdatedAt)
+	b.index[rec.Domain] = int32(len(b.records))
+	b.records = append(b.records, rec)
+	b.counts[rec.State]++
+	return nil
+}
+
+func utc(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+func (b *Builder) internString(s string) string {
+	if s == "" {
+		return ""
+	}
+	if v, ok := b.intern[s]; ok {
+		return v
+	}
+	// Bound the table: free-form values (a unique upstream per record) would
+	// otherwise make it as large as the registry for no gain.
+	if len(b.intern) < 4096 {
+		b.intern[s] = s
+	}
+	return s
+}
+
+// CanonicalDomain returns the A-label form of a record's registrable domain.
+// It accepts a domain already in normal form, or a Unicode domain converted
+// to A-labels; anything else (upper case, a trailing dot, a port, a
+// subdomain, a public suffix) is rejected with the form it should have.
+func CanonicalDomain(d string) (string, error) {
+	if d == "" {
+		return "", fmt.Errorf("%w: domain: required", ErrInvalidRecord)
+	}
+	n, kind, err := Normalize(d)
+	if err != nil {
+		return "", fmt.Errorf("%w: domain %q: %w", ErrInvalidRecord, d, err)
+	}
+	if kind != HostName {
+		return "", fmt.Errorf("%w: domain %q: not a domain name", ErrInvalidRecord, d)
+	}
+	if n != d && (isASCII(d) || strings.ContainsAny(d, ":/") || strings.HasSuffix(d, ".")) {
+		return "", fmt.Errorf("%w: domain %q: not in normal form (write %q)", ErrInvalidRecord, d, n)
+	}
+	reg, err := RegistrableDomain(n)
+	if err != nil {
+		return "", fmt.Errorf("%w: domain %q: %w", ErrInvalidRecord, d, err)
+	}
+	if reg != n {
+		return "", fmt.Errorf("%w: domain %q: not a registrable domain (its registrable domain is %s)", ErrInvalidRecord, d, reg)
+	}
+	return n, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// validateRecord checks everything but the domain.
+func validateRecord(r *Record) error {
+	if !r.State.Valid() {
+		return fmt.Errorf("%w: state: %w: %d", ErrInvalidRecord, ErrUnknownState, uint8(r.State))
+	}
+	if r.FilingNumber != "" {
+		if _, err := ParseFilingNumber(r.FilingNumber); err != nil {
+			return fmt.Errorf("%w: filing_number %q: %w", ErrInvalidRecord, r.FilingNumber, err)
+		}
+	} else if r.State.NeedsFilingNumber() {
+		return fmt.Errorf("%w: filing_number: required for state %s", ErrInvalidRecord, r.State)
+	}
+	if r.State == StateRectifying && r.RectifyDeadline.IsZero() {
+		return fmt.Errorf("%w: rectify_deadline: required for state rectifying", ErrInvalidRecord)
+	}
+	for _, f := range [...]struct{ name, v string }{
+		{"subject", r.Subject}, {"subject_type", r.SubjectType},
+		{"province", r.Province}, {"upstream", r.Upstream},
+	} {
+		if !utf8.ValidString(f.v) || strings.ContainsFunc(f.v, isControl) {
+			return fmt.Errorf("%w: %s %q: invalid characters", ErrInvalidRecord, f.name, f.v)
+		}
+	}
+	return nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// AddOverride validates o and adds it. Host must be a normalised name that
+// has a registrable domain (never a public suffix or an IP); a domain-scope
+// override must name the registrable domain itself; an allow must expire.
+func (b *Builder) AddOverride(o Override) error {
+	if o.Action != ActionAllow && o.Action != ActionDeny {
+		return fmt.Errorf("%w: action: must be allow or deny", ErrInvalidOverride)
+	}
+	if o.Scope != ScopeExact && o.Scope != ScopeDomain {
+		return fmt.Errorf("%w: scope: must be exact or domain", ErrInvalidOverride)
+	}
+	n, kind, err := Normalize(o.Host)
+	if err != nil || kind != HostName {
+		return fmt.Errorf("%w: host %q: not a host name", ErrInvalidOverride, o.Host)
+	}
+	dom, err := RegistrableDomain(n)
+	if err != nil {
+		return fmt.Errorf("%w: host %q: %w", ErrInvalidOverride, o.Host, err)
+	}
+	if o.Scope == ScopeDomain && dom != n {
+		return fmt.Errorf("%w: host %q: a domain-scope override must name the registrable domain %s", ErrInvalidOverride, o.Host, dom)
+	}
+	if o.Action == ActionAllow && o.Expires.IsZero() {
+		return fmt.Errorf("%w: expires: required for an allow", ErrInvalidOverride)
+	}
+	o.Host = n
+	if b.overrides == nil {
+		b.overrides = make(map[string][]Override)
+	}
+	b.overrides[dom] = append(b.overrides[dom], o)
+	b.nov++
+	return nil
+}
+
+// Build returns the Snapshot. The Builder must not be used afterwards.
+func (b *Builder) Build() *Snapshot {
+	s := &Snapshot{
+		records:   b.records,
+		index:     b.index,
+		overrides: b.overrides,
+		nov:       b.nov,
+		counts:    b.counts,
+	}
+	if s.index == nil {
+		s.index = map[string]int32{}
+	}
+	for d, ovs := range s.overrides {
+		// A stable order makes equal override sets compare equal in diffs.
+		sortOverrides(ovs)
+		s.overrides[d] = ovs
+	}
+	*b = Builder{}
+	return s
+}
+
+func sortOverrides(ovs []Override) {
+	// Insertion sort: a domain has a handful of overrides.
+	for i := 1; i < len(ovs); i++ {
+		for j := i; j > 0 && overrideLess(&ovs[j], &ovs[j-1]); j-- {
+			ovs[j], ovs[j-1] = ovs[j-1], ovs[j]
+		}
+	}
+}
+
+func overrideLess(a, b *Override) bool {
+	if a.Host != b.Host {
+		return a.Host < b.Host
+	}
+	if a.Scope != b.Scope {
+		return a.Scope < b.Scope
+	}
+	if a.Action != b.Action {
+		return a.Action < b.Action
+	}
+	if !a.Expires.Equal(b.Expires) {
+		return a.Expires.Before(b.Expires)
+	}
+	return a.ID < b.ID
+}
