@@ -1,0 +1,500 @@
+package registry
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// ErrBadFile is returned (wrapped, as "path:line: reason") when a registry
+// file cannot be used. One bad row rejects the whole file.
+var ErrBadFile = errors.New("bad registry file")
+
+// ErrShrink is returned (wrapped) when a reload would remove more of the
+// registry than FileSource.MaxDeleteFraction allows.
+var ErrShrink = errors.New("reload would remove too many records")
+
+// maxLine bounds one JSON line; a record is a few hundred bytes.
+const maxLine = 64 << 10
+
+// fileRow is one row of the registry file. The names are a fixed interface
+// (DESIGN.md "Registry file"); CSV uses them as header columns.
+type fileRow struct {
+	Domain          string `json:"domain"`
+	State           string `json:"state"`
+	FilingNumber    string `json:"filing_number"`
+	Subject         string `json:"subject"`
+	SubjectType     string `json:"subject_type"`
+	Province        string `json:"province"`
+	Upstream        string `json:"upstream"`
+	RectifyDeadline string `json:"rectify_deadline"`
+	UpdatedAt       string `json:"updated_at"`
+}
+
+// columns are the CSV header names, in fileRow order.
+var columns = []string{"domain", "state", "filing_number", "subject", "subject_type",
+	"province", "upstream", "rectify_deadline", "updated_at"}
+
+func (fr *fileRow) set(col int, v string) {
+	switch col {
+	case 0:
+		fr.Domain = v
+	case 1:
+		fr.State = v
+	case 2:
+		fr.FilingNumber = v
+	case 3:
+		fr.Subject = v
+	case 4:
+		fr.SubjectType = v
+	case 5:
+		fr.Province = v
+	case 6:
+		fr.Upstream = v
+	case 7:
+		fr.RectifyDeadline = v
+	case 8:
+		fr.UpdatedAt = v
+	}
+}
+
+// record converts a row to a Record, naming the field at fault. Validation
+// that needs the whole record happens in Builder.Add.
+func (fr *fileRow) record() (Record, error) {
+	rec := Record{
+		Domain:       fr.Domain,
+		FilingNumber: fr.FilingNumber,
+		Subject:      fr.Subject,
+		SubjectType:  fr.SubjectType,
+		Province:     fr.Province,
+		Upstream:     fr.Upstream,
+	}
+	if fr.State == "" {
+		return rec, fmt.Errorf("%w: state: required", ErrInvalidRecord)
+	}
+	st, err := ParseState(fr.State)
+	if err != nil {
+		return rec, fmt.Errorf("%w: state: %w", ErrInvalidRecord, err)
+	}
+	rec.State = st
+	if rec.RectifyDeadline, err = parseTime("rectify_deadline", fr.RectifyDeadline); err != nil {
+		return rec, err
+	}
+	if rec.UpdatedAt, err = parseTime("updated_at", fr.UpdatedAt); err != nil {
+		return rec, err
+	}
+	return rec, nil
+}
+
+func parseTime(field, v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%w: %s %q: want RFC 3339 like 2026-12-31T00:00:00+08:00", ErrInvalidRecord, field, v)
+	}
+	return t, nil
+}
+
+// ParseRow parses one JSON Lines row into a validated Record (domain in
+// A-label form). Unknown fields are errors.
+func ParseRow(line []byte) (Record, error) {
+	var fr fileRow
+	if err := decodeJSONRow(line, &fr); err != nil {
+		return Record{}, err
+	}
+	rec, err := fr.record()
+	if err != nil {
+		return Record{}, err
+	}
+	if rec.Domain, err = CanonicalDomain(rec.Domain); err != nil {
+		return Record{}, err
+	}
+	if err := validateRecord(&rec); err != nil {
+		return Record{}, err
+	}
+	return rec, nil
+}
+
+func decodeJSONRow(line []byte, fr *fileRow) error {
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(fr); err != nil {
+		var ute *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &ute):
+			return fmt.Errorf("%w: %s: must be a string", ErrInvalidRecord, ute.Field)
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			return fmt.Errorf("%w: unknown field %s", ErrInvalidRecord, strings.TrimPrefix(err.Error(), "json: unknown field "))
+		}
+		return fmt.Errorf("%w: bad JSON: %w", ErrInvalidRecord, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: bad JSON: more than one value on the line", ErrInvalidRecord)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: bad JSON: trailing data after the record", ErrInvalidRecord)
+	}
+	return nil
+}
+
+// LoadFile reads and validates a registry file (JSON Lines or CSV, chosen by
+// the extension .jsonl/.json/.ndjson/.csv, else sniffed from the first
+// byte) and returns its records, domains in A-label form. The first bad row
+// fails the whole file with "path:line: reason".
+func LoadFile(path string) ([]Record, error) {
+	s, err := loadSnapshot(path)
+	if err != nil {
+		return nil, err
+	}
+	return s.records, nil
+}
+
+// LoadSnapshot is LoadFile returning a Snapshot (without overrides).
+func LoadSnapshot(path string) (*Snapshot, error) { return loadSnapshot(path) }
+
+func loadSnapshot(path string) (*Snapshot, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening registry file: %w", err)
+	}
+	defer f.Close()
+	hint := 0
+	if fi, err := f.Stat(); err == nil {
+		hint = int(fi.Size() / 200) // about 200 bytes a row
+	}
+	return readSnapshot(f, path, hint)
+}
+
+// ReadSnapshot parses a registry file's contents from r, as LoadFile does;
+// name picks the format by its extension and prefixes errors
+// ("name:line: reason"). It serves embedded data such as the sample
+// registry.
+func ReadSnapshot(r io.Reader, name string) (*Snapshot, error) {
+	return readSnapshot(r, name, 0)
+}
+
+func readSnapshot(r io.Reader, name string, hint int) (*Snapshot, error) {
+	b := NewBuilder(hint)
+	br := bufio.NewReaderSize(r, 64<<10)
+	// Spreadsheets write a UTF-8 byte order mark first.
+	if p, _ := br.Peek(3); bytes.Equal(p, []byte("\xef\xbb\xbf")) {
+		br.Discard(3)
+	}
+	isCSV := false
+	switch strings.ToLower(filepath.Ext(name)) {
+	case ".jsonl", ".json", ".ndjson":
+	case ".csv":
+		isCSV = true
+	default:
+		isCSV = !sniffJSON(br)
+	}
+	var err error
+	if isCSV {
+		err = readCSV(br, name, b)
+	} else {
+		err = readJSONL(br, name, b)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return b.Build(), nil
+}
+
+// sniffJSON reports whether the first non-space byte opens a JSON object.
+func sniffJSON(br *bufio.Reader) bool {
+	for n := 1; n <= 512; n++ {
+		p, err := br.Peek(n)
+		if len(p) < n {
+			return err == nil
+		}
+		switch p[n-1] {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '{':
+			return true
+		}
+		return false
+	}
+	return false
+}
+
+func lineError(path string, line int, err error) error {
+	return fmt.Errorf("%w: %s:%d: %w", ErrBadFile, path, line, err)
+}
+
+func readJSONL(br *bufio.Reader, path string, b *Builder) error {
+	sc := bufio.NewScanner(br)
+	sc.Buffer(make([]byte, 0, 4096), maxLine)
+	line := 0
+	for sc.Scan() {
+		line++
+		p := bytes.TrimSpace(sc.Bytes())
+		if len(p) == 0 {
+			continue
+		}
+		var fr fileRow
+		if err := decodeJSONRow(p, &fr); err != nil {
+			return lineError(path, line, err)
+		}
+		if err := addRow(b, &fr); err != nil {
+			return lineError(path, line, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return lineError(path, line+1, fmt.Errorf("reading: %w", err))
+	}
+	return nil
+}
+
+func addRow(b *Builder, fr *fileRow) error {
+	rec, err := fr.record()
+	if err != nil {
+		return err
+	}
+	return b.Add(rec)
+}
+
+func readCSV(br *bufio.Reader, path string, b *Builder) error {
+	cr := csv.NewReader(br)
+	cr.ReuseRecord = true
+	cr.FieldsPerRecord = 0 // every row as wide as the header
+	header, err := cr.Read()
+	if err == io.EOF {
+		return nil // an empty file is an empty registry
+	}
+	if err != nil {
+		return lineError(path, 1, fmt.Errorf("bad CSV: %w", err))
+	}
+	cols := make([]int, len(header))
+	seen := map[int]bool{}
+	for i, h := range header {
+		name := strings.TrimSpace(h)
+		idx := -1
+		for j, c := range columns {
+			if c == name {
+				idx = j
+			}
+		}
+		if idx < 0 {
+			return lineError(path, 1, fmt.Errorf("%w: unknown column %q", ErrInvalidRecord, name))
+		}
+		if seen[idx] {
+			return lineError(path, 1, fmt.Errorf("%w: duplicate column %q", ErrInvalidRecord, name))
+		}
+		seen[idx] = true
+		cols[i] = idx
+	}
+	for _, req := range []int{0, 1} {
+		if !seen[req] {
+			return lineError(path, 1, fmt.Errorf("%w: missing column %q", ErrInvalidRecord, columns[req]))
+		}
+	}
+	for {
+		row, err := cr.Read()
+		if err == io.EOF {
+			return nil
+		}
+		line, _ := cr.FieldPos(0)
+		if err != nil {
+			var pe *csv.ParseError
+			if errors.As(err, &pe) {
+				line = pe.StartLine
+			}
+			return lineError(path, line, fmt.Errorf("%w: bad CSV: %w", ErrInvalidRecord, err))
+		}
+		var fr fileRow
+		for i, v := range row {
+			// Clone: the reader reuses its buffer and records keep strings.
+			fr.set(cols[i], strings.Clone(strings.TrimSpace(v)))
+		}
+		if err := addRow(b, &fr); err != nil {
+			return lineError(path, line, err)
+		}
+	}
+}
+
+// fileID identifies a version of a file well enough to notice a change:
+// an in-place write changes size or mtime, a rename-replace the inode.
+type fileID struct {
+	ino, dev uint64
+	size     int64
+	mtime    int64
+}
+
+func statID(path string) (fileID, error) {
+	fi, err := os.Stat(path) // follows symlinks (ConfigMap-style swaps)
+	if err != nil {
+		return fileID{}, err
+	}
+	id := fileID{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		id.ino, id.dev = uint64(st.Ino), uint64(st.Dev)
+	}
+	return id, nil
+}
+
+// ReloadStats are a FileSource's counters.
+type ReloadStats struct {
+	Successes   uint64    // loads that installed a snapshot
+	Failures    uint64    // loads rejected (bad row, unreadable, shrink guard)
+	LastSuccess time.Time // zero before the first success
+	LastError   error     // the last failure, nil after a success
+}
+
+// FileSource loads a registry file into a Registry and reloads it when it
+// changes. Overrides in the serving snapshot (set by the control plane) are
+// carried over to every reloaded snapshot.
+type FileSource struct {
+	path string
+	reg  *Registry
+	log  *slog.Logger
+
+	// Interval is how often Run checks the file; default 100 ms. A change
+	// is loaded once the file has looked the same for one interval (so a
+	// file being written in place is not read half-way), so a change takes
+	// effect within about two intervals plus the parse.
+	Interval time.Duration
+	// MaxDeleteFraction refuses a reload that would remove more than this
+	// fraction of the serving records (a truncated or half-copied file);
+	// 0 disables the guard. Does not apply to the first load.
+	MaxDeleteFraction float64
+	// OnReload, if set, is called after every load attempt with the
+	// installed snapshot or the error.
+	OnReload func(s *Snapshot, err error)
+
+	successes, failures atomic.Uint64
+	lastSuccess         atomic.Int64
+	mu                  sync.Mutex // guards lastErr and loaded
+	lastErr             error
+	loaded              fileID
+}
+
+// NewFileSource returns a FileSource for path feeding r. A nil log
+// discards.
+func NewFileSource(path string, r *Registry, log *slog.Logger) *FileSource {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &FileSource{path: path, reg: r, log: log.With("component", "registry_file", "path", path)}
+}
+
+// Path returns the file's path.
+func (f *FileSource) Path() string { return f.path }
+
+// Stats returns the reload counters.
+func (f *FileSource) Stats() ReloadStats {
+	st := ReloadStats{Successes: f.successes.Load(), Failures: f.failures.Load()}
+	if ns := f.lastSuccess.Load(); ns != 0 {
+		st.LastSuccess = time.Unix(0, ns)
+	}
+	f.mu.Lock()
+	st.LastError = f.lastErr
+	f.mu.Unlock()
+	return st
+}
+
+// Load reads the file now and, when every row is valid, installs it. On
+// error the serving snapshot is unchanged.
+func (f *FileSource) Load() error {
+	id, _ := statID(f.path)
+	return f.load(id)
+}
+
+func (f *FileSource) load(id fileID) error {
+	start := time.Now()
+	recs, err := loadSnapshot(f.path)
+	var installed *Snapshot
+	if err == nil {
+		err = f.reg.Update(func(old *Snapshot) (*Snapshot, error) {
+			if f.MaxDeleteFraction > 0 && f.reg.Loaded() && old.Len() > 0 {
+				removed := 0
+				for r := range old.Records() {
+					if recs.Lookup(r.Domain) == nil {
+						removed++
+					}
+				}
+				if float64(removed) > f.MaxDeleteFraction*float64(old.Len()) {
+					return nil, fmt.Errorf("%w: %d of %d records would go (limit %.0f%%)",
+						ErrShrink, removed, old.Len(), 100*f.MaxDeleteFraction)
+				}
+			}
+			s, err := recs.WithOverrides(old.Overrides())
+			if err != nil {
+				return nil, fmt.Errorf("carrying overrides over: %w", err)
+			}
+			installed = s
+			return s, nil
+		})
+	}
+	f.mu.Lock()
+	f.loaded = id
+	f.lastErr = err
+	f.mu.Unlock()
+	if err != nil {
+		f.failures.Add(1)
+		f.log.Error("registry file rejected, previous snapshot keeps serving", "error", err.Error())
+	} else {
+		f.successes.Add(1)
+		f.lastSuccess.Store(time.Now().UnixNano())
+		f.log.Info("registry file loaded", "records", installed.Len(),
+			"duration_seconds", time.Since(start).Seconds())
+	}
+	if f.OnReload != nil {
+		f.OnReload(installed, err)
+	}
+	return err
+}
+
+// Run watches the file and reloads it on every change until ctx is done,
+// then returns nil. It does not load at start: call Load first (and fail
+// start-up on its error, or serve the local store, as the caller decides).
+// A missing file is logged and waited for; the serving snapshot stays.
+func (f *FileSource) Run(ctx context.Context) error {
+	iv := f.Interval
+	if iv <= 0 {
+		iv = 100 * time.Millisecond
+	}
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	var prev fileID
+	var prevErr error
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		id, err := statID(f.path)
+		if err != nil {
+			if prevErr == nil {
+				f.log.Warn("registry file unreadable, previous snapshot keeps serving", "error", err.Error())
+			}
+			prevErr, prev = err, fileID{}
+			continue
+		}
+		prevErr = nil
+		f.mu.Lock()
+		loaded := f.loaded
+		f.mu.Unlock()
+		// Load a changed file once it has been stable for one interval.
+		if id != loaded && id == prev {
+			f.load(id)
+		}
+		prev = id
+	}
+}
