@@ -263,11 +263,30 @@ func numericLabel[T string | []byte](l T) bool {
 	return true
 }
 
-// normalizeIPv4 accepts only the strict dotted quad (netip rejects leading
-// zeros and short forms) and returns it as given, which is then canonical.
+// normalizeIPv4 accepts only the strict dotted quad (four decimal octets
+// up to 255, no leading zeros, the form netip.ParseAddr accepts) and
+// returns it as given, which is then canonical. It is checked by hand
+// because netip's parse error allocates, and junk numeric names are
+// exactly what a flood of bad requests carries.
 func normalizeIPv4(s string) (string, HostKind, error) {
-	a, err := netip.ParseAddr(s)
-	if err != nil || !a.Is4() {
+	parts, n, digits := 0, 0, 0
+	for i := 0; i <= len(s); i++ {
+		if i == len(s) || s[i] == '.' {
+			if digits == 0 || n > 255 {
+				return "", HostName, errNumeric
+			}
+			parts++
+			n, digits = 0, 0
+			continue
+		}
+		c := s[i]
+		if c < '0' || c > '9' || (digits == 1 && n == 0) || digits == 3 {
+			return "", HostName, errNumeric // not a digit, leading zero, too long
+		}
+		n = n*10 + int(c-'0')
+		digits++
+	}
+	if parts != 4 {
 		return "", HostName, errNumeric
 	}
 	return s, HostIP, nil
