@@ -271,7 +271,8 @@ func headerToken(s string) string {
 
 // prefersJSON reports whether an Accept header ranks application/json above
 // text/html. Each type takes the q of its most specific matching range
-// (type/subtype over type/* over */*); a tie goes to HTML.
+// (type/subtype over type/* over */*); on equal q the type named more
+// specifically wins, and a full tie goes to HTML.
 func prefersJSON(accept string) bool {
 	if accept == "" {
 		return false
@@ -310,7 +311,9 @@ func prefersJSON(accept string) bool {
 			specHTML, qHTML = s, q
 		}
 	}
-	return qJSON > qHTML
+	// On equal q the more specific match wins: "application/json, */*"
+	// (what API clients send) asks for JSON.
+	return qJSON > qHTML || qJSON == qHTML && qJSON > 0 && specJSON > specHTML
 }
 
 type reasonText struct {

@@ -251,7 +251,8 @@ func parseRequestHead(b []byte, h *msgHead, maxFields int) error {
 			h.authority = hostValue
 			h.hasAuthority = true
 		}
-	case h.minor == 1 && !h.absolute:
+	case h.minor == 1:
+		// Required even with an absolute-form target (RFC 9112 §3.2).
 		return badRequest("missing Host")
 	}
 	if h.chunked && h.contentLength >= 0 {
@@ -306,6 +307,9 @@ func (h *msgHead) checkTarget(b, method, target []byte) error {
 	if a == rest {
 		return badRequest("empty authority in request target")
 	}
+	if err := checkAuthority(target[rest:a]); err != nil {
+		return err
+	}
 	for _, c := range target[a:] {
 		if c == '#' {
 			return badRequest("fragment in request target")
@@ -316,6 +320,50 @@ func (h *msgHead) checkTarget(b, method, target []byte) error {
 	h.hasAuthority = true
 	h.authority = span{off + int32(rest), off + int32(a)}
 	h.path = span{off + int32(a), h.target.e}
+	return nil
+}
+
+// checkAuthority validates an absolute-form authority (host[:port], host a
+// reg-name or bracketed IP literal) more strictly than net/url: no '%'
+// escapes (net/url would decode them, so the upstream and the decision
+// could see different names) and a port of digits only.
+func checkAuthority(a []byte) error {
+	host, port := a, []byte(nil)
+	if a[0] == '[' {
+		j := 1
+		for j < len(a) && a[j] != ']' {
+			j++
+		}
+		if j == len(a) {
+			return badRequest("unterminated IP literal in request target")
+		}
+		host, port = a[:j+1], a[j+1:]
+		if len(port) > 0 && port[0] != ':' {
+			return badRequest("invalid authority in request target")
+		}
+	} else {
+		for j, c := range a {
+			if c == ':' {
+				host, port = a[:j], a[j:]
+				break
+			}
+		}
+	}
+	for _, c := range host[min(1, len(host)):] {
+		if c == '%' || (host[0] != '[' && (c == '[' || c == ']')) {
+			return badRequest("invalid host in request target")
+		}
+	}
+	if len(host) == 0 || host[0] == '%' {
+		return badRequest("invalid host in request target")
+	}
+	if len(port) > 0 {
+		for _, c := range port[1:] {
+			if c < '0' || c > '9' {
+				return badRequest("invalid port in request target")
+			}
+		}
+	}
 	return nil
 }
 
