@@ -204,7 +204,9 @@ func TestBlockStatusAndHead(t *testing.T) {
 func TestReasonTextsComplete(t *testing.T) {
 	codes := append(append([]string{}, allReasons...), "unknown", "bad_request", "header_too_large",
 		"request_timeout", "method_not_allowed", "version_not_supported", "upstream_unavailable", "upstream_timeout")
-	hasHan := func(s string) bool { return strings.IndexFunc(s, func(r rune) bool { return unicode.Is(unicode.Han, r) }) >= 0 }
+	hasHan := func(s string) bool {
+		return strings.IndexFunc(s, func(r rune) bool { return unicode.Is(unicode.Han, r) }) >= 0
+	}
 	for _, c := range codes {
 		rt, ok := reasonTexts[c]
 		if !ok {
