@@ -1,12 +1,690 @@
 package proxy
 
-// Config is everything the data plane runs with. PLACEHOLDER contract: the
-// Server below is being implemented.
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+)
+
+// Config is everything the data plane runs with. cmd builds it from the
+// YAML config; NewServer and Reload validate it and name the first bad
+// field. Zero values mean the documented defaults.
 type Config struct {
-	// Node names this gateway on block pages and in logs.
-	Node      string
+	// Node names this gateway on block pages and in logs. Default "".
+	Node string
+	// Listeners are the data-plane listeners. At least one is required;
+	// names and (non-zero-port) addresses must be unique.
 	Listeners []ListenerConfig
-	Policy    Policy
-	Timeouts  Timeouts
-	Limits    Limits
+	// Policy is how blocked traffic is answered.
+	Policy Policy
+	// Timeouts bound each phase of a connection.
+	Timeouts Timeouts
+	// Limits cap resources; MaxConns and MaxConnsPerIP are enforced by the
+	// Server at accept.
+	Limits Limits
+}
+
+// Defaults of Timeouts fields the Server applies itself (the HTTP handler
+// applies its own for Hello, Dial and its keep-alive Idle).
+const (
+	defaultTLSIdle = 5 * time.Minute
+	defaultDrain   = 30 * time.Second
+)
+
+// Sentinel errors of the Server.
+var (
+	// ErrInvalidConfig wraps every validation error of NewServer and Reload.
+	ErrInvalidConfig = errors.New("invalid proxy config")
+	// ErrServerClosed is returned by Start, Serve and Reload after Serve
+	// has returned.
+	ErrServerClosed = errors.New("proxy server closed")
+	// ErrServing is returned by a second call to Serve.
+	ErrServing = errors.New("proxy server already serving")
+)
+
+// Server runs the data-plane listeners: it accepts connections, enforces
+// the connection limits, hands each connection to the handler of its
+// listener's protocol and drains on shutdown. Create it with NewServer.
+type Server struct {
+	log   *slog.Logger
+	m     *Metrics
+	dec   swapDecider
+	lim   *connLimiter
+	conns connSet
+
+	// handlers counts running connection handlers; Add happens only in
+	// accept loops, which have all returned before shutdown Waits.
+	handlers sync.WaitGroup
+	accepts  sync.WaitGroup
+
+	// drainCtx is cancelled when draining starts (handlers finish the
+	// request in progress); hardCtx at the drain deadline (aborts dials).
+	drainCtx, hardCtx       context.Context
+	drainCancel, hardCancel context.CancelFunc
+
+	idleTick atomic.Int64 // watchdog period in nanoseconds
+
+	decMu     sync.Mutex // serialises inserts into decisions
+	decisions atomic.Pointer[map[string]*[2]prometheus.Counter]
+
+	mu      sync.Mutex // guards the fields below
+	cfg     Config
+	lns     map[string]*listener
+	started bool
+	serving bool
+	stopped bool
+}
+
+// listener is one bound (or to-be-bound) listening socket and the runtime
+// config its new connections get.
+type listener struct {
+	name, protocol, address string
+	ln                      *net.TCPListener // nil until bound
+	rt                      atomic.Pointer[listenerRuntime]
+	closing                 atomic.Bool
+}
+
+// listenerRuntime is the immutable per-listener state a connection is
+// served with: taken once at accept, so a Reload never changes a
+// connection's config mid-way.
+type listenerRuntime struct {
+	cfg      ListenerConfig
+	tlsBlock string
+	hello    time.Duration
+	dial     time.Duration
+	idle     time.Duration
+	http     *httpHandler // http listeners only
+
+	connections, bytesUp, bytesDown prometheus.Counter
+	active                          prometheus.Gauge
+	upDial, upTimeout, upNone       prometheus.Counter
+	helloErrs                       map[string]prometheus.Counter
+	log                             *slog.Logger
+}
+
+// swapDecider is the Decider every handler holds: it forwards to the
+// current one, so SetDecider and Reload take effect on the next decision
+// without rebuilding handlers.
+type swapDecider struct {
+	p atomic.Pointer[deciderBox]
+}
+
+type deciderBox struct{ d Decider }
+
+// Decide calls the current Decider.
+func (s *swapDecider) Decide(host string) Decision { return s.p.Load().d.Decide(host) }
+
+func (s *swapDecider) store(d Decider) { s.p.Store(&deciderBox{d}) }
+
+var _ Decider = (*swapDecider)(nil)
+
+// NewServer validates cfg and returns a Server that has not bound anything
+// yet. d decides every connection (TLS) and request (HTTP). A nil m means
+// metrics go to a private registry; a nil log discards logs.
+func NewServer(cfg Config, d Decider, m *Metrics, log *slog.Logger) (*Server, error) {
+	if err := validate(cfg); err != nil {
+		return nil, err
+	}
+	if d == nil {
+		return nil, fmt.Errorf("%w: decider is nil", ErrInvalidConfig)
+	}
+	if m == nil {
+		m = NewMetrics(prometheus.NewRegistry())
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		log: log.With("component", "proxy"),
+		m:   m,
+		lim: newConnLimiter(),
+	}
+	s.dec.store(d)
+	s.drainCtx, s.drainCancel = context.WithCancel(context.Background())
+	s.hardCtx, s.hardCancel = context.WithCancel(context.Background())
+	empty := map[string]*[2]prometheus.Counter{}
+	s.decisions.Store(&empty)
+	s.cfg = cfg
+	s.lns = make(map[string]*listener, len(cfg.Listeners))
+	for _, lc := range cfg.Listeners {
+		l := &listener{name: lc.Name, protocol: lc.Protocol, address: lc.Address}
+		l.rt.Store(s.newRuntime(cfg, lc))
+		s.lns[lc.Name] = l
+	}
+	s.applyGlobal(cfg)
+	return s, nil
+}
+
+// applyGlobal applies the parts of cfg that are not per listener.
+func (s *Server) applyGlobal(cfg Config) {
+	s.lim.setLimits(cfg.Limits)
+	tick := tlsIdle(cfg.Timeouts) / 8
+	tick = max(10*time.Millisecond, min(tick, time.Second))
+	s.idleTick.Store(int64(tick))
+	if cfg.Policy.TLSBlock == "page" {
+		// TODO(tls-block-page): Policy.TLSBlock "page" (terminate TLS with
+		// a certmagic-managed certificate and serve the block page) is not
+		// implemented yet; blocked TLS connections get the alert instead.
+		s.log.Warn("tls_block page is not implemented yet, sending the access_denied alert instead")
+	}
+}
+
+func tlsIdle(t Timeouts) time.Duration {
+	if t.Idle > 0 {
+		return t.Idle
+	}
+	return defaultTLSIdle
+}
+
+// newRuntime builds the runtime of listener lc under cfg.
+func (s *Server) newRuntime(cfg Config, lc ListenerConfig) *listenerRuntime {
+	rt := &listenerRuntime{
+		cfg:      lc,
+		tlsBlock: cfg.Policy.TLSBlock,
+		hello:    cfg.Timeouts.Hello,
+		dial:     cfg.Timeouts.Dial,
+		idle:     tlsIdle(cfg.Timeouts),
+		log:      s.log.With("listener", lc.Name),
+	}
+	if rt.tlsBlock == "" {
+		rt.tlsBlock = "alert"
+	}
+	if rt.hello <= 0 {
+		rt.hello = defaultHelloTimeout
+	}
+	if rt.dial <= 0 {
+		rt.dial = defaultDialTimeout
+	}
+	m := s.m
+	rt.connections = m.Connections.WithLabelValues(lc.Name)
+	rt.active = m.ActiveConnections.WithLabelValues(lc.Name)
+	rt.bytesUp = m.Bytes.WithLabelValues(lc.Name, "upstream")
+	rt.bytesDown = m.Bytes.WithLabelValues(lc.Name, "downstream")
+	rt.upDial = m.UpstreamErrors.WithLabelValues(lc.Name, "dial")
+	rt.upTimeout = m.UpstreamErrors.WithLabelValues(lc.Name, "timeout")
+	rt.upNone = m.UpstreamErrors.WithLabelValues(lc.Name, "no_upstream")
+	rt.helloErrs = make(map[string]prometheus.Counter, len(helloErrorKinds))
+	for _, k := range helloErrorKinds {
+		rt.helloErrs[k] = m.HelloErrors.WithLabelValues(k)
+	}
+	if lc.Protocol == "http" {
+		rt.http = newHTTPHandler(cfg, lc, &s.dec, m, s.log)
+	}
+	return rt
+}
+
+// Start binds every listener, with SO_REUSEPORT so that a new process can
+// bind the same addresses during a zero-downtime upgrade. On failure
+// nothing stays bound and the error names the listener and address.
+// Calling Start again is a no-op.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return ErrServerClosed
+	}
+	if s.started {
+		return nil
+	}
+	var bound []*listener
+	for _, lc := range s.cfg.Listeners {
+		l := s.lns[lc.Name]
+		ln, err := bind(lc)
+		if err != nil {
+			for _, b := range bound {
+				b.ln.Close()
+				b.ln = nil
+			}
+			return err
+		}
+		l.ln = ln
+		bound = append(bound, l)
+	}
+	s.started = true
+	return nil
+}
+
+// bind opens the listening socket of lc.
+func bind(lc ListenerConfig) (*net.TCPListener, error) {
+	lcfg := net.ListenConfig{Control: reusePort}
+	ln, err := lcfg.Listen(context.Background(), "tcp", lc.Address)
+	if err != nil {
+		return nil, fmt.Errorf("listener %q: binding %s: %w", lc.Name, lc.Address, err)
+	}
+	return ln.(*net.TCPListener), nil
+}
+
+// reusePort sets SO_REUSEPORT on a listening socket before bind.
+func reusePort(network, address string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("setting SO_REUSEPORT: %w", err)
+	}
+	return nil
+}
+
+// Addr returns the bound address of the named listener, or nil when there
+// is no such listener or it is not bound.
+func (s *Server) Addr(name string) net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.lns[name]
+	if l == nil || l.ln == nil {
+		return nil
+	}
+	return l.ln.Addr()
+}
+
+// SetDecider makes d decide every new connection and request from now on,
+// including the next request of an open HTTP keep-alive connection. A nil d
+// is ignored.
+func (s *Server) SetDecider(d Decider) {
+	if d != nil {
+		s.dec.store(d)
+	}
+}
+
+// Reload applies cfg (and d, unless nil) to new connections: policy,
+// upstreams, timeouts and limits. Listeners whose name, protocol and
+// address are unchanged keep their socket; new or changed ones are bound
+// first, and only when every bind succeeded are removed or replaced ones
+// closed, so a failed Reload changes nothing. Open connections are never
+// touched: they finish under the config they were accepted with.
+func (s *Server) Reload(cfg Config, d Decider) error {
+	if err := validate(cfg); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return ErrServerClosed
+	}
+	next := make(map[string]*listener, len(cfg.Listeners))
+	var fresh []*listener
+	for _, lc := range cfg.Listeners {
+		if old := s.lns[lc.Name]; old != nil && old.protocol == lc.Protocol && old.address == lc.Address {
+			next[lc.Name] = old
+			continue
+		}
+		l := &listener{name: lc.Name, protocol: lc.Protocol, address: lc.Address}
+		if s.started {
+			ln, err := bind(lc)
+			if err != nil {
+				for _, f := range fresh {
+					f.ln.Close()
+				}
+				return err
+			}
+			l.ln = ln
+		}
+		fresh = append(fresh, l)
+		next[lc.Name] = l
+	}
+	// Every bind succeeded: commit.
+	if d != nil {
+		s.dec.store(d)
+	}
+	for _, lc := range cfg.Listeners {
+		next[lc.Name].rt.Store(s.newRuntime(cfg, lc))
+	}
+	for name, old := range s.lns {
+		if next[name] != old {
+			old.close()
+		}
+	}
+	s.cfg = cfg
+	s.lns = next
+	s.applyGlobal(cfg)
+	if s.serving {
+		for _, l := range fresh {
+			s.startAccept(l)
+		}
+	}
+	s.log.Info("proxy config reloaded", "listeners", len(next), "rebound", len(fresh))
+	return nil
+}
+
+// close stops accepting on l; its open connections are not touched.
+func (l *listener) close() {
+	l.closing.Store(true)
+	if l.ln != nil {
+		l.ln.Close()
+	}
+}
+
+// Serve accepts connections on every listener (binding them first if Start
+// was not called) until ctx is done, then drains: it stops accepting,
+// cancels the context HTTP handlers watch (each finishes its request in
+// progress), lets passthrough connections run until Timeouts.Drain (default
+// 30 s) has passed, closes whatever is still open, and returns once every
+// connection handler has returned. It returns nil after a drain.
+func (s *Server) Serve(ctx context.Context) error {
+	if err := s.Start(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	if s.serving {
+		s.mu.Unlock()
+		return ErrServing
+	}
+	s.serving = true
+	for _, l := range s.lns {
+		s.startAccept(l)
+	}
+	s.mu.Unlock()
+
+	watchdogDone := make(chan struct{})
+	stopWatchdog := make(chan struct{})
+	go func() {
+		defer close(watchdogDone)
+		s.idleWatchdog(stopWatchdog)
+	}()
+
+	<-ctx.Done()
+	s.shutdown()
+	close(stopWatchdog)
+	<-watchdogDone
+	return nil
+}
+
+// startAccept starts the accept loop of l. s.mu must be held.
+func (s *Server) startAccept(l *listener) {
+	s.accepts.Add(1)
+	go func() {
+		defer s.accepts.Done()
+		s.acceptLoop(l)
+	}()
+}
+
+// shutdown is Serve's drain.
+func (s *Server) shutdown() {
+	s.mu.Lock()
+	s.stopped = true
+	drain := s.cfg.Timeouts.Drain
+	for _, l := range s.lns {
+		l.close()
+	}
+	s.mu.Unlock()
+	if drain <= 0 {
+		drain = defaultDrain
+	}
+	s.accepts.Wait()
+	s.drainCancel()
+	open := s.conns.len()
+	s.log.Info("proxy draining", "connections", open, "deadline_seconds", drain.Seconds())
+
+	done := make(chan struct{})
+	go func() {
+		s.handlers.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(drain)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		n := s.conns.closeAll()
+		s.hardCancel()
+		s.log.Warn("drain deadline reached, closed open connections", "connections", n)
+		<-done
+	}
+	s.hardCancel()
+	s.log.Info("proxy drained")
+}
+
+// acceptLoop accepts connections on l until it is closed.
+func (s *Server) acceptLoop(l *listener) {
+	var backoff time.Duration
+	for {
+		c, err := l.ln.AcceptTCP()
+		if err != nil {
+			if l.closing.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off rather than
+			// spin, like net/http.
+			if backoff == 0 {
+				backoff = 5 * time.Millisecond
+				s.log.Warn("accept failed, backing off", "listener", l.name, "error", err)
+			} else {
+				backoff = min(2*backoff, time.Second)
+			}
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		rt := l.rt.Load()
+		rt.connections.Inc()
+		var client netip.AddrPort
+		if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			client = a.AddrPort()
+		}
+		ip := client.Addr().Unmap()
+		if limit := s.lim.acquire(ip); limit != "" {
+			s.m.LimitRejects.WithLabelValues(limit).Inc()
+			c.Close()
+			continue
+		}
+		rt.active.Inc()
+		tc := &trackedConn{c: c, ip: ip, listener: l.name}
+		s.conns.add(tc)
+		s.handlers.Add(1)
+		go s.serveConn(rt, tc, client)
+	}
+}
+
+// serveConn runs the handler of one admitted connection and releases its
+// slot. A panic in a handler is logged and ends only that connection: one
+// bad connection must not take the node down.
+func (s *Server) serveConn(rt *listenerRuntime, tc *trackedConn, client netip.AddrPort) {
+	defer s.handlers.Done()
+	defer func() {
+		if p := recover(); p != nil {
+			tc.c.Close()
+			rt.log.Error("connection handler panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		}
+		s.conns.remove(tc)
+		s.lim.release(tc.ip)
+		rt.active.Dec()
+	}()
+	switch rt.cfg.Protocol {
+	case "http":
+		rt.http.serveConn(s.drainCtx, tc.c, client)
+	default:
+		s.serveTLS(rt, tc)
+	}
+}
+
+// idleWatchdog closes relays that have been idle for their idle timeout,
+// checking the due ones every tick until stop is closed.
+func (s *Server) idleWatchdog(stop <-chan struct{}) {
+	var due []idleCheck
+	t := time.NewTimer(time.Duration(s.idleTick.Load()))
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		due = s.conns.due(now.UnixNano(), due[:0])
+		if len(due) > 0 {
+			if n := s.conns.checkIdle(now, due); n > 0 && s.log.Enabled(context.Background(), slog.LevelDebug) {
+				s.log.Debug("closed idle relays", "relays", n)
+			}
+			clear(due) // drop references to closed connections
+		}
+		t.Reset(time.Duration(s.idleTick.Load()))
+	}
+}
+
+// countDecision counts one decision of protocol, caching the counters per
+// reason in a copy-on-write map so the hot path neither locks nor allocates.
+func (s *Server) countDecision(protocol string, d *Decision) {
+	m := *s.decisions.Load()
+	c, ok := m[d.Reason]
+	if !ok {
+		s.decMu.Lock()
+		m = *s.decisions.Load()
+		if c, ok = m[d.Reason]; !ok {
+			c = &[2]prometheus.Counter{
+				s.m.Decisions.WithLabelValues(protocol, "pass", d.Reason),
+				s.m.Decisions.WithLabelValues(protocol, "block", d.Reason),
+			}
+			n := make(map[string]*[2]prometheus.Counter, len(m)+1)
+			for k, v := range m {
+				n[k] = v
+			}
+			n[d.Reason] = c
+			s.decisions.Store(&n)
+		}
+		s.decMu.Unlock()
+	}
+	if d.Pass {
+		c[0].Inc()
+	} else {
+		c[1].Inc()
+	}
+}
+
+// validate checks cfg and names the first bad field, using the YAML names.
+func validate(cfg Config) error {
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, field, fmt.Sprintf(format, args...))
+	}
+	if len(cfg.Listeners) == 0 {
+		return bad("listeners", "at least one listener is required")
+	}
+	names := make(map[string]bool, len(cfg.Listeners))
+	addrs := make(map[string]string, len(cfg.Listeners))
+	for i, l := range cfg.Listeners {
+		f := "listeners[" + strconv.Itoa(i) + "]."
+		if l.Name == "" {
+			return bad(f+"name", "required")
+		}
+		if !validListenerName(l.Name) {
+			return bad(f+"name", "%q: use letters, digits, '_', '-' and '.' only (at most 64)", l.Name)
+		}
+		if names[l.Name] {
+			return bad(f+"name", "%q is used by another listener", l.Name)
+		}
+		names[l.Name] = true
+		switch l.Protocol {
+		case "tls", "http":
+		case "quic", "auto":
+			return bad(f+"protocol", "%q is not supported yet", l.Protocol)
+		default:
+			return bad(f+"protocol", "%q: want http or tls", l.Protocol)
+		}
+		host, port, err := net.SplitHostPort(l.Address)
+		if err != nil {
+			return bad(f+"address", "%q: %v", l.Address, err)
+		}
+		if p, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return bad(f+"address", "%q: invalid port", l.Address)
+		} else if p != 0 {
+			key := host + ":" + port
+			if other, dup := addrs[key]; dup {
+				return bad(f+"address", "%q is also the address of listener %q", l.Address, other)
+			}
+			addrs[key] = l.Name
+		}
+		if host != "" {
+			if _, err := netip.ParseAddr(host); err != nil && host != "localhost" {
+				return bad(f+"address", "%q: host must be an IP address", l.Address)
+			}
+		}
+		if l.Upstream != "" {
+			if l.Upstream == "original" {
+				return bad(f+"upstream", "\"original\" (transparent mode) is not supported yet")
+			}
+			if _, port, err := net.SplitHostPort(l.Upstream); err != nil {
+				return bad(f+"upstream", "%q: %v", l.Upstream, err)
+			} else if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+				return bad(f+"upstream", "%q: invalid port", l.Upstream)
+			}
+		}
+		switch l.ForwardedProto {
+		case "", "http", "https":
+		default:
+			return bad(f+"forwarded_proto", "%q: want http or https", l.ForwardedProto)
+		}
+	}
+	switch cfg.Policy.TLSBlock {
+	case "", "alert", "reset", "page":
+	default:
+		return bad("policy.tls_block", "%q: want alert, reset or page", cfg.Policy.TLSBlock)
+	}
+	if st := cfg.Policy.HTTPBlockStatus; st != 0 && (st < 200 || st > 599) {
+		return bad("policy.http_block_status", "%d: want 200-599", st)
+	}
+	if r := cfg.Policy.RedirectURL; r != "" {
+		u, err := url.Parse(r)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return bad("policy.redirect_url", "%q: want an absolute http or https URL", r)
+		}
+	}
+	if p := cfg.Policy.BlockPage; p != "" {
+		if _, err := LoadBlockPage(p); err != nil {
+			return bad("policy.block_page", "%v", err)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"timeouts.hello", cfg.Timeouts.Hello}, {"timeouts.dial", cfg.Timeouts.Dial},
+		{"timeouts.idle", cfg.Timeouts.Idle}, {"timeouts.drain", cfg.Timeouts.Drain}} {
+		if d.v < 0 {
+			return bad(d.name, "%v: must not be negative", d.v)
+		}
+	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{{"limits.max_header_bytes", cfg.Limits.MaxHeaderBytes}, {"limits.max_headers", cfg.Limits.MaxHeaders},
+		{"limits.max_conns", cfg.Limits.MaxConns}, {"limits.max_conns_per_ip", cfg.Limits.MaxConnsPerIP}} {
+		if n.v < 0 {
+			return bad(n.name, "%d: must not be negative", n.v)
+		}
+	}
+	return nil
+}
+
+// validListenerName reports whether name is safe as a metric label value
+// and in logs.
+func validListenerName(name string) bool {
+	if len(name) > 64 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
 }

@@ -1,0 +1,298 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+)
+
+// relayChunk is how many bytes one splice run moves before the byte
+// counters are updated. Bulk transfers show up in Metrics.Bytes every MiB;
+// the run itself stays in the kernel (splice(2) through a pipe).
+const relayChunk = 1 << 20
+
+// relay moves bytes between client and up in both directions until both
+// have ended, counting them in bytesUp (client to upstream) and bytesDown.
+//
+// Both ends are *net.TCPConn, so each direction is TCPConn.ReadFrom of an
+// io.LimitedReader over a *net.TCPConn, which the runtime serves with
+// splice(2): the payload never enters user space. When one side ends its
+// stream (EOF), relay half-closes the other side with CloseWrite and keeps
+// the opposite direction running, so a client can send a request, shut its
+// write side and still read the whole response. Any error in one direction
+// (reset, a close by the idle watchdog or by the drain deadline) closes both
+// connections, which ends the other direction too. relay does not close the
+// connections on the normal path; the caller does.
+//
+// The downstream direction runs in a second goroutine; relay returns when
+// both have.
+func relay(client, up *net.TCPConn, bytesUp, bytesDown prometheus.Counter) (nUp, nDown int64, err error) {
+	var wg sync.WaitGroup
+	var errDown error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		nDown, errDown = relayDownstream(client, up, bytesDown)
+	}()
+	nUp, errUp := spliceCopy(up, client, bytesUp)
+	if errUp != nil {
+		client.Close()
+		up.Close()
+	} else {
+		up.CloseWrite() // the upstream sees EOF and may still answer
+	}
+	wg.Wait()
+	if errUp != nil {
+		return nUp, nDown, fmt.Errorf("relaying client to upstream: %w", errUp)
+	}
+	if errDown != nil {
+		return nUp, nDown, fmt.Errorf("relaying upstream to client: %w", errDown)
+	}
+	return nUp, nDown, nil
+}
+
+// relayDownstream copies upstream to client: relay's second goroutine,
+// named so that it reads well in a stack dump.
+func relayDownstream(client, up *net.TCPConn, bytesDown prometheus.Counter) (int64, error) {
+	n, err := spliceCopy(client, up, bytesDown)
+	if err != nil {
+		client.Close()
+		up.Close()
+		return n, err
+	}
+	client.CloseWrite()
+	return n, nil
+}
+
+// spliceCopy copies src to dst until EOF on src (nil error) or an error,
+// relayChunk bytes per ReadFrom, adding each run's bytes to count.
+func spliceCopy(dst, src *net.TCPConn, count prometheus.Counter) (int64, error) {
+	lr := &io.LimitedReader{R: src}
+	var total int64
+	for {
+		lr.N = relayChunk
+		n, err := dst.ReadFrom(lr)
+		if n > 0 {
+			total += n
+			count.Add(float64(n))
+		}
+		if err != nil {
+			return total, err
+		}
+		if lr.N > 0 { // the run ended before its limit: EOF on src
+			return total, nil
+		}
+	}
+}
+
+// trackedConn is one admitted client connection, registered in a connSet so
+// that the drain deadline can close it and, once it relays, so that the idle
+// watchdog can check it.
+type trackedConn struct {
+	c        *net.TCPConn
+	ip       netip.Addr // unmapped client IP, the per-IP limit key
+	listener string     // listener name, for logs
+	shard    *connShard
+
+	// The fields below are guarded by shard.mu.
+	prev, next *trackedConn
+	up         *net.TCPConn  // non-nil while relaying
+	idle       time.Duration // idle timeout of the relay
+	nextCheck  int64         // unix nanoseconds of the next idle check
+}
+
+// connSet is the set of open client connections, sharded so that accepts on
+// both cores rarely contend. Each shard is an intrusive list: adding and
+// removing a connection allocates nothing.
+type connSet struct {
+	next   atomic.Uint32
+	shards [connShards]connShard
+}
+
+const connShards = 16
+
+type connShard struct {
+	mu    sync.Mutex
+	head  *trackedConn // guarded by mu
+	count int          // guarded by mu
+	_     [40]byte
+}
+
+// add registers tc.
+func (s *connSet) add(tc *trackedConn) {
+	sh := &s.shards[s.next.Add(1)%connShards]
+	tc.shard = sh
+	sh.mu.Lock()
+	tc.next = sh.head
+	if sh.head != nil {
+		sh.head.prev = tc
+	}
+	sh.head = tc
+	sh.count++
+	sh.mu.Unlock()
+}
+
+// remove unregisters tc.
+func (s *connSet) remove(tc *trackedConn) {
+	sh := tc.shard
+	sh.mu.Lock()
+	if tc.prev != nil {
+		tc.prev.next = tc.next
+	} else {
+		sh.head = tc.next
+	}
+	if tc.next != nil {
+		tc.next.prev = tc.prev
+	}
+	tc.prev, tc.next, tc.up = nil, nil, nil
+	sh.count--
+	sh.mu.Unlock()
+}
+
+// startRelay marks tc as relaying to up with the given idle timeout, so the
+// watchdog starts checking it.
+func (s *connSet) startRelay(tc *trackedConn, up *net.TCPConn, idle time.Duration) {
+	sh := tc.shard
+	sh.mu.Lock()
+	tc.up, tc.idle = up, idle
+	tc.nextCheck = time.Now().Add(idle).UnixNano()
+	sh.mu.Unlock()
+}
+
+// len reports the number of open connections.
+func (s *connSet) len() int {
+	n := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		n += sh.count
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// closeAll closes every open client connection and every upstream
+// connection being relayed to: the drain deadline.
+func (s *connSet) closeAll() int {
+	n := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for tc := sh.head; tc != nil; tc = tc.next {
+			tc.c.Close()
+			if tc.up != nil {
+				tc.up.Close()
+			}
+			n++
+		}
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// idleCheck is a relay due for an idle check, copied out of the set so that
+// the getsockopt calls run without holding a shard lock.
+type idleCheck struct {
+	tc       *trackedConn
+	c, up    *net.TCPConn
+	idle     time.Duration
+	listener string
+}
+
+// due appends the relays whose next idle check is at or before now.
+func (s *connSet) due(now int64, dst []idleCheck) []idleCheck {
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for tc := sh.head; tc != nil; tc = tc.next {
+			if tc.up != nil && tc.nextCheck <= now {
+				dst = append(dst, idleCheck{tc: tc, c: tc.c, up: tc.up, idle: tc.idle, listener: tc.listener})
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return dst
+}
+
+// reschedule sets the next idle check of tc; a no-op once tc stopped
+// relaying.
+func (s *connSet) reschedule(tc *trackedConn, at int64) {
+	sh := tc.shard
+	sh.mu.Lock()
+	if tc.up != nil {
+		tc.nextCheck = at
+	}
+	sh.mu.Unlock()
+}
+
+// checkIdle checks the due relays: a relay whose two sockets have both been
+// inactive for its idle timeout is closed; the others are rescheduled for
+// the earliest moment they could become idle. It returns the number of
+// relays closed.
+//
+// Activity comes from the kernel (TCP_INFO), not from the relay loop: the
+// relay splices without per-read deadlines or timestamps, so the kernel's
+// "milliseconds since data was last received" on each socket is the
+// activity clock. A relay moving data is checked about once per idle
+// period, one getsockopt per socket, whatever its traffic.
+func (s *connSet) checkIdle(now time.Time, due []idleCheck) int {
+	closed := 0
+	for _, d := range due {
+		ic, err := tcpInactive(d.c)
+		if err != nil {
+			continue // closed meanwhile
+		}
+		iu, err := tcpInactive(d.up)
+		if err != nil {
+			continue
+		}
+		inactive := min(ic, iu)
+		if inactive >= d.idle {
+			d.c.Close()
+			d.up.Close()
+			closed++
+			continue
+		}
+		s.reschedule(d.tc, now.Add(d.idle-inactive).UnixNano())
+	}
+	return closed
+}
+
+// errNoTCPInfo reports a socket whose TCP_INFO could not be read.
+var errNoTCPInfo = errors.New("reading TCP_INFO")
+
+// tcpInactive reports how long c has seen no progress: the time since it
+// last received data, or, while it has data in flight or queued to send (a
+// slow reader), since it last received an ACK, whichever is more recent.
+// The kernel keeps these with jiffy resolution; that is ample for an idle
+// timeout.
+func tcpInactive(c *net.TCPConn) (time.Duration, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", errNoTCPInfo, err)
+	}
+	var info *unix.TCPInfo
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		info, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", errNoTCPInfo, err)
+	}
+	ms := info.Last_data_recv
+	if (info.Unacked > 0 || info.Notsent_bytes > 0) && info.Last_ack_recv < ms {
+		ms = info.Last_ack_recv
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}

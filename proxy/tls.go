@@ -1,0 +1,165 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/icpgate/icpgate/sni"
+)
+
+// Hello error kinds, the label values of Metrics.HelloErrors.
+const (
+	helloNotTLS    = "not_tls"
+	helloTooLarge  = "too_large"
+	helloTimeout   = "timeout"
+	helloMalformed = "malformed"
+	helloClosed    = "closed"
+)
+
+var helloErrorKinds = []string{helloNotTLS, helloTooLarge, helloTimeout, helloMalformed, helloClosed}
+
+// TLS alert constants (RFC 8446 §6).
+const (
+	recordTypeAlert    = 21
+	alertLevelFatal    = 2
+	alertAccessDenied  = 49
+	tlsLingerTimeout   = 2 * time.Second // how long a blocked client may take to close after the alert
+	tlsLingerMaxBytes  = 64 << 10        // unread client bytes discarded before closing
+	defaultHelloRecord = 0x0301          // record version when a hello carried none
+)
+
+// serveTLS serves one connection of a tls listener: read the ClientHello,
+// decide on its server name, then either splice it to the upstream or
+// refuse it. The upstream is dialled only after a pass; a blocked
+// connection never reaches it. It closes the client connection.
+func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn) {
+	c := tc.c
+	hello, sc, err := readHello(c, sni.Options{Timeout: rt.hello})
+	if err != nil {
+		kind := helloErrorKind(err)
+		rt.helloErrs[kind].Inc()
+		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
+			rt.log.Debug("client hello not read", "kind", kind, "client", tc.ip.String(), "error", err)
+		}
+		c.Close()
+		return
+	}
+
+	d := s.dec.Decide(hello.ServerName)
+	s.countDecision("tls", &d)
+	if !d.Pass {
+		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
+			rt.log.Debug("tls blocked", "sni", hello.ServerName, "reason", d.Reason, "client", tc.ip.String())
+		}
+		blockTLS(c, rt.tlsBlock, hello.RecordVersion)
+		return
+	}
+
+	addr := d.Upstream
+	if addr == "" {
+		addr = rt.cfg.Upstream
+	}
+	if addr == "" {
+		// Fail closed: a pass with nowhere to go is refused like a dial
+		// failure, never sent somewhere by guesswork.
+		rt.upNone.Inc()
+		rt.log.Warn("no upstream for passing connection", "domain", d.Domain, "reason", d.Reason)
+		c.Close()
+		return
+	}
+	dialer := net.Dialer{Timeout: rt.dial}
+	uc, err := dialer.DialContext(s.hardCtx, "tcp", addr)
+	if err != nil {
+		if isDialTimeout(err) {
+			rt.upTimeout.Inc()
+		} else {
+			rt.upDial.Inc()
+		}
+		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
+			rt.log.Debug("upstream dial failed", "upstream", addr, "error", err)
+		}
+		c.Close() // a FIN: the client sees the connection end, not a hang
+		return
+	}
+	up := uc.(*net.TCPConn)
+	defer up.Close()
+	defer c.Close()
+
+	// Replay the bytes the hello reader consumed, then splice the rest.
+	if b := sc.Buffered(); len(b) > 0 {
+		if _, err := up.Write(b); err != nil {
+			if rt.log.Enabled(context.Background(), slog.LevelDebug) {
+				rt.log.Debug("writing client hello to upstream", "upstream", addr, "error", err)
+			}
+			return
+		}
+	}
+	s.conns.startRelay(tc, up, rt.idle)
+	_, _, err = relay(sc.TCPConn(), up, rt.bytesUp, rt.bytesDown)
+	if err != nil && rt.log.Enabled(context.Background(), slog.LevelDebug) {
+		rt.log.Debug("relay ended", "upstream", addr, "error", err)
+	}
+}
+
+// helloErrorKind maps an sni.Read error to its metric label.
+func helloErrorKind(err error) string {
+	switch {
+	case errors.Is(err, sni.ErrNotTLS):
+		return helloNotTLS
+	case errors.Is(err, sni.ErrTooLarge):
+		return helloTooLarge
+	case errors.Is(err, sni.ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, syscall.ETIMEDOUT):
+		return helloTimeout
+	case errors.Is(err, sni.ErrMalformed):
+		return helloMalformed
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return helloTimeout
+	}
+	// EOF, reset, closed by the drain deadline: the client went away.
+	return helloClosed
+}
+
+// isDialTimeout reports whether a dial failed by running out of time.
+func isDialTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// blockTLS refuses a TLS connection according to mode and closes it.
+//
+// "reset" aborts with an RST (SO_LINGER 0), which is what some clouds do,
+// but a user cannot tell it from a network fault. "alert" (the default)
+// answers with a fatal access_denied alert in the client's record version,
+// so browsers and tools say "access denied", then shuts the write side and
+// waits briefly for the client to close: closing with unread client bytes
+// in the receive queue would send an RST that can overtake the alert.
+func blockTLS(c *net.TCPConn, mode string, recordVersion uint16) {
+	if mode == "reset" {
+		c.SetLinger(0)
+		c.Close()
+		return
+	}
+	// TODO(tls-block-page): mode "page" should terminate TLS with a
+	// certmagic-managed certificate and serve the block page; until that
+	// lands it gets the alert like "alert".
+	if recordVersion == 0 {
+		recordVersion = defaultHelloRecord
+	}
+	alert := [7]byte{recordTypeAlert, byte(recordVersion >> 8), byte(recordVersion), 0, 2, alertLevelFatal, alertAccessDenied}
+	if _, err := c.Write(alert[:]); err == nil {
+		c.CloseWrite()
+		c.SetReadDeadline(time.Now().Add(tlsLingerTimeout))
+		io.CopyN(io.Discard, c, tlsLingerMaxBytes)
+	}
+	c.Close()
+}
