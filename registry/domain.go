@@ -36,14 +36,17 @@ var errNotNormal error = hostError("not a normalised host name")
 // list either, Fileable reports false for it and an unfiled name is
 // blocked as suffix_not_fileable.
 //
-// The result is a substring of name: no allocation. The input must already
+// The result is a substring of name, never a copy. The one allocation per
+// call (two under a private suffix) is inside x/net/publicsuffix, which
+// first tries netip.ParseAddr and so boxes a parse error; the registry's
+// decision cache keeps it off the path of hot names. The input must already
 // be normalised (lower-case A-labels, no trailing dot); other input fails
 // with an error wrapping ErrInvalidHost rather than being silently
 // mismatched, since the list is keyed by lower-case A-labels.
 //
 // It uses golang.org/x/net/publicsuffix because its table is compiled into
 // the binary (nothing is fetched or read at run time, so every node of a
-// given build agrees), lookups walk that table without allocating, and it
+// given build agrees), lookups walk that table in place, and it
 // tells for each match whether the rule is in the ICANN or the private
 // section, which is what lets private rules be ignored. Updating the list
 // means updating golang.org/x/net.
