@@ -21,6 +21,11 @@ import (
 // a flood, but it costs more per hit and more metadata, and the patent-free
 // 2Q with fixed ratios behaves predictably here.
 //
+// The ghost list is a direct-mapped table of key hashes rather than a
+// third LRU of strings: membership is one memory access with no string
+// compare and no allocation, and forgetting a ghost early (two names
+// sharing a slot) only costs one promotion.
+//
 // Why not lru.TwoQueueCache directly: invalidation must be precise (drop
 // exactly the cached hosts whose registrable domain changed), which needs a
 // domain -> cached hosts index kept in step with every eviction, and
@@ -43,23 +48,33 @@ import (
 // host, so parallel lookups on different cores rarely share a mutex.
 
 // entry is one cached decision. d is written before the entry is published
-// under the shard mutex and never written again; prev and next link the
-// entries of one domain and are guarded by the shard mutex.
+// under the shard mutex and never written again; list, prev and next link
+// the entries of one domain and are guarded by the shard mutex.
 type entry struct {
 	key        string
 	d          Decision // Input is empty: every caller gets its own
 	validUntil int64    // UnixNano after which d is stale; 0: never
+	hash       uint64   // maphash of key (shard and ghost slot)
+	list       *domainList
 	prev, next *entry
+}
+
+// domainList heads the cached entries of one registrable domain; entries
+// point at it so unlinking one needs no map operation.
+type domainList struct {
+	domain string
+	head   *entry
 }
 
 type shard struct {
 	mu         sync.Mutex // guards everything below except the counters
 	recent     *simplelru.LRU[string, *entry]
 	frequent   *simplelru.LRU[string, *entry]
-	ghost      *simplelru.LRU[string, struct{}]
+	ghost      []uint64 // hashes of names recently evicted from recent
 	size       int
 	recentSize int
-	byDomain   map[string]*entry // head of each domain's list
+	byDomain   map[string]*domainList
+	adds       uint64 // entries added, to skip re-checking a key that get just missed
 
 	hits, misses, evictions, invalidations atomic.Uint64
 	_                                      [64]byte // keep shards' hot words on separate cache lines
@@ -92,18 +107,25 @@ func newCache(size int) *cache {
 		// The queues never evict on their own: ensureSpace makes room first.
 		s.recent, _ = simplelru.NewLRU[string, *entry](per+1, nil)
 		s.frequent, _ = simplelru.NewLRU[string, *entry](per+1, nil)
-		s.ghost, _ = simplelru.NewLRU[string, struct{}](max(1, int(float64(per)*ghostRatio)), nil)
-		s.byDomain = make(map[string]*entry)
+		g := 1
+		for g < int(float64(per)*ghostRatio)*2 {
+			g *= 2
+		}
+		s.ghost = make([]uint64, g)
+		s.byDomain = make(map[string]*domainList)
 	}
 	return c
 }
 
-func (c *cache) shard(key string) *shard {
-	return &c.shards[maphash.String(c.seed, key)&c.mask]
+// shard returns key's shard and hash.
+func (c *cache) shard(key string) (*shard, uint64) {
+	h := maphash.String(c.seed, key)
+	return &c.shards[h&c.mask], h
 }
 
-// get returns the cached entry of key, promoting it per 2Q.
-func (s *shard) get(key string) *entry {
+// get returns the cached entry of key, promoting it per 2Q, and the
+// shard's add count for a following add.
+func (s *shard) get(key string) (*entry, uint64) {
 	s.mu.Lock()
 	e, ok := s.frequent.Get(key)
 	if !ok {
@@ -112,29 +134,44 @@ func (s *shard) get(key string) *entry {
 			s.frequent.Add(key, e)
 		}
 	}
+	adds := s.adds
 	s.mu.Unlock()
-	return e
+	return e, adds
 }
 
-// add inserts e unless the snapshot it was computed from (snap) is no
-// longer current.
-func (s *shard) add(e *entry, cur *atomic.Pointer[Snapshot], snap *Snapshot) {
+// add inserts e (whose key hashes to h) unless the snapshot it was
+// computed from (snap) is no longer current. When get missed the key
+// (missed) and the shard's add count is still the adds get returned,
+// nothing can have inserted the key since, and the two lookups that handle
+// a concurrent insert are skipped: an absent-key probe is the costly kind
+// in a map churned like a FIFO.
+func (s *shard) add(e *entry, h uint64, missed bool, adds uint64, cur *atomic.Pointer[Snapshot], snap *Snapshot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if cur.Load() != snap {
 		return
 	}
 	key := e.key
-	if old, ok := s.frequent.Peek(key); ok {
-		s.unlink(old)
-		s.frequent.Add(key, e)
-	} else if old, ok := s.recent.Peek(key); ok {
-		s.unlink(old)
-		s.recent.Remove(key)
-		s.frequent.Add(key, e)
-	} else if s.ghost.Contains(key) {
+	absent := missed && adds == s.adds
+	s.adds++
+	if !absent {
+		if old, ok := s.frequent.Peek(key); ok {
+			s.unlink(old)
+			s.frequent.Add(key, e)
+			s.link(e)
+			return
+		}
+		if old, ok := s.recent.Peek(key); ok {
+			s.unlink(old)
+			s.recent.Remove(key)
+			s.frequent.Add(key, e)
+			s.link(e)
+			return
+		}
+	}
+	if g := &s.ghost[(h>>16)&uint64(len(s.ghost)-1)]; *g == h|1 {
 		s.ensureSpace(true)
-		s.ghost.Remove(key)
+		*g = 0
 		s.frequent.Add(key, e)
 	} else {
 		s.ensureSpace(false)
@@ -151,8 +188,8 @@ func (s *shard) ensureSpace(fromGhost bool) {
 		return
 	}
 	if rl > 0 && (rl > s.recentSize || (rl == s.recentSize && !fromGhost)) {
-		k, e, _ := s.recent.RemoveOldest()
-		s.ghost.Add(k, struct{}{})
+		_, e, _ := s.recent.RemoveOldest()
+		s.ghost[(e.hash>>16)&uint64(len(s.ghost)-1)] = e.hash | 1
 		s.unlink(e)
 	} else {
 		_, e, ok := s.frequent.RemoveOldest()
@@ -165,26 +202,32 @@ func (s *shard) ensureSpace(fromGhost bool) {
 }
 
 func (s *shard) link(e *entry) {
-	head := s.byDomain[e.d.Domain]
-	e.prev, e.next = nil, head
-	if head != nil {
-		head.prev = e
+	l := s.byDomain[e.d.Domain]
+	if l == nil {
+		l = &domainList{domain: e.d.Domain}
+		s.byDomain[e.d.Domain] = l
 	}
-	s.byDomain[e.d.Domain] = e
+	e.list, e.prev, e.next = l, nil, l.head
+	if l.head != nil {
+		l.head.prev = e
+	}
+	l.head = e
 }
 
 func (s *shard) unlink(e *entry) {
+	l := e.list
 	if e.prev != nil {
 		e.prev.next = e.next
-	} else if e.next != nil {
-		s.byDomain[e.d.Domain] = e.next
 	} else {
-		delete(s.byDomain, e.d.Domain)
+		l.head = e.next
 	}
 	if e.next != nil {
 		e.next.prev = e.prev
 	}
-	e.prev, e.next = nil, nil
+	if l.head == nil {
+		delete(s.byDomain, l.domain)
+	}
+	e.list, e.prev, e.next = nil, nil, nil
 }
 
 // invalidate drops every entry whose domain decides differently in new than
@@ -194,16 +237,16 @@ func (s *shard) invalidate(old, new *Snapshot) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
-	for dom, head := range s.byDomain {
+	for dom, l := range s.byDomain {
 		if dom == "" || old.sameDomain(new, dom) {
 			continue
 		}
-		for e := head; e != nil; {
+		for e := l.head; e != nil; {
 			next := e.next
 			if !s.frequent.Remove(e.key) {
 				s.recent.Remove(e.key)
 			}
-			e.prev, e.next = nil, nil
+			e.list, e.prev, e.next = nil, nil, nil
 			e = next
 			n++
 		}

@@ -83,19 +83,20 @@ func (r *Registry) Decide(host string) Decision {
 		e.d.Input = host
 		return e.d
 	}
-	s := c.shard(host)
-	if e := s.get(host); e != nil {
-		if e.validUntil == 0 || r.clock().UnixNano() < e.validUntil {
-			s.hits.Add(1)
-			d := e.d
-			d.Input = host
-			return d
-		}
+	s, h := c.shard(host)
+	e, adds := s.get(host)
+	if e != nil && (e.validUntil == 0 || r.clock().UnixNano() < e.validUntil) {
+		s.hits.Add(1)
+		d := e.d
+		d.Input = host
+		return d
 	}
+	missed := e == nil
 	s.misses.Add(1)
 	snap := r.snap.Load()
-	e := newEntry(host, Decide(host, snap, r.clock(), r.policy))
-	s.add(e, &r.snap, snap)
+	e = newEntry(host, Decide(host, snap, r.clock(), r.policy))
+	e.hash = h
+	s.add(e, h, missed, adds, &r.snap, snap)
 	d := e.d
 	d.Input = host
 	return d
