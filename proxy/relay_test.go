@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"crypto/rand"
-	"errors"
 	"io"
 	"net"
 	"sync"
