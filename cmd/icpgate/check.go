@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+
+	"github.com/icpgate/icpgate/admin"
+	"github.com/icpgate/icpgate/registry"
+)
+
+// cmdCheck prints the decision for each host and exits 0 when all pass, 1
+// when any is blocked and 2 on error. Flags may come before or after the
+// hosts.
+func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "config file (default: the embedded sample config)")
+	asJSON := fs.Bool("json", false, "print one JSON object per host (JSON Lines)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: icpgate check [-config FILE] [--json] HOST...")
+		fs.PrintDefaults()
+	}
+	hosts, err := parseInterleaved(fs, args)
+	if err != nil {
+		return exitError
+	}
+	if len(hosts) == 0 {
+		fs.Usage()
+		return exitError
+	}
+	cfg, err := LoadConfig(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "icpgate check: %v\n", err)
+		return exitError
+	}
+	ipAccess, err := registry.ParseVerdict(cfg.Policy.IPAccess)
+	if err != nil {
+		fmt.Fprintf(stderr, "icpgate check: policy.ip_access: %v\n", err)
+		return exitError
+	}
+	reg := registry.New(registry.Options{CacheSize: -1, Policy: registry.Policy{IPAccess: ipAccess}})
+	if cfg.Embedded() {
+		err = loadEmbeddedRegistry(reg)
+	} else {
+		err = registry.NewFileSource(cfg.Registry.File, reg, slog.New(slog.DiscardHandler)).Load()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "icpgate check: loading registry %s: %v\n", cfg.Registry.File, err)
+		return exitError
+	}
+
+	code := exitOK
+	enc := json.NewEncoder(stdout)
+	enc.SetEscapeHTML(false)
+	for i, h := range hosts {
+		d := reg.Decide(h)
+		if d.Verdict != registry.Pass {
+			code = exitBlocked
+		}
+		if *asJSON {
+			if err := enc.Encode(admin.Explain(&d)); err != nil {
+				fmt.Fprintf(stderr, "icpgate check: %v\n", err)
+				return exitError
+			}
+			continue
+		}
+		if i > 0 {
+			fmt.Fprintln(stdout)
+		}
+		io.WriteString(stdout, d.Explain())
+		if d.Verdict != registry.Pass {
+			if hint := ownerHint(d.Reason); hint != "" {
+				fmt.Fprintf(stdout, "what to do: %s\n", hint)
+			}
+		}
+	}
+	return code
+}
+
+// parseInterleaved parses flags anywhere among the positional arguments
+// ("check a.cn --json b.cn"); everything after "--" is positional.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var tail []string
+	if i := slices.Index(args, "--"); i >= 0 {
+		args, tail = args[:i], args[i+1:]
+	}
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return append(pos, tail...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// ownerHint tells the site owner what unblocks a blocked domain.
+func ownerHint(r registry.Reason) string {
+	switch r {
+	case registry.ReasonUnfiled:
+		return "the domain has no ICP filing: file it with this provider as access provider"
+	case registry.ReasonSuffixNotFileable:
+		return "MIIT does not accept filings for this suffix: use a domain under a fileable suffix"
+	case registry.ReasonNoAccess:
+		return "the domain is filed with another provider: add this provider as access provider (access filing)"
+	case registry.ReasonFilingPending:
+		return "the filing is under review: the site must stay offline until it is approved"
+	case registry.ReasonCancelled:
+		return "MIIT cancelled the filing: a new filing is needed"
+	case registry.ReasonAccessRevoked:
+		return "this provider revoked access: contact support"
+	case registry.ReasonBlacklisted:
+		return "the domain is blacklisted: no override can open it"
+	case registry.ReasonRectificationOverdue:
+		return "the rectification deadline has passed: finish the rectification and ask support to review"
+	case registry.ReasonOverrideDeny:
+		return "an operator denylisted this host: see the override's ticket"
+	case registry.ReasonInvalidHost:
+		return "the name is not a valid host name, or is a public suffix"
+	case registry.ReasonIPAccess:
+		return "access without a name is blocked by policy.ip_access"
+	}
+	return ""
+}

@@ -1,0 +1,453 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/icpgate/icpgate/configs"
+	"github.com/icpgate/icpgate/proxy"
+)
+
+// ErrConfig marks a configuration that cannot be used: unreadable, not YAML,
+// an unknown key or a value that fails validation.
+var ErrConfig = errors.New("invalid config")
+
+// Config is the gateway's YAML configuration (see configs/icpgate.yaml, which
+// lists every key with its default). Zero values mean the default; all
+// defaults are applied in one place, (*Config).setDefaults.
+type Config struct {
+	// Node names this gateway on block pages and in logs. Default: the
+	// machine's hostname ("icpgate" if it has none).
+	Node string `yaml:"node"`
+	// Registry configures the filing registry.
+	Registry RegistryConfig `yaml:"registry"`
+	// Listeners are the data-plane listeners. At least one is required.
+	Listeners []ListenerConfig `yaml:"listeners"`
+	// Admin configures the control-plane listener.
+	Admin AdminConfig `yaml:"admin"`
+	// Policy is what the data plane does with nameless and blocked traffic.
+	Policy PolicyConfig `yaml:"policy"`
+	// Timeouts bound each phase of a connection.
+	Timeouts TimeoutsConfig `yaml:"timeouts"`
+	// Limits cap resources.
+	Limits LimitsConfig `yaml:"limits"`
+	// Log configures the process log on stderr.
+	Log LogConfig `yaml:"log"`
+
+	// path is the file the config was read from; "" for the embedded one.
+	path string
+}
+
+// RegistryConfig locates the filing registry.
+type RegistryConfig struct {
+	// File is the registry as JSON Lines or CSV, reloaded when it changes.
+	// Relative paths resolve against the config file's directory. Required.
+	// In the embedded config it names the embedded sample registry.
+	File string `yaml:"file"`
+	// Store is the bbolt file keeping the last good snapshot. Default "":
+	// no store. Relative paths resolve like File. Not used yet.
+	Store string `yaml:"store"`
+	// CacheSize is the number of per-host decisions cached. Default 100000.
+	CacheSize int `yaml:"cache_size"`
+	// Suffixes is an optional file with the MIIT list of fileable suffixes,
+	// one per line. Default "": the built-in list.
+	Suffixes string `yaml:"suffixes"`
+}
+
+// ListenerConfig is one data-plane listener.
+type ListenerConfig struct {
+	// Name labels the listener in logs and metrics; unique. Required.
+	Name string `yaml:"name"`
+	// Protocol is "http" or "tls". Required.
+	Protocol string `yaml:"protocol"`
+	// Address is the host:port to listen on; port 0 picks a free port.
+	// Required.
+	Address string `yaml:"address"`
+	// Upstream is the host:port passing traffic goes to. Required.
+	Upstream string `yaml:"upstream"`
+	// ForwardedProto is the X-Forwarded-Proto an http listener sends
+	// upstream: "http" or "https". Default "http"; ignored for tls.
+	ForwardedProto string `yaml:"forwarded_proto"`
+}
+
+// AdminConfig configures the admin listener.
+type AdminConfig struct {
+	// Address is the host:port of /metrics, /healthz, /readyz and the API.
+	// Default "127.0.0.1:9090".
+	Address string `yaml:"address"`
+}
+
+// PolicyConfig is the data plane's policy.
+type PolicyConfig struct {
+	// IPAccess is "pass" or "block" for traffic without a name (no SNI, no
+	// Host, an IP literal). Default "pass".
+	IPAccess string `yaml:"ip_access"`
+	// TLSBlock is "alert", "reset" or "page". Default "alert".
+	TLSBlock string `yaml:"tls_block"`
+	// HTTPBlockStatus is the status of HTTP block responses, 400-599.
+	// Default 403.
+	HTTPBlockStatus int `yaml:"http_block_status"`
+	// RedirectURL, when set, turns HTTP blocks into a 302 to this absolute
+	// http(s) URL. Default "": serve the block page.
+	RedirectURL string `yaml:"redirect_url"`
+	// BlockPage is an html/template file replacing the built-in block page.
+	// Relative paths resolve against the config file's directory. Default "".
+	BlockPage string `yaml:"block_page"`
+}
+
+// TimeoutsConfig bounds each phase of a connection; Go duration strings.
+type TimeoutsConfig struct {
+	// Hello bounds reading a ClientHello or HTTP request head. Default 5s.
+	Hello time.Duration `yaml:"hello"`
+	// Dial bounds dialling an upstream. Default 3s.
+	Dial time.Duration `yaml:"dial"`
+	// Idle closes connections with no bytes either way. Default 0: the data
+	// plane's own (5m for tls, 60s for HTTP keep-alive).
+	Idle time.Duration `yaml:"idle"`
+	// Drain is the graceful shutdown deadline. Default 30s.
+	Drain time.Duration `yaml:"drain"`
+}
+
+// LimitsConfig caps resources.
+type LimitsConfig struct {
+	// MaxHeaderBytes caps an HTTP request head. Default 65536.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxHeaders caps the header fields of an HTTP request. Default 100.
+	MaxHeaders int `yaml:"max_headers"`
+	// MaxConns caps open client connections over all listeners.
+	// Default 100000.
+	MaxConns int `yaml:"max_conns"`
+	// MaxConnsPerIP caps open client connections per client IP.
+	// Default 1000.
+	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
+}
+
+// LogConfig configures the process log.
+type LogConfig struct {
+	// Level is "debug", "info", "warn" or "error". Default "info".
+	Level string `yaml:"level"`
+	// Format is "json" or "text". Default "": text when stderr is a
+	// terminal, JSON otherwise.
+	Format string `yaml:"format"`
+}
+
+// Default values, used only by setDefaults.
+const (
+	defaultCacheSize      = 100000
+	defaultAdminAddress   = "127.0.0.1:9090"
+	defaultIPAccess       = "pass"
+	defaultTLSBlock       = "alert"
+	defaultHTTPStatus     = 403
+	defaultForwardedProto = "http"
+	defaultHello          = 5 * time.Second
+	defaultDial           = 3 * time.Second
+	defaultDrain          = 30 * time.Second
+	defaultMaxHeaderBytes = 64 << 10
+	defaultMaxHeaders     = 100
+	defaultMaxConns       = 100000
+	defaultMaxConnsPerIP  = 1000
+	defaultLogLevel       = "info"
+)
+
+// setDefaults replaces zero values by the defaults. It is the only place
+// defaults live.
+func (c *Config) setDefaults() {
+	if c.Node == "" {
+		c.Node, _ = os.Hostname()
+		if c.Node == "" {
+			c.Node = "icpgate"
+		}
+	}
+	if c.Registry.CacheSize == 0 {
+		c.Registry.CacheSize = defaultCacheSize
+	}
+	for i := range c.Listeners {
+		if c.Listeners[i].ForwardedProto == "" && c.Listeners[i].Protocol == "http" {
+			c.Listeners[i].ForwardedProto = defaultForwardedProto
+		}
+	}
+	if c.Admin.Address == "" {
+		c.Admin.Address = defaultAdminAddress
+	}
+	if c.Policy.IPAccess == "" {
+		c.Policy.IPAccess = defaultIPAccess
+	}
+	if c.Policy.TLSBlock == "" {
+		c.Policy.TLSBlock = defaultTLSBlock
+	}
+	if c.Policy.HTTPBlockStatus == 0 {
+		c.Policy.HTTPBlockStatus = defaultHTTPStatus
+	}
+	if c.Timeouts.Hello == 0 {
+		c.Timeouts.Hello = defaultHello
+	}
+	if c.Timeouts.Dial == 0 {
+		c.Timeouts.Dial = defaultDial
+	}
+	if c.Timeouts.Drain == 0 {
+		c.Timeouts.Drain = defaultDrain
+	}
+	if c.Limits.MaxHeaderBytes == 0 {
+		c.Limits.MaxHeaderBytes = defaultMaxHeaderBytes
+	}
+	if c.Limits.MaxHeaders == 0 {
+		c.Limits.MaxHeaders = defaultMaxHeaders
+	}
+	if c.Limits.MaxConns == 0 {
+		c.Limits.MaxConns = defaultMaxConns
+	}
+	if c.Limits.MaxConnsPerIP == 0 {
+		c.Limits.MaxConnsPerIP = defaultMaxConnsPerIP
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = defaultLogLevel
+	}
+}
+
+// LoadConfig reads, decodes, defaults and validates the config at path. An
+// empty path means the embedded default config (configs/icpgate.yaml) with
+// the embedded sample registry.
+func LoadConfig(path string) (*Config, error) {
+	if path == "" {
+		return parseConfig(configs.Config, "", configs.ConfigName)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading %s: %w", ErrConfig, path, err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, path, err)
+	}
+	return parseConfig(data, abs, path)
+}
+
+// parseConfig decodes data strictly (unknown keys fail with their line),
+// applies defaults, resolves relative paths against path's directory and
+// validates. name is used in error messages.
+func parseConfig(data []byte, path, name string) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, name, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%w: %s: more than one YAML document", ErrConfig, name)
+	}
+	c.path = path
+	c.setDefaults()
+	if path != "" {
+		dir := filepath.Dir(path)
+		c.Registry.File = resolve(dir, c.Registry.File)
+		c.Registry.Store = resolve(dir, c.Registry.Store)
+		c.Registry.Suffixes = resolve(dir, c.Registry.Suffixes)
+		c.Policy.BlockPage = resolve(dir, c.Policy.BlockPage)
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, name, err)
+	}
+	return &c, nil
+}
+
+// resolve makes a relative, non-empty p relative to dir.
+func resolve(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+// Embedded reports whether c is the embedded default config, whose
+// registry file is read from memory.
+func (c *Config) Embedded() bool { return c.path == "" }
+
+// validate checks every field and names the first bad one.
+func (c *Config) validate() error {
+	if c.Registry.File == "" {
+		return errors.New("registry.file: required")
+	}
+	if c.Embedded() && c.Registry.File != configs.RegistrySampleName {
+		return fmt.Errorf("registry.file: the embedded config only has %s", configs.RegistrySampleName)
+	}
+	if c.Registry.CacheSize < 0 {
+		return fmt.Errorf("registry.cache_size: must not be negative, got %d", c.Registry.CacheSize)
+	}
+	if len(c.Listeners) == 0 {
+		return errors.New("listeners: at least one listener is required")
+	}
+	seen := make(map[string]int, len(c.Listeners))
+	for i, l := range c.Listeners {
+		field := fmt.Sprintf("listeners[%d]", i)
+		if l.Name == "" {
+			return fmt.Errorf("%s.name: required", field)
+		}
+		if j, dup := seen[l.Name]; dup {
+			return fmt.Errorf("%s.name: %q already used by listeners[%d]", field, l.Name, j)
+		}
+		seen[l.Name] = i
+		switch l.Protocol {
+		case "http", "tls":
+		case "quic", "auto":
+			return fmt.Errorf("%s.protocol: %q is not available yet", field, l.Protocol)
+		default:
+			return fmt.Errorf("%s.protocol: must be http or tls, got %q", field, l.Protocol)
+		}
+		if err := checkHostPort(l.Address, true); err != nil {
+			return fmt.Errorf("%s.address: %w", field, err)
+		}
+		if l.Upstream == "original" {
+			return fmt.Errorf("%s.upstream: \"original\" is not available yet", field)
+		}
+		if err := checkHostPort(l.Upstream, false); err != nil {
+			return fmt.Errorf("%s.upstream: %w", field, err)
+		}
+		switch l.ForwardedProto {
+		case "", "http", "https":
+		default:
+			return fmt.Errorf("%s.forwarded_proto: must be http or https, got %q", field, l.ForwardedProto)
+		}
+	}
+	if err := checkHostPort(c.Admin.Address, true); err != nil {
+		return fmt.Errorf("admin.address: %w", err)
+	}
+	for i, l := range c.Listeners {
+		if l.Address == c.Admin.Address && !strings.HasSuffix(l.Address, ":0") {
+			return fmt.Errorf("listeners[%d].address: %s is also admin.address", i, l.Address)
+		}
+	}
+	switch c.Policy.IPAccess {
+	case "pass", "block":
+	default:
+		return fmt.Errorf("policy.ip_access: must be pass or block, got %q", c.Policy.IPAccess)
+	}
+	switch c.Policy.TLSBlock {
+	case "alert", "reset", "page":
+	default:
+		return fmt.Errorf("policy.tls_block: must be alert, reset or page, got %q", c.Policy.TLSBlock)
+	}
+	if s := c.Policy.HTTPBlockStatus; s < 400 || s > 599 {
+		return fmt.Errorf("policy.http_block_status: must be 400-599, got %d", s)
+	}
+	if u := c.Policy.RedirectURL; u != "" {
+		pu, err := url.Parse(u)
+		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			return fmt.Errorf("policy.redirect_url: must be an absolute http or https URL, got %q", u)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"hello", c.Timeouts.Hello}, {"dial", c.Timeouts.Dial}, {"idle", c.Timeouts.Idle}, {"drain", c.Timeouts.Drain}} {
+		if d.v < 0 {
+			return fmt.Errorf("timeouts.%s: must not be negative, got %s", d.name, d.v)
+		}
+	}
+	for _, l := range []struct {
+		name string
+		v    int
+	}{
+		{"max_header_bytes", c.Limits.MaxHeaderBytes}, {"max_headers", c.Limits.MaxHeaders},
+		{"max_conns", c.Limits.MaxConns}, {"max_conns_per_ip", c.Limits.MaxConnsPerIP},
+	} {
+		if l.v < 0 {
+			return fmt.Errorf("limits.%s: must not be negative, got %d", l.name, l.v)
+		}
+	}
+	if c.Limits.MaxHeaderBytes < 1024 {
+		return fmt.Errorf("limits.max_header_bytes: must be at least 1024, got %d", c.Limits.MaxHeaderBytes)
+	}
+	if _, err := parseLevel(c.Log.Level); err != nil {
+		return fmt.Errorf("log.level: %w", err)
+	}
+	switch c.Log.Format {
+	case "", "json", "text":
+	default:
+		return fmt.Errorf("log.format: must be json or text, got %q", c.Log.Format)
+	}
+	return nil
+}
+
+// checkHostPort accepts host:port with a numeric port; port 0 only when
+// listen is set. An empty host is allowed for listen addresses (all
+// interfaces).
+func checkHostPort(s string, listen bool) error {
+	if s == "" {
+		return errors.New("required")
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("must be host:port, got %q", s)
+	}
+	if host == "" && !listen {
+		return fmt.Errorf("host missing in %q", s)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 || (n == 0 && !listen) {
+		return fmt.Errorf("bad port in %q", s)
+	}
+	return nil
+}
+
+// parseLevel maps a log.level value to a slog level.
+func parseLevel(s string) (slog.Level, error) {
+	switch s {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("must be debug, info, warn or error, got %q", s)
+}
+
+// ProxyConfig converts c into the data plane's config.
+func (c *Config) ProxyConfig() proxy.Config {
+	pc := proxy.Config{
+		Node: c.Node,
+		Policy: proxy.Policy{
+			TLSBlock:        c.Policy.TLSBlock,
+			HTTPBlockStatus: c.Policy.HTTPBlockStatus,
+			RedirectURL:     c.Policy.RedirectURL,
+			BlockPage:       c.Policy.BlockPage,
+		},
+		Timeouts: proxy.Timeouts{
+			Hello: c.Timeouts.Hello,
+			Dial:  c.Timeouts.Dial,
+			Idle:  c.Timeouts.Idle,
+			Drain: c.Timeouts.Drain,
+		},
+		Limits: proxy.Limits{
+			MaxHeaderBytes: c.Limits.MaxHeaderBytes,
+			MaxHeaders:     c.Limits.MaxHeaders,
+			MaxConns:       c.Limits.MaxConns,
+			MaxConnsPerIP:  c.Limits.MaxConnsPerIP,
+		},
+	}
+	for _, l := range c.Listeners {
+		pc.Listeners = append(pc.Listeners, proxy.ListenerConfig{
+			Name:           l.Name,
+			Protocol:       l.Protocol,
+			Address:        l.Address,
+			Upstream:       l.Upstream,
+			ForwardedProto: l.ForwardedProto,
+		})
+	}
+	return pc
+}

@@ -1,0 +1,321 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/icpgate/icpgate/configs"
+	"github.com/icpgate/icpgate/registry"
+)
+
+// TestSamplesLoad loads every sample an operator would copy: configs in
+// configs/ and testdata/, the embedded config and every registry file.
+func TestSamplesLoad(t *testing.T) {
+	if _, err := LoadConfig(""); err != nil {
+		t.Errorf("embedded config: %v", err)
+	}
+	for _, glob := range []string{"../../configs/*.yaml", "testdata/*.yaml"} {
+		files, _ := filepath.Glob(glob)
+		if len(files) == 0 {
+			t.Errorf("%s: no files", glob)
+		}
+		for _, f := range files {
+			if strings.HasPrefix(filepath.Base(f), "bad-") {
+				continue
+			}
+			t.Run(f, func(t *testing.T) {
+				c, err := LoadConfig(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := registry.LoadFile(c.Registry.File); err != nil {
+					t.Errorf("its registry.file: %v", err)
+				}
+			})
+		}
+	}
+	regs, _ := filepath.Glob("../../configs/registry*")
+	if len(regs) == 0 {
+		t.Error("no sample registry in configs/")
+	}
+	for _, f := range regs {
+		if _, err := registry.LoadFile(f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	reg := registry.New(registry.Options{})
+	if err := loadEmbeddedRegistry(reg); err != nil {
+		t.Errorf("embedded registry: %v", err)
+	}
+	if got := reg.Snapshot().Len(); got == 0 {
+		t.Errorf("embedded registry: got %d records, want some", got)
+	}
+}
+
+// TestDemoNamesInSample checks the names README and demo use against the
+// sample registry.
+func TestDemoNamesInSample(t *testing.T) {
+	reg := registry.New(registry.Options{})
+	if err := loadEmbeddedRegistry(reg); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		host   string
+		reason registry.Reason
+	}{
+		{demoFiled, registry.ReasonFiled},
+		{"www." + demoFiled, registry.ReasonFiled},
+		{demoCancelled, registry.ReasonCancelled},
+		{demoBlacklisted, registry.ReasonBlacklisted},
+		{demoUnfiled, registry.ReasonUnfiled},
+	}
+	for _, tt := range tests {
+		d := reg.Decide(tt.host)
+		if d.Reason != tt.reason {
+			t.Errorf("%s: got %q, want %q", tt.host, d.Reason, tt.reason)
+		}
+	}
+}
+
+// yamlPaths lists the dotted yaml paths of every leaf field of t
+// ("registry.file", "listeners[].name").
+func yamlPaths(t reflect.Type, prefix string) []string {
+	var out []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if !f.IsExported() || tag == "-" {
+			continue
+		}
+		if tag == "" {
+			tag = strings.ToLower(f.Name)
+		}
+		p := prefix + tag
+		ft := f.Type
+		switch {
+		case ft.Kind() == reflect.Struct && ft != reflect.TypeOf(time.Time{}):
+			out = append(out, yamlPaths(ft, p+".")...)
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+			out = append(out, yamlPaths(ft.Elem(), p+"[].")...)
+		default:
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// documented finds path in the mapping node n and reports whether it is
+// present and carries a comment (on the key, its line, or, for the first
+// key of a list item, on the item).
+func documented(n *yaml.Node, path string) (found, commented bool) {
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	head, rest, _ := strings.Cut(path, ".")
+	list := strings.HasSuffix(head, "[]")
+	head = strings.TrimSuffix(head, "[]")
+	if n.Kind != yaml.MappingNode {
+		return false, false
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Value != head {
+			continue
+		}
+		if rest == "" {
+			return true, k.HeadComment != "" || k.LineComment != "" || v.LineComment != "" || (i == 0 && n.HeadComment != "")
+		}
+		if list {
+			// Documented in at least one item.
+			for _, item := range v.Content {
+				if f, c := documented(item, rest); f && c {
+					return true, true
+				} else if f {
+					found = true
+				}
+			}
+			return found, false
+		}
+		return documented(v, rest)
+	}
+	return false, false
+}
+
+// TestEveryFieldDocumented walks Config's yaml tags and requires each key
+// to appear in configs/icpgate.yaml with a comment.
+func TestEveryFieldDocumented(t *testing.T) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(configs.Config, &root); err != nil {
+		t.Fatal(err)
+	}
+	paths := yamlPaths(reflect.TypeOf(Config{}), "")
+	if len(paths) < 25 {
+		t.Fatalf("got %d paths, want the whole Config: %q", len(paths), paths)
+	}
+	for _, p := range paths {
+		found, commented := documented(&root, p)
+		if !found {
+			t.Errorf("%s: missing from configs/icpgate.yaml", p)
+		} else if !commented {
+			t.Errorf("%s: in configs/icpgate.yaml without a comment", p)
+		}
+	}
+	// The checker itself must be able to fail.
+	if f, _ := documented(&root, "registry.no_such_key"); f {
+		t.Error("documented found a key that does not exist")
+	}
+}
+
+const minimal = `
+listeners:
+  - {name: web, protocol: http, address: "127.0.0.1:0", upstream: "127.0.0.1:18080"}
+registry:
+  file: reg.jsonl
+`
+
+func TestConfigDefaults(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "icpgate.yaml")
+	if err := os.WriteFile(path, []byte(minimal), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		got  any
+		want any
+	}{
+		{"registry.file", c.Registry.File, filepath.Join(dir, "reg.jsonl")},
+		{"registry.cache_size", c.Registry.CacheSize, 100000},
+		{"listeners[0].forwarded_proto", c.Listeners[0].ForwardedProto, "http"},
+		{"admin.address", c.Admin.Address, "127.0.0.1:9090"},
+		{"policy.ip_access", c.Policy.IPAccess, "pass"},
+		{"policy.tls_block", c.Policy.TLSBlock, "alert"},
+		{"policy.http_block_status", c.Policy.HTTPBlockStatus, 403},
+		{"timeouts.hello", c.Timeouts.Hello, 5 * time.Second},
+		{"timeouts.dial", c.Timeouts.Dial, 3 * time.Second},
+		{"timeouts.idle", c.Timeouts.Idle, time.Duration(0)},
+		{"timeouts.drain", c.Timeouts.Drain, 30 * time.Second},
+		{"limits.max_header_bytes", c.Limits.MaxHeaderBytes, 65536},
+		{"limits.max_headers", c.Limits.MaxHeaders, 100},
+		{"limits.max_conns", c.Limits.MaxConns, 100000},
+		{"limits.max_conns_per_ip", c.Limits.MaxConnsPerIP, 1000},
+		{"log.level", c.Log.Level, "info"},
+		{"log.format", c.Log.Format, ""},
+		{"node not empty", c.Node != "", true},
+		{"embedded", c.Embedded(), false},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("%s: got %v, want %v", tt.name, tt.got, tt.want)
+		}
+	}
+	pc := c.ProxyConfig()
+	if got, want := pc.Listeners[0].Upstream, "127.0.0.1:18080"; got != want {
+		t.Errorf("proxy listener upstream: got %q, want %q", got, want)
+	}
+	if got, want := pc.Timeouts.Drain, 30*time.Second; got != want {
+		t.Errorf("proxy drain: got %v, want %v", got, want)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string // substrings of the error
+	}{
+		{"unknown top-level key", minimal + "bogus: 1\n", []string{"line 6", "field bogus not found"}},
+		{"unknown nested key", minimal + "policy:\n  tls_blok: alert\n", []string{"line 7", "field tls_blok not found"}},
+		{"unknown listener key", "listeners:\n  - {name: a, protocol: http, adress: x}\n", []string{"line 2", "field adress not found"}},
+		{"not yaml", "listeners: [\n", []string{"icpgate.yaml"}},
+		{"two documents", minimal + "---\nnode: x\n", []string{"more than one YAML document"}},
+		{"empty", "", []string{"registry.file: required"}},
+		{"no listeners", "registry: {file: r.jsonl}\n", []string{"listeners: at least one listener"}},
+		{"bad protocol", strings.Replace(minimal, "protocol: http", "protocol: ftp", 1), []string{"listeners[0].protocol: must be http or tls"}},
+		{"quic not yet", strings.Replace(minimal, "protocol: http", "protocol: quic", 1), []string{"listeners[0].protocol", "not available yet"}},
+		{"second listener address", minimal[:len(minimal)-len("registry:\n  file: reg.jsonl\n")] +
+			"  - {name: b, protocol: tls, address: \"nohost\", upstream: \"127.0.0.1:1\"}\nregistry: {file: r.jsonl}\n",
+			[]string{"listeners[1].address: must be host:port"}},
+		{"duplicate name", strings.Replace(minimal, "registry:", "  - {name: web, protocol: tls, address: \"127.0.0.1:0\", upstream: \"127.0.0.1:1\"}\nregistry:", 1),
+			[]string{`listeners[1].name: "web" already used by listeners[0]`}},
+		{"upstream port 0", strings.Replace(minimal, "127.0.0.1:18080", "127.0.0.1:0", 1), []string{"listeners[0].upstream: bad port"}},
+		{"upstream without host", strings.Replace(minimal, "127.0.0.1:18080", ":80", 1), []string{"listeners[0].upstream: host missing"}},
+		{"forwarded_proto", strings.Replace(minimal, "upstream:", "forwarded_proto: ftp, upstream:", 1), []string{"listeners[0].forwarded_proto"}},
+		{"tls_block", minimal + "policy: {tls_block: drop}\n", []string{"policy.tls_block: must be alert, reset or page"}},
+		{"ip_access", minimal + "policy: {ip_access: maybe}\n", []string{"policy.ip_access: must be pass or block"}},
+		{"status", minimal + "policy: {http_block_status: 200}\n", []string{"policy.http_block_status: must be 400-599"}},
+		{"redirect", minimal + "policy: {redirect_url: \"/notice\"}\n", []string{"policy.redirect_url"}},
+		{"duration string", minimal + "timeouts: {hello: 5x}\n", []string{"line 6", "5x"}},
+		{"duration int", minimal + "timeouts: {hello: 5}\n", []string{"line 6", "time.Duration"}},
+		{"negative duration", minimal + "timeouts: {dial: -1s}\n", []string{"timeouts.dial: must not be negative"}},
+		{"negative limit", minimal + "limits: {max_conns: -1}\n", []string{"limits.max_conns: must not be negative"}},
+		{"tiny header limit", minimal + "limits: {max_header_bytes: 10}\n", []string{"limits.max_header_bytes: must be at least 1024"}},
+		{"log level", minimal + "log: {level: loud}\n", []string{"log.level: must be debug, info, warn or error"}},
+		{"log format", minimal + "log: {format: xml}\n", []string{"log.format: must be json or text"}},
+		{"admin address", minimal + "admin: {address: localhost}\n", []string{"admin.address: must be host:port"}},
+		{"cache size", strings.Replace(minimal, "file: reg.jsonl", "file: reg.jsonl\n  cache_size: -5", 1), []string{"registry.cache_size"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "icpgate.yaml")
+			if err := os.WriteFile(path, []byte(tt.yaml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadConfig(path)
+			if err == nil {
+				t.Fatalf("got nil, want an error containing %q", tt.want)
+			}
+			if !errors.Is(err, ErrConfig) {
+				t.Errorf("got %v, want it to wrap ErrConfig", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("got %q, want it to contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigMissingFile(t *testing.T) {
+	_, err := LoadConfig(filepath.Join(t.TempDir(), "nope.yaml"))
+	if !errors.Is(err, ErrConfig) || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("got %v, want ErrConfig wrapping ErrNotExist", err)
+	}
+}
+
+// FuzzParseConfig: no input panics, and whatever parses also validates
+// again and converts to a proxy config.
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(minimal))
+	f.Add(configs.Config)
+	f.Add([]byte("listeners: [{name: a}]\nbogus: 1\n"))
+	f.Add([]byte("timeouts: {hello: 5x}\n"))
+	f.Add([]byte("---\n---\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := parseConfig(data, "/etc/icpgate/icpgate.yaml", "fuzz.yaml")
+		if err != nil {
+			if !errors.Is(err, ErrConfig) {
+				t.Fatalf("got %v, want it to wrap ErrConfig", err)
+			}
+			return
+		}
+		if err := c.validate(); err != nil {
+			t.Fatalf("validated once, then: %v", err)
+		}
+		if got, want := len(c.ProxyConfig().Listeners), len(c.Listeners); got != want {
+			t.Fatalf("got %d proxy listeners, want %d", got, want)
+		}
+	})
+}

@@ -1,0 +1,170 @@
+// Command icpgate is the ICP-filing access gateway: an edge proxy that reads
+// the name each connection asks for (TLS SNI, HTTP Host), looks its
+// registrable domain up in the provider's registry of ICP filings and passes
+// the traffic to the hosted server or blocks it with an explanation.
+//
+// Usage:
+//
+//	icpgate serve -config FILE                 run the gateway (SIGHUP reloads, SIGTERM drains)
+//	icpgate check -config FILE [--json] HOST…  explain the decision for each host
+//	icpgate demo                               gateway + demo origins on loopback
+//	icpgate healthcheck -url URL               exit 0 when URL answers 200 (for containers)
+//	icpgate version
+//
+// main is thin: it hands the arguments to run, which tests drive directly.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"time"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = ""
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitBlocked = 1 // check: at least one host is blocked; healthcheck: unhealthy
+	exitError   = 2 // usage, config or runtime error
+)
+
+// notYet lists the verbs of DESIGN.md that later issues implement, with the
+// issue that brings each.
+var notYet = map[string]int{
+	"db":      3,
+	"import":  3,
+	"token":   4,
+	"allow":   4,
+	"deny":    4,
+	"explain": 4,
+	"audit":   4,
+	"report":  5,
+}
+
+// run executes the subcommand in args[0] and returns the process exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return exitError
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return cmdServe(ctx, rest, stdout, stderr)
+	case "check":
+		return cmdCheck(ctx, rest, stdout, stderr)
+	case "demo":
+		return cmdDemo(ctx, rest, stdout, stderr)
+	case "healthcheck":
+		return cmdHealthcheck(ctx, rest, stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintf(stdout, "icpgate %s\n", versionString())
+		return exitOK
+	case "help", "-h", "-help", "--help":
+		usage(stdout)
+		return exitOK
+	}
+	if n, ok := notYet[cmd]; ok {
+		fmt.Fprintf(stderr, "icpgate %s: not available yet: see issue %d\n", cmd, n)
+		return exitError
+	}
+	fmt.Fprintf(stderr, "icpgate: unknown command %q\n\n", cmd)
+	usage(stderr)
+	return exitError
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `Usage: icpgate COMMAND [flags]
+
+Commands:
+  serve -config FILE                 run the gateway; SIGHUP reloads, SIGTERM drains
+  check -config FILE [--json] HOST…  explain the decision for each host
+                                     (exit 0: all pass, 1: some blocked, 2: error)
+  demo                               run the gateway with demo origins on loopback
+  healthcheck [-url URL]             exit 0 when URL answers 200 (default the admin /healthz)
+  version                            print the version
+
+Without -config, serve and check use the embedded sample config and registry.
+`)
+}
+
+// versionString is the ldflags version, else the module version or VCS
+// revision recorded by the Go toolchain.
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	rev, dirty := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "devel"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if dirty {
+		rev += "-dirty"
+	}
+	return "devel-" + rev
+}
+
+// cmdHealthcheck probes url and exits 0 on 200. Distroless images have no
+// curl, so the container HEALTHCHECK calls the binary itself.
+func cmdHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("url", "http://"+defaultAdminAddress+"/healthz", "URL that must answer 200")
+	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
+	if err := fs.Parse(args); err != nil {
+		return exitError
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "icpgate healthcheck: unexpected argument %q\n", fs.Arg(0))
+		return exitError
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "icpgate healthcheck: %v\n", err)
+		return exitError
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Fprintf(stderr, "icpgate healthcheck: %v\n", err)
+		return exitBlocked
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(stderr, "icpgate healthcheck: %s answered %s\n", *url, resp.Status)
+		return exitBlocked
+	}
+	fmt.Fprintln(stdout, "ok")
+	return exitOK
+}

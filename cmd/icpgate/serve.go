@@ -1,0 +1,369 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/icpgate/icpgate/admin"
+	"github.com/icpgate/icpgate/configs"
+	"github.com/icpgate/icpgate/metrics"
+	"github.com/icpgate/icpgate/proxy"
+	"github.com/icpgate/icpgate/registry"
+)
+
+// decider adapts the registry to the data plane's Decider. It copies
+// strings and calls methods on a value: no allocation beyond the
+// registry's own (none for a cached host).
+type decider struct{ r *registry.Registry }
+
+var _ proxy.Decider = decider{}
+
+// Decide implements proxy.Decider.
+func (d decider) Decide(host string) proxy.Decision {
+	rd := d.r.Decide(host)
+	return proxy.Decision{
+		Pass:         rd.Verdict == registry.Pass,
+		Reason:       string(rd.Reason),
+		Host:         rd.Host,
+		Domain:       rd.Domain,
+		FilingNumber: rd.FilingNumber(),
+		Upstream:     rd.Upstream(),
+	}
+}
+
+// Gateway is a wired icpgate: the registry with its source, the data plane
+// and the admin server, sharing one Prometheus registry.
+type Gateway struct {
+	log      *slog.Logger
+	level    *slog.LevelVar
+	reg      *registry.Registry
+	src      *registry.FileSource // nil for the embedded registry
+	prom     *prometheus.Registry
+	proxy    *proxy.Server
+	admin    *admin.Server
+	reloadMu sync.Mutex // serialises Reload; guards cfg
+	cfg      *Config
+
+	// embeddedStats are the reload counters of the embedded registry,
+	// which loads once; set before any scrape, then read-only.
+	embeddedStats registry.ReloadStats
+}
+
+// reloadStats returns the registry source's reload counters.
+func (g *Gateway) reloadStats() registry.ReloadStats {
+	if g.src != nil {
+		return g.src.Stats()
+	}
+	return g.embeddedStats
+}
+
+// NewGateway builds the gateway for cfg and loads the registry once. The
+// initial load failing is an error: starting with an empty registry would
+// block every site (fail closed) with no way to tell from the outside.
+func NewGateway(cfg *Config, log *slog.Logger, level *slog.LevelVar) (*Gateway, error) {
+	if level == nil {
+		level = new(slog.LevelVar)
+	}
+	g := &Gateway{log: log, level: level, cfg: cfg, prom: prometheus.NewRegistry()}
+	ipAccess, err := registry.ParseVerdict(cfg.Policy.IPAccess)
+	if err != nil {
+		return nil, fmt.Errorf("policy.ip_access: %w", err)
+	}
+	g.reg = registry.New(registry.Options{
+		CacheSize: cfg.Registry.CacheSize,
+		Policy:    registry.Policy{IPAccess: ipAccess},
+		Logger:    log,
+	})
+	if err := g.loadRegistry(cfg); err != nil {
+		return nil, err
+	}
+	metrics.RegisterProcess(g.prom)
+	metrics.RegisterBuildInfo(g.prom, versionString())
+	g.prom.MustRegister(admin.NewRegistryCollector(g.reg, g.reloadStats))
+	m := proxy.NewMetrics(g.prom)
+	g.proxy, err = proxy.NewServer(cfg.ProxyConfig(), decider{g.reg}, m, log)
+	if err != nil {
+		return nil, fmt.Errorf("data plane: %w", err)
+	}
+	g.admin = admin.New(admin.Config{Address: cfg.Admin.Address}, g.reg, g.prom, g.ready, log)
+	return g, nil
+}
+
+// loadRegistry creates the registry source for cfg and loads it once.
+func (g *Gateway) loadRegistry(cfg *Config) error {
+	if cfg.Embedded() {
+		if err := loadEmbeddedRegistry(g.reg); err != nil {
+			return fmt.Errorf("embedded registry: %w", err)
+		}
+		g.embeddedStats = registry.ReloadStats{Successes: 1, LastSuccess: time.Now()}
+		return nil
+	}
+	g.src = registry.NewFileSource(cfg.Registry.File, g.reg, g.log)
+	if err := g.src.Load(); err != nil {
+		return fmt.Errorf("loading registry %s: %w", cfg.Registry.File, err)
+	}
+	return nil
+}
+
+// ready is the admin server's readiness: the registry has a snapshot.
+func (g *Gateway) ready() (bool, string) {
+	if !g.reg.Loaded() {
+		return false, "registry not loaded yet"
+	}
+	return true, ""
+}
+
+// Start binds the admin and data-plane listeners. Nothing is served before
+// both are bound, so a port conflict fails the start.
+func (g *Gateway) Start() error {
+	if err := g.admin.Start(); err != nil {
+		return err
+	}
+	if err := g.proxy.Start(); err != nil {
+		g.admin.Shutdown(context.Background())
+		return fmt.Errorf("data plane: %w", err)
+	}
+	return nil
+}
+
+// Run serves until ctx is done, then drains the data plane (up to
+// timeouts.drain) and stops the admin server. It returns the first serve
+// error.
+func (g *Gateway) Run(ctx context.Context) error {
+	srcCtx, stopSrc := context.WithCancel(ctx)
+	defer stopSrc()
+	var wg sync.WaitGroup
+	if g.src != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := g.src.Run(srcCtx); err != nil && !errors.Is(err, context.Canceled) {
+				g.log.Error("registry source stopped", "error", err)
+			}
+		}()
+	}
+	err := g.proxy.Serve(ctx)
+	stopSrc()
+	wg.Wait()
+	g.reloadMu.Lock()
+	drain := g.cfg.Timeouts.Drain
+	g.reloadMu.Unlock()
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	if aerr := g.admin.Shutdown(sctx); aerr != nil && err == nil {
+		err = aerr
+	}
+	return err
+}
+
+// ProxyAddr returns the bound address of the named listener, or nil.
+func (g *Gateway) ProxyAddr(name string) net.Addr { return g.proxy.Addr(name) }
+
+// AdminAddr returns the admin server's bound address, or nil before Start.
+func (g *Gateway) AdminAddr() net.Addr { return g.admin.Addr() }
+
+// Registry returns the gateway's registry.
+func (g *Gateway) Registry() *registry.Registry { return g.reg }
+
+// Config returns the config in effect.
+func (g *Gateway) Config() *Config {
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	return g.cfg
+}
+
+// Reload re-reads the config file and the registry, as SIGHUP does. A
+// config that fails to load or validate is refused with the reason and the
+// running one stays. Settings that need new sockets or a new registry
+// (admin.address, registry.*, policy.ip_access) are kept as they are, with
+// a warning; listeners, policy, timeouts, limits and log.level apply.
+func (g *Gateway) Reload() error {
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	old := g.cfg
+	var next *Config
+	var err error
+	if old.Embedded() {
+		next, err = LoadConfig("")
+	} else {
+		next, err = LoadConfig(old.path)
+	}
+	if err != nil {
+		return fmt.Errorf("reload refused, keeping the running config: %w", err)
+	}
+	for _, k := range restartOnly(old, next) {
+		g.log.Warn("config change needs a restart; keeping the running value", "key", k)
+	}
+	next.Admin = old.Admin
+	next.Registry = old.Registry
+	next.Policy.IPAccess = old.Policy.IPAccess
+	next.Log.Format = old.Log.Format
+	if err := g.proxy.Reload(next.ProxyConfig(), decider{g.reg}); err != nil {
+		return fmt.Errorf("reload refused by the data plane, keeping the running config: %w", err)
+	}
+	if lvl, err := parseLevel(next.Log.Level); err == nil {
+		g.level.Set(lvl)
+	}
+	g.cfg = next
+	if g.src != nil {
+		if err := g.src.Load(); err != nil {
+			// The config applied; the registry keeps its last good snapshot.
+			return fmt.Errorf("config reloaded, registry reload failed (last good snapshot kept): %w", err)
+		}
+	}
+	g.log.Info("config reloaded", "listeners", len(next.Listeners))
+	return nil
+}
+
+// restartOnly lists the keys that differ between a and b but apply only at
+// start.
+func restartOnly(a, b *Config) []string {
+	var keys []string
+	if a.Admin != b.Admin {
+		keys = append(keys, "admin.address")
+	}
+	if a.Registry != b.Registry {
+		keys = append(keys, "registry")
+	}
+	if a.Policy.IPAccess != b.Policy.IPAccess {
+		keys = append(keys, "policy.ip_access")
+	}
+	if a.Log.Format != b.Log.Format {
+		keys = append(keys, "log.format")
+	}
+	return keys
+}
+
+// startedKey carries a func(*Gateway) in a context: cmdServe calls it once
+// the listeners are bound, so tests learn the :0 ports.
+type startedKey struct{}
+
+// withStarted returns a context making serve call fn after Start.
+func withStarted(ctx context.Context, fn func(*Gateway)) context.Context {
+	return context.WithValue(ctx, startedKey{}, fn)
+}
+
+// newLogger builds the process logger: JSON unless format is text or
+// unset on a terminal.
+func newLogger(cfg LogConfig, w io.Writer, level *slog.LevelVar) *slog.Logger {
+	lvl, _ := parseLevel(cfg.Level)
+	level.Set(lvl)
+	opts := &slog.HandlerOptions{Level: level}
+	text := cfg.Format == "text"
+	if cfg.Format == "" {
+		if f, ok := w.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				text = true
+			}
+		}
+	}
+	if text {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// cmdServe runs the gateway until SIGINT/SIGTERM (or ctx) and reloads on
+// SIGHUP.
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "config file (default: the embedded sample config)")
+	if err := fs.Parse(args); err != nil {
+		return exitError
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "icpgate serve: unexpected argument %q\n", fs.Arg(0))
+		return exitError
+	}
+	cfg, err := LoadConfig(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "icpgate serve: %v\n", err)
+		return exitError
+	}
+	return serve(ctx, cfg, stderr)
+}
+
+// serve runs cfg until ctx is done or a SIGINT/SIGTERM arrives.
+func serve(ctx context.Context, cfg *Config, stderr io.Writer) int {
+	level := new(slog.LevelVar)
+	log := newLogger(cfg.Log, stderr, level)
+	g, err := NewGateway(cfg, log, level)
+	if err != nil {
+		log.Error("cannot start", "error", err)
+		return exitError
+	}
+	if err := g.Start(); err != nil {
+		log.Error("cannot start", "error", err)
+		return exitError
+	}
+	for _, l := range cfg.Listeners {
+		if a := g.ProxyAddr(l.Name); a != nil {
+			log.Info("listening", "listener", l.Name, "protocol", l.Protocol, "address", a.String(), "upstream", l.Upstream)
+		}
+	}
+	log.Info("icpgate started", "version", versionString(), "node", cfg.Node,
+		"admin", g.AdminAddr().String(), "records", g.reg.Snapshot().Len(), "config", cfg.path)
+	if fn, ok := ctx.Value(startedKey{}).(func(*Gateway)); ok {
+		fn(g)
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := g.Reload(); err != nil {
+					log.Error("SIGHUP reload", "error", err)
+				}
+			}
+		}
+	}()
+
+	err = g.Run(ctx)
+	if err != nil {
+		log.Error("stopped", "error", err)
+		return exitError
+	}
+	log.Info("stopped")
+	return exitOK
+}
+
+// loadEmbeddedRegistry installs the embedded sample registry from memory:
+// it has no file to watch, so it is loaded once and never reloaded.
+func loadEmbeddedRegistry(reg *registry.Registry) error {
+	b := registry.NewBuilder(16)
+	for i, line := range bytes.Split(configs.RegistrySample, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		rec, err := registry.ParseRow(line)
+		if err == nil {
+			err = b.Add(rec)
+		}
+		if err != nil {
+			return fmt.Errorf("%s:%d: %w", configs.RegistrySampleName, i+1, err)
+		}
+	}
+	reg.Swap(b.Build())
+	return nil
+}
