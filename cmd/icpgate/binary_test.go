@@ -1,0 +1,258 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// buildBinary builds icpgate into a temporary directory.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+	}
+	bin := filepath.Join(t.TempDir(), "icpgate")
+	cmd := exec.Command(goTool, "build", "-ldflags", "-X main.version=v0.0.0-test", "-o", bin, ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// logTail follows a process's JSON log lines.
+type logTail struct {
+	lines chan map[string]any
+	all   syncBuffer
+}
+
+func tailLog(r io.Reader) *logTail {
+	lt := &logTail{lines: make(chan map[string]any, 256)}
+	go func() {
+		defer close(lt.lines)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			lt.all.Write(append(sc.Bytes(), '\n'))
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) == nil {
+				lt.lines <- m
+			}
+		}
+	}()
+	return lt
+}
+
+// wait returns the next log line with message msg (and listener name,
+// when set).
+func (lt *logTail) wait(t *testing.T, msg string, match func(map[string]any) bool) map[string]any {
+	t.Helper()
+	deadline := time.After(15 * time.Second)
+	for {
+		select {
+		case m, ok := <-lt.lines:
+			if !ok {
+				t.Fatalf("process exited before logging %q; log:\n%s", msg, lt.all.String())
+			}
+			if m["msg"] == msg && (match == nil || match(m)) {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("no %q log line; log:\n%s", msg, lt.all.String())
+		}
+	}
+}
+
+// TestBinarySignals runs the built binary: SIGHUP with a good config
+// applies it, SIGHUP with a broken one is refused with the reason logged
+// and the old config keeps serving, SIGTERM drains and exits 0.
+func TestBinarySignals(t *testing.T) {
+	bin := buildBinary(t)
+	o := startOrigin(t)
+	dir := t.TempDir()
+	path := writeConfig(t, dir, o, "")
+	cmd := exec.Command(bin, "serve", "-config", path)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lt := tailLog(stderr)
+	l := lt.wait(t, "listening", func(m map[string]any) bool { return m["listener"] == "web" })
+	addr := l["address"].(string)
+	lt.wait(t, "icpgate started", nil)
+
+	if code, reason, _ := httpGet(t, addr, "unfiled.cn"); code != 403 || reason != "unfiled" {
+		t.Fatalf("before reload: got %d %q, want 403 unfiled", code, reason)
+	}
+
+	writeConfig(t, dir, o, "policy: {http_block_status: 451}\n")
+	cmd.Process.Signal(syscall.SIGHUP)
+	lt.wait(t, "config reloaded", nil)
+	if code, _, _ := httpGet(t, addr, "unfiled.cn"); code != 451 {
+		t.Errorf("after SIGHUP: got %d, want 451", code)
+	}
+
+	writeConfig(t, dir, o, "policy: {tls_block: drop}\n")
+	cmd.Process.Signal(syscall.SIGHUP)
+	m := lt.wait(t, "SIGHUP reload", nil)
+	if e, _ := m["error"].(string); !strings.Contains(e, "policy.tls_block") {
+		t.Errorf("refused reload: got error %q, want it to name policy.tls_block", e)
+	}
+	if code, _, _ := httpGet(t, addr, "unfiled.cn"); code != 451 {
+		t.Errorf("after refused SIGHUP: got %d, want 451 (old config kept)", code)
+	}
+
+	cmd.Process.Signal(syscall.SIGTERM)
+	lt.wait(t, "stopped", nil)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit after SIGTERM: got %v, want status 0", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no exit after SIGTERM")
+	}
+}
+
+// TestBinaryReadme runs the README's commands against the built binary;
+// the demo's ports are moved to free ones.
+func TestBinaryReadme(t *testing.T) {
+	bin := buildBinary(t)
+	t.Run("version", func(t *testing.T) {
+		out, err := exec.Command(bin, "version").Output()
+		if err != nil || string(out) != "icpgate v0.0.0-test\n" {
+			t.Errorf("got %q %v, want %q", out, err, "icpgate v0.0.0-test\n")
+		}
+	})
+	t.Run("check", func(t *testing.T) {
+		for _, tt := range []struct {
+			args []string
+			code int
+		}{
+			{[]string{"check", "filed-demo.cn"}, 0},
+			{[]string{"check", "filed-demo.cn", "unfiled-demo.cn", "blacklisted-demo.cn"}, 1},
+			{[]string{"check", "--json", "www.filed-demo.cn"}, 0},
+			{[]string{"check", "-config", "/nonexistent.yaml", "x.cn"}, 2},
+		} {
+			err := exec.Command(bin, tt.args...).Run()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tt.code {
+				t.Errorf("%q: got exit %d, want %d", tt.args, code, tt.code)
+			}
+		}
+	})
+	t.Run("demo", func(t *testing.T) {
+		cmd := exec.Command(bin, "demo", "-http", "127.0.0.1:0", "-tls", "127.0.0.1:0", "-admin", "127.0.0.1:0",
+			"-origin-http", "127.0.0.1:0", "-origin-tls", "127.0.0.1:0")
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = io.Discard
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			if err := cmd.Wait(); err != nil {
+				t.Errorf("demo exit: got %v, want 0", err)
+			}
+		}()
+		// Read the printed tour up to the metrics lines.
+		var text strings.Builder
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			text.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), "/readyz") {
+				break
+			}
+		}
+		go io.Copy(io.Discard, stdout)
+		tour := text.String()
+		httpAddr := regexp.MustCompile(`gateway http\s+(\S+)`).FindStringSubmatch(tour)
+		adminAddr := regexp.MustCompile(`admin\s+http://(\S+)`).FindStringSubmatch(tour)
+		if httpAddr == nil || adminAddr == nil {
+			t.Fatalf("demo output without addresses: %q", tour)
+		}
+		code, _, body := httpGet(t, httpAddr[1], "filed-demo.cn")
+		if code != 200 || !strings.Contains(body, "hello from the demo origin") {
+			t.Errorf("filed-demo.cn: got %d %q, want 200 from the demo origin", code, body)
+		}
+		if code, reason, _ := httpGet(t, httpAddr[1], "blacklisted-demo.cn"); code != 403 || reason != "blacklisted" {
+			t.Errorf("blacklisted-demo.cn: got %d %q, want 403 blacklisted", code, reason)
+		}
+		// Every curl line of the tour runs (curl exit 0 for HTTP ones).
+		curl := needTool(t, "curl")
+		for _, line := range strings.Split(tour, "\n") {
+			line = strings.TrimSpace(line)
+			if !strings.HasPrefix(line, "curl ") || strings.Contains(line, "https://") {
+				continue
+			}
+			args := shellSplit(line)[1:]
+			if err := exec.Command(curl, append([]string{"-sS", "-o", "/dev/null", "--max-time", "5"}, args...)...).Run(); err != nil {
+				t.Errorf("%s: %v", line, err)
+			}
+		}
+		hc := exec.Command(bin, "healthcheck", "-url", "http://"+adminAddr[1]+"/healthz")
+		if out, err := hc.CombinedOutput(); err != nil {
+			t.Errorf("healthcheck: %v %s", err, out)
+		}
+		resp, err := http.Get("http://" + adminAddr[1] + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("readyz: got %d, want 200", resp.StatusCode)
+		}
+	})
+}
+
+// shellSplit splits a command line on spaces, honouring single quotes.
+func shellSplit(s string) []string {
+	var out []string
+	var cur strings.Builder
+	inQuote, have := false, false
+	for _, r := range s {
+		switch {
+		case r == '\'':
+			inQuote, have = !inQuote, true
+		case r == ' ' && !inQuote:
+			if have {
+				out = append(out, cur.String())
+				cur.Reset()
+				have = false
+			}
+		default:
+			cur.WriteRune(r)
+			have = true
+		}
+	}
+	if have {
+		out = append(out, cur.String())
+	}
+	return out
+}
