@@ -233,8 +233,25 @@ func sniffJSON(br *bufio.Reader) bool {
 	return false
 }
 
+// LineError locates a bad row: its Error is "path:line: reason", the
+// reason naming the field. It matches ErrBadFile and unwraps to the
+// reason (ErrInvalidRecord, ErrDuplicate, ...).
+type LineError struct {
+	Path string
+	Line int
+	Err  error
+}
+
+func (e *LineError) Error() string { return fmt.Sprintf("%s:%d: %v", e.Path, e.Line, e.Err) }
+
+// Unwrap returns the reason.
+func (e *LineError) Unwrap() error { return e.Err }
+
+// Is reports whether target is ErrBadFile.
+func (e *LineError) Is(target error) bool { return target == ErrBadFile }
+
 func lineError(path string, line int, err error) error {
-	return fmt.Errorf("%w: %s:%d: %w", ErrBadFile, path, line, err)
+	return &LineError{Path: path, Line: line, Err: err}
 }
 
 func readJSONL(br *bufio.Reader, path string, b *Builder) error {

@@ -1,0 +1,402 @@
+package registry
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func sortedRecords(recs []Record) []Record {
+	out := slices.Clone(recs)
+	slices.SortFunc(out, func(a, b Record) int { return strings.Compare(a.Domain, b.Domain) })
+	return out
+}
+
+func TestLoadFileGood(t *testing.T) {
+	jl, err := LoadFile("testdata/good.jsonl")
+	if err != nil {
+		t.Fatalf("jsonl: %v", err)
+	}
+	cs, err := LoadFile("testdata/good.csv")
+	if err != nil {
+		t.Fatalf("csv: %v", err)
+	}
+	if len(jl) != 5 || len(cs) != 5 {
+		t.Fatalf("got %d and %d records, want 5 and 5", len(jl), len(cs))
+	}
+	jl, cs = sortedRecords(jl), sortedRecords(cs)
+	for i := range jl {
+		if !jl[i].Equal(&cs[i]) {
+			t.Errorf("jsonl and csv differ:\n%+v\n%+v", jl[i], cs[i])
+		}
+	}
+	s, err := LoadSnapshot("testdata/good.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		domain string
+		state  State
+		check  func(r *Record) bool
+	}{
+		{"filed.cn", StateFiled, func(r *Record) bool {
+			return r.Upstream == "10.0.0.5:443" && r.Subject == "某某科技有限公司" && r.UpdatedAt.Equal(time.Date(2026, 11, 1, 8, 0, 0, 0, time.UTC))
+		}},
+		{"xn--fsqu00a.xn--fiqs8s", StateChanging, func(r *Record) bool { return r.Province == "京" }},
+		{"rectifying.com.cn", StateRectifying, func(r *Record) bool { return r.RectifyDeadline.Equal(deadline) }},
+		{"no-access.cn", StateNoAccess, func(r *Record) bool { return r.FilingNumber == "" }},
+		{"blacklisted.cn", StateBlacklisted, func(r *Record) bool { return r.Subject == "黑名单主体, with a comma" }},
+	}
+	for _, tt := range tests {
+		r := s.Lookup(tt.domain)
+		if r == nil {
+			t.Errorf("%s: missing", tt.domain)
+			continue
+		}
+		if r.State != tt.state || !tt.check(r) {
+			t.Errorf("%s: got %+v, want state %s", tt.domain, *r, tt.state)
+		}
+	}
+}
+
+func TestLoadFileFormats(t *testing.T) {
+	tests := []struct {
+		path  string
+		state State
+	}{
+		{"testdata/bom-reordered.csv", StateCancelled}, // BOM, columns in another order
+		{"testdata/sniffed.txt", StateCancelled},       // no extension: sniffed as JSON
+	}
+	for _, tt := range tests {
+		recs, err := LoadFile(tt.path)
+		if err != nil {
+			t.Errorf("%s: %v", tt.path, err)
+			continue
+		}
+		if len(recs) != 1 || recs[0].Domain != "filed.cn" || recs[0].State != tt.state {
+			t.Errorf("%s: got %+v", tt.path, recs)
+		}
+	}
+	if _, err := LoadFile("testdata/does-not-exist.jsonl"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: got %v, want %v", err, os.ErrNotExist)
+	}
+}
+
+func TestLoadFileBad(t *testing.T) {
+	tests := []struct {
+		file   string
+		line   int
+		reason string // must appear in the error
+		is     error
+	}{
+		{"bad_state.jsonl", 3, `state: unknown state "revoked"`, ErrInvalidRecord},
+		{"missing_filing_number.jsonl", 2, "filing_number: required for state access_pending", ErrInvalidRecord},
+		{"bad_filing_number.jsonl", 2, `filing_number "萌ICP备20210001号-1"`, ErrInvalidRecord},
+		{"bad_deadline.jsonl", 3, `rectify_deadline "2026-12-31"`, ErrInvalidRecord},
+		{"missing_deadline.jsonl", 2, "rectify_deadline: required", ErrInvalidRecord},
+		{"bad_updated_at.jsonl", 2, `updated_at "yesterday"`, ErrInvalidRecord},
+		{"duplicate_domain.jsonl", 4, "duplicate domain: domain ok1.cn", ErrDuplicate},
+		{"non_registrable.jsonl", 2, `domain "www.x.cn": not a registrable domain`, ErrInvalidRecord},
+		{"public_suffix.jsonl", 2, `domain "com.cn"`, ErrInvalidRecord},
+		{"missing_domain.jsonl", 2, "domain: required", ErrInvalidRecord},
+		{"unknown_field.jsonl", 2, `unknown field "filing_no"`, ErrInvalidRecord},
+		{"bad_json.jsonl", 2, "bad JSON", ErrInvalidRecord},
+		{"not_string.jsonl", 2, "state: must be a string", ErrInvalidRecord},
+		{"two_values.jsonl", 2, "bad JSON", ErrInvalidRecord},
+		{"unknown_column.csv", 1, `unknown column "filing_no"`, ErrInvalidRecord},
+		{"missing_column.csv", 1, `missing column "state"`, ErrInvalidRecord},
+		{"duplicate_column.csv", 1, `duplicate column "domain"`, ErrInvalidRecord},
+		{"bad_state.csv", 3, `state: unknown state "bogus"`, ErrInvalidRecord},
+		{"wrong_field_count.csv", 3, "wrong number of fields", ErrInvalidRecord},
+		{"not_normal_form.csv", 4, `domain "OK1.cn": not in normal form (write "ok1.cn")`, ErrInvalidRecord},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			path := filepath.Join("testdata", "bad", tt.file)
+			recs, err := LoadFile(path)
+			if err == nil {
+				t.Fatalf("got %d records and no error", len(recs))
+			}
+			var le *LineError
+			if !errors.As(err, &le) {
+				t.Fatalf("got %T %v, want *LineError", err, err)
+			}
+			if le.Line != tt.line {
+				t.Errorf("line: got %d, want %d (%v)", le.Line, tt.line, err)
+			}
+			prefix := path + ":" + strconv.Itoa(tt.line) + ": "
+			if !strings.HasPrefix(err.Error(), prefix) {
+				t.Errorf("got %q, want prefix %q", err, prefix)
+			}
+			if !strings.Contains(err.Error(), tt.reason) {
+				t.Errorf("got %q, want it to contain %q", err, tt.reason)
+			}
+			if !errors.Is(err, ErrBadFile) || !errors.Is(err, tt.is) {
+				t.Errorf("got %v, want it to match %v and %v", err, ErrBadFile, tt.is)
+			}
+		})
+	}
+}
+
+// TestSampleRegistry loads configs/registry.sample.jsonl and checks it
+// covers every state and decides the README demo names as documented.
+func TestSampleRegistry(t *testing.T) {
+	s, err := LoadSnapshot("../configs/registry.sample.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range States() {
+		if s.Count(st) == 0 {
+			t.Errorf("sample has no %s record", st)
+		}
+	}
+	if s.Len() < 20 || s.Len() > 30 {
+		t.Errorf("sample has %d records, want 20-30", s.Len())
+	}
+	now := time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC)
+	tests := []struct {
+		host    string
+		verdict Verdict
+		reason  Reason
+	}{
+		{"filed-demo.cn", Pass, ReasonFiled},
+		{"www.filed-demo.cn", Pass, ReasonFiled},
+		{"changing-demo.cn", Pass, ReasonFiled},
+		{"access-pending-demo.cn", Pass, ReasonAccessPending},
+		{"rectifying-demo.cn", Pass, ReasonRectifying},
+		{"overdue-demo.cn", Block, ReasonRectificationOverdue},
+		{"no-access-demo.cn", Block, ReasonNoAccess},
+		{"filing-pending-demo.cn", Block, ReasonFilingPending},
+		{"cancelled-demo.cn", Block, ReasonCancelled},
+		{"access-revoked-demo.cn", Block, ReasonAccessRevoked},
+		{"blacklisted-demo.cn", Block, ReasonBlacklisted},
+		{"www.例子.中国", Pass, ReasonFiled},
+		{"shop-demo.com.cn", Pass, ReasonFiled},
+		{"unfiled-demo.cn", Block, ReasonUnfiled},
+	}
+	for _, tt := range tests {
+		d := Decide(tt.host, s, now, Policy{})
+		if d.Verdict != tt.verdict || d.Reason != tt.reason {
+			t.Errorf("Decide(%q): got %s %s, want %s %s", tt.host, d.Verdict, d.Reason, tt.verdict, tt.reason)
+		}
+	}
+	// The embedded copy is read through ReadSnapshot.
+	b, err := os.ReadFile("../configs/registry.sample.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := ReadSnapshot(bytes.NewReader(b), "registry.sample.jsonl")
+	if err != nil || s2.Len() != s.Len() {
+		t.Errorf("ReadSnapshot: got %v records, %v; want %d", s2.Len(), err, s.Len())
+	}
+}
+
+// writeFile replaces path atomically (write a temporary file, rename), as
+// most editors and config managers do.
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeInPlace truncates and rewrites path, keeping its inode.
+func writeInPlace(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < 5*time.Second {
+		if cond() {
+			return time.Since(start)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+	return 0
+}
+
+func TestFileSourceReload(t *testing.T) {
+	type files struct{ v1, v2, v3, bad string }
+	formats := map[string]files{
+		"reload.jsonl": {
+			v1:  `{"domain":"a.cn","state":"filed","filing_number":"京ICP备10206937号-1"}` + "\n" + `{"domain":"b.cn","state":"cancelled"}` + "\n",
+			v2:  `{"domain":"a.cn","state":"cancelled"}` + "\n" + `{"domain":"b.cn","state":"cancelled"}` + "\n",
+			v3:  `{"domain":"a.cn","state":"no_access"}` + "\n" + `{"domain":"b.cn","state":"cancelled"}` + "\n",
+			bad: `{"domain":"a.cn","state":"filed"}` + "\n",
+		},
+		"reload.csv": {
+			v1:  "domain,state,filing_number\na.cn,filed,京ICP备10206937号-1\nb.cn,cancelled,\n",
+			v2:  "domain,state\na.cn,cancelled\nb.cn,cancelled\n",
+			v3:  "domain,state\na.cn,no_access\nb.cn,cancelled\n",
+			bad: "domain,state\na.cn,filed\n",
+		},
+	}
+	for name, f := range formats {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), name)
+			writeFile(t, path, f.v1)
+			r := New(Options{})
+			fs := NewFileSource(path, r, nil)
+			fs.Interval = 20 * time.Millisecond
+			var reloads atomic.Int32
+			fs.OnReload = func(*Snapshot, error) { reloads.Add(1) }
+			if err := fs.Load(); err != nil {
+				t.Fatal(err)
+			}
+			if d := r.Decide("www.a.cn"); d.Reason != ReasonFiled {
+				t.Fatalf("v1: got %s, want %s", d.Reason, ReasonFiled)
+			}
+			// An override set by the control plane survives reloads.
+			err := r.Update(func(old *Snapshot) (*Snapshot, error) {
+				return old.WithOverrides([]Override{{ID: "o", Host: "c.cn", Scope: ScopeDomain, Action: ActionAllow, Expires: time.Now().Add(time.Hour)}})
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- fs.Run(ctx) }()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Run: got %v, want nil", err)
+				}
+			}()
+
+			writeFile(t, path, f.v2) // rename-replace
+			took := waitFor(t, "v2", func() bool { return r.Decide("www.a.cn").Reason == ReasonCancelled })
+			t.Logf("rename-replace took effect in %v", took)
+			if d := r.Decide("x.c.cn"); d.Reason != ReasonOverrideAllow {
+				t.Errorf("override after reload: got %s, want %s", d.Reason, ReasonOverrideAllow)
+			}
+
+			failures := fs.Stats().Failures
+			writeInPlace(t, path, f.bad)
+			waitFor(t, "the bad file to be rejected", func() bool { return fs.Stats().Failures > failures })
+			st := fs.Stats()
+			if st.LastError == nil || !strings.Contains(st.LastError.Error(), path+":") || !strings.Contains(st.LastError.Error(), "filing_number") {
+				t.Errorf("LastError: got %v, want %s:LINE naming filing_number", st.LastError, path)
+			}
+			if d := r.Decide("www.a.cn"); d.Reason != ReasonCancelled {
+				t.Errorf("after bad file: got %s, want %s (old snapshot keeps serving)", d.Reason, ReasonCancelled)
+			}
+
+			writeInPlace(t, path, f.v3) // in place, same inode
+			took = waitFor(t, "v3", func() bool { return r.Decide("a.cn").Reason == ReasonNoAccess })
+			t.Logf("in-place write took effect in %v", took)
+			st = fs.Stats()
+			if st.LastError != nil || st.Successes < 3 || st.LastSuccess.IsZero() {
+				t.Errorf("stats: got %+v", st)
+			}
+			if reloads.Load() < 4 {
+				t.Errorf("OnReload calls: got %d, want at least 4", reloads.Load())
+			}
+		})
+	}
+}
+
+func TestFileSourceMissingFileKeepsServing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "r.jsonl")
+	writeFile(t, path, `{"domain":"a.cn","state":"cancelled"}`+"\n")
+	r := New(Options{})
+	fs := NewFileSource(path, r, nil)
+	fs.Interval = 10 * time.Millisecond
+	if err := fs.Load(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- fs.Run(ctx) }()
+	os.Remove(path)
+	time.Sleep(50 * time.Millisecond)
+	if d := r.Decide("a.cn"); d.Reason != ReasonCancelled {
+		t.Errorf("got %s, want %s", d.Reason, ReasonCancelled)
+	}
+	writeFile(t, path, `{"domain":"a.cn","state":"blacklisted"}`+"\n")
+	waitFor(t, "the file to come back", func() bool { return r.Decide("a.cn").Reason == ReasonBlacklisted })
+	cancel()
+	<-done
+}
+
+func TestFileSourceShrinkGuard(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "r.jsonl")
+	var b strings.Builder
+	for _, d := range []string{"a", "b", "c", "d"} {
+		b.WriteString(`{"domain":"` + d + `.cn","state":"cancelled"}` + "\n")
+	}
+	writeFile(t, path, b.String())
+	r := New(Options{})
+	fs := NewFileSource(path, r, nil)
+	fs.MaxDeleteFraction = 0.5
+	if err := fs.Load(); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, path, `{"domain":"a.cn","state":"cancelled"}`+"\n")
+	if err := fs.Load(); !errors.Is(err, ErrShrink) {
+		t.Fatalf("got %v, want %v", err, ErrShrink)
+	}
+	if got := r.Snapshot().Len(); got != 4 {
+		t.Errorf("records after refused reload: got %d, want 4", got)
+	}
+	writeFile(t, path, `{"domain":"a.cn","state":"cancelled"}`+"\n"+`{"domain":"b.cn","state":"cancelled"}`+"\n")
+	if err := fs.Load(); err != nil {
+		t.Errorf("removing half: got %v, want nil", err)
+	}
+}
+
+// FuzzParseRow checks the row parser never panics and only accepts rows
+// that a snapshot accepts, in canonical form.
+func FuzzParseRow(f *testing.F) {
+	for _, name := range []string{"testdata/good.jsonl", "../configs/registry.sample.jsonl"} {
+		if b, err := os.ReadFile(name); err == nil {
+			sc := bufio.NewScanner(bytes.NewReader(b))
+			for sc.Scan() {
+				f.Add(slices.Clone(sc.Bytes()))
+			}
+		}
+	}
+	bad, _ := filepath.Glob("testdata/bad/*.jsonl")
+	for _, name := range bad {
+		b, _ := os.ReadFile(name)
+		for _, line := range bytes.Split(b, []byte("\n")) {
+			f.Add(line)
+		}
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		rec, err := ParseRow(line)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidRecord) {
+				t.Fatalf("error does not wrap ErrInvalidRecord: %v", err)
+			}
+			return
+		}
+		if d, err := CanonicalDomain(rec.Domain); err != nil || d != rec.Domain {
+			t.Fatalf("accepted domain %q is not canonical: %q, %v", rec.Domain, d, err)
+		}
+		if !rec.State.Valid() {
+			t.Fatalf("accepted invalid state %d", rec.State)
+		}
+		if _, err := NewSnapshot([]Record{rec}, nil); err != nil {
+			t.Fatalf("ParseRow accepted %q but NewSnapshot rejects it: %v", line, err)
+		}
+	})
+}
