@@ -17,16 +17,16 @@ import (
 	"unicode"
 )
 
-var update = flag.Bool("update", false, "rewrite golden files")
+var updateBlockGolden = flag.Bool("update-block", false, "rewrite golden files")
 
-// allReasons is DESIGN.md's closed set of reason codes.
-var allReasons = []string{
+// httpAllReasons is DESIGN.md's closed set of reason codes.
+var httpAllReasons = []string{
 	"filed", "access_pending", "rectifying", "rectification_overdue", "no_access",
 	"filing_pending", "cancelled", "access_revoked", "blacklisted", "unfiled",
 	"suffix_not_fileable", "ip_access", "invalid_host", "override_allow", "override_deny",
 }
 
-var blockTime = time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC)
+var httpBlockTime = time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC)
 
 func writeBlockResponse(t *testing.T, req BlockRequest) (*http.Response, []byte) {
 	t.Helper()
@@ -55,10 +55,10 @@ func TestBlockPageGolden(t *testing.T) {
 		Decision:  Decision{Reason: "unfiled", Host: "www.unfiled.cn", Domain: "unfiled.cn"},
 		RequestID: "0123456789abcdef",
 		Node:      "edge-1",
-		Time:      blockTime,
+		Time:      httpBlockTime,
 	})
 	golden := filepath.Join("testdata", "http_blockpage_unfiled.golden")
-	if *update {
+	if *updateBlockGolden {
 		if err := os.WriteFile(golden, body, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -68,7 +68,7 @@ func TestBlockPageGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(body, want) {
-		t.Fatalf("block page differs from %s (run with -update after checking):\ngot %q\nwant %q", golden, body, want)
+		t.Fatalf("block page differs from %s (run with -update-block after checking):\ngot %q\nwant %q", golden, body, want)
 	}
 	for k, v := range map[string]string{
 		"Content-Type":     "text/html; charset=utf-8",
@@ -137,7 +137,7 @@ func TestBlockJSON(t *testing.T) {
 			resp, body := writeBlockResponse(t, BlockRequest{
 				Host:      "x.unfiled.cn",
 				Decision:  Decision{Reason: "cancelled", Domain: "unfiled.cn", FilingNumber: "京ICP备10206937号-1"},
-				RequestID: "abc", Node: "edge-1", Accept: tc.accept, Time: blockTime,
+				RequestID: "abc", Node: "edge-1", Accept: tc.accept, Time: httpBlockTime,
 			})
 			got := strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json")
 			if got != tc.json {
@@ -202,7 +202,7 @@ func TestBlockStatusAndHead(t *testing.T) {
 }
 
 func TestReasonTextsComplete(t *testing.T) {
-	codes := append(append([]string{}, allReasons...), "unknown", "bad_request", "header_too_large",
+	codes := append(append([]string{}, httpAllReasons...), "unknown", "bad_request", "header_too_large",
 		"request_timeout", "method_not_allowed", "version_not_supported", "upstream_unavailable", "upstream_timeout")
 	hasHan := func(s string) bool {
 		return strings.IndexFunc(s, func(r rune) bool { return unicode.Is(unicode.Han, r) }) >= 0
@@ -254,7 +254,7 @@ func TestLoadBlockPage(t *testing.T) {
 func BenchmarkWriteBlock(b *testing.B) {
 	req := BlockRequest{
 		Host: "www.unfiled.cn", Decision: Decision{Reason: "unfiled", Domain: "unfiled.cn"},
-		RequestID: "0123456789abcdef", Node: "edge-1", Time: blockTime,
+		RequestID: "0123456789abcdef", Node: "edge-1", Time: httpBlockTime,
 	}
 	b.ReportAllocs()
 	for b.Loop() {

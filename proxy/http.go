@@ -287,6 +287,7 @@ type httpConn struct {
 	mu       sync.Mutex // guards idle, draining and the client read deadline while idle
 	idle     bool
 	draining bool
+	wakeDone sync.WaitGroup // drainWake has finished
 }
 
 // serveConn serves requests on c until the client or upstream ends the
@@ -297,9 +298,14 @@ func (h *httpHandler) serveConn(ctx context.Context, c *net.TCPConn, client neti
 	hc := h.conns.Get().(*httpConn)
 	hc.h, hc.c, hc.client = h, c, client
 	hc.ip = client.Addr().Unmap().AppendTo(hc.ip[:0])
+	hc.wakeDone.Add(1)
 	stop := context.AfterFunc(ctx, hc.drainWake)
 	defer func() {
-		stop()
+		if stop() {
+			hc.wakeDone.Done()
+		} else {
+			hc.wakeDone.Wait() // drainWake started: let it finish before reuse
+		}
 		if hc.linger {
 			lingerClose(c)
 		}
@@ -338,6 +344,7 @@ func (hc *httpConn) reset() {
 // drainWake runs when the server starts draining: a connection waiting for
 // its next request is woken and closes; one serving a request finishes it.
 func (hc *httpConn) drainWake() {
+	defer hc.wakeDone.Done()
 	hc.mu.Lock()
 	hc.draining = true
 	if hc.idle {
@@ -542,6 +549,15 @@ func (hc *httpConn) serveRequest(first bool) bool {
 		return false
 	}
 
+	if req.chunked {
+		// Validate what is already buffered before the upstream is even
+		// dialled, so a malformed chunked request sent in one piece never
+		// reaches it.
+		if err := prevalidateChunked(hc.in.buffered()); err != nil {
+			hc.refuse(err, isHead)
+			return false
+		}
+	}
 	upstream := dec.Upstream
 	if upstream == "" {
 		upstream = h.l.Upstream
@@ -724,15 +740,6 @@ func (hc *httpConn) forward(head []byte, isHead bool) (bool, error) {
 	hc.out = o
 
 	hasBody := req.chunked || req.contentLength > 0
-	if req.chunked {
-		// Validate what is already buffered before anything goes upstream,
-		// so a malformed chunked request sent in one piece never reaches it.
-		if err := prevalidateChunked(hc.in.buffered()); err != nil {
-			hc.refuse(err, isHead)
-			hc.closeUpstream()
-			return false, err
-		}
-	}
 	if req.expect100 && hasBody && req.minor == 1 {
 		hc.c.SetWriteDeadline(time.Now().Add(h.idle))
 		if _, err := hc.c.Write([]byte("HTTP/1.1 100 Continue\r\n\r\n")); err != nil {

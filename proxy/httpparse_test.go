@@ -13,29 +13,29 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// parsed is what both parsers agree on for an accepted request.
-type parsed struct {
+// httpParsed is what both parsers agree on for an accepted request.
+type httpParsed struct {
 	method, target, host string
 }
 
-// ourParse runs the handler's parser over a complete raw request: head, then
+// httpOurParse runs the handler's parser over a complete raw request: head, then
 // the body framing (Content-Length bytes present, or chunked framing valid
 // to its end when body is true).
-func ourParse(raw []byte, body bool) (parsed, error) {
+func httpOurParse(raw []byte, body bool) (httpParsed, error) {
 	end, err := headEnd(raw, 0)
 	if err != nil {
-		return parsed{}, err
+		return httpParsed{}, err
 	}
 	if end < 0 {
-		return parsed{}, badRequest("incomplete head")
+		return httpParsed{}, badRequest("incomplete head")
 	}
 	var h msgHead
 	h.reset(make([]hdrField, 0, 8))
 	head := raw[:end]
 	if err := parseRequestHead(head, &h, defaultMaxHeaders); err != nil {
-		return parsed{}, err
+		return httpParsed{}, err
 	}
-	p := parsed{method: string(h.method.of(head)), target: string(h.target.of(head))}
+	p := httpParsed{method: string(h.method.of(head)), target: string(h.target.of(head))}
 	if h.hasAuthority {
 		p.host = string(h.authority.of(head))
 	}
@@ -49,71 +49,71 @@ func ourParse(raw []byte, body bool) (parsed, error) {
 		for k.st != ckDone {
 			n, err := k.step(rest)
 			if err != nil {
-				return parsed{}, err
+				return httpParsed{}, err
 			}
 			if n == 0 {
-				return parsed{}, badRequest("truncated chunked body")
+				return httpParsed{}, badRequest("truncated chunked body")
 			}
 			rest = rest[n:]
 		}
 	case h.contentLength > int64(len(rest)):
-		return parsed{}, badRequest("truncated body")
+		return httpParsed{}, badRequest("truncated body")
 	}
 	return p, nil
 }
 
-// refParse is the reference: http.ReadRequest plus the checks net/http's
+// httpRefParse is the reference: http.ReadRequest plus the checks net/http's
 // server adds in (*conn).readRequest (supported version, Host present,
 // single and valid, valid field names and values), plus reading the body to
 // its end when body is true.
-func refParse(raw []byte, body bool) (parsed, error) {
+func httpRefParse(raw []byte, body bool) (httpParsed, error) {
 	req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(string(raw))))
 	if err != nil {
-		return parsed{}, err
+		return httpParsed{}, err
 	}
 	if req.ProtoMajor != 1 && !(req.Method == "PRI" && req.RequestURI == "*") {
-		return parsed{}, errors.New("unsupported protocol version")
+		return httpParsed{}, errors.New("unsupported protocol version")
 	}
 	// ReadRequest moves Host out of the header map; the server's checks
 	// look at the fields as read, so read them again the same way.
 	tp := textproto.NewReader(bufio.NewReader(strings.NewReader(string(raw))))
 	if _, err := tp.ReadLine(); err != nil {
-		return parsed{}, err
+		return httpParsed{}, err
 	}
 	mh, err := tp.ReadMIMEHeader()
 	if err != nil {
-		return parsed{}, err
+		return httpParsed{}, err
 	}
 	hosts, haveHost := mh["Host"]
 	isH2Upgrade := req.Method == "PRI" && len(req.Header) == 0 && req.URL.Path == "*" && req.Proto == "HTTP/2.0"
 	if req.ProtoAtLeast(1, 1) && (!haveHost || len(hosts) == 0) && !isH2Upgrade && req.Method != "CONNECT" {
-		return parsed{}, errors.New("missing required Host header")
+		return httpParsed{}, errors.New("missing required Host header")
 	}
 	if len(hosts) == 1 && !httpguts.ValidHostHeader(hosts[0]) {
-		return parsed{}, errors.New("malformed Host header")
+		return httpParsed{}, errors.New("malformed Host header")
 	}
 	for k, vv := range req.Header {
 		if !httpguts.ValidHeaderFieldName(k) {
-			return parsed{}, errors.New("invalid header name")
+			return httpParsed{}, errors.New("invalid header name")
 		}
 		for _, v := range vv {
 			if !httpguts.ValidHeaderFieldValue(v) {
-				return parsed{}, errors.New("invalid header value")
+				return httpParsed{}, errors.New("invalid header value")
 			}
 		}
 	}
 	if body {
 		if _, err := io.ReadAll(req.Body); err != nil {
-			return parsed{}, fmt.Errorf("body: %w", err)
+			return httpParsed{}, fmt.Errorf("body: %w", err)
 		}
 	}
-	return parsed{method: req.Method, target: req.RequestURI, host: req.Host}, nil
+	return httpParsed{method: req.Method, target: req.RequestURI, host: req.Host}, nil
 }
 
-// diffCases is the differential table. stricter documents, for a request
+// httpDiffCases is the differential table. stricter documents, for a request
 // net/http accepts, why we refuse it; a case whose stricter note is set
 // must be refused by us and accepted by net/http, so the notes stay true.
-var diffCases = []struct {
+var httpDiffCases = []struct {
 	name     string
 	raw      string
 	ok       bool   // we accept
@@ -206,10 +206,10 @@ var diffCases = []struct {
 }
 
 func TestParseRequestDifferential(t *testing.T) {
-	for _, tc := range diffCases {
+	for _, tc := range httpDiffCases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ourParse([]byte(tc.raw), true)
-			ref, refErr := refParse([]byte(tc.raw), true)
+			got, err := httpOurParse([]byte(tc.raw), true)
+			ref, refErr := httpRefParse([]byte(tc.raw), true)
 			if (err == nil) != tc.ok {
 				t.Fatalf("ours: err = %v, want ok=%v", err, tc.ok)
 			}
@@ -252,7 +252,7 @@ func TestParseRequestStatus(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ourParse([]byte(tc.raw), false)
+			_, err := httpOurParse([]byte(tc.raw), false)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
@@ -332,15 +332,15 @@ func TestParseResponseHead(t *testing.T) {
 // FuzzParseRequestHead: the parser never panics, and whatever head it
 // accepts net/http accepts too, with the same method, target and Host.
 func FuzzParseRequestHead(f *testing.F) {
-	for _, tc := range diffCases {
+	for _, tc := range httpDiffCases {
 		f.Add([]byte(tc.raw))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		got, err := ourParse(raw, false)
+		got, err := httpOurParse(raw, false)
 		if err != nil {
 			return
 		}
-		ref, refErr := refParse(raw, false)
+		ref, refErr := httpRefParse(raw, false)
 		if refErr != nil {
 			t.Fatalf("we accept %q, net/http rejects: %v", raw, refErr)
 		}
@@ -350,7 +350,7 @@ func FuzzParseRequestHead(f *testing.F) {
 	})
 }
 
-var typicalHead = []byte("GET /static/app.js?v=3 HTTP/1.1\r\n" +
+var httpTypicalHead = []byte("GET /static/app.js?v=3 HTTP/1.1\r\n" +
 	"Host: www.example.cn\r\n" +
 	"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36\r\n" +
 	"Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n" +
@@ -364,17 +364,17 @@ func BenchmarkParseRequestHead(b *testing.B) {
 	var h msgHead
 	fields := make([]hdrField, 0, 32)
 	b.ReportAllocs()
-	b.SetBytes(int64(len(typicalHead)))
+	b.SetBytes(int64(len(httpTypicalHead)))
 	for b.Loop() {
 		h.reset(fields)
-		end, err := headEnd(typicalHead, 0)
-		if err != nil || end != len(typicalHead) {
+		end, err := headEnd(httpTypicalHead, 0)
+		if err != nil || end != len(httpTypicalHead) {
 			b.Fatal("head end", end, err)
 		}
-		if err := parseRequestHead(typicalHead, &h, 100); err != nil {
+		if err := parseRequestHead(httpTypicalHead, &h, 100); err != nil {
 			b.Fatal(err)
 		}
-		h.markDropped(typicalHead, isHopByHop)
+		h.markDropped(httpTypicalHead, isHopByHop)
 	}
 }
 
@@ -383,10 +383,10 @@ func TestParseRequestHeadAllocs(t *testing.T) {
 	fields := make([]hdrField, 0, 32)
 	allocs := testing.AllocsPerRun(100, func() {
 		h.reset(fields)
-		if err := parseRequestHead(typicalHead, &h, 100); err != nil {
+		if err := parseRequestHead(httpTypicalHead, &h, 100); err != nil {
 			t.Fatal(err)
 		}
-		h.markDropped(typicalHead, isHopByHop)
+		h.markDropped(httpTypicalHead, isHopByHop)
 	})
 	if allocs != 0 {
 		t.Fatalf("got %v allocs per parse, want 0", allocs)
