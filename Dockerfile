@@ -15,7 +15,7 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}"
 # The sample config listens on loopback; inside a container the listeners
 # and the admin API must listen on every interface to be reachable.
 RUN mkdir -p /out/etc/icpgate /out/var/lib/icpgate \
- && sed -e 's/"127\.0\.0\.1:\(8080\|8443\|9090\)"/"0.0.0.0:\1"/' configs/icpgate.yaml > /out/etc/icpgate/icpgate.yaml \
+ && sed -e '/address:/ s/"127\.0\.0\.1:\(8080\|8443\|9090\)"/"0.0.0.0:\1"/' configs/icpgate.yaml > /out/etc/icpgate/icpgate.yaml \
  && cp configs/registry.sample.jsonl /out/etc/icpgate/ \
  && grep -q '0.0.0.0:9090' /out/etc/icpgate/icpgate.yaml
 
