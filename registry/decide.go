@@ -13,6 +13,9 @@ type Policy struct {
 	// SNI, HTTP/1.0 without Host) or with an IP literal. Zero means Pass:
 	// filing is per domain, and large clouds let bare-IP access through.
 	IPAccess Verdict
+	// Suffixes is the list of fileable suffixes that tells unfiled from
+	// suffix_not_fileable. Nil means the built-in MIIT list.
+	Suffixes *Suffixes
 }
 
 func (p Policy) ipAccess() Verdict {
@@ -164,7 +167,7 @@ func Decide(host string, snap *Snapshot, now time.Time, p Policy) Decision {
 	// 5. The record.
 	if rec == nil {
 		d.Verdict, d.Reason = Block, ReasonUnfiled
-		if !Fileable(dom) {
+		if !p.Suffixes.Fileable(dom) {
 			d.Reason = ReasonSuffixNotFileable
 		}
 		return d

@@ -106,6 +106,28 @@ func TestDecideTable(t *testing.T) {
 	}
 }
 
+func TestDecideSuffixList(t *testing.T) {
+	list, err := LoadSuffixes(strings.NewReader("io\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		host   string
+		p      Policy
+		reason Reason
+	}{
+		{"unfiled-demo.io", Policy{}, ReasonSuffixNotFileable},
+		{"unfiled-demo.io", Policy{Suffixes: list}, ReasonUnfiled},
+		{"unfiled-demo.cn", Policy{Suffixes: list}, ReasonSuffixNotFileable},
+		{"unfiled-demo.cn", Policy{}, ReasonUnfiled},
+	}
+	for _, tt := range tests {
+		if d := Decide(tt.host, nil, t0, tt.p); d.Reason != tt.reason {
+			t.Errorf("Decide(%q) with %d suffixes: got %s, want %s", tt.host, tt.p.Suffixes.Len(), d.Reason, tt.reason)
+		}
+	}
+}
+
 func TestDecidePublicSuffixErr(t *testing.T) {
 	d := Decide("com.cn", nil, t0, Policy{})
 	if !errors.Is(d.Err, ErrPublicSuffix) {
