@@ -286,7 +286,56 @@ func FuzzNormalize(f *testing.F) {
 		if err != nil || again != got || kind2 != kind {
 			t.Fatalf("Normalize(%q) = %q; Normalize of that = %q, %v, %v: not idempotent", in, got, again, kind2, err)
 		}
+		// The A-label cache must agree with full UTS-46 processing.
+		if kind == HostName && strings.Contains(got, "xn--") {
+			full, _, err := normalizeIDNA(got)
+			if err != nil || full != got {
+				t.Fatalf("Normalize(%q) = %q, but full IDNA processing gives %q, %v", in, got, full, err)
+			}
+		}
 	})
+}
+
+// TestNormalizeALabelCache checks that names accepted through the A-label
+// cache are exactly those full UTS-46 processing accepts, on first sight
+// and when the labels are already remembered, including the Bidi rule,
+// which looks across labels.
+func TestNormalizeALabelCache(t *testing.T) {
+	tests := []struct {
+		in, want string // want "" means invalid
+	}{
+		{"xn--fsqu00a.xn--fiqs8s", "xn--fsqu00a.xn--fiqs8s"},
+		{"www.xn--fsqu00a.xn--fiqs8s", "www.xn--fsqu00a.xn--fiqs8s"},
+		{"WWW.XN--FSQU00A.XN--FIQS8S", "www.xn--fsqu00a.xn--fiqs8s"},
+		{"xn--bcher-kva.de", "xn--bcher-kva.de"},
+		{"xn--4db.xn--4db", "xn--4db.xn--4db"}, // Hebrew alef: right-to-left, full path
+		{"1a.xn--4db", ""},                     // Bidi rule: a digit-first label in a right-to-left name
+		{"xn--fsqu00a.1a", "xn--fsqu00a.1a"},   // no right-to-left label: no Bidi rule
+		{"xn--abc.xn--fiqs8s", ""},             // invalid Punycode
+		{"xn--a.xn--fiqs8s", ""},               // decodes to a disallowed rune
+		{"xn--fiqs8s.xn--ab-", ""},             // decodes to ASCII
+		{"xn---abc-tj3b.xn--fiqs8s", ""},       // U-label with hyphens at the ends
+		{"xn--zca.com", "xn--zca.com"},         // ß, nontransitional
+		{"xn--1ug.com", ""},                    // a lone ZERO WIDTH JOINER (ContextJ)
+	}
+	for round := 1; round <= 2; round++ {
+		for _, tt := range tests {
+			got, _, err := Normalize(tt.in)
+			full, _, ferr := normalizeIDNA(strings.ToLower(tt.in))
+			if tt.want == "" {
+				if err == nil || ferr == nil {
+					t.Errorf("round %d: Normalize(%q) = %q, %v; full path %q, %v; want both invalid", round, tt.in, got, err, full, ferr)
+				}
+				continue
+			}
+			if got != tt.want || full != tt.want {
+				t.Errorf("round %d: Normalize(%q) = %q, %v; full path %q, %v; want %q", round, tt.in, got, err, full, ferr, tt.want)
+			}
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _, _ = Normalize("www.xn--fsqu00a.xn--fiqs8s") }); n != 0 {
+		t.Errorf("Normalize of a remembered A-label name allocates %v times, want 0", n)
+	}
 }
 
 func BenchmarkNormalize(b *testing.B) {
