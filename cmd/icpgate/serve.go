@@ -310,13 +310,18 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) int {
 		log.Error("cannot start", "error", err)
 		return exitError
 	}
+	source := cfg.path
+	if cfg.Embedded() {
+		source = "embedded"
+	}
+	log = log.With("component", "main")
 	for _, l := range cfg.Listeners {
 		if a := g.ProxyAddr(l.Name); a != nil {
 			log.Info("listening", "listener", l.Name, "protocol", l.Protocol, "address", a.String(), "upstream", l.Upstream)
 		}
 	}
 	log.Info("icpgate started", "version", versionString(), "node", cfg.Node,
-		"admin", g.AdminAddr().String(), "records", g.reg.Snapshot().Len(), "config", cfg.path)
+		"admin", g.AdminAddr().String(), "records", g.reg.Snapshot().Len(), "config", source)
 	if fn, ok := ctx.Value(startedKey{}).(func(*Gateway)); ok {
 		fn(g)
 	}
