@@ -39,7 +39,7 @@ const (
 // connection never reaches it. It closes the client connection.
 func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn) {
 	c := tc.c
-	hello, sc, err := readHello(c, sni.Options{Timeout: rt.hello})
+	hello, sc, err := readHello(c, helloOptions(rt))
 	if err != nil {
 		kind := helloErrorKind(err)
 		rt.helloErrs[kind].Inc()
@@ -104,6 +104,11 @@ func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn) {
 	if err != nil && rt.log.Enabled(context.Background(), slog.LevelDebug) {
 		rt.log.Debug("relay ended", "upstream", addr, "error", err)
 	}
+}
+
+// helloOptions are the sni.Read options of a listener.
+func helloOptions(rt *listenerRuntime) sni.Options {
+	return sni.Options{Timeout: rt.hello}
 }
 
 // helloErrorKind maps an sni.Read error to its metric label.
