@@ -1,9 +1,19 @@
 package registry
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 	"unicode/utf8"
 	"unsafe"
 )
@@ -356,5 +366,116 @@ func BenchmarkNormalize(b *testing.B) {
 				_, _, _ = Normalize(bb.in)
 			}
 		})
+	}
+}
+
+// TestNormalizeRealClients drives real clients (Go crypto/tls and
+// net/http, curl with libidn2, openssl s_client) at a loopback HTTPS
+// server and normalises the SNI and Host each one actually sent. For
+// Unicode names curl converts with libidn2 (UTS-46, nontransitional), so
+// it is also a reference: Normalize of the Unicode form must give the
+// A-labels curl put on the wire.
+func TestNormalizeRealClients(t *testing.T) {
+	type seen struct{ sni, host string }
+	var (
+		mu   sync.Mutex
+		last seen
+	)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		last.host = r.Host
+		mu.Unlock()
+	}))
+	srv.TLS = &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		mu.Lock()
+		last = seen{sni: hello.ServerName}
+		mu.Unlock()
+		return nil, nil
+	}}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	defer srv.Close()
+	addr := srv.Listener.Addr().String()
+	get := func() seen {
+		mu.Lock()
+		defer mu.Unlock()
+		s := last
+		last = seen{}
+		return s
+	}
+
+	// Names, not certificates, are under test: the clients skip
+	// verification and dial the test server whatever the name.
+	tr := srv.Client().Transport.(*http.Transport)
+	tr.TLSClientConfig.InsecureSkipVerify = true
+	tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+	goClient := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	goTests := []struct{ url, want string }{
+		{"https://Example.COM/", "example.com"},
+		{"https://example.com.:8443/", "example.com"},
+		{"https://WWW.XN--FSQU00A.XN--FIQS8S/", "www.xn--fsqu00a.xn--fiqs8s"},
+	}
+	for _, tt := range goTests {
+		resp, err := goClient.Get(tt.url)
+		if err != nil {
+			t.Fatalf("GET %s: %v", tt.url, err)
+		}
+		resp.Body.Close()
+		s := get()
+		for _, v := range []string{s.sni, s.host} {
+			if got, _, err := Normalize(v); err != nil || got != tt.want {
+				t.Errorf("Go client %s sent %q: Normalize = %q, %v; want %q", tt.url, v, got, err, tt.want)
+			}
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Log("curl not installed: skipping the curl cases")
+	} else {
+		for _, name := range []string{"例子.中国", "www.例子.公司", "Bücher.de", "faß.de", "EXAMPLE.CN"} {
+			cmd := exec.CommandContext(ctx, "curl", "-sk", "-o", "/dev/null", "--max-time", "10",
+				"--connect-to", "::"+addr, "https://"+name+"/")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("curl https://%s/: %v: %s", name, err, out)
+				continue
+			}
+			s := get()
+			want, _, err := Normalize(name)
+			if err != nil {
+				t.Fatalf("Normalize(%q): %v", name, err)
+			}
+			for _, v := range []string{s.sni, s.host} {
+				if got, _, err := Normalize(v); err != nil || got != want {
+					t.Errorf("curl https://%s/ sent %q: Normalize = %q, %v; want %q (Normalize of the Unicode name)", name, v, got, err, want)
+				}
+			}
+		}
+	}
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Log("openssl not installed: skipping the s_client cases")
+	} else {
+		for _, tt := range []struct{ sni, want string }{
+			{"EXAMPLE.COM", "example.com"},
+			// No "example.com." here: crypto/tls servers reject an SNI
+			// with a trailing dot (decode_error) before any callback.
+			{"Www.Example.Com", "www.example.com"},
+			{"Xn--Fsqu00a.Xn--Fiqs8s", "xn--fsqu00a.xn--fiqs8s"},
+		} {
+			cmd := exec.CommandContext(ctx, "openssl", "s_client", "-connect", addr, "-servername", tt.sni)
+			cmd.Stdin = strings.NewReader("")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("openssl s_client -servername %s: %v: %s", tt.sni, err, out)
+				continue
+			}
+			s := get()
+			if got, _, err := Normalize(s.sni); err != nil || got != tt.want {
+				t.Errorf("openssl -servername %s sent %q: Normalize = %q, %v; want %q", tt.sni, s.sni, got, err, tt.want)
+			}
+		}
 	}
 }
