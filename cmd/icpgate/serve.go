@@ -194,13 +194,13 @@ func (g *Gateway) Reload() error {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
 	old := g.cfg
-	var next *Config
-	var err error
 	if old.Embedded() {
-		next, err = LoadConfig("")
-	} else {
-		next, err = LoadConfig(old.path)
+		// Nothing can change: the config and registry are compiled in (and
+		// demo adjusted the addresses, which re-reading would undo).
+		g.log.Info("embedded config and registry: nothing to reload")
+		return nil
 	}
+	next, err := LoadConfig(old.path)
 	if err != nil {
 		return fmt.Errorf("reload refused, keeping the running config: %w", err)
 	}

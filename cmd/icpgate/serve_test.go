@@ -309,6 +309,7 @@ func TestEndToEnd(t *testing.T) {
 	})
 	t.Run("admin", func(t *testing.T) {
 		admin := "http://" + g.AdminAddr().String()
+		httpGet(t, httpAddr, "unfiled.cn") // at least one decision to count
 		for _, tt := range []struct {
 			path string
 			want string
@@ -326,8 +327,18 @@ func TestEndToEnd(t *testing.T) {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode != 200 || !strings.Contains(string(b), tt.want) {
+				if len(b) > 2000 {
+					b = append(b[:2000], "..."...)
+				}
 				t.Errorf("%s: got %d %q, want 200 containing %q", tt.path, resp.StatusCode, b, tt.want)
 			}
+		}
+		var out bytes.Buffer
+		if code := run(context.Background(), []string{"healthcheck", "-url", admin + "/healthz"}, &out, &out); code != 0 {
+			t.Errorf("healthcheck: got exit %d %q, want 0", code, out.String())
+		}
+		if code := run(context.Background(), []string{"healthcheck", "-url", admin + "/nope"}, &out, &out); code != 1 {
+			t.Errorf("healthcheck of a 404: got exit %d, want 1", code)
 		}
 	})
 }
