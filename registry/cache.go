@@ -123,9 +123,12 @@ func (c *cache) shard(key string) (*shard, uint64) {
 	return &c.shards[h&c.mask], h
 }
 
-// get returns the cached entry of key, promoting it per 2Q, and the
-// shard's add count for a following add.
-func (s *shard) get(key string) (*entry, uint64) {
+// get copies the cached decision of key into d, promoting the entry per
+// 2Q, and returns its expiry (UnixNano, 0: never), whether it was found,
+// and the shard's add count for a following add. The copy is made under
+// the mutex because Swap re-points the Record and Override of entries it
+// keeps.
+func (s *shard) get(key string, d *Decision) (validUntil int64, found bool, adds uint64) {
 	s.mu.Lock()
 	e, ok := s.frequent.Get(key)
 	if !ok {
@@ -134,9 +137,13 @@ func (s *shard) get(key string) (*entry, uint64) {
 			s.frequent.Add(key, e)
 		}
 	}
-	adds := s.adds
+	if ok {
+		*d = e.d
+		validUntil = e.validUntil
+	}
+	adds = s.adds
 	s.mu.Unlock()
-	return e, adds
+	return validUntil, ok, adds
 }
 
 // add inserts e (whose key hashes to h) unless the snapshot it was
@@ -232,13 +239,26 @@ func (s *shard) unlink(e *entry) {
 
 // invalidate drops every entry whose domain decides differently in new than
 // in old. Entries without a domain (IP literals, invalid names) depend on
-// neither and stay.
+// neither and stay. The entries it keeps are re-pointed at new's equal
+// record and overrides, so a cached decision never keeps an old snapshot's
+// record array (the size of the registry) alive.
 func (s *shard) invalidate(old, new *Snapshot) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
 	for dom, l := range s.byDomain {
-		if dom == "" || old.sameDomain(new, dom) {
+		if dom == "" {
+			continue
+		}
+		if old.sameDomain(new, dom) {
+			rec, oldOvs, newOvs := new.Lookup(dom), old.overrides[dom], new.overrides[dom]
+			for e := l.head; e != nil; e = e.next {
+				if e.d.Record != nil {
+					e.d.Record = rec
+				}
+				e.d.Override = repoint(e.d.Override, oldOvs, newOvs)
+				e.d.Ignored = repoint(e.d.Ignored, oldOvs, newOvs)
+			}
 			continue
 		}
 		for e := l.head; e != nil; {
@@ -254,6 +274,19 @@ func (s *shard) invalidate(old, new *Snapshot) int {
 	}
 	s.invalidations.Add(uint64(n))
 	return n
+}
+
+// repoint returns the element of to at o's index in from (equal lists).
+func repoint(o *Override, from, to []Override) *Override {
+	if o == nil {
+		return nil
+	}
+	for i := range from {
+		if &from[i] == o {
+			return &to[i]
+		}
+	}
+	return o
 }
 
 func (s *shard) len() int {

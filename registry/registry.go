@@ -75,29 +75,27 @@ func (r *Registry) Loaded() bool { return r.loaded.Load() }
 // fresh one. host may alias a buffer the caller reuses: it is never
 // retained (the cache keeps its own copy), and the returned Decision's
 // strings other than Input do not alias it. A cached hit does not allocate.
-func (r *Registry) Decide(host string) Decision {
+func (r *Registry) Decide(host string) (d Decision) {
 	c := r.cache
 	if c == nil {
-		d := Decide(host, r.snap.Load(), r.clock(), r.policy)
-		e := newEntry(host, d)
+		e := newEntry(host, Decide(host, r.snap.Load(), r.clock(), r.policy))
 		e.d.Input = host
 		return e.d
 	}
 	s, h := c.shard(host)
-	e, adds := s.get(host)
-	if e != nil && (e.validUntil == 0 || r.clock().UnixNano() < e.validUntil) {
+	// get copies straight into the result: one copy on the hot path.
+	validUntil, found, adds := s.get(host, &d)
+	if found && (validUntil == 0 || r.clock().UnixNano() < validUntil) {
 		s.hits.Add(1)
-		d := e.d
 		d.Input = host
 		return d
 	}
-	missed := e == nil
 	s.misses.Add(1)
 	snap := r.snap.Load()
-	e = newEntry(host, Decide(host, snap, r.clock(), r.policy))
+	e := newEntry(host, Decide(host, snap, r.clock(), r.policy))
 	e.hash = h
-	s.add(e, h, missed, adds, &r.snap, snap)
-	d := e.d
+	d = e.d // before add publishes e: Swap may re-point it afterwards
+	s.add(e, h, !found, adds, &r.snap, snap)
 	d.Input = host
 	return d
 }

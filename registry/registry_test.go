@@ -203,6 +203,22 @@ func TestSwapInvalidatesPrecisely(t *testing.T) {
 	if got, want := after.Hits-st.Hits, uint64(5); got != want {
 		t.Errorf("hits for unchanged domains: got %d, want %d", got, want)
 	}
+	// Kept entries point at the new snapshot's record, not the old one's.
+	if got, want := r.Decide("cancelled.cn").Record, r.Snapshot().Lookup("cancelled.cn"); got != want {
+		t.Errorf("kept entry's Record: got %p, want %p (the new snapshot's)", got, want)
+	}
+	// A rebuilt, equal snapshot keeps every entry and re-points overrides.
+	ovSnap := r.Snapshot()
+	r.Decide("x.unfiled.cn")
+	same := mustSnapshot(t, recs, ovs)
+	inv := r.CacheStats().Invalidations
+	r.Swap(same)
+	if got := r.CacheStats().Invalidations; got != inv {
+		t.Errorf("equal snapshot invalidated %d entries", got-inv)
+	}
+	if d := r.Decide("x.unfiled.cn"); d.Override != &same.OverridesFor("unfiled.cn")[0] {
+		t.Errorf("kept entry's Override not re-pointed (old snapshot %p)", ovSnap)
+	}
 	// Removing a record invalidates too.
 	r.Swap(mustSnapshot(t, tableRecords()[1:], ovs))
 	if d := r.Decide("www.filed.cn"); d.Reason != ReasonUnfiled {
