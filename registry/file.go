@@ -426,7 +426,8 @@ func (f *FileSource) Stats() ReloadStats {
 }
 
 // Load reads the file now and, when every row is valid, installs it. On
-// error the serving snapshot is unchanged.
+// error the serving snapshot is unchanged and the error is returned, not
+// logged (the caller logs it once).
 func (f *FileSource) Load() error {
 	id, _ := statID(f.path)
 	return f.load(id)
@@ -464,7 +465,6 @@ func (f *FileSource) load(id fileID) error {
 	f.mu.Unlock()
 	if err != nil {
 		f.failures.Add(1)
-		f.log.Error("registry file rejected, previous snapshot keeps serving", "error", err.Error())
 	} else {
 		f.successes.Add(1)
 		f.lastSuccess.Store(time.Now().UnixNano())
@@ -478,9 +478,16 @@ func (f *FileSource) load(id fileID) error {
 }
 
 // Run watches the file and reloads it on every change until ctx is done,
-// then returns nil. It does not load at start: call Load first (and fail
-// start-up on its error, or serve the local store, as the caller decides).
-// A missing file is logged and waited for; the serving snapshot stays.
+// then returns nil. Call Load first, so start-up can fail on a bad file (or
+// fall back to the local store, as the caller decides); without it, Run
+// loads the file on its second poll. A file that failed to load is retried
+// only when it changes. A missing file is logged once and waited for; the
+// serving snapshot stays.
+//
+// Polling stat (size, mtime, inode, device) every Interval rather than
+// inotify: it sees rename-replace by editors and symlink swaps by config
+// managers without re-arming watches, costs one stat per interval, and
+// still applies a change within about 250 ms at the default interval.
 func (f *FileSource) Run(ctx context.Context) error {
 	iv := f.Interval
 	if iv <= 0 {
@@ -510,7 +517,9 @@ func (f *FileSource) Run(ctx context.Context) error {
 		f.mu.Unlock()
 		// Load a changed file once it has been stable for one interval.
 		if id != loaded && id == prev {
-			f.load(id)
+			if err := f.load(id); err != nil {
+				f.log.Error("registry file rejected, previous snapshot keeps serving", "error", err.Error())
+			}
 		}
 		prev = id
 	}
