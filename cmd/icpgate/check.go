@@ -38,12 +38,12 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "icpgate check: %v\n", err)
 		return exitError
 	}
-	ipAccess, err := registry.ParseVerdict(cfg.Policy.IPAccess)
+	policy, err := registryPolicy(cfg)
 	if err != nil {
-		fmt.Fprintf(stderr, "icpgate check: policy.ip_access: %v\n", err)
+		fmt.Fprintf(stderr, "icpgate check: %v\n", err)
 		return exitError
 	}
-	reg := registry.New(registry.Options{CacheSize: -1, Policy: registry.Policy{IPAccess: ipAccess}})
+	reg := registry.New(registry.Options{CacheSize: -1, Policy: policy})
 	if cfg.Embedded() {
 		err = loadEmbeddedRegistry(reg)
 	} else {

@@ -78,13 +78,13 @@ func NewGateway(cfg *Config, log *slog.Logger, level *slog.LevelVar) (*Gateway, 
 		level = new(slog.LevelVar)
 	}
 	g := &Gateway{log: log, level: level, cfg: cfg, prom: prometheus.NewRegistry()}
-	ipAccess, err := registry.ParseVerdict(cfg.Policy.IPAccess)
+	policy, err := registryPolicy(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("policy.ip_access: %w", err)
+		return nil, err
 	}
 	g.reg = registry.New(registry.Options{
 		CacheSize: cfg.Registry.CacheSize,
-		Policy:    registry.Policy{IPAccess: ipAccess},
+		Policy:    policy,
 		Logger:    log,
 	})
 	if err := g.loadRegistry(cfg); err != nil {
@@ -356,19 +356,31 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) int {
 // loadEmbeddedRegistry installs the embedded sample registry from memory:
 // it has no file to watch, so it is loaded once and never reloaded.
 func loadEmbeddedRegistry(reg *registry.Registry) error {
-	b := registry.NewBuilder(16)
-	for i, line := range bytes.Split(configs.RegistrySample, []byte("\n")) {
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
-		}
-		rec, err := registry.ParseRow(line)
-		if err == nil {
-			err = b.Add(rec)
-		}
+	snap, err := registry.ReadSnapshot(bytes.NewReader(configs.RegistrySample), configs.RegistrySampleName)
+	if err != nil {
+		return err
+	}
+	reg.Swap(snap)
+	return nil
+}
+
+// registryPolicy builds the registry's decision policy from cfg, reading
+// registry.suffixes when set.
+func registryPolicy(cfg *Config) (registry.Policy, error) {
+	var p registry.Policy
+	var err error
+	if p.IPAccess, err = registry.ParseVerdict(cfg.Policy.IPAccess); err != nil {
+		return p, fmt.Errorf("policy.ip_access: %w", err)
+	}
+	if cfg.Registry.Suffixes != "" {
+		f, err := os.Open(cfg.Registry.Suffixes)
 		if err != nil {
-			return fmt.Errorf("%s:%d: %w", configs.RegistrySampleName, i+1, err)
+			return p, fmt.Errorf("registry.suffixes: %w", err)
+		}
+		defer f.Close()
+		if p.Suffixes, err = registry.LoadSuffixes(f); err != nil {
+			return p, fmt.Errorf("registry.suffixes: %s: %w", cfg.Registry.Suffixes, err)
 		}
 	}
-	reg.Swap(b.Build())
-	return nil
+	return p, nil
 }

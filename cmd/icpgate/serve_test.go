@@ -395,6 +395,19 @@ func TestReload(t *testing.T) {
 func TestCheck(t *testing.T) {
 	o := startOrigin(t)
 	path := writeConfig(t, t.TempDir(), o, "")
+	suffixes, err := filepath.Abs("testdata/suffixes-cn-only.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	suffixCfg := writeConfig(t, t.TempDir(), o, "") + ".suffixes.yaml"
+	badSuffixCfg := suffixCfg + ".bad.yaml"
+	cfgText, _ := os.ReadFile(path)
+	for p, s := range map[string]string{suffixCfg: suffixes, badSuffixCfg: suffixes + ".nope"} {
+		text := strings.Replace(string(cfgText), "file: registry.jsonl", "file: "+filepath.Join(filepath.Dir(path), "registry.jsonl")+"\n  suffixes: "+s, 1)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	tests := []struct {
 		name     string
 		args     []string
@@ -414,6 +427,9 @@ func TestCheck(t *testing.T) {
 		{"missing config", []string{"-config", path + ".nope", "filed.cn"}, 2, nil},
 		{"bad flag", []string{"-nope", "filed.cn"}, 2, nil},
 		{"host after --", []string{"-config", path, "--", "-json"}, 1, []string{`input:      "-json"`}},
+		{"default suffixes", []string{"-config", path, "unfiled.com"}, 1, []string{"verdict:    block (unfiled)"}},
+		{"registry.suffixes", []string{"-config", suffixCfg, "unfiled.com"}, 1, []string{"verdict:    block (suffix_not_fileable)"}},
+		{"registry.suffixes missing", []string{"-config", badSuffixCfg, "filed.cn"}, 2, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
