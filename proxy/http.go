@@ -761,6 +761,11 @@ func (hc *httpConn) forward(head []byte, isHead bool) (bool, error) {
 	if err != nil {
 		if errors.Is(err, ErrHTTPBadRequest) {
 			hc.refuse(err, isHead)
+		} else if hc.nDown == 0 {
+			// The upstream failed (or the client vanished) mid-body; a
+			// 502 to a vanished client is harmless.
+			hc.h.upReset.Inc()
+			hc.writeErrorSameID(502, "upstream_unavailable", hc.host, isHead)
 		}
 		hc.closeUpstream()
 		return false, fmt.Errorf("relaying request: %w", err)

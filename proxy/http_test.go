@@ -10,7 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -893,17 +896,123 @@ func httpBenchKeepAlive(b *testing.B, addr string) {
 	}
 }
 
+// httpFixedDecider passes everything without allocating, as the
+// registry's cached decisions do; the map decider's parsing would
+// otherwise dominate the allocation count.
+type httpFixedDecider struct{}
+
+func (httpFixedDecider) Decide(host string) Decision {
+	return Decision{Pass: true, Reason: "filed", Domain: "filed.cn"}
+}
+
 // BenchmarkHTTPKeepAlive: one small keep-alive request end to end on
 // loopback, client -> handler -> upstream.
 func BenchmarkHTTPKeepAlive(b *testing.B) {
 	up := httpRawUpstream(b)
-	g := startHTTPGateway(b, httpBaseConfig(up), httpTestDecider())
+	g := startHTTPGateway(b, httpBaseConfig(up), httpFixedDecider{})
 	httpBenchKeepAlive(b, g.addr)
+}
+
+// BenchmarkHTTPKeepAliveReverseProxy does the same hop with net/http's
+// server and httputil.ReverseProxy (deciding on r.Host in the Director),
+// the alternative architecture.
+func BenchmarkHTTPKeepAliveReverseProxy(b *testing.B) {
+	up := httpRawUpstream(b)
+	d := httpFixedDecider{}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			if !d.Decide(pr.In.Host).Pass {
+				panic("blocked")
+			}
+			pr.SetURL(&url.URL{Scheme: "http", Host: up})
+			pr.Out.Host = pr.In.Host
+			pr.SetXForwarded()
+		},
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: rp}
+	go srv.Serve(ln)
+	defer srv.Close()
+	httpBenchKeepAlive(b, ln.Addr().String())
 }
 
 // BenchmarkHTTPKeepAliveDirect is the baseline: client -> upstream.
 func BenchmarkHTTPKeepAliveDirect(b *testing.B) {
 	httpBenchKeepAlive(b, httpRawUpstream(b))
+}
+
+// BenchmarkHTTPKeepAliveNginx does the same hop through nginx (one worker,
+// upstream keepalive, a map of the registry deciding on $host), the
+// baseline DESIGN.md names. Skipped without nginx.
+func BenchmarkHTTPKeepAliveNginx(b *testing.B) {
+	nginx, err := exec.LookPath("nginx")
+	if err != nil {
+		b.Skip("nginx not installed")
+	}
+	up := httpRawUpstream(b)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	dir := b.TempDir()
+	conf := fmt.Sprintf(`user root root;
+worker_processes 1;
+daemon off;
+error_log stderr error;
+pid %[1]s/nginx.pid;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000000;
+  client_body_temp_path %[1]s;
+  proxy_temp_path %[1]s;
+  fastcgi_temp_path %[1]s;
+  uwsgi_temp_path %[1]s;
+  scgi_temp_path %[1]s;
+  upstream up { server %[2]s; keepalive 16; }
+  map $host $icp_block { hostnames; default 1; .filed.cn 0; }
+  server {
+    listen %[3]s;
+    location / {
+      if ($icp_block) { return 403; }
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $remote_addr;
+    }
+  }
+}
+`, dir, up, addr)
+	if err := os.WriteFile(dir+"/nginx.conf", []byte(conf), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(nginx, "-p", dir, "-c", dir+"/nginx.conf")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+	}()
+	for i := 0; ; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if i == 100 {
+			b.Fatal("nginx did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	httpBenchKeepAlive(b, addr)
 }
 
 // BenchmarkHTTPBlocked: a new connection with one request for an unfiled

@@ -392,3 +392,30 @@ func TestParseRequestHeadAllocs(t *testing.T) {
 		t.Fatalf("got %v allocs per parse, want 0", allocs)
 	}
 }
+
+// FuzzChunkedBody: the chunked validator never panics, and whatever body it
+// accepts net/http's chunked reader decodes without error.
+func FuzzChunkedBody(f *testing.F) {
+	for _, tc := range httpDiffCases {
+		if i := strings.Index(tc.raw, "\r\n\r\n"); i >= 0 && strings.Contains(tc.raw, "chunked") {
+			f.Add([]byte(tc.raw[i+4:]))
+		}
+	}
+	f.Add([]byte("5\r\nhello\r\n0\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var k chunkReader
+		rest := body
+		for k.st != ckDone {
+			n, err := k.step(rest)
+			if err != nil || n == 0 {
+				return
+			}
+			rest = rest[n:]
+		}
+		consumed := body[:len(body)-len(rest)]
+		raw := "POST / HTTP/1.1\r\nHost: a.cn\r\nTransfer-Encoding: chunked\r\n\r\n" + string(consumed)
+		if _, err := httpRefParse([]byte(raw), true); err != nil {
+			t.Fatalf("we accept chunked body %q, net/http rejects: %v", consumed, err)
+		}
+	})
+}
