@@ -12,7 +12,8 @@ type Metrics struct {
 	// Decisions counts decisions by protocol (http, tls, quic), verdict
 	// (pass, block) and reason code.
 	Decisions *prometheus.CounterVec
-	// Connections counts accepted client connections by listener.
+	// Connections counts accepted client connections by listener, including
+	// those then refused by a limit (counted in LimitRejects).
 	Connections *prometheus.CounterVec
 	// ActiveConnections is the number of open client connections by listener.
 	ActiveConnections *prometheus.GaugeVec
@@ -26,13 +27,17 @@ type Metrics struct {
 	// to upstream, downstream: upstream to client).
 	Bytes *prometheus.CounterVec
 	// UpstreamErrors counts upstream failures by listener and kind (dial,
-	// timeout, reset).
+	// timeout, reset, bad_response; no_upstream when a passing TLS
+	// connection has neither a decided nor a default upstream).
 	UpstreamErrors *prometheus.CounterVec
 	// RequestDuration observes HTTP request durations (head read to response
 	// end) by listener and verdict.
 	RequestDuration *prometheus.HistogramVec
 	// LimitRejects counts connections refused by a limit (global, per_ip).
 	LimitRejects *prometheus.CounterVec
+	// IdleTimeouts counts passthrough connections closed because neither
+	// side sent anything for Timeouts.Idle, by listener.
+	IdleTimeouts *prometheus.CounterVec
 }
 
 // NewMetrics creates the data plane's collectors and registers them into reg.
@@ -57,8 +62,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "HTTP request duration from the end of the request head to the end of the response, by listener and verdict.", Buckets: metrics.LatencyBuckets}, []string{"listener", "verdict"}),
 		LimitRejects: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "limit_rejects_total",
 			Help: "Client connections refused by a connection limit, by limit."}, []string{"limit"}),
+		IdleTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "idle_timeouts_total",
+			Help: "Passthrough connections closed after Timeouts.Idle without traffic either way, by listener."}, []string{"listener"}),
 	}
 	reg.MustRegister(m.Decisions, m.Connections, m.ActiveConnections, m.HelloErrors, m.HTTPErrors,
-		m.Bytes, m.UpstreamErrors, m.RequestDuration, m.LimitRejects)
+		m.Bytes, m.UpstreamErrors, m.RequestDuration, m.LimitRejects, m.IdleTimeouts)
 	return m
 }

@@ -236,14 +236,15 @@ func (s *connSet) reschedule(tc *trackedConn, at int64) {
 // checkIdle checks the due relays: a relay whose two sockets have both been
 // inactive for its idle timeout is closed; the others are rescheduled for
 // the earliest moment they could become idle. It returns the number of
-// relays closed.
+// relays closed. onClose, if not nil, is called with the listener name of
+// each relay closed.
 //
 // Activity comes from the kernel (TCP_INFO), not from the relay loop: the
 // relay splices without per-read deadlines or timestamps, so the kernel's
 // "milliseconds since data was last received" on each socket is the
 // activity clock. A relay moving data is checked about once per idle
 // period, one getsockopt per socket, whatever its traffic.
-func (s *connSet) checkIdle(now time.Time, due []idleCheck) int {
+func (s *connSet) checkIdle(now time.Time, due []idleCheck, onClose func(listener string)) int {
 	closed := 0
 	for _, d := range due {
 		ic, err := tcpInactive(d.c)
@@ -259,6 +260,9 @@ func (s *connSet) checkIdle(now time.Time, due []idleCheck) int {
 			d.c.Close()
 			d.up.Close()
 			closed++
+			if onClose != nil {
+				onClose(d.listener)
+			}
 			continue
 		}
 		s.reschedule(d.tc, now.Add(d.idle-inactive).UnixNano())

@@ -200,7 +200,7 @@ func TestIdleWatchdog(t *testing.T) {
 			}
 			now := time.Now()
 			due = set.due(now.UnixNano(), due[:0])
-			set.checkIdle(now, due)
+			set.checkIdle(now, due, nil)
 		}
 	}()
 	go func() { // one byte every idle/8, each way alternately

@@ -533,13 +533,18 @@ func (s *Server) idleWatchdog(stop <-chan struct{}) {
 		now := time.Now()
 		due = s.conns.due(now.UnixNano(), due[:0])
 		if len(due) > 0 {
-			if n := s.conns.checkIdle(now, due); n > 0 && s.log.Enabled(context.Background(), slog.LevelDebug) {
+			if n := s.conns.checkIdle(now, due, s.countIdle); n > 0 && s.log.Enabled(context.Background(), slog.LevelDebug) {
 				s.log.Debug("closed idle relays", "relays", n)
 			}
 			clear(due) // drop references to closed connections
 		}
 		t.Reset(time.Duration(s.idleTick.Load()))
 	}
+}
+
+// countIdle counts a relay closed by the idle watchdog.
+func (s *Server) countIdle(listener string) {
+	s.m.IdleTimeouts.WithLabelValues(listener).Inc()
 }
 
 // countDecision counts one decision of protocol, caching the counters per

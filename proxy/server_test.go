@@ -579,3 +579,57 @@ func TestConnectionLimits(t *testing.T) {
 		t.Errorf("active after Reload: got %v, want 3 (open connections untouched)", got)
 	}
 }
+
+func TestServerIdleTimeout(t *testing.T) {
+	up := newTLSUpstream(t, "A", nil)
+	cfg := tlsListener(up.addr())
+	cfg.Timeouts.Idle = 300 * time.Millisecond
+	g := startGateway(t, cfg, filedOnly)
+	c, err := dialTLS(g.addr("tls"), "filed.cn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	if _, err := httpGet(c, br, "filed.cn"); err != nil {
+		t.Fatal(err)
+	}
+	// Silence: the watchdog closes the relay.
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := br.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read on an idle relay: got %v, want EOF or reset", err)
+	}
+	waitFor(t, "idle timeout counted", func() bool {
+		return testutil.ToFloat64(g.m.IdleTimeouts.WithLabelValues("tls")) == 1
+	})
+}
+
+func TestMetricsLint(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m := NewMetrics(reg)
+	// Touch every vector once so that each has a series to lint.
+	m.Decisions.WithLabelValues("tls", "pass", "filed").Inc()
+	m.Connections.WithLabelValues("tls").Inc()
+	m.ActiveConnections.WithLabelValues("tls").Inc()
+	m.HelloErrors.WithLabelValues(helloTimeout).Inc()
+	m.HTTPErrors.WithLabelValues("bad_request").Inc()
+	m.Bytes.WithLabelValues("tls", "upstream").Add(1)
+	m.UpstreamErrors.WithLabelValues("tls", "dial").Inc()
+	m.RequestDuration.WithLabelValues("http", "pass").Observe(0.001)
+	m.LimitRejects.WithLabelValues(limitPerIP).Inc()
+	m.IdleTimeouts.WithLabelValues("tls").Inc()
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("metric %s: %s", p.Metric, p.Text)
+	}
+	n, err := testutil.GatherAndCount(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 10 {
+		t.Errorf("series: got %d, want 10", n)
+	}
+}
