@@ -1,0 +1,305 @@
+package sni
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// Buffer sizes. Nearly every real hello (post-quantum key shares included,
+// about 1.8 KiB) fits the pooled buffer in one read; larger ones grow it, and
+// a buffer grown past poolMax is dropped rather than pooled.
+const (
+	initialBuf = 8 << 10
+	poolMax    = 16 << 10
+)
+
+// Interface guards.
+var (
+	_ net.Conn      = (*Conn)(nil)
+	_ io.WriterTo   = (*Conn)(nil)
+	_ io.ReaderFrom = (*Conn)(nil)
+)
+
+// Conn is the connection Read returns: a net.Conn whose next reads first
+// return exactly the bytes Read consumed, then read on from the socket.
+//
+// A Conn comes from a pool. Close (which also closes the socket) or Release
+// returns it; after that the Conn, its Buffered bytes and the Hello read
+// with it must not be used. A Conn that is never closed or released is
+// collected by the GC like any other value.
+//
+// Conn is not safe for concurrent reads, like any net.Conn; one reader and
+// one writer may run at the same time.
+type Conn struct {
+	net.Conn              // the socket
+	tcp      *net.TCPConn // the socket when it is a *net.TCPConn, else nil
+	buf      []byte       // bytes consumed by Read
+	off      int          // bytes of buf already replayed
+	msg      []byte       // handshake message reassembled across records
+	alpn     [8]string    // backing array of Hello.ALPN
+	vers     [8]uint16    // backing array of Hello.SupportedVersions
+	p        parser
+}
+
+var connPool = sync.Pool{New: func() any { return new(Conn) }}
+
+// getConn takes a Conn from the pool for socket c.
+func getConn(c net.Conn) *Conn {
+	sc := connPool.Get().(*Conn)
+	sc.Conn = c
+	sc.tcp, _ = c.(*net.TCPConn)
+	if sc.buf == nil {
+		sc.buf = make([]byte, 0, initialBuf)
+	}
+	return sc
+}
+
+// Release returns the Conn's buffer to the pool without closing the socket,
+// for a caller that has written Buffered elsewhere and goes on with
+// TCPConn (or its own reference to the socket). After Release the Conn,
+// the bytes Buffered returned and the Hello's strings must not be used.
+// Release on a nil Conn does nothing.
+func (c *Conn) Release() {
+	if c == nil || c.Conn == nil {
+		return
+	}
+	c.Conn, c.tcp, c.off = nil, nil, 0
+	c.buf = c.buf[:0]
+	if cap(c.buf) > poolMax {
+		c.buf = nil
+	}
+	c.msg = c.msg[:0]
+	if cap(c.msg) > poolMax {
+		c.msg = nil
+	}
+	clear(c.alpn[:])
+	connPool.Put(c)
+}
+
+// Close closes the socket and releases the Conn (see Release).
+func (c *Conn) Close() error {
+	if c.Conn == nil {
+		return net.ErrClosed
+	}
+	err := c.Conn.Close()
+	c.Release()
+	return err
+}
+
+// Buffered returns the consumed bytes not yet replayed by Read or WriteTo.
+// Right after sni.Read it is every byte the client sent so far: the complete
+// hello records, plus any bytes that arrived in the same reads.
+func (c *Conn) Buffered() []byte { return c.buf[c.off:] }
+
+// TCPConn returns the underlying *net.TCPConn, or nil when the socket is
+// not one. Reading from it directly skips the replay: use it after the
+// replay is drained or after writing Buffered elsewhere.
+func (c *Conn) TCPConn() *net.TCPConn { return c.tcp }
+
+// Read replays the consumed bytes, then reads from the socket.
+func (c *Conn) Read(p []byte) (int, error) {
+	if c.off < len(c.buf) {
+		n := copy(p, c.buf[c.off:])
+		c.off += n
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// WriteTo writes the replay to w, then copies the rest of the socket to w
+// through the socket's own WriteTo, so that io.Copy(tcpDst, conn) splices.
+func (c *Conn) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	if c.off < len(c.buf) {
+		n, err := w.Write(c.buf[c.off:])
+		c.off += n
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
+	var n int64
+	var err error
+	if c.tcp != nil {
+		n, err = c.tcp.WriteTo(w)
+	} else {
+		n, err = io.Copy(w, c.Conn)
+	}
+	return total + n, err
+}
+
+// ReadFrom copies r to the socket through the socket's own ReadFrom, so
+// that io.Copy(conn, tcpSrc) splices.
+func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
+	if c.tcp != nil {
+		return c.tcp.ReadFrom(r)
+	}
+	return io.Copy(c.Conn, r)
+}
+
+// Read reads a ClientHello from c under o's deadline and byte cap.
+//
+// It sets a read deadline on c and clears it before returning. On success
+// it returns the parsed Hello and a Conn replaying every byte consumed.
+//
+// On error the Hello is zero and the Conn is nil when nothing could be read
+// (an immediate EOF or timeout), otherwise a Conn holding the bytes read
+// (Buffered) so the caller can log them or answer, e.g. with an HTTP 400
+// or a TLS alert; Close or Release it as usual. The error wraps one of
+// ErrNotTLS, ErrTooLarge, ErrTimeout (with os.ErrDeadlineExceeded) or
+// ErrMalformed, or else the read error itself (io.EOF when the client
+// closed before sending anything, io.ErrUnexpectedEOF when it closed in
+// the middle of the hello).
+func Read(c net.Conn, o Options) (Hello, *Conn, error) {
+	timeout, limit := o.Timeout, o.MaxBytes
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	if limit <= 0 {
+		limit = DefaultMaxBytes
+	}
+	if err := c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+		return Hello{}, nil, fmt.Errorf("sni: setting read deadline: %w", err)
+	}
+	sc := getConn(c)
+	h, err := sc.readHello(limit)
+	if derr := c.SetReadDeadline(time.Time{}); derr != nil && err == nil {
+		err = fmt.Errorf("sni: clearing read deadline: %w", derr)
+	}
+	if err != nil {
+		if len(sc.buf) == 0 {
+			sc.Release()
+			sc = nil
+		}
+		return Hello{}, sc, err
+	}
+	return h, sc, nil
+}
+
+// readHello reads records until they hold a complete ClientHello message
+// and parses it.
+func (c *Conn) readHello(limit int) (Hello, error) {
+	var h Hello
+	pos := 0       // start of the next record in c.buf
+	msgLen := -1   // handshake body length, once the header is known
+	var msg []byte // the message when it fits in one record, else nil
+	for rec := 0; ; rec++ {
+		if err := c.fill(pos+recordHeaderLen, limit); err != nil {
+			return h, err
+		}
+		hdr := c.buf[pos : pos+recordHeaderLen]
+		typ, vers := hdr[0], uint16(hdr[1])<<8|uint16(hdr[2])
+		n := int(hdr[3])<<8 | int(hdr[4])
+		switch {
+		case rec == 0 && (typ != recordTypeHandshake || vers >= 0x1000):
+			// crypto/tls's own test for "not a TLS client"; it also
+			// catches SSLv2-compatible hellos (first byte 0x80).
+			return h, fmt.Errorf("sni: first record type %d version %#04x: %w", typ, vers, ErrNotTLS)
+		case typ != recordTypeHandshake || vers >= 0x1000:
+			return h, fmt.Errorf("sni: record %d type %d version %#04x before the hello was complete: %w", rec, typ, vers, ErrMalformed)
+		case n == 0:
+			return h, fmt.Errorf("sni: record %d is empty: %w", rec, ErrMalformed)
+		case n > maxPlaintext:
+			return h, fmt.Errorf("sni: record %d of %d bytes: %w", rec, n, ErrMalformed)
+		}
+		if rec == 0 {
+			h.RecordVersion = vers
+		}
+		end := pos + recordHeaderLen + n
+		if end > limit {
+			return h, fmt.Errorf("sni: record %d ends at byte %d, limit %d: %w", rec, end, limit, ErrTooLarge)
+		}
+		if err := c.fill(end, limit); err != nil {
+			return h, err
+		}
+		frag := c.buf[pos+recordHeaderLen : end]
+		pos = end
+		if msgLen < 0 && len(c.msg) == 0 && len(frag) >= handshakeHeaderLen {
+			// Fast path: the whole message header is in this record.
+			msgLen = int(frag[1])<<16 | int(frag[2])<<8 | int(frag[3])
+			if err := checkHeader(frag, msgLen); err != nil {
+				return h, err
+			}
+			if handshakeHeaderLen+msgLen <= len(frag) {
+				msg = frag[:handshakeHeaderLen+msgLen]
+				break
+			}
+		}
+		c.msg = append(c.msg, frag...)
+		if msgLen < 0 && len(c.msg) >= handshakeHeaderLen {
+			msgLen = int(c.msg[1])<<16 | int(c.msg[2])<<8 | int(c.msg[3])
+			if err := checkHeader(c.msg, msgLen); err != nil {
+				return h, err
+			}
+		}
+		if msgLen >= 0 {
+			want := handshakeHeaderLen + msgLen
+			if len(c.msg) >= want {
+				msg = c.msg[:want]
+				break
+			}
+			// Fail early when even full-size records cannot fit the rest.
+			rest := want - len(c.msg)
+			if need := pos + rest + recordHeaderLen*((rest+maxPlaintext-1)/maxPlaintext); need > limit {
+				return h, fmt.Errorf("sni: hello needs at least %d bytes, limit %d: %w", need, limit, ErrTooLarge)
+			}
+		}
+	}
+	if err := c.p.parse(msg, &h, c.alpn[:0], c.vers[:0]); err != nil {
+		return Hello{}, err
+	}
+	return h, nil
+}
+
+// checkHeader checks a handshake message header: a ClientHello of at most
+// 64 KiB.
+func checkHeader(b []byte, n int) error {
+	if b[0] != typeClientHello {
+		return fmt.Errorf("sni: handshake message type %d: %w", b[0], ErrMalformed)
+	}
+	if n > maxHandshake {
+		return fmt.Errorf("sni: handshake message of %d bytes: %w", n, ErrTooLarge)
+	}
+	return nil
+}
+
+// fill reads until c.buf holds at least n bytes, never reading past limit.
+func (c *Conn) fill(n, limit int) error {
+	if n > limit {
+		return fmt.Errorf("sni: need %d bytes, limit %d: %w", n, limit, ErrTooLarge)
+	}
+	if n > cap(c.buf) {
+		size := max(2*cap(c.buf), n)
+		size = min(size, limit)
+		nb := make([]byte, len(c.buf), size)
+		copy(nb, c.buf)
+		c.buf = nb
+	}
+	for len(c.buf) < n {
+		m, err := c.Conn.Read(c.buf[len(c.buf):min(cap(c.buf), limit)])
+		c.buf = c.buf[:len(c.buf)+m]
+		if len(c.buf) >= n {
+			return nil // a read error then shows on the next read
+		}
+		if err != nil {
+			return readError(err, len(c.buf))
+		}
+	}
+	return nil
+}
+
+// readError wraps a socket error met after got bytes.
+func readError(err error, got int) error {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("sni: after %d bytes: %w: %w", got, ErrTimeout, err)
+	case err == io.EOF && got > 0:
+		return fmt.Errorf("sni: client closed after %d bytes: %w", got, io.ErrUnexpectedEOF)
+	}
+	return fmt.Errorf("sni: reading client hello after %d bytes: %w", got, err)
+}
