@@ -204,17 +204,54 @@ func TestBinaryReadme(t *testing.T) {
 		if code, reason, _ := httpGet(t, httpAddr[1], "blacklisted-demo.cn"); code != 403 || reason != "blacklisted" {
 			t.Errorf("blacklisted-demo.cn: got %d %q, want 403 blacklisted", code, reason)
 		}
-		// Every curl line of the tour runs (curl exit 0 for HTTP ones).
-		curl := needTool(t, "curl")
+		// Every command line of the tour runs and does what it says.
+		curl, openssl := needTool(t, "curl"), needTool(t, "openssl")
+		ran := 0
 		for _, line := range strings.Split(tour, "\n") {
-			line = strings.TrimSpace(line)
-			if !strings.HasPrefix(line, "curl ") || strings.Contains(line, "https://") {
+			line = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(line), "</dev/null"))
+			line, _, _ = strings.Cut(line, " | ") // the output filter is for people
+			args := shellSplit(line)
+			if len(args) == 0 {
 				continue
 			}
-			args := shellSplit(line)[1:]
-			if err := exec.Command(curl, append([]string{"-sS", "-o", "/dev/null", "--max-time", "5"}, args...)...).Run(); err != nil {
-				t.Errorf("%s: %v", line, err)
+			blocked := strings.Contains(line, "unfiled-demo.cn") || strings.Contains(line, "blacklisted-demo.cn")
+			switch {
+			case args[0] == "curl" && strings.Contains(line, "https://"):
+				err := exec.Command(curl, append([]string{"-sS", "-o", "/dev/null", "--max-time", "5"}, args[1:]...)...).Run()
+				if blocked != (err != nil) {
+					t.Errorf("%s: got error %v, want failure %v", line, err, blocked)
+				}
+			case args[0] == "curl":
+				if err := exec.Command(curl, append([]string{"-sS", "-o", "/dev/null", "--max-time", "5"}, args[1:]...)...).Run(); err != nil {
+					t.Errorf("%s: %v", line, err)
+				}
+			case args[0] == "openssl":
+				cmd := exec.Command(openssl, args[1:]...)
+				cmd.Stdin = strings.NewReader("")
+				out, _ := cmd.CombinedOutput()
+				want := "BEGIN CERTIFICATE"
+				if blocked {
+					want = "alert access denied"
+				}
+				if !strings.Contains(string(out), want) {
+					t.Errorf("%s: got %q, want it to contain %q", line, out, want)
+				}
+			case len(args) > 3 && args[0] == "go" && args[1] == "run":
+				err := exec.Command(bin, args[3:]...).Run()
+				code := 0
+				if ee, ok := err.(*exec.ExitError); ok {
+					code = ee.ExitCode()
+				}
+				if want := map[bool]int{false: 0, true: 1}[blocked]; code != want {
+					t.Errorf("%s: got exit %d (%v), want %d", line, code, err, want)
+				}
+			default:
+				continue
 			}
+			ran++
+		}
+		if ran < 14 {
+			t.Errorf("ran %d commands of the tour, want all of them (at least 14)", ran)
 		}
 		hc := exec.Command(bin, "healthcheck", "-url", "http://"+adminAddr[1]+"/healthz")
 		if out, err := hc.CombinedOutput(); err != nil {

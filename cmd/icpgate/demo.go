@@ -183,34 +183,49 @@ TLS is passed through untouched when filed, refused with an alert when not:
 Why is it blocked?
   curl 'http://{{.Admin}}/v1/explain?host=www.{{.Cancelled}}'
   go run ./cmd/icpgate check {{.Filed}} {{.Unfiled}} {{.Blacklisted}}
+  go run ./cmd/icpgate check --json www.{{.Filed}}
 Metrics and health:
-  curl http://{{.Admin}}/metrics
+  curl -s http://{{.Admin}}/metrics | grep '^icpgate_'
   curl http://{{.Admin}}/readyz
 `))
 
 // printDemo prints the commands to try against the running gateway.
 func printDemo(w io.Writer, g *Gateway, cfg *Config) {
-	data := map[string]string{
-		"Admin": g.AdminAddr().String(), "Filed": demoFiled, "Unfiled": demoUnfiled,
-		"Cancelled": demoCancelled, "Blacklisted": demoBlacklisted,
-	}
+	var a demoAddrs
+	a.Admin = g.AdminAddr().String()
 	for _, l := range cfg.Listeners {
-		a := g.ProxyAddr(l.Name)
-		if a == nil {
+		addr := g.ProxyAddr(l.Name)
+		if addr == nil {
 			continue
 		}
 		switch l.Protocol {
 		case "http":
-			data["HTTP"], data["OriginHTTP"] = a.String(), l.Upstream
+			a.HTTP, a.OriginHTTP = addr.String(), l.Upstream
 		case "tls":
-			data["TLS"], data["OriginTLS"] = a.String(), l.Upstream
-			data["TLSHost"], data["TLSPort"], _ = net.SplitHostPort(a.String())
+			a.TLS, a.OriginTLS = addr.String(), l.Upstream
 		}
+	}
+	io.WriteString(w, demoTour(a))
+}
+
+// demoAddrs are the addresses the tour names.
+type demoAddrs struct {
+	HTTP, TLS, Admin, OriginHTTP, OriginTLS string
+}
+
+// demoTour renders the tour for a; README.md's quick tour is this text
+// for the default addresses (a test keeps them in step).
+func demoTour(a demoAddrs) string {
+	tlsHost, tlsPort, _ := net.SplitHostPort(a.TLS)
+	data := map[string]string{
+		"HTTP": a.HTTP, "TLS": a.TLS, "Admin": a.Admin, "OriginHTTP": a.OriginHTTP, "OriginTLS": a.OriginTLS,
+		"TLSHost": tlsHost, "TLSPort": tlsPort,
+		"Filed": demoFiled, "Unfiled": demoUnfiled, "Cancelled": demoCancelled, "Blacklisted": demoBlacklisted,
 	}
 	var b strings.Builder
 	if err := demoText.Execute(&b, data); err != nil {
 		// The template is fixed and its data complete: a failure is a bug.
 		panic(errors.New("demo text: " + err.Error()))
 	}
-	io.WriteString(w, b.String())
+	return b.String()
 }
