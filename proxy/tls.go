@@ -39,24 +39,29 @@ const (
 // connection never reaches it. It closes the client connection.
 func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn) {
 	c := tc.c
-	hello, sc, err := readHello(c, helloOptions(rt))
+	hello, sc, err := sni.Read(c, helloOptions(rt))
 	if err != nil {
 		kind := helloErrorKind(err)
 		rt.helloErrs[kind].Inc()
 		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
 			rt.log.Debug("client hello not read", "kind", kind, "client", tc.ip.String(), "error", err)
 		}
+		sc.Release() // nil-safe
 		c.Close()
 		return
 	}
-
+	// hello's strings alias sc's pooled buffer: everything that uses them
+	// happens before sc.Release below. Decide must not retain its argument
+	// (the registry clones what it caches).
 	d := s.dec.Decide(hello.ServerName)
 	s.countDecision("tls", &d)
 	if !d.Pass {
 		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
 			rt.log.Debug("tls blocked", "sni", hello.ServerName, "reason", d.Reason, "client", tc.ip.String())
 		}
-		blockTLS(c, rt.tlsBlock, hello.RecordVersion)
+		rv := hello.RecordVersion
+		sc.Release()
+		blockTLS(c, rt.tlsBlock, rv)
 		return
 	}
 
@@ -69,6 +74,7 @@ func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn) {
 		// failure, never sent somewhere by guesswork.
 		rt.upNone.Inc()
 		rt.log.Warn("no upstream for passing connection", "domain", d.Domain, "reason", d.Reason)
+		sc.Release()
 		c.Close()
 		return
 	}
@@ -83,6 +89,7 @@ func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn) {
 		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
 			rt.log.Debug("upstream dial failed", "upstream", addr, "error", err)
 		}
+		sc.Release()
 		c.Close() // a FIN: the client sees the connection end, not a hang
 		return
 	}
@@ -90,17 +97,18 @@ func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn) {
 	defer up.Close()
 	defer c.Close()
 
-	// Replay the bytes the hello reader consumed, then splice the rest.
-	if b := sc.Buffered(); len(b) > 0 {
-		if _, err := up.Write(b); err != nil {
-			if rt.log.Enabled(context.Background(), slog.LevelDebug) {
-				rt.log.Debug("writing client hello to upstream", "upstream", addr, "error", err)
-			}
-			return
+	// Replay the bytes the hello reader consumed, hand its buffer back to
+	// the pool (a long relay should not hold it), then splice the rest.
+	_, err = up.Write(sc.Buffered())
+	sc.Release()
+	if err != nil {
+		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
+			rt.log.Debug("writing client hello to upstream", "upstream", addr, "error", err)
 		}
+		return
 	}
 	s.conns.startRelay(tc, up, rt.idle)
-	_, _, err = relay(sc.TCPConn(), up, rt.bytesUp, rt.bytesDown)
+	_, _, err = relay(c, up, rt.bytesUp, rt.bytesDown)
 	if err != nil && rt.log.Enabled(context.Background(), slog.LevelDebug) {
 		rt.log.Debug("relay ended", "upstream", addr, "error", err)
 	}

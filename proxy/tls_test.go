@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/icpgate/icpgate/sni"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -455,12 +456,13 @@ func BenchmarkTLSHelloDecide(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		h, _, err := readHello(c, helloOptions(rt))
+		h, sc, err := sni.Read(c, helloOptions(rt))
 		if err != nil {
 			b.Fatal(err)
 		}
 		d := srv.dec.Decide(h.ServerName)
 		srv.countDecision("tls", &d)
+		sc.Release()
 		if !d.Pass {
 			b.Fatal("not passed")
 		}
