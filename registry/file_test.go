@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +15,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func sortedRecords(recs []Record) []Record {
@@ -399,4 +402,114 @@ func FuzzParseRow(f *testing.F) {
 			t.Fatalf("ParseRow accepted %q but NewSnapshot rejects it: %v", line, err)
 		}
 	})
+}
+
+// BenchmarkLoadFile parses and validates a 100k-row JSON Lines file.
+func BenchmarkLoadFile(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "r.jsonl")
+	var buf bytes.Buffer
+	for i := range 100000 {
+		buf.WriteString(`{"domain":"site` + strconv.Itoa(1000000+i) + `.cn","state":"filed","filing_number":"京ICP备` +
+			strconv.Itoa(10000000+i) + `号-1","subject":"示例科技有限公司","subject_type":"enterprise","province":"京","updated_at":"2026-11-01T08:00:00Z"}` + "\n")
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(buf.Len()))
+	for b.Loop() {
+		s, err := LoadSnapshot(path)
+		if err != nil || s.Len() != 100000 {
+			b.Fatal(s.Len(), err)
+		}
+	}
+}
+
+// FuzzJSONRow checks the row parser against encoding/json: whatever it
+// accepts, encoding/json (unknown fields disallowed) accepts with the same
+// values; whatever encoding/json accepts, it accepts too, except for the
+// inputs it is documented to be stricter on (duplicate keys, invalid
+// UTF-8, lone surrogates, keys in another case).
+func FuzzJSONRow(f *testing.F) {
+	for _, s := range []string{
+		`{"domain":"a.cn","state":"filed"}`,
+		` { "domain" : "a.cn" , "state" : null } `,
+		`{"subject":"\u4f8b\"\\\/\b\f\n\r\t","domain":"x"}`,
+		`{"subject":"\ud83d\ude00"}`,
+		`{"subject":"\ud83d"}`,
+		`{"domain":"a","domain":"b"}`,
+		`{"domain":1}`,
+		`{}`,
+		`{"x":"y"}`,
+		`{"domain":"a"} x`,
+		"{\"subject\":\"\xff\"}",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		var got fileRow
+		err := decodeJSONRow(line, &got)
+		var want fileRow
+		dec := json.NewDecoder(bytes.NewReader(line))
+		dec.DisallowUnknownFields()
+		refErr := dec.Decode(&want)
+		if refErr == nil {
+			if _, e := dec.Token(); e != io.EOF {
+				refErr = errors.New("trailing data")
+			}
+		}
+		if err == nil {
+			if refErr != nil {
+				t.Fatalf("accepted %q; encoding/json: %v", line, refErr)
+			}
+			if got != want {
+				t.Fatalf("%q: got %+v, want %+v", line, got, want)
+			}
+			return
+		}
+		if refErr == nil && utf8.Valid(line) && !bytes.Contains(line, []byte(`\u`)) && !hasDuplicateKey(line) && !hasFoldedKey(line) {
+			t.Fatalf("rejected %q (%v); encoding/json accepts it as %+v", line, err, want)
+		}
+	})
+}
+
+// hasFoldedKey reports whether a key differs from its field name only in
+// case, which encoding/json accepts and the fixed format does not.
+func hasFoldedKey(line []byte) bool {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(line, &m) != nil {
+		return false
+	}
+	for k := range m {
+		if !slices.Contains(columns, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasDuplicateKey reports whether a JSON object repeats a key, using
+// encoding/json's tokenizer.
+func hasDuplicateKey(line []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(line))
+	if _, err := dec.Token(); err != nil {
+		return false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		ks, _ := k.(string)
+		if seen[ks] {
+			return true
+		}
+		seen[ks] = true
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			return false
+		}
+	}
+	return false
 }
