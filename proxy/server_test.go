@@ -633,3 +633,90 @@ func TestMetricsLint(t *testing.T) {
 		t.Errorf("series: got %d, want 10", n)
 	}
 }
+
+// TestServerHTTPListener checks the Server's wiring of http listeners:
+// requests reach the HTTP handler with the Server's Decider (swappable),
+// and draining closes an idle keep-alive connection at once instead of
+// waiting for the drain deadline.
+func TestServerHTTPListener(t *testing.T) {
+	upstream := newHTTPTestUpstream(t)
+	cfg := Config{
+		Listeners: []ListenerConfig{
+			{Name: "http", Protocol: "http", Address: "127.0.0.1:0", Upstream: upstream},
+			{Name: "tls", Protocol: "tls", Address: "127.0.0.1:0", Upstream: "127.0.0.1:1"},
+		},
+		Timeouts: Timeouts{Drain: time.Hour},
+	}
+	g := startGateway(t, cfg, filedOnly)
+	c, err := net.Dial("tcp", g.addr("http"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(c)
+	get := func(host string) (*http.Response, string) {
+		t.Helper()
+		fmt.Fprintf(c, "GET /x HTTP/1.1\r\nHost: %s\r\n\r\n", host)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("GET %s: %v", host, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	if resp, body := get("www.filed.cn"); resp.StatusCode != 200 || body != "upstream saw www.filed.cn" {
+		t.Fatalf("filed: got %d %q, want 200 %q", resp.StatusCode, body, "upstream saw www.filed.cn")
+	}
+	// SetDecider reaches the HTTP handler on the next request of the same
+	// keep-alive connection.
+	g.srv.SetDecider(mapDecider{})
+	if resp, _ := get("www.filed.cn"); resp.StatusCode != 403 || resp.Header.Get("X-Icpgate-Reason") != "unfiled" {
+		t.Fatalf("after SetDecider: got %d reason %q, want 403 unfiled", resp.StatusCode, resp.Header.Get("X-Icpgate-Reason"))
+	}
+	c2, err := net.Dial("tcp", g.addr("http"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	g.srv.SetDecider(filedOnly)
+	fmt.Fprintf(c2, "GET / HTTP/1.1\r\nHost: filed.cn\r\n\r\n")
+	br2 := bufio.NewReader(c2)
+	resp, err := http.ReadResponse(br2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+
+	// c2 is now an idle keep-alive connection; drain must close it and
+	// return long before the one-hour deadline.
+	errc := make(chan error, 1)
+	go func() { errc <- g.stop(t) }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Errorf("Serve: got %v, want nil", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Serve still draining an idle HTTP keep-alive connection")
+	}
+	c2.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := br2.ReadByte(); err == nil {
+		t.Errorf("idle keep-alive connection still open after drain")
+	}
+}
+
+// newHTTPTestUpstream is a plain net/http upstream answering
+// "upstream saw <host>".
+func newHTTPTestUpstream(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "upstream saw "+r.Host)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
