@@ -18,8 +18,10 @@ import (
 // only churns the recent queue: the hot set of filed hosts that clients hit
 // over and over stays in the frequent queue. A plain LRU would be flushed by
 // the first capacity-sized flood. ARC adapts its split and would also resist
-// a flood, but it costs more per hit and more metadata, and the patent-free
-// 2Q with fixed ratios behaves predictably here.
+// a flood, but it keeps four lists and re-balances on every miss; 2Q with
+// fixed ratios is cheaper per miss and its behaviour under a flood is easy
+// to state: at least three quarters of the capacity stays for names seen
+// twice.
 //
 // The ghost list is a direct-mapped table of key hashes rather than a
 // third LRU of strings: membership is one memory access with no string
@@ -42,14 +44,17 @@ import (
 // the index costs two pointers per entry and one map entry per cached
 // domain, and Swap walks only the cached domains (at most the cache size)
 // rather than the whole registry, so a swap of a 10M-record registry costs
-// the same as a swap of a 1k one.
+// the same as a swap of a 1k one. Measured (BenchmarkSwapFullCache, 100k
+// cached hosts, loaded 2-core machine): about 0.5 µs per cached domain, so
+// ~50 ms of CPU per swap, each shard's mutex held for 1/16 of that.
 //
 // Sharding: the cache is split into power-of-two shards by a hash of the
 // host, so parallel lookups on different cores rarely share a mutex.
 
-// entry is one cached decision. d is written before the entry is published
-// under the shard mutex and never written again; list, prev and next link
-// the entries of one domain and are guarded by the shard mutex.
+// entry is one cached decision. key, hash and validUntil are written before
+// the entry is published and never again; d is read and written (Swap
+// re-points its Record and Override) only under the shard mutex; list,
+// prev and next link the entries of one domain, also under the mutex.
 type entry struct {
 	key        string
 	d          Decision // Input is empty: every caller gets its own
