@@ -434,6 +434,7 @@ type LineError struct {
 	Err  error
 }
 
+// Error returns "path:line: reason".
 func (e *LineError) Error() string { return fmt.Sprintf("%s:%d: %v", e.Path, e.Line, e.Err) }
 
 // Unwrap returns the reason.
