@@ -2,8 +2,11 @@ package registry
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"unsafe"
+
+	"golang.org/x/net/publicsuffix"
 )
 
 func TestRegistrableDomain(t *testing.T) {
@@ -152,4 +155,52 @@ func BenchmarkNormalizeRegistrable(b *testing.B) {
 		d, _ := RegistrableDomain(n)
 		_ = Fileable(d)
 	}
+}
+
+// FuzzRegistrableDomain checks RegistrableDomain on normalised names
+// against the library's own eTLD+1 where the matching rule is in the ICANN
+// section (there the two must agree exactly), and its invariants
+// everywhere: the result is a label-aligned suffix of the name with exactly
+// one label more than an ICANN public suffix, and is its own registrable
+// domain.
+func FuzzRegistrableDomain(f *testing.F) {
+	for _, s := range []string{
+		"a.b.example.com.cn", "x.github.io", "foo.amazonaws.com.cn", "a.cn.com", "com.cn",
+		"www.xn--fsqu00a.xn--fiqs8s", "a.b.city.kawasaki.jp", "a.b.foo.ck", "example.zzz",
+		"s3.cn-north-1.amazonaws.com.cn", "WWW.例子.中国", "1.2.3.4",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		name, kind, err := Normalize(in)
+		if err != nil || kind != HostName {
+			return
+		}
+		got, err := RegistrableDomain(name)
+		if err != nil {
+			if !errors.Is(err, ErrPublicSuffix) {
+				t.Fatalf("RegistrableDomain(%q): %v", name, err)
+			}
+			if ps := icannSuffix(name); ps != name {
+				t.Fatalf("RegistrableDomain(%q): public suffix error, but its ICANN suffix is %q", name, ps)
+			}
+			return
+		}
+		if !strings.HasSuffix(name, got) || (len(got) < len(name) && name[len(name)-len(got)-1] != '.') {
+			t.Fatalf("RegistrableDomain(%q) = %q: not a label-aligned suffix", name, got)
+		}
+		label, rest, ok := strings.Cut(got, ".")
+		if !ok || label == "" || icannSuffix(got) != rest {
+			t.Fatalf("RegistrableDomain(%q) = %q: not one label plus its ICANN suffix %q", name, got, icannSuffix(got))
+		}
+		if again, err := RegistrableDomain(got); err != nil || again != got {
+			t.Fatalf("RegistrableDomain(%q) = %q, %v; want it unchanged", got, again, err)
+		}
+		if _, icann := publicsuffix.PublicSuffix(name); icann {
+			want, err := publicsuffix.EffectiveTLDPlusOne(name)
+			if err != nil || want != got {
+				t.Fatalf("RegistrableDomain(%q) = %q; publicsuffix.EffectiveTLDPlusOne = %q, %v", name, got, want, err)
+			}
+		}
+	})
 }

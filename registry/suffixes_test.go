@@ -191,3 +191,36 @@ func BenchmarkFileable(b *testing.B) {
 		_ = Fileable("example.com.cn")
 	}
 }
+
+// FuzzLoadSuffixes checks that LoadSuffixes never panics, that every
+// error wraps ErrInvalidSuffixList (or is a read error), and that an
+// accepted list written back one suffix a line loads to the same list.
+func FuzzLoadSuffixes(f *testing.F) {
+	f.Add(string(miitSuffixes))
+	f.Add("\ufeffcn # x\n中国\nXN--55QX5D\n")
+	f.Add("cn\ncn\n")
+	f.Add(".com\n")
+	f.Add("github.io\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		s, err := LoadSuffixes(strings.NewReader(in))
+		if err != nil {
+			if !errors.Is(err, ErrInvalidSuffixList) {
+				t.Fatalf("LoadSuffixes(%q): %v does not wrap ErrInvalidSuffixList", in, err)
+			}
+			return
+		}
+		list := s.List()
+		again, err := LoadSuffixes(strings.NewReader(strings.Join(list, "\n")))
+		if err != nil {
+			t.Fatalf("reloading %q: %v", list, err)
+		}
+		if got, want := strings.Join(again.List(), ","), strings.Join(list, ","); got != want {
+			t.Fatalf("reloaded list = %q, want %q", got, want)
+		}
+		for _, sfx := range list {
+			if !s.Fileable("example." + sfx) {
+				t.Fatalf("Fileable(%q) = false with %q listed", "example."+sfx, sfx)
+			}
+		}
+	})
+}
