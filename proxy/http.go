@@ -291,7 +291,7 @@ type httpConn struct {
 
 	req, resp   msgHead
 	reqF, respF []hdrField
-	head        []byte // current request head (valid until the body relay refills in)
+	acceptBuf   []byte // current request's Accept value
 	host        string // last decided host, reused while unchanged
 	linger      bool   // drain unread client bytes before closing
 	id          []byte // current request ID
@@ -344,7 +344,7 @@ func (hc *httpConn) reset() {
 	hc.in.r, hc.in.w = 0, 0
 	hc.upIn.r, hc.upIn.w = 0, 0
 	hc.out = hc.out[:0]
-	hc.host, hc.head = "", nil
+	hc.host = ""
 	hc.idle, hc.draining, hc.linger = false, false, false
 	hc.lr = io.LimitedReader{}
 	// A buffer grown for a huge head is not kept in the pool.
@@ -422,16 +422,10 @@ func (hc *httpConn) nextID() []byte {
 	return hc.id
 }
 
-// accept returns the current request's Accept value, if its head parsed.
-func (hc *httpConn) accept() string {
-	b := hc.head
-	for _, f := range hc.req.fields {
-		if int(f.value.e) <= len(b) && equalFold(f.name.of(b), "accept") {
-			return string(f.value.of(b))
-		}
-	}
-	return ""
-}
+// accept returns the current request's Accept value (for choosing HTML or
+// JSON error pages). It is copied out of the head by serveRequest because
+// the body relay may reuse the buffer the head was in.
+func (hc *httpConn) accept() string { return string(hc.acceptBuf) }
 
 // readHead reads until the buffer holds a complete request head and returns
 // its length. ok is false when the connection should close quietly (EOF,
@@ -522,6 +516,7 @@ func (hc *httpConn) serveRequest(first bool) bool {
 	h := hc.h
 	n, ok, err := hc.readHead(first)
 	hc.req.reset(hc.reqF)
+	hc.acceptBuf = hc.acceptBuf[:0]
 	if !ok {
 		return false
 	}
@@ -532,11 +527,11 @@ func (hc *httpConn) serveRequest(first bool) bool {
 	start := time.Now()
 	in := &hc.in
 	head := in.b[in.r : in.r+n]
-	hc.head = head
-	// Parse with offsets relative to in.b so spans stay valid while the
-	// buffer is not compacted (it is not, until the next request).
+	// Spans index head; they stay valid until the body relay refills the
+	// buffer, by which time the forwarded head has been built.
 	err = parseRequestHead(head, &hc.req, h.maxHeaders)
 	hc.reqF = hc.req.fields[:0]
+	hc.acceptBuf = append(hc.acceptBuf[:0], hc.req.accept.of(head)...)
 	isHead := len(head) > 5 && string(head[:5]) == "HEAD "
 	if err != nil {
 		hc.refuse(err, isHead)
@@ -623,12 +618,9 @@ func (hc *httpConn) writeErrorSameID(status int, kind, host string, head bool) {
 	hc.c.SetWriteDeadline(time.Now().Add(h.hello))
 	WriteBlock(hc.c, BlockRequest{
 		Host: host, RequestID: string(hc.id), Node: h.node, Status: status,
-		Error: kind, HeadOnly: head, Page: h.page, Accept: hc.acceptIn(),
+		Error: kind, HeadOnly: head, Page: h.page, Accept: hc.accept(),
 	})
 }
-
-// acceptIn returns the Accept value of the request just consumed.
-func (hc *httpConn) acceptIn() string { return hc.accept() }
 
 // block answers a blocked request. Nothing is sent upstream.
 func (hc *httpConn) block(dec *Decision, head []byte, isHead bool) {
@@ -1033,6 +1025,11 @@ func (hc *httpConn) relayFinal(b []byte, n int, isHead bool) (bool, error) {
 	for k := range resp.fields {
 		f := &resp.fields[k]
 		if f.drop {
+			continue
+		}
+		// Transfer-Encoding overrides Content-Length (RFC 9112 §6.3); do
+		// not pass the ambiguity on to the client.
+		if (resp.chunked || resp.teOther) && len(f.name.of(b)) == 14 && equalFold(f.name.of(b), "content-length") {
 			continue
 		}
 		o = append(o, f.name.of(b)...)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
 )
 
 // httpMapDecider is a small registry stand-in: a map from registrable domain to
@@ -1036,4 +1037,114 @@ func BenchmarkHTTPBlocked(b *testing.B) {
 		}
 		c.Close()
 	}
+}
+
+// httpScriptedUpstream answers every connection's first request head with
+// the given raw bytes, then closes.
+func httpScriptedUpstream(t testing.TB, raw string) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, raw)
+				time.Sleep(50 * time.Millisecond)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestHTTPUpstreamResponses(t *testing.T) {
+	tests := []struct {
+		name   string
+		raw    string
+		status int
+		body   string
+		check  func(t *testing.T, resp *http.Response)
+	}{
+		{name: "garbage", raw: "SSH-2.0-OpenSSH\r\n\r\n", status: 502},
+		{name: "differing content-length", raw: "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", status: 502},
+		{name: "101 without upgrade", raw: "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", status: 502},
+		{name: "bare LF", raw: "HTTP/1.1 200 OK\nContent-Length: 2\n\nok", status: 502},
+		{name: "te overrides content-length", raw: "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+			status: 200, body: "ok", check: func(t *testing.T, resp *http.Response) {
+				if resp.Header.Get("Content-Length") != "" {
+					t.Errorf("Content-Length forwarded with Transfer-Encoding")
+				}
+			}},
+		{name: "interim 103 then 200", raw: "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", status: 200, body: "ok"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			g := startHTTPGateway(t, httpBaseConfig(httpScriptedUpstream(t, tc.raw)), httpTestDecider())
+			c, br := httpDialRaw(t, g.addr)
+			io.WriteString(c, "GET / HTTP/1.1\r\nHost: filed.cn\r\nAccept: application/json\r\n\r\n")
+			resp, body := httpReadResp(t, br, "GET")
+			for resp.StatusCode == 103 {
+				resp, body = httpReadResp(t, br, "GET")
+			}
+			if resp.StatusCode != tc.status {
+				t.Fatalf("got %d %q, want %d", resp.StatusCode, body, tc.status)
+			}
+			if tc.body != "" && body != tc.body {
+				t.Fatalf("got body %q, want %q", body, tc.body)
+			}
+			if tc.status == 502 && !strings.Contains(body, `"reason":"upstream_unavailable"`) {
+				t.Fatalf("got %q, want a JSON error page", body)
+			}
+			if tc.check != nil {
+				tc.check(t, resp)
+			}
+		})
+	}
+}
+
+func TestHTTPForwardedProto(t *testing.T) {
+	u := startHTTPUpstream(t)
+	cfg := httpBaseConfig(u.addr)
+	cfg.Listeners[0].ForwardedProto = "https"
+	g := startHTTPGateway(t, cfg, httpTestDecider())
+	c, br := httpDialRaw(t, g.addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: filed.cn\r\nX-Forwarded-Proto: http\r\n\r\n")
+	httpReadResp(t, br, "GET")
+	if got := u.requests()[0].header.Values("X-Forwarded-Proto"); len(got) != 1 || got[0] != "https" {
+		t.Fatalf("got %q, want [https]", got)
+	}
+}
+
+// TestHTTPNoGoroutineLeak: after passes, blocks, a tunnel and an idle
+// keep-alive connection, stopping the gateway leaves no goroutine behind.
+func TestHTTPNoGoroutineLeak(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	t.Run("traffic", func(t *testing.T) {
+		u := startHTTPUpstream(t)
+		g := startHTTPGateway(t, httpBaseConfig(u.addr), httpTestDecider())
+		idle, br := httpDialRaw(t, g.addr)
+		io.WriteString(idle, "GET / HTTP/1.1\r\nHost: filed.cn\r\n\r\n")
+		httpReadResp(t, br, "GET")
+		c, br2 := httpDialRaw(t, g.addr)
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: unfiled.cn\r\n\r\n")
+		httpReadResp(t, br2, "GET")
+		ws, br3 := httpDialRaw(t, g.addr)
+		io.WriteString(ws, "GET /ws HTTP/1.1\r\nHost: filed.cn\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n")
+		if resp, err := http.ReadResponse(br3, nil); err != nil || resp.StatusCode != 101 {
+			t.Fatalf("upgrade: %v %v", resp, err)
+		}
+		ws.(*net.TCPConn).CloseWrite()
+		io.ReadAll(br3)
+	})
+	goleak.VerifyNone(t, ignore)
 }

@@ -77,6 +77,7 @@ type msgHead struct {
 	hasUpgrade    bool
 	h2c           bool // Upgrade lists h2c
 	expect100     bool
+	accept        span // last Accept field value (requests)
 }
 
 func (h *msgHead) reset(fields []hdrField) {
@@ -454,6 +455,9 @@ func parseFields(b []byte, i int, h *msgHead, maxFields int, request bool) error
 				}
 			}
 		case 6:
+			if request && equalFold(n, "accept") {
+				h.accept = f.value
+			}
 			if request && equalFold(n, "expect") && equalFold(v, "100-continue") {
 				h.expect100 = true
 				f.drop = true // we answer 100 Continue ourselves
