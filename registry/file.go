@@ -581,7 +581,8 @@ type FileSource struct {
 	Interval time.Duration
 	// MaxDeleteFraction refuses a reload that would remove more than this
 	// fraction of the serving records (a truncated or half-copied file);
-	// 0 disables the guard. Does not apply to the first load.
+	// 0 disables the guard (an empty file is refused regardless). Does not
+	// apply to the first load.
 	MaxDeleteFraction float64
 	// OnReload, if set, is called after every load attempt with the
 	// installed snapshot or the error.
@@ -632,6 +633,12 @@ func (f *FileSource) load(id fileID) error {
 	var installed *Snapshot
 	if err == nil {
 		err = f.reg.Update(func(old *Snapshot) (*Snapshot, error) {
+			// An empty file replacing a non-empty registry is almost always
+			// a truncated write or a botched copy, and would block every
+			// site: refuse it whatever MaxDeleteFraction says.
+			if recs.Len() == 0 && old.Len() > 0 {
+				return nil, fmt.Errorf("%w: the file has no records (%d serving)", ErrShrink, old.Len())
+			}
 			if f.MaxDeleteFraction > 0 && f.reg.Loaded() && old.Len() > 0 {
 				removed := 0
 				for r := range old.Records() {

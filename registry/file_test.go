@@ -364,6 +364,15 @@ func TestFileSourceShrinkGuard(t *testing.T) {
 	if err := fs.Load(); err != nil {
 		t.Errorf("removing half: got %v, want nil", err)
 	}
+	// An empty file is refused even without the fraction guard.
+	fs.MaxDeleteFraction = 0
+	writeFile(t, path, "")
+	if err := fs.Load(); !errors.Is(err, ErrShrink) {
+		t.Errorf("empty file: got %v, want %v", err, ErrShrink)
+	}
+	if got := r.Snapshot().Len(); got != 2 {
+		t.Errorf("records after refused empty file: got %d, want 2", got)
+	}
 }
 
 // FuzzParseRow checks the row parser never panics and only accepts rows
