@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -477,5 +479,51 @@ func TestNormalizeRealClients(t *testing.T) {
 				t.Errorf("openssl -servername %s sent %q: Normalize = %q, %v; want %q", tt.sni, s.sni, got, err, tt.want)
 			}
 		}
+	}
+}
+
+// TestALabelCacheBoundedConcurrent fills the A-label cache past its bound
+// from several goroutines (run with -race): every name must still be
+// normalised correctly, and the cache must stop at aLabelCacheMax.
+func TestALabelCacheBoundedConcurrent(t *testing.T) {
+	const n = aLabelCacheMax + 300
+	names := make([]string, n)
+	for i := range names {
+		a, _, err := Normalize("例" + strconv.Itoa(i) + "子.中国")
+		if err != nil {
+			t.Fatal(err)
+		}
+		names[i] = a
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, 4)
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 2 { // overlapping halves: the same labels race
+				got, _, err := Normalize(strings.ToUpper(names[i]))
+				if err != nil || got != names[i] {
+					select {
+					case errs <- fmt.Sprintf("Normalize(%q) = %q, %v; want %q", strings.ToUpper(names[i]), got, err, names[i]):
+					default:
+					}
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	if got := len(*aLabelCache.Load()); got > aLabelCacheMax {
+		t.Errorf("A-label cache holds %d labels, want at most %d", got, aLabelCacheMax)
+	}
+	// A name whose labels did not fit is still accepted (full path).
+	last := names[n-1]
+	if got, _, err := Normalize(last); err != nil || got != last {
+		t.Errorf("Normalize(%q) = %q, %v after the cache filled", last, got, err)
 	}
 }
