@@ -83,7 +83,7 @@ const (
 	defaultMaxHeaderBytes = 64 << 10
 	defaultMaxHeaders     = 100
 
-	httpBufSize    = 16 << 10 // initial per-direction buffer; grows to MaxHeaderBytes
+	httpBufSize    = 8 << 10 // initial per-direction buffer; grows to MaxHeaderBytes
 	maxChunkLine   = 4 << 10  // chunk-size line or trailer line
 	maxTrailers    = 100
 	spliceStep     = 1 << 20 // bytes per ReadFrom between deadline refreshes
@@ -187,8 +187,7 @@ func newHTTPHandler(cfg Config, l ListenerConfig, d Decider, m *Metrics, log *sl
 	h.conns.New = func() any {
 		return &httpConn{
 			in:    connBuf{b: make([]byte, httpBufSize)},
-			upIn:  connBuf{b: make([]byte, httpBufSize)},
-			out:   make([]byte, 0, httpBufSize),
+			out:   make([]byte, 0, 2<<10),
 			reqF:  make([]hdrField, 0, 32),
 			respF: make([]hdrField, 0, 32),
 		}
@@ -352,7 +351,10 @@ func (hc *httpConn) reset() {
 		hc.in.b = make([]byte, httpBufSize)
 	}
 	if len(hc.upIn.b) > httpBufSize {
-		hc.upIn.b = make([]byte, httpBufSize)
+		hc.upIn.b = nil
+	}
+	if cap(hc.out) > 2*outFlushThresh {
+		hc.out = make([]byte, 0, 2<<10)
 	}
 }
 
@@ -662,6 +664,11 @@ func (hc *httpConn) ensureUpstream(addr string) error {
 		return nil
 	}
 	hc.closeUpstream()
+	if hc.upIn.b == nil {
+		// Allocated on the first passing request: connections that are
+		// only ever blocked or refused never need it.
+		hc.upIn.b = make([]byte, httpBufSize)
+	}
 	d := net.Dialer{Timeout: hc.h.dial}
 	c, err := d.Dial("tcp", addr)
 	if err != nil {

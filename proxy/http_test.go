@@ -382,6 +382,7 @@ func TestHTTPBlocked(t *testing.T) {
 		{"unfiled json", "unfiled.cn", "unfiled", "application/json"},
 		{"cancelled", "cancelled.cn", "cancelled", ""},
 		{"blacklisted subdomain", "a.b.black.cn:8080", "blacklisted", ""},
+		{"percent-encoded dot is not the filed name", "filed%2ecn", "unfiled", ""},
 	}
 	u := startHTTPUpstream(t)
 	g := startHTTPGateway(t, httpBaseConfig(u.addr), httpTestDecider())

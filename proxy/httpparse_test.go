@@ -144,6 +144,7 @@ var httpDiffCases = []struct {
 	{name: "invalid Host slash", raw: "GET / HTTP/1.1\r\nHost: a.cn/x\r\n\r\n"},
 	{name: "invalid Host userinfo", raw: "GET / HTTP/1.1\r\nHost: filed.cn@unfiled.cn\r\n\r\n"},
 	{name: "invalid Host non-ascii", raw: "GET / HTTP/1.1\r\nHost: \xef\xbd\x81.cn\r\n\r\n"},
+	{name: "ideographic full stop in Host", raw: "GET / HTTP/1.1\r\nHost: filed\xe3\x80\x82cn\r\n\r\n"},
 	{name: "NUL in Host", raw: "GET / HTTP/1.1\r\nHost: a.cn\x00b\r\n\r\n"},
 	{name: "NUL in header", raw: "GET / HTTP/1.1\r\nHost: a.cn\r\nX-A: a\x00b\r\n\r\n"},
 	{name: "CR in header value", raw: "GET / HTTP/1.1\r\nHost: a.cn\r\nX-A: a\rb\r\n\r\n"},
