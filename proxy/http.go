@@ -1020,7 +1020,10 @@ func (hc *httpConn) relayFinal(b []byte, n int, isHead bool) (bool, error) {
 	noBody := isHead || resp.status == 204 || resp.status == 304
 	closeDelimited := !noBody && !resp.chunked && resp.contentLength < 0
 	upKeep := resp.minor == 1 && resp.conn&connClose == 0 && !closeDelimited
-	clientKeep := upKeep && req.minor == 1 && req.conn&connClose == 0
+	hc.mu.Lock()
+	draining := hc.draining
+	hc.mu.Unlock()
+	clientKeep := upKeep && req.minor == 1 && req.conn&connClose == 0 && !draining
 
 	o := hc.out[:0]
 	// Status line as received.

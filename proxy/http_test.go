@@ -135,6 +135,9 @@ func startHTTPUpstream(t testing.TB) *httpCountingUpstream {
 		u.reqs = append(u.reqs, httpUpstreamRecord{r.Method, r.RequestURI, r.Host, r.Proto, r.Header.Clone(), string(body)})
 		u.mu.Unlock()
 		switch r.URL.Path {
+		case "/slow":
+			time.Sleep(200 * time.Millisecond)
+			io.WriteString(w, "slow")
 		case "/chunked":
 			f := w.(http.Flusher)
 			for i := 0; i < 5; i++ {
@@ -785,6 +788,22 @@ func TestHTTPDrain(t *testing.T) {
 	httpReadResp(t, br, "GET")
 	g.cancel() // drain: the idle keep-alive connection is closed at once
 	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	httpExpectClosed(t, br)
+}
+
+// TestHTTPDrainInFlight: a request in progress when draining starts
+// completes, marked Connection: close, then the connection closes.
+func TestHTTPDrainInFlight(t *testing.T) {
+	u := startHTTPUpstream(t)
+	g := startHTTPGateway(t, httpBaseConfig(u.addr), httpTestDecider())
+	c, br := httpDialRaw(t, g.addr)
+	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: filed.cn\r\n\r\n")
+	time.Sleep(50 * time.Millisecond)
+	g.cancel()
+	resp, body := httpReadResp(t, br, "GET")
+	if resp.StatusCode != 200 || body != "slow" || !resp.Close {
+		t.Fatalf("got %d %q close=%v, want 200 \"slow\" and close", resp.StatusCode, body, resp.Close)
+	}
 	httpExpectClosed(t, br)
 }
 
