@@ -84,7 +84,7 @@ const (
 	defaultMaxHeaders     = 100
 
 	httpBufSize    = 8 << 10 // initial per-direction buffer; grows to MaxHeaderBytes
-	maxChunkLine   = 4 << 10  // chunk-size line or trailer line
+	maxChunkLine   = 4 << 10 // chunk-size line or trailer line
 	maxTrailers    = 100
 	spliceStep     = 1 << 20 // bytes per ReadFrom between deadline refreshes
 	outFlushThresh = 32 << 10
