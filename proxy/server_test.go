@@ -26,6 +26,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/sys/unix"
 )
 
 // mapDecider is the tests' Decider: a map of filed registrable domains to
@@ -719,4 +720,45 @@ func newHTTPTestUpstream(t *testing.T) string {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
+}
+
+func TestListenerSocketOptions(t *testing.T) {
+	ln, err := bind(ListenerConfig{Name: "t", Address: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ac, err := ln.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ac.Close()
+	// Set on the listener, inherited by the accepted socket (Go itself
+	// sets nothing: KeepAlive is -1).
+	for _, o := range []struct {
+		name       string
+		level, opt int
+		want       int
+	}{
+		{"SO_KEEPALIVE", unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+		{"TCP_KEEPIDLE", unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, keepAliveIdleSeconds},
+		{"TCP_KEEPINTVL", unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, keepAliveIntervalSeconds},
+		{"TCP_KEEPCNT", unix.IPPROTO_TCP, unix.TCP_KEEPCNT, keepAliveCount},
+	} {
+		rc, err := ac.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int
+		var gerr error
+		rc.Control(func(fd uintptr) { got, gerr = unix.GetsockoptInt(int(fd), o.level, o.opt) })
+		if gerr != nil || got != o.want {
+			t.Errorf("accepted socket %s: got %d (%v), want %d", o.name, got, gerr, o.want)
+		}
+	}
 }

@@ -78,7 +78,10 @@ func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn) {
 		c.Close()
 		return
 	}
-	dialer := net.Dialer{Timeout: rt.dial}
+	// No TCP keep-alive towards the upstream: it would cost four
+	// setsockopt calls per connection, and a relay to a dead upstream is
+	// ended by the idle watchdog anyway.
+	dialer := net.Dialer{Timeout: rt.dial, KeepAlive: -1}
 	uc, err := dialer.DialContext(s.hardCtx, "tcp", addr)
 	if err != nil {
 		if isDialTimeout(err) {
