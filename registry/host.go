@@ -152,10 +152,12 @@ func Normalize(host string) (string, HostKind, error) {
 		}
 		name = name[:i]
 	}
+	before := len(name)
 	name = trimRootDot(name)
 	if name == "" {
 		return "", HostName, errEmptyLabel
 	}
+	rootDot := len(name) < before
 
 	// One pass to classify: forbidden bytes fail at once, upper case
 	// needs lower-casing, non-ASCII needs IDNA.
@@ -173,7 +175,7 @@ func Normalize(host string) (string, HostKind, error) {
 		}
 	}
 	if nonASCII {
-		return normalizeIDNA(name)
+		return normalizeIDNA(name, rootDot)
 	}
 	if len(name) > maxNameLen {
 		return "", HostName, errTooLong
@@ -210,7 +212,7 @@ func finishASCII[T string | []byte](s T, orig string) (string, HostKind, error) 
 		if knownALabels(name) {
 			return name, HostName, nil
 		}
-		return normalizeIDNA(name)
+		return normalizeIDNA(name, true)
 	case orig != "":
 		return orig, HostName, nil
 	}
@@ -345,8 +347,9 @@ func normalizeIPv6(lit, orig string) (string, HostKind, error) {
 }
 
 // normalizeIDNA maps a name with non-ASCII runes or "xn--" labels to
-// A-labels with the UTS-46 lookup profile and checks the result.
-func normalizeIDNA(name string) (string, HostKind, error) {
+// A-labels with the UTS-46 lookup profile and checks the result. rootDot
+// says whether the caller already removed the one trailing root dot.
+func normalizeIDNA(name string, rootDot bool) (string, HostKind, error) {
 	if !utf8.ValidString(name) {
 		return "", HostName, errUTF8
 	}
@@ -354,9 +357,12 @@ func normalizeIDNA(name string) (string, HostKind, error) {
 	if err != nil {
 		return "", HostName, fmt.Errorf("%w: %w", ErrInvalidHost, err)
 	}
-	// UTS-46 maps other full stops ("。", "．", "｡") to "."; the one
-	// trailing root dot may only be there now.
-	a = trimRootDot(a)
+	// The root dot may only appear now, when the input ended in a rune
+	// that maps to nothing (U+00AD SOFT HYPHEN) after the dot; a second
+	// one ("例子.中国.。") is an empty label, as "example.com.." is.
+	if !rootDot && strings.HasSuffix(a, ".") {
+		a = a[:len(a)-1]
+	}
 	xn, numeric, err := checkLDH(a)
 	if err != nil {
 		return "", HostName, err

@@ -55,6 +55,12 @@ var normalizeTests = []struct {
 	{"full-width full stop", "例子．中国", "xn--fsqu00a.xn--fiqs8s", HostName},
 	{"halfwidth ideographic full stop", "例子｡中国", "xn--fsqu00a.xn--fiqs8s", HostName},
 	{"ideographic full stop as root", "例子.中国。", "xn--fsqu00a.xn--fiqs8s", HostName},
+	{"root dot then ignored rune", "例子.中国.\u00ad", "xn--fsqu00a.xn--fiqs8s", HostName},
+	{"two root dots unicode", "例子.中国.。", "", HostName},
+	{"two ideographic root dots", "例子.中国。。", "", HostName},
+	{"root dot after ideographic", "例子.中国。.", "", HostName},
+	{"only ignored rune", "\u00ad", "", HostName},
+	{"leading ideographic full stop", "。例子.中国", "", HostName},
 	{"unicode with port", "例子.中国:443", "xn--fsqu00a.xn--fiqs8s", HostName},
 	{"a-labels as given", "xn--fsqu00a.xn--fiqs8s", "xn--fsqu00a.xn--fiqs8s", HostName},
 	{"a-labels upper", "XN--FSQU00A.XN--FIQS8S", "xn--fsqu00a.xn--fiqs8s", HostName},
@@ -300,7 +306,7 @@ func FuzzNormalize(f *testing.F) {
 		}
 		// The A-label cache must agree with full UTS-46 processing.
 		if kind == HostName && strings.Contains(got, "xn--") {
-			full, _, err := normalizeIDNA(got)
+			full, _, err := normalizeIDNA(got, false)
 			if err != nil || full != got {
 				t.Fatalf("Normalize(%q) = %q, but full IDNA processing gives %q, %v", in, got, full, err)
 			}
@@ -333,7 +339,7 @@ func TestNormalizeALabelCache(t *testing.T) {
 	for round := 1; round <= 2; round++ {
 		for _, tt := range tests {
 			got, _, err := Normalize(tt.in)
-			full, _, ferr := normalizeIDNA(strings.ToLower(tt.in))
+			full, _, ferr := normalizeIDNA(strings.ToLower(tt.in), false)
 			if tt.want == "" {
 				if err == nil || ferr == nil {
 					t.Errorf("round %d: Normalize(%q) = %q, %v; full path %q, %v; want both invalid", round, tt.in, got, err, full, ferr)
