@@ -616,7 +616,12 @@ func validate(cfg Config) error {
 		return bad("listeners", "at least one listener is required")
 	}
 	names := make(map[string]bool, len(cfg.Listeners))
-	addrs := make(map[string]string, len(cfg.Listeners))
+	type bindKey struct {
+		name string
+		ip   netip.Addr
+		port uint64
+	}
+	var binds []bindKey
 	for i, l := range cfg.Listeners {
 		f := "listeners[" + strconv.Itoa(i) + "]."
 		if l.Name == "" {
@@ -640,19 +645,28 @@ func validate(cfg Config) error {
 		if err != nil {
 			return bad(f+"address", "%q: %v", l.Address, err)
 		}
-		if p, err := strconv.ParseUint(port, 10, 16); err != nil {
+		p, err := strconv.ParseUint(port, 10, 16)
+		if err != nil {
 			return bad(f+"address", "%q: invalid port", l.Address)
-		} else if p != 0 {
-			key := host + ":" + port
-			if other, dup := addrs[key]; dup {
-				return bad(f+"address", "%q is also the address of listener %q", l.Address, other)
-			}
-			addrs[key] = l.Name
 		}
-		if host != "" {
-			if _, err := netip.ParseAddr(host); err != nil && host != "localhost" {
+		var ip netip.Addr // zero: all addresses
+		if host != "" && host != "localhost" {
+			if ip, err = netip.ParseAddr(host); err != nil {
 				return bad(f+"address", "%q: host must be an IP address", l.Address)
 			}
+			if ip.IsUnspecified() {
+				ip = netip.Addr{}
+			}
+		}
+		if p != 0 {
+			// SO_REUSEPORT would let two of our own listeners share a port
+			// silently; refuse any overlap, wildcards included.
+			for _, o := range binds {
+				if o.port == p && (o.ip == ip || !o.ip.IsValid() || !ip.IsValid()) {
+					return bad(f+"address", "%q overlaps the address of listener %q", l.Address, o.name)
+				}
+			}
+			binds = append(binds, bindKey{l.Name, ip, p})
 		}
 		if l.Upstream != "" {
 			if l.Upstream == "original" {

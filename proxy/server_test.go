@@ -257,6 +257,16 @@ func TestNewServerValidation(t *testing.T) {
 			c.Listeners = append(c.Listeners, c.Listeners[0])
 			c.Listeners[1].Name = "tls2"
 		}), "listeners[1].address"},
+		{"wildcard overlaps", with(func(c *Config) {
+			c.Listeners[0].Address = "127.0.0.1:8443"
+			c.Listeners = append(c.Listeners, c.Listeners[0])
+			c.Listeners[1].Name, c.Listeners[1].Address = "tls2", ":8443"
+		}), "listeners[1].address"},
+		{"same port, other IPs", with(func(c *Config) {
+			c.Listeners[0].Address = "127.0.0.1:8443"
+			c.Listeners = append(c.Listeners, c.Listeners[0])
+			c.Listeners[1].Name, c.Listeners[1].Address = "tls2", "127.0.0.2:8443"
+		}), ""},
 		{"bad protocol", with(func(c *Config) { c.Listeners[0].Protocol = "tcp" }), "listeners[0].protocol"},
 		{"quic not yet", with(func(c *Config) { c.Listeners[0].Protocol = "quic" }), "listeners[0].protocol"},
 		{"address without port", with(func(c *Config) { c.Listeners[0].Address = "127.0.0.1" }), "listeners[0].address"},
