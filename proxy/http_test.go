@@ -888,32 +888,55 @@ func httpRawUpstream(b testing.TB) string {
 }
 
 // httpBenchKeepAlive sends small keep-alive requests to addr and reads each
-// response completely (a response ends with "ok").
-func httpBenchKeepAlive(b *testing.B, addr string) {
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
+// response completely (a response ends with "ok"). With parallel set, each
+// of b.RunParallel's goroutines (GOMAXPROCS*8 of them) has its own
+// connection: requests/s under concurrency, as a load generator sees it.
+func httpBenchKeepAlive(b *testing.B, addr string, parallel bool) {
 	req := []byte("GET /index.html HTTP/1.1\r\nHost: www.filed.cn\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
-	buf := make([]byte, 4096)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
+	one := func(c net.Conn, buf []byte) {
 		if _, err := c.Write(req); err != nil {
-			b.Fatal(err)
+			b.Error(err)
+			return
 		}
 		n := 0
 		for {
 			m, err := c.Read(buf[n:])
 			if err != nil {
-				b.Fatal(err)
+				b.Error(err)
+				return
 			}
 			n += m
 			if n >= 2 && string(buf[n-2:n]) == "ok" {
-				break
+				return
 			}
 		}
+	}
+	b.ReportAllocs()
+	if parallel {
+		b.SetParallelism(8)
+		b.RunParallel(func(pb *testing.PB) {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			defer c.Close()
+			buf := make([]byte, 4096)
+			for pb.Next() {
+				one(c, buf)
+			}
+		})
+		return
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 4096)
+	b.ResetTimer()
+	for b.Loop() {
+		one(c, buf)
 	}
 }
 
@@ -931,7 +954,14 @@ func (httpFixedDecider) Decide(host string) Decision {
 func BenchmarkHTTPKeepAlive(b *testing.B) {
 	up := httpRawUpstream(b)
 	g := startHTTPGateway(b, httpBaseConfig(up), httpFixedDecider{})
-	httpBenchKeepAlive(b, g.addr)
+	httpBenchKeepAlive(b, g.addr, false)
+}
+
+// BenchmarkHTTPKeepAliveParallel: 16 keep-alive connections at once.
+func BenchmarkHTTPKeepAliveParallel(b *testing.B) {
+	up := httpRawUpstream(b)
+	g := startHTTPGateway(b, httpBaseConfig(up), httpFixedDecider{})
+	httpBenchKeepAlive(b, g.addr, true)
 }
 
 // BenchmarkHTTPKeepAliveReverseProxy does the same hop with net/http's
@@ -957,18 +987,24 @@ func BenchmarkHTTPKeepAliveReverseProxy(b *testing.B) {
 	srv := &http.Server{Handler: rp}
 	go srv.Serve(ln)
 	defer srv.Close()
-	httpBenchKeepAlive(b, ln.Addr().String())
+	httpBenchKeepAlive(b, ln.Addr().String(), false)
 }
 
 // BenchmarkHTTPKeepAliveDirect is the baseline: client -> upstream.
 func BenchmarkHTTPKeepAliveDirect(b *testing.B) {
-	httpBenchKeepAlive(b, httpRawUpstream(b))
+	httpBenchKeepAlive(b, httpRawUpstream(b), false)
 }
 
 // BenchmarkHTTPKeepAliveNginx does the same hop through nginx (one worker,
 // upstream keepalive, a map of the registry deciding on $host), the
 // baseline DESIGN.md names. Skipped without nginx.
-func BenchmarkHTTPKeepAliveNginx(b *testing.B) {
+func BenchmarkHTTPKeepAliveNginx(b *testing.B) { httpBenchNginx(b, false) }
+
+// BenchmarkHTTPKeepAliveNginxParallel is BenchmarkHTTPKeepAliveParallel
+// through nginx.
+func BenchmarkHTTPKeepAliveNginxParallel(b *testing.B) { httpBenchNginx(b, true) }
+
+func httpBenchNginx(b *testing.B, parallel bool) {
 	nginx, err := exec.LookPath("nginx")
 	if err != nil {
 		b.Skip("nginx not installed")
@@ -1033,7 +1069,7 @@ http {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	httpBenchKeepAlive(b, addr)
+	httpBenchKeepAlive(b, addr, parallel)
 }
 
 // BenchmarkHTTPBlocked: a new connection with one request for an unfiled
