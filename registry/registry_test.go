@@ -413,3 +413,26 @@ func BenchmarkSwapFullCache(b *testing.B) {
 		i++
 	}
 }
+
+// TestSwapApplied: an incremental change invalidates only its domain.
+func TestSwapApplied(t *testing.T) {
+	clk := newFakeClock(t0)
+	r := newTestRegistry(t, 1000, clk)
+	for _, h := range []string{"www.filed.cn", "www.changing.cn", "www.unfiled.cn"} {
+		r.Decide(h)
+	}
+	s, err := r.Snapshot().Apply([]Record{{Domain: "unfiled.cn", State: StateFiled, FilingNumber: "京ICP备10206937号-7"}}, []string{"filed.cn"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Swap(s)
+	if got := r.CacheStats().Invalidations; got != 2 {
+		t.Errorf("invalidations: got %d, want 2", got)
+	}
+	want := map[string]Reason{"www.filed.cn": ReasonUnfiled, "www.changing.cn": ReasonFiled, "www.unfiled.cn": ReasonFiled}
+	for h, reason := range want {
+		if d := r.Decide(h); d.Reason != reason {
+			t.Errorf("Decide(%q): got %s, want %s", h, d.Reason, reason)
+		}
+	}
+}

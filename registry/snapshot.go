@@ -31,6 +31,12 @@ type Snapshot struct {
 	// garbage collector to trace beyond the strings themselves.
 	records []Record
 	index   map[string]int32
+	// delta overlays changes applied since the records were built (Apply):
+	// a domain's record, or nil when it was deleted. It is small (Apply
+	// compacts into a fresh base when it grows), so a lookup that checks it
+	// first stays cheap.
+	delta     map[string]*Record
+	n         int // live records: base minus deleted plus added
 	// overrides groups the overrides by the registrable domain of their
 	// host, so that a decision needs one lookup and a diff between
 	// snapshots can compare one domain at a time.
@@ -62,6 +68,11 @@ func NewSnapshot(records []Record, overrides []Override) (*Snapshot, error) {
 // Lookup returns the record of a registrable domain (A-label, lower case),
 // or nil. The record must not be modified.
 func (s *Snapshot) Lookup(domain string) *Record {
+	if s.delta != nil {
+		if r, ok := s.delta[domain]; ok {
+			return r
+		}
+	}
 	if i, ok := s.index[domain]; ok {
 		return &s.records[i]
 	}
@@ -69,7 +80,7 @@ func (s *Snapshot) Lookup(domain string) *Record {
 }
 
 // Len returns the number of records.
-func (s *Snapshot) Len() int { return len(s.records) }
+func (s *Snapshot) Len() int { return s.n }
 
 // Count returns the number of records in state st.
 func (s *Snapshot) Count(st State) int {
@@ -94,7 +105,17 @@ func (s *Snapshot) Counts() map[State]int {
 func (s *Snapshot) Records() iter.Seq[*Record] {
 	return func(yield func(*Record) bool) {
 		for i := range s.records {
+			if s.delta != nil {
+				if _, changed := s.delta[s.records[i].Domain]; changed {
+					continue
+				}
+			}
 			if !yield(&s.records[i]) {
+				return
+			}
+		}
+		for _, r := range s.delta {
+			if r != nil && !yield(r) {
 				return
 			}
 		}
@@ -129,6 +150,81 @@ func (s *Snapshot) WithOverrides(overrides []Override) (*Snapshot, error) {
 	n := *s
 	n.overrides, n.nov = b.overrides, b.nov
 	return &n, nil
+}
+
+// Apply returns a snapshot with upserts added or replacing the records of
+// their domains and the records of deletes removed; s is unchanged and the
+// overrides are carried over. It costs in proportion to the changes, not to
+// the registry: the changes are kept as an overlay over s's records, which
+// is compacted into a fresh base (a full copy) only once it grows past an
+// eighth of the registry. This is the path for an incremental sync (a
+// change sequence from the filing database); Registry.Swap of the result
+// then invalidates exactly the changed domains. Each upsert is validated as
+// Builder.Add does; a domain may appear only once across upserts and
+// deletes; deleting an absent domain is not an error (syncs replay).
+func (s *Snapshot) Apply(upserts []Record, deletes []string) (*Snapshot, error) {
+	changes := make(map[string]*Record, len(upserts)+len(deletes))
+	for i := range upserts {
+		rec := upserts[i]
+		dom, err := CanonicalDomain(rec.Domain)
+		if err != nil {
+			return nil, fmt.Errorf("upsert %d: %w", i+1, err)
+		}
+		rec.Domain = dom
+		if err := validateRecord(&rec); err != nil {
+			return nil, fmt.Errorf("upsert %d: %w", i+1, err)
+		}
+		if _, dup := changes[dom]; dup {
+			return nil, fmt.Errorf("upsert %d: %w: domain %s", i+1, ErrDuplicate, dom)
+		}
+		rec.RectifyDeadline, rec.UpdatedAt = utc(rec.RectifyDeadline), utc(rec.UpdatedAt)
+		changes[dom] = &rec
+	}
+	for i, d := range deletes {
+		dom, err := CanonicalDomain(d)
+		if err != nil {
+			return nil, fmt.Errorf("delete %d: %w", i+1, err)
+		}
+		if _, dup := changes[dom]; dup {
+			return nil, fmt.Errorf("delete %d: %w: domain %s", i+1, ErrDuplicate, dom)
+		}
+		changes[dom] = nil
+	}
+	n := *s
+	n.delta = make(map[string]*Record, len(s.delta)+len(changes))
+	for d, r := range s.delta {
+		n.delta[d] = r
+	}
+	for d, r := range changes {
+		if old := s.Lookup(d); old != nil {
+			n.counts[old.State]--
+			n.n--
+		}
+		if r != nil {
+			n.counts[r.State]++
+			n.n++
+		}
+		if _, inBase := s.index[d]; !inBase && r == nil {
+			delete(n.delta, d) // nothing to hide
+			continue
+		}
+		n.delta[d] = r
+	}
+	if len(n.delta) > max(1024, len(s.records)/8) {
+		n.compact()
+	}
+	return &n, nil
+}
+
+// compact folds the overlay into a fresh base.
+func (s *Snapshot) compact() {
+	recs := make([]Record, 0, s.n)
+	index := make(map[string]int32, s.n)
+	for r := range s.Records() {
+		index[r.Domain] = int32(len(recs))
+		recs = append(recs, *r)
+	}
+	s.records, s.index, s.delta = recs, index, nil
 }
 
 // sameDomain reports whether domain decides the same in s and o: equal
@@ -336,6 +432,7 @@ func (b *Builder) AddOverride(o Override) error {
 // Build returns the Snapshot. The Builder must not be used afterwards.
 func (b *Builder) Build() *Snapshot {
 	s := &Snapshot{
+		n:         len(b.records),
 		records:   b.records,
 		index:     b.index,
 		overrides: b.overrides,

@@ -248,3 +248,126 @@ func BenchmarkLookup(b *testing.B) {
 }
 
 func unsafeData(s string) *byte { return unsafe.StringData(s) }
+
+func TestApply(t *testing.T) {
+	base := mustSnapshot(t, tableRecords(), []Override{{Host: "filed.cn", Scope: ScopeDomain, Action: ActionDeny}})
+	s, err := base.Apply([]Record{
+		{Domain: "filed.cn", State: StateCancelled},                           // replace
+		{Domain: "新.中国", State: StateFiled, FilingNumber: "京ICP备10206937号-9"}, // add (Unicode)
+	}, []string{"blacklisted.cn", "never-there.cn"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		domain string
+		state  State // 0: absent
+	}{
+		{"filed.cn", StateCancelled},
+		{"xn--efv.xn--fiqs8s", StateFiled},
+		{"blacklisted.cn", 0},
+		{"never-there.cn", 0},
+		{"changing.cn", StateChanging},
+	}
+	for _, tt := range tests {
+		var got State
+		if r := s.Lookup(tt.domain); r != nil {
+			got = r.State
+		}
+		if got != tt.state {
+			t.Errorf("Lookup(%q): got %v, want %v", tt.domain, got, tt.state)
+		}
+	}
+	if got, want := s.Len(), base.Len(); got != want { // +1 -1
+		t.Errorf("Len: got %d, want %d", got, want)
+	}
+	if got, want := s.Count(StateFiled), base.Count(StateFiled); got != want { // -1 +1
+		t.Errorf("filed: got %d, want %d", got, want)
+	}
+	if s.Count(StateBlacklisted) != 0 || s.Count(StateCancelled) != 2 {
+		t.Errorf("counts: got blacklisted %d cancelled %d, want 0 and 2", s.Count(StateBlacklisted), s.Count(StateCancelled))
+	}
+	n := 0
+	for r := range s.Records() {
+		if r.Domain == "blacklisted.cn" || (r.Domain == "filed.cn" && r.State != StateCancelled) {
+			t.Errorf("Records() yields a stale record %+v", *r)
+		}
+		n++
+	}
+	if n != s.Len() {
+		t.Errorf("Records(): got %d, want %d", n, s.Len())
+	}
+	if len(s.Overrides()) != 1 {
+		t.Errorf("overrides not carried over")
+	}
+	// The original is untouched.
+	if base.Lookup("filed.cn").State != StateFiled || base.Lookup("blacklisted.cn") == nil {
+		t.Errorf("Apply changed its receiver")
+	}
+	// Re-adding a deleted domain, deleting an added one.
+	s2, err := s.Apply([]Record{{Domain: "blacklisted.cn", State: StateBlacklisted}}, []string{"新.中国"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.Lookup("blacklisted.cn") == nil || s2.Lookup("xn--efv.xn--fiqs8s") != nil || s2.Len() != base.Len() {
+		t.Errorf("second Apply: got len %d", s2.Len())
+	}
+}
+
+func TestApplyRejects(t *testing.T) {
+	base := mustSnapshot(t, tableRecords(), nil)
+	tests := []struct {
+		name    string
+		upserts []Record
+		deletes []string
+		is      error
+	}{
+		{"invalid record", []Record{{Domain: "x.cn", State: StateFiled}}, nil, ErrInvalidRecord},
+		{"subdomain", []Record{{Domain: "www.x.cn", State: StateCancelled}}, nil, ErrInvalidRecord},
+		{"duplicate upsert", []Record{{Domain: "x.cn", State: StateCancelled}, {Domain: "x.cn", State: StateCancelled}}, nil, ErrDuplicate},
+		{"upsert and delete", []Record{{Domain: "x.cn", State: StateCancelled}}, []string{"x.cn"}, ErrDuplicate},
+		{"bad delete", nil, []string{"com.cn"}, ErrInvalidRecord},
+	}
+	for _, tt := range tests {
+		if _, err := base.Apply(tt.upserts, tt.deletes); !errors.Is(err, tt.is) {
+			t.Errorf("%s: got %v, want %v", tt.name, err, tt.is)
+		}
+	}
+}
+
+func TestApplyCompacts(t *testing.T) {
+	s := mustSnapshot(t, genRecords(100), nil)
+	var ups []Record
+	for i := range 1100 {
+		ups = append(ups, Record{Domain: fmt.Sprintf("new%d.cn", i), State: StateCancelled})
+	}
+	s2, err := s.Apply(ups, []string{"site0000000.cn"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.delta != nil {
+		t.Errorf("overlay of %d changes not compacted", len(ups)+1)
+	}
+	if got, want := s2.Len(), 100+1100-1; got != want || len(s2.records) != want {
+		t.Errorf("Len: got %d (base %d), want %d", got, len(s2.records), want)
+	}
+	if s2.Lookup("site0000000.cn") != nil || s2.Lookup("new1099.cn") == nil || s2.Lookup("site0000099.cn") == nil {
+		t.Errorf("compacted snapshot lost or kept the wrong records")
+	}
+}
+
+// BenchmarkApply measures one incremental change to a 1M-record registry.
+func BenchmarkApply(b *testing.B) {
+	s := mustSnapshot(b, genRecords(1_000_000), nil)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		st := StateCancelled
+		if i%2 == 0 {
+			st = StateNoAccess
+		}
+		if _, err := s.Apply([]Record{{Domain: "site0004242.cn", State: st}}, nil); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
