@@ -187,7 +187,9 @@ func TestReadErrors(t *testing.T) {
 		{"trailing dot", edit(setSNI(sniEntry{0, "example.cn."})), Options{}, ErrMalformed, "", false, false},
 		{"over-long label kept", edit(setSNI(sniEntry{0, string(bytes.Repeat([]byte("a"), 300)) + ".cn"})), Options{}, nil, string(bytes.Repeat([]byte("a"), 300)) + ".cn", true, false},
 		{"duplicate extension", edit(func(e []ext) []ext { return append(e, ext{0x1234, nil}, ext{0x1234, nil}) }), Options{}, ErrMalformed, "", false, false},
-		{"duplicate SNI extension", edit(func(e []ext) []ext { return append(e, e[slices.IndexFunc(e, func(x ext) bool { return x.typ == extServerName })]) }), Options{}, ErrMalformed, "", false, false},
+		{"duplicate SNI extension", edit(func(e []ext) []ext {
+			return append(e, e[slices.IndexFunc(e, func(x ext) bool { return x.typ == extServerName })])
+		}), Options{}, ErrMalformed, "", false, false},
 		{"empty ALPN protocol", edit(func(e []ext) []ext { return append(withoutExt(e, extALPN), ext{extALPN, []byte{0, 1, 0}}) }), Options{}, ErrMalformed, "", false, false},
 		{"bad ECH type", edit(func(e []ext) []ext { return append(e, ext{extECH, []byte{9}}) }), Options{}, ErrMalformed, "", false, false},
 		{"HTTP request", []byte("GET / HTTP/1.1\r\nHost: example.cn\r\n\r\n"), Options{}, ErrNotTLS, "", false, false},
