@@ -156,8 +156,8 @@ func (s *Snapshot) WithOverrides(overrides []Override) (*Snapshot, error) {
 // their domains and the records of deletes removed; s is unchanged and the
 // overrides are carried over. It costs in proportion to the changes, not to
 // the registry: the changes are kept as an overlay over s's records, which
-// is compacted into a fresh base (a full copy) only once it grows past an
-// eighth of the registry. This is the path for an incremental sync (a
+// is compacted into a fresh base (a full copy) only once it grows past
+// 1/64 of the registry. This is the path for an incremental sync (a
 // change sequence from the filing database); Registry.Swap of the result
 // then invalidates exactly the changed domains. Each upsert is validated as
 // Builder.Add does; a domain may appear only once across upserts and
@@ -210,7 +210,10 @@ func (s *Snapshot) Apply(upserts []Record, deletes []string) (*Snapshot, error) 
 		}
 		n.delta[d] = r
 	}
-	if len(n.delta) > max(1024, len(s.records)/8) {
+	// Each Apply copies the overlay, a full compaction copies everything:
+	// 1/64 of the registry keeps both small (10M records: an overlay of at
+	// most 156k entries, a compaction every 156k changes).
+	if len(n.delta) > max(4096, len(s.records)/64) {
 		n.compact()
 	}
 	return &n, nil
