@@ -26,6 +26,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 )
 
@@ -771,4 +772,39 @@ func TestListenerSocketOptions(t *testing.T) {
 			t.Errorf("accepted socket %s: got %d (%v), want %d", o.name, got, gerr, o.want)
 		}
 	}
+}
+
+func TestServeNoGoroutineLeak(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	up := newTLSUpstream(t, "A", nil)
+	cfg := tlsListener(up.addr())
+	cfg.Timeouts.Drain = 200 * time.Millisecond
+	m := NewMetrics(prometheus.NewRegistry())
+	srv, err := NewServer(cfg, filedOnly, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	addr := srv.Addr("tls").String()
+	open, err := dialTLS(addr, "filed.cn") // left open across the drain
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	if _, err := dialTLS(addr, "unfiled.cn"); err == nil {
+		t.Fatal("unfiled passed")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	open.Close()
+	up.ln.Close()
+	up.wg.Wait()
+	goleak.VerifyNone(t, ignore)
 }

@@ -515,3 +515,27 @@ func BenchmarkTLSPassthroughSetup(b *testing.B) {
 		b.Fatalf("decisions: got %v, want %d", n, b.N)
 	}
 }
+
+// fixedDecider returns the same decision for every host.
+type fixedDecider Decision
+
+func (f fixedDecider) Decide(string) Decision { return Decision(f) }
+
+func TestDecisionPathAllocs(t *testing.T) {
+	srv, err := NewServer(tlsListener("127.0.0.1:1"), fixedDecider{Pass: true, Reason: "filed"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := srv.dec.Decide("www.filed.cn")
+	srv.countDecision("tls", &d) // first use fills the counter cache
+	allocs := testing.AllocsPerRun(1000, func() {
+		d := srv.dec.Decide("www.filed.cn")
+		srv.countDecision("tls", &d)
+	})
+	if allocs != 0 {
+		t.Errorf("decide and count: got %v allocs, want 0", allocs)
+	}
+	if got := testutil.ToFloat64(srv.m.Decisions.WithLabelValues("tls", "pass", "filed")); got != 1002 {
+		t.Errorf("decisions counted: got %v, want 1002", got)
+	}
+}
