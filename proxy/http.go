@@ -775,6 +775,11 @@ func (hc *httpConn) forward(head []byte, isHead bool) (bool, error) {
 	if err != nil {
 		if errors.Is(err, ErrHTTPBadRequest) {
 			hc.refuse(err, isHead)
+		} else if hc.nDown == 0 && isTimeout(err) {
+			// No progress for Timeouts.Idle while relaying the request
+			// body: almost always a slow (or slowloris) client.
+			hc.h.errTimeout.Inc()
+			hc.writeErrorSameID(408, "request_timeout", hc.host, isHead)
 		} else if hc.nDown == 0 {
 			// The upstream failed (or the client vanished) mid-body; a
 			// 502 to a vanished client is harmless.

@@ -727,6 +727,27 @@ func TestHTTPSlowHead(t *testing.T) {
 	httpExpectClosed(t, br2)
 }
 
+func TestHTTPSlowBody(t *testing.T) {
+	u := startHTTPUpstream(t)
+	cfg := httpBaseConfig(u.addr)
+	cfg.Timeouts.Idle = 300 * time.Millisecond
+	g := startHTTPGateway(t, cfg, httpTestDecider())
+	for _, tc := range []struct{ name, head, part string }{
+		{"content-length", "POST /echo HTTP/1.1\r\nHost: filed.cn\r\nContent-Length: 10\r\n\r\n", "ab"},
+		{"chunked", "POST /echo HTTP/1.1\r\nHost: filed.cn\r\nTransfer-Encoding: chunked\r\n\r\n", "a\r\nab"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, br := httpDialRaw(t, g.addr)
+			io.WriteString(c, tc.head+tc.part)
+			resp, _ := httpReadResp(t, br, "POST")
+			if resp.StatusCode != 408 {
+				t.Fatalf("got %d, want 408", resp.StatusCode)
+			}
+			httpExpectClosed(t, br)
+		})
+	}
+}
+
 func TestHTTP10WithoutHost(t *testing.T) {
 	u := startHTTPUpstream(t)
 	g := startHTTPGateway(t, httpBaseConfig(u.addr), httpTestDecider())
