@@ -35,8 +35,8 @@ type Snapshot struct {
 	// a domain's record, or nil when it was deleted. It is small (Apply
 	// compacts into a fresh base when it grows), so a lookup that checks it
 	// first stays cheap.
-	delta     map[string]*Record
-	n         int // live records: base minus deleted plus added
+	delta map[string]*Record
+	n     int // live records: base minus deleted plus added
 	// overrides groups the overrides by the registrable domain of their
 	// host, so that a decision needs one lookup and a diff between
 	// snapshots can compare one domain at a time.
