@@ -131,6 +131,13 @@ func TestLoadSuffixes(t *testing.T) {
 			t.Errorf("Fileable(%q) = %v, want %v", tt.domain, got, tt.want)
 		}
 	}
+	crlf, err := LoadSuffixes(strings.NewReader("cn\r\ncom\t# tab before comment\r\n"))
+	if err != nil {
+		t.Fatalf("CRLF list: %v", err)
+	}
+	if got, want := strings.Join(crlf.List(), ","), "cn,com"; got != want {
+		t.Errorf("CRLF list = %q, want %q", got, want)
+	}
 	var nilList *Suffixes
 	if !nilList.Fileable("example.cn") || nilList.Len() != DefaultSuffixes().Len() {
 		t.Errorf("a nil *Suffixes does not defer to the default list")
