@@ -64,6 +64,10 @@ type RegistryConfig struct {
 	// Suffixes is an optional file with the MIIT list of fileable suffixes,
 	// one per line. Default "": the built-in list.
 	Suffixes string `yaml:"suffixes"`
+	// MaxDeleteFraction refuses a reload that would remove more than this
+	// fraction of the serving records (a truncated or half-copied file),
+	// keeping the previous registry. Default 0.5; 1 accepts any reload.
+	MaxDeleteFraction float64 `yaml:"max_delete_fraction"`
 }
 
 // ListenerConfig is one data-plane listener.
@@ -146,6 +150,7 @@ type LogConfig struct {
 // Default values, used only by setDefaults.
 const (
 	defaultCacheSize      = 100000
+	defaultMaxDelete      = 0.5
 	defaultAdminAddress   = "127.0.0.1:9090"
 	defaultIPAccess       = "pass"
 	defaultTLSBlock       = "alert"
@@ -172,6 +177,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Registry.CacheSize == 0 {
 		c.Registry.CacheSize = defaultCacheSize
+	}
+	if c.Registry.MaxDeleteFraction == 0 {
+		c.Registry.MaxDeleteFraction = defaultMaxDelete
 	}
 	for i := range c.Listeners {
 		if c.Listeners[i].ForwardedProto == "" && c.Listeners[i].Protocol == "http" {
@@ -285,6 +293,9 @@ func (c *Config) validate() error {
 	}
 	if c.Registry.CacheSize < 0 {
 		return fmt.Errorf("registry.cache_size: must not be negative, got %d", c.Registry.CacheSize)
+	}
+	if f := c.Registry.MaxDeleteFraction; !(f > 0 && f <= 1) {
+		return fmt.Errorf("registry.max_delete_fraction: must be above 0 and at most 1, got %v", f)
 	}
 	if len(c.Listeners) == 0 {
 		return errors.New("listeners: at least one listener is required")

@@ -197,6 +197,7 @@ func TestConfigDefaults(t *testing.T) {
 	}{
 		{"registry.file", c.Registry.File, filepath.Join(dir, "reg.jsonl")},
 		{"registry.cache_size", c.Registry.CacheSize, 100000},
+		{"registry.max_delete_fraction", c.Registry.MaxDeleteFraction, 0.5},
 		{"listeners[0].forwarded_proto", c.Listeners[0].ForwardedProto, "http"},
 		{"admin.address", c.Admin.Address, "127.0.0.1:9090"},
 		{"policy.ip_access", c.Policy.IPAccess, "pass"},
@@ -261,6 +262,7 @@ func TestConfigErrors(t *testing.T) {
 		{"negative duration", minimal + "timeouts: {dial: -1s}\n", []string{"timeouts.dial: must not be negative"}},
 		{"negative limit", minimal + "limits: {max_conns: -1}\n", []string{"limits.max_conns: must not be negative"}},
 		{"tiny header limit", minimal + "limits: {max_header_bytes: 10}\n", []string{"limits.max_header_bytes: must be at least 1024"}},
+		{"max_delete_fraction", strings.Replace(minimal, "file: reg.jsonl", "file: reg.jsonl\n  max_delete_fraction: 1.5", 1), []string{"registry.max_delete_fraction: must be above 0 and at most 1"}},
 		{"log level", minimal + "log: {level: loud}\n", []string{"log.level: must be debug, info, warn or error"}},
 		{"log format", minimal + "log: {format: xml}\n", []string{"log.format: must be json or text"}},
 		{"admin address", minimal + "admin: {address: localhost}\n", []string{"admin.address: must be host:port"}},

@@ -112,6 +112,7 @@ func (g *Gateway) loadRegistry(cfg *Config) error {
 		return nil
 	}
 	g.src = registry.NewFileSource(cfg.Registry.File, g.reg, g.log)
+	g.src.MaxDeleteFraction = cfg.Registry.MaxDeleteFraction
 	if err := g.src.Load(); err != nil {
 		return fmt.Errorf("loading registry %s: %w", cfg.Registry.File, err)
 	}
@@ -126,8 +127,8 @@ func (g *Gateway) ready() (bool, string) {
 	return true, ""
 }
 
-// Start binds the admin and data-plane listeners. Nothing is served before
-// both are bound, so a port conflict fails the start.
+// Start binds the admin and data-plane listeners. A port conflict on
+// either fails the start and leaves nothing bound.
 func (g *Gateway) Start() error {
 	if err := g.admin.Start(); err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -386,6 +387,23 @@ func TestReload(t *testing.T) {
 		if code, _, _ := httpGet(t, addr, st.host); code != st.wantCode {
 			t.Errorf("%s: %s: got %d, want %d", st.name, st.host, code, st.wantCode)
 		}
+	}
+	// A truncated registry file (3 of 5 records gone) is refused by the
+	// shrink guard; the previous registry keeps serving.
+	regPath := filepath.Join(dir, "registry.jsonl")
+	b, err := os.ReadFile(regPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _, _ := bytes.Cut(b, []byte("\n"))
+	if err := os.WriteFile(regPath, append(first, '\n'), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Reload(); !errors.Is(err, registry.ErrShrink) {
+		t.Errorf("truncated registry: got %v, want ErrShrink", err)
+	}
+	if code, reason, _ := httpGet(t, addr, "cancelled.cn"); code != 451 || reason != "cancelled" {
+		t.Errorf("after refused registry: got %d %q, want 451 cancelled (old registry)", code, reason)
 	}
 	if got := g.Config().Policy.HTTPBlockStatus; got != 451 {
 		t.Errorf("config in effect: got status %d, want 451", got)
