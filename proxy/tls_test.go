@@ -267,16 +267,18 @@ func clientHello(t testing.TB, sni string) []byte {
 func TestTLSHelloErrors(t *testing.T) {
 	hello := clientHello(t, "filed.cn")
 	tests := []struct {
-		name string
-		send []byte
-		fin  bool // half-close after sending
-		kind string
+		name    string
+		send    []byte
+		fin     bool // half-close after sending
+		trickle bool // one byte per 50 ms instead of one write
+		kind    string
 	}{
-		{"plain HTTP", []byte("GET / HTTP/1.1\r\nHost: filed.cn\r\n\r\n"), false, helloNotTLS},
-		{"silent client", nil, false, helloTimeout},
-		{"truncated hello then FIN", hello[:len(hello)/2], true, helloClosed},
-		{"handshake not a ClientHello", []byte{22, 3, 1, 0, 8, 2, 0, 0, 4, 3, 3, 0, 0}, false, helloMalformed},
-		{"oversized hello", append([]byte{22, 3, 1, 0x40, 0, 1, 0x0f, 0xff, 0xff}, make([]byte, 80<<10)...), false, helloTooLarge},
+		{"1 byte per 50 ms", hello, false, true, helloTimeout},
+		{"plain HTTP", []byte("GET / HTTP/1.1\r\nHost: filed.cn\r\n\r\n"), false, false, helloNotTLS},
+		{"silent client", nil, false, false, helloTimeout},
+		{"truncated hello then FIN", hello[:len(hello)/2], true, false, helloClosed},
+		{"handshake not a ClientHello", []byte{22, 3, 1, 0, 8, 2, 0, 0, 4, 3, 3, 0, 0}, false, false, helloMalformed},
+		{"oversized hello", append([]byte{22, 3, 1, 0x40, 0, 1, 0x0f, 0xff, 0xff}, make([]byte, 80<<10)...), false, false, helloTooLarge},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -290,6 +292,15 @@ func TestTLSHelloErrors(t *testing.T) {
 			}
 			defer c.Close()
 			go func() {
+				if tt.trickle {
+					for i := range tt.send {
+						if _, err := c.Write(tt.send[i : i+1]); err != nil {
+							return
+						}
+						time.Sleep(50 * time.Millisecond)
+					}
+					return
+				}
 				c.Write(tt.send)
 				if tt.fin {
 					c.(*net.TCPConn).CloseWrite()
@@ -537,5 +548,51 @@ func TestDecisionPathAllocs(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(srv.m.Decisions.WithLabelValues("tls", "pass", "filed")); got != 1002 {
 		t.Errorf("decisions counted: got %v, want 1002", got)
+	}
+}
+
+// byteWriter writes every Write one byte per TCP segment (NODELAY is on):
+// the worst fragmentation a client can produce.
+type byteWriter struct{ net.Conn }
+
+func (w byteWriter) Write(p []byte) (int, error) {
+	for i := range p {
+		if _, err := w.Conn.Write(p[i : i+1]); err != nil {
+			return i, err
+		}
+	}
+	return len(p), nil
+}
+
+func TestTLSFragmentedHello(t *testing.T) {
+	up := newTLSUpstream(t, "A", nil)
+	g := startGateway(t, tlsListener(up.addr()), filedOnly)
+	for _, tt := range []struct {
+		sni  string
+		pass bool
+	}{{"www.filed.cn", true}, {"unfiled.cn", false}} {
+		raw, err := net.Dial("tcp", g.addr("tls"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw.SetDeadline(time.Now().Add(30 * time.Second))
+		_, pool := testCert(t)
+		c := tls.Client(byteWriter{raw}, &tls.Config{ServerName: tt.sni, RootCAs: pool})
+		err = c.Handshake()
+		if !tt.pass {
+			if err == nil || !strings.Contains(err.Error(), "access denied") {
+				t.Errorf("%s: got %v, want access denied", tt.sni, err)
+			}
+			raw.Close()
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: handshake: %v", tt.sni, err)
+		}
+		got, err := httpGet(c, bufio.NewReader(c), tt.sni)
+		if want := "hello " + tt.sni + " from A"; err != nil || got != want {
+			t.Errorf("%s: got %q, %v, want %q", tt.sni, got, err, want)
+		}
+		raw.Close()
 	}
 }
