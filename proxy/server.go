@@ -115,6 +115,7 @@ type listenerRuntime struct {
 	upDial, upTimeout, upNone       prometheus.Counter
 	helloErrs                       map[string]prometheus.Counter
 	log                             *slog.Logger
+	warnedNoUpstream                atomic.Bool
 }
 
 // swapDecider is the Decider every handler holds: it forwards to the

@@ -73,7 +73,10 @@ func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn) {
 		// Fail closed: a pass with nowhere to go is refused like a dial
 		// failure, never sent somewhere by guesswork.
 		rt.upNone.Inc()
-		rt.log.Warn("no upstream for passing connection", "domain", d.Domain, "reason", d.Reason)
+		if !rt.warnedNoUpstream.Swap(true) { // once per listener config, not per connection
+			rt.log.Warn("passing connection has no upstream: the listener has none and the decision named none; closing such connections",
+				"domain", d.Domain, "reason", d.Reason)
+		}
 		sc.Release()
 		c.Close()
 		return
