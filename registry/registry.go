@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"strings"
@@ -124,10 +125,34 @@ func newEntry(host string, d Decision) *entry {
 			e.d.Domain = strings.Clone(dom)
 		}
 	}
+	if d.Err != nil {
+		// An error may hold a slice of the input (IDNA errors name the
+		// label), so keep its text, rendered now, and its sentinel.
+		e.d.Err = frozenError{msg: d.Err.Error(), sentinel: sentinelOf(d.Err)}
+	}
 	if !d.ValidUntil.IsZero() {
 		e.validUntil = d.ValidUntil.UnixNano()
 	}
 	return e
+}
+
+// frozenError is a copy of a decision's error that shares no memory with
+// the input.
+type frozenError struct {
+	msg      string
+	sentinel error
+}
+
+func (e frozenError) Error() string { return e.msg }
+func (e frozenError) Unwrap() error { return e.sentinel }
+
+func sentinelOf(err error) error {
+	for _, s := range [...]error{ErrPublicSuffix, ErrInvalidHost} {
+		if errors.Is(err, s) {
+			return s
+		}
+	}
+	return nil
 }
 
 // Swap installs s as the serving snapshot and drops exactly the cached

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -129,6 +130,17 @@ func TestHostNotRetained(t *testing.T) {
 	}
 	if st := r.CacheStats(); st.Hits != 1 {
 		t.Errorf("hits: got %d, want 1", st.Hits)
+	}
+	// An invalid name's error must not alias the buffer either.
+	bad := []byte("xn--a.cn")
+	d = r.Decide(unsafe.String(&bad[0], len(bad)))
+	msg := d.Err.Error()
+	copy(bad, "zzzzzzzz")
+	if d.Reason != ReasonInvalidHost || d.Err.Error() != msg || !errors.Is(d.Err, ErrInvalidHost) {
+		t.Errorf("invalid host error: got %q (%v), want %q wrapping %v", d.Err, d.Reason, msg, ErrInvalidHost)
+	}
+	if d := r.Decide("com.cn"); !errors.Is(d.Err, ErrPublicSuffix) {
+		t.Errorf("cached public suffix error: got %v, want %v", d.Err, ErrPublicSuffix)
 	}
 	if got := r.Decide("xxx.evil.com"); got.Reason != ReasonUnfiled {
 		t.Errorf("xxx.evil.com: got %s, want %s", got.Reason, ReasonUnfiled)
