@@ -205,8 +205,10 @@ func WriteBlock(w io.Writer, req BlockRequest) error {
 		if page == nil {
 			page = defaultBlockPage
 		}
-		if err := page.t.Execute(body, d); err != nil {
-			return fmt.Errorf("rendering block page: %w", err)
+		if page != defaultBlockPage || !renderFast(body, &d) {
+			if err := page.t.Execute(body, d); err != nil {
+				return fmt.Errorf("rendering block page: %w", err)
+			}
 		}
 	}
 
@@ -487,4 +489,130 @@ var reasonTexts = map[string]reasonText{
 		"请稍后重试。网站管理员请检查源站的负载和网络。",
 		"Retry later. Site owners: check the origin server's load and network.",
 	},
+}
+
+// Fast rendering of the embedded page. html/template spends ~90 allocations
+// and ~18 µs per page, mostly escaping by reflection; a flood of requests
+// for unfiled names would pay that per request. For the embedded page
+// (whose every per-request field sits in HTML text or RCDATA context), the
+// page is rendered once per (reason, status, which fields are empty) with
+// sentinels in place of the per-request fields and split at them; a request
+// then writes the static segments and its own values escaped exactly as
+// html/template's text escaper does. TestBlockFastMatchesTemplate checks the
+// two produce identical bytes. Operator templates always take the slow path.
+
+type fastKey struct {
+	reason  string
+	status  int
+	blocked bool
+	present uint8 // bit i: dynamic field i is non-empty
+}
+
+// fastPage is the segments around the dynamic fields; a nil *fastPage
+// records that this key cannot use the fast path.
+type fastPage struct {
+	segs   []string
+	fields []uint8 // fields[i] follows segs[i]
+}
+
+var fastPages sync.Map // fastKey -> *fastPage
+
+const (
+	fastSentinel    = "Zq7IcpgateField"
+	fastSentinelEnd = "q7Z"
+)
+
+// dynamicFields lists BlockPageData's per-request fields.
+func (d *BlockPageData) dynamicFields() [6]*string {
+	return [6]*string{&d.Domain, &d.Host, &d.RequestID, &d.Node, &d.Time, &d.FilingNumber}
+}
+
+// renderFast writes the embedded page for d to w and reports whether it
+// could.
+func renderFast(w *bytes.Buffer, d *BlockPageData) bool {
+	if _, ok := reasonTexts[d.Reason]; !ok || d.Status < 100 || d.Status > 999 {
+		return false // keep the cache bounded to the closed set
+	}
+	vals := d.dynamicFields()
+	var present uint8
+	for i, p := range vals {
+		if *p != "" {
+			present |= 1 << i
+		}
+	}
+	key := fastKey{d.Reason, d.Status, d.Blocked, present}
+	v, ok := fastPages.Load(key)
+	if !ok {
+		v, _ = fastPages.LoadOrStore(key, buildFastPage(*d))
+	}
+	fp := v.(*fastPage)
+	if fp == nil {
+		return false
+	}
+	for i, seg := range fp.segs {
+		w.WriteString(seg)
+		if i < len(fp.fields) {
+			htmlEscapeText(w, *vals[fp.fields[i]])
+		}
+	}
+	return true
+}
+
+func buildFastPage(d BlockPageData) *fastPage {
+	for i, p := range d.dynamicFields() {
+		if *p != "" {
+			*p = fastSentinel + strconv.Itoa(i) + fastSentinelEnd
+		}
+	}
+	var b strings.Builder
+	if err := defaultBlockPage.t.Execute(&b, d); err != nil {
+		return nil
+	}
+	out := b.String()
+	fp := &fastPage{}
+	for {
+		i := strings.Index(out, fastSentinel)
+		if i < 0 {
+			fp.segs = append(fp.segs, out)
+			return fp
+		}
+		rest := out[i+len(fastSentinel):]
+		if len(rest) < 1+len(fastSentinelEnd) || rest[0] < '0' || rest[0] > '5' || rest[1:1+len(fastSentinelEnd)] != fastSentinelEnd {
+			return nil // a sentinel was transformed: not a plain text context
+		}
+		fp.segs = append(fp.segs, out[:i])
+		fp.fields = append(fp.fields, rest[0]-'0')
+		out = rest[1+len(fastSentinelEnd):]
+	}
+}
+
+// htmlEscapeText escapes s as html/template does in text and RCDATA
+// context (its htmlReplacementTable): NUL, quotes, '&', '+', '<', '>'.
+func htmlEscapeText(w *bytes.Buffer, s string) {
+	last := 0
+	for i := 0; i < len(s); i++ {
+		var r string
+		switch s[i] {
+		case 0:
+			r = "\uFFFD"
+		case '"':
+			r = "&#34;"
+		case '&':
+			r = "&amp;"
+		case '\'':
+			r = "&#39;"
+		case '+':
+			r = "&#43;"
+		case '<':
+			r = "&lt;"
+		case '>':
+			r = "&gt;"
+		default:
+			continue
+		}
+		w.WriteString(s[last:i])
+		w.WriteString(r)
+		last = i + 1
+	}
+	w.WriteString(s[last:])
 }

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -261,5 +262,53 @@ func BenchmarkWriteBlock(b *testing.B) {
 		if err := WriteBlock(io.Discard, req); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestBlockFastMatchesTemplate: the embedded page's fast path writes the
+// same bytes as html/template for every reason, both statuses classes and
+// the telling combinations of empty fields, with hostile values.
+func TestBlockFastMatchesTemplate(t *testing.T) {
+	hostile := []string{
+		"<script>alert('x')</script>&\"+\x00\xff\xfe",
+		"Zq7IcpgateField0q7Z {{.Host}}",
+		"京ICP备10206937号-1",
+	}
+	// No field, all fields, each field alone and each field missing.
+	presences := []int{0, 63}
+	for i := 0; i < 6; i++ {
+		presences = append(presences, 1<<i, 63&^(1<<i))
+	}
+	for reason := range reasonTexts {
+		for _, status := range []int{403, 502} {
+			for _, present := range presences {
+				{
+					hv := hostile[present%len(hostile)]
+					d := BlockPageData{Status: status, Blocked: status != 502, Reason: reason}
+					for i, p := range d.dynamicFields() {
+						if present&(1<<i) != 0 {
+							*p = hv + strconv.Itoa(i)
+						}
+					}
+					rt := reasonTexts[reason]
+					d.TitleZh, d.TitleEn, d.MessageZh, d.MessageEn, d.AdviceZh, d.AdviceEn = rt.titleZh, rt.titleEn, rt.messageZh, rt.messageEn, rt.adviceZh, rt.adviceEn
+					var fast, slow bytes.Buffer
+					if !renderFast(&fast, &d) {
+						t.Fatalf("%s/%d/%b: fast path unavailable", reason, status, present)
+					}
+					if err := defaultBlockPage.t.Execute(&slow, d); err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(fast.Bytes(), slow.Bytes()) {
+						t.Fatalf("%s/%d/%b: fast path differs:\ngot  %q\nwant %q", reason, status, present, fast.Bytes(), slow.Bytes())
+					}
+				}
+			}
+		}
+	}
+	// Reasons outside the closed set never enter the cache.
+	var b bytes.Buffer
+	if renderFast(&b, &BlockPageData{Reason: "made_up", Status: 403}) {
+		t.Fatal("fast path used for an unknown reason")
 	}
 }
