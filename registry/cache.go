@@ -46,7 +46,8 @@ import (
 // rather than the whole registry, so a swap of a 10M-record registry costs
 // the same as a swap of a 1k one. Measured (BenchmarkSwapFullCache, 100k
 // cached hosts, loaded 2-core machine): about 0.5 µs per cached domain, so
-// ~50 ms of CPU per swap, each shard's mutex held for 1/16 of that.
+// ~50 ms of CPU per swap, with the shard mutexes held only in short chunks
+// (see invalidate).
 //
 // Sharding: the cache is split into power-of-two shards by a hash of the
 // host, so parallel lookups on different cores rarely share a mutex.
@@ -247,36 +248,74 @@ func (s *shard) unlink(e *entry) {
 // neither and stay. The entries it keeps are re-pointed at new's equal
 // record and overrides, so a cached decision never keeps an old snapshot's
 // record array (the size of the registry) alive.
+//
+// The comparison runs without the shard mutex and the changes are applied
+// in chunks, so lookups never wait for more than a chunk (tens of µs)
+// however large the cache. That is safe because new is already serving:
+// an entry added meanwhile was computed from new (add checks), so whether
+// it is dropped (its domain changed) or re-pointed (a no-op) it is right.
 func (s *shard) invalidate(old, new *Snapshot) int {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for dom, l := range s.byDomain {
-		if dom == "" {
-			continue
+	doms := make([]string, 0, len(s.byDomain))
+	for dom := range s.byDomain {
+		if dom != "" {
+			doms = append(doms, dom)
 		}
-		if old.sameDomain(new, dom) {
-			rec, oldOvs, newOvs := new.Lookup(dom), old.overrides[dom], new.overrides[dom]
-			for e := l.head; e != nil; e = e.next {
-				if e.d.Record != nil {
-					e.d.Record = rec
-				}
-				e.d.Override = repoint(e.d.Override, oldOvs, newOvs)
-				e.d.Ignored = repoint(e.d.Ignored, oldOvs, newOvs)
-			}
-			continue
-		}
-		for e := l.head; e != nil; {
-			next := e.next
-			if !s.frequent.Remove(e.key) {
-				s.recent.Remove(e.key)
-			}
-			e.list, e.prev, e.next = nil, nil, nil
-			e = next
-			n++
-		}
-		delete(s.byDomain, dom)
 	}
+	s.mu.Unlock()
+
+	type verdict struct {
+		dom  string
+		keep bool
+		rec  *Record
+	}
+	const chunk = 256
+	n := 0
+	batch := make([]verdict, 0, chunk)
+	flush := func() {
+		s.mu.Lock()
+		for _, v := range batch {
+			l := s.byDomain[v.dom]
+			if l == nil {
+				continue // evicted meanwhile
+			}
+			if v.keep {
+				oldOvs, newOvs := old.overrides[v.dom], new.overrides[v.dom]
+				for e := l.head; e != nil; e = e.next {
+					if e.d.Record != nil {
+						e.d.Record = v.rec
+					}
+					e.d.Override = repoint(e.d.Override, oldOvs, newOvs)
+					e.d.Ignored = repoint(e.d.Ignored, oldOvs, newOvs)
+				}
+				continue
+			}
+			for e := l.head; e != nil; {
+				next := e.next
+				if !s.frequent.Remove(e.key) {
+					s.recent.Remove(e.key)
+				}
+				e.list, e.prev, e.next = nil, nil, nil
+				e = next
+				n++
+			}
+			delete(s.byDomain, v.dom)
+		}
+		s.mu.Unlock()
+		batch = batch[:0]
+	}
+	for _, dom := range doms {
+		keep := old.sameDomain(new, dom)
+		var rec *Record
+		if keep {
+			rec = new.Lookup(dom)
+		}
+		batch = append(batch, verdict{dom, keep, rec})
+		if len(batch) == chunk {
+			flush()
+		}
+	}
+	flush()
 	s.invalidations.Add(uint64(n))
 	return n
 }
