@@ -6,6 +6,9 @@ package proxy
 //
 // Decide must be safe for concurrent use, must not block on I/O and should
 // not allocate for a cached host: it runs once per connection or request.
+// It must not keep host past the call: host may alias a pooled buffer (the
+// ClientHello the sni package read, or an HTTP request head); implementations
+// that cache copy it.
 type Decider interface {
 	Decide(host string) Decision
 }
