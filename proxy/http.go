@@ -869,6 +869,7 @@ func (hc *httpConn) relayChunked(k *chunkReader, src *connBuf, srcConn, dst *net
 			k.st = ckDataCRLF
 			continue
 		}
+		prev := k.st
 		n, err := k.step(p)
 		if err != nil {
 			if !request {
@@ -891,6 +892,14 @@ func (hc *httpConn) relayChunked(k *chunkReader, src *connBuf, srcConn, dst *net
 				}
 				return fmt.Errorf("reading chunked body: %w", rerr)
 			}
+			continue
+		}
+		if request && prev == ckTrailer && k.st == ckTrailer {
+			// Request trailer fields are validated and dropped (RFC 9110
+			// §6.5.1 lets a recipient discard them): some servers merge
+			// trailers into the header fields, which would let a trailer
+			// "Host" or "Content-Length" slip past the decision.
+			src.r += n
 			continue
 		}
 		if len(hc.out)+n > outFlushThresh {

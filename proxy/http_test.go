@@ -68,7 +68,7 @@ func httpTestDecider() httpMapDecider {
 // httpUpstreamRecord is one request as the counting upstream received it.
 type httpUpstreamRecord struct {
 	method, uri, host, proto string
-	header                   http.Header
+	header, trailer          http.Header
 	body                     string
 }
 
@@ -132,7 +132,7 @@ func startHTTPUpstream(t testing.TB) *httpCountingUpstream {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		u.mu.Lock()
-		u.reqs = append(u.reqs, httpUpstreamRecord{r.Method, r.RequestURI, r.Host, r.Proto, r.Header.Clone(), string(body)})
+		u.reqs = append(u.reqs, httpUpstreamRecord{r.Method, r.RequestURI, r.Host, r.Proto, r.Header.Clone(), r.Trailer.Clone(), string(body)})
 		u.mu.Unlock()
 		switch r.URL.Path {
 		case "/slow":
@@ -527,7 +527,7 @@ func TestHTTPChunkedRequest(t *testing.T) {
 	// Sent in pieces so framing is validated across reads.
 	parts := []string{
 		"POST /echo HTTP/1.1\r\nHost: filed.cn\r\nTransfer-Encoding: chunked\r\n\r\n",
-		"5\r\nhel", "lo\r\n", "6;ext=1\r\n, worl\r\n", "1\r\nd\r\n0\r\nX-Trailer: 1\r\n", "\r\n",
+		"5\r\nhel", "lo\r\n", "6;ext=1\r\n, worl\r\n", "1\r\nd\r\n0\r\nX-Trailer: 1\r\nHost: unfiled.cn\r\n", "\r\n",
 	}
 	for _, p := range parts {
 		io.WriteString(c, p)
@@ -536,6 +536,9 @@ func TestHTTPChunkedRequest(t *testing.T) {
 	resp, body := httpReadResp(t, br, "POST")
 	if resp.StatusCode != 200 || body != "hello, world" {
 		t.Fatalf("got %d %q, want 200 %q", resp.StatusCode, body, "hello, world")
+	}
+	if tr := u.requests()[0].trailer; len(tr) != 0 {
+		t.Fatalf("request trailers forwarded: %v", tr)
 	}
 	// Chunked response relayed, then the connection is still usable.
 	io.WriteString(c, "GET /chunked HTTP/1.1\r\nHost: filed.cn\r\n\r\n")
