@@ -448,3 +448,30 @@ func TestSwapApplied(t *testing.T) {
 		}
 	}
 }
+
+// TestGhostPromotes: a name evicted from the recent queue and asked for
+// again soon goes to the frequent queue, where a flood cannot reach it.
+func TestGhostPromotes(t *testing.T) {
+	clk := newFakeClock(t0)
+	r := newTestRegistry(t, 256, clk) // one shard of 256
+	if n := len(r.cache.shards); n != 1 {
+		t.Fatalf("shards: got %d, want 1", n)
+	}
+	r.Decide("x.filed.cn")
+	for i := range 256 { // the 256th evicts x.filed.cn into the ghost table
+		r.Decide("once" + strconv.Itoa(i) + ".unfiled.cn")
+	}
+	before := r.CacheStats()
+	r.Decide("x.filed.cn")
+	if got := r.CacheStats().Misses - before.Misses; got != 1 {
+		t.Fatalf("x.filed.cn after eviction: got %d misses, want 1", got)
+	}
+	for i := range 2000 {
+		r.Decide("flood" + strconv.Itoa(i) + ".unfiled.cn")
+	}
+	before = r.CacheStats()
+	r.Decide("x.filed.cn")
+	if got := r.CacheStats().Hits - before.Hits; got != 1 {
+		t.Errorf("x.filed.cn after the flood: got %d hits, want 1 (promoted via the ghost table)", got)
+	}
+}
