@@ -32,17 +32,25 @@ func TestCaptureHellos(t *testing.T) {
 	clients := []struct {
 		file string
 		run  func(ctx context.Context, addr string) error
+		quic func() ([]byte, error) // instead of run: a QUIC client's CRYPTO data
 	}{
-		{"go-tls12.bin", goClient("tls12.example.cn", tls.VersionTLS12, tls.VersionTLS12, nil)},
-		{"go-tls13-mlkem.bin", goClient("pq.example.cn", tls.VersionTLS12, tls.VersionTLS13, nil)},
-		{"go-ech.bin", goClient("secret.example.cn", tls.VersionTLS13, tls.VersionTLS13, testECHConfigList(t))},
-		{"openssl.bin", command("openssl", "s_client", "-connect", "{addr}", "-servername", "openssl.example.cn", "-alpn", "h2,http/1.1")},
-		{"openssl-nosni.bin", command("openssl", "s_client", "-connect", "{addr}", "-noservername")},
-		{"curl.bin", command("curl", "-sk", "--max-time", "3", "--resolve", "curl.example.cn:{port}:127.0.0.1", "https://curl.example.cn:{port}/")},
+		{file: "go-tls12.bin", run: goClient("tls12.example.cn", tls.VersionTLS12, tls.VersionTLS12, nil)},
+		{file: "go-tls13-mlkem.bin", run: goClient("pq.example.cn", tls.VersionTLS12, tls.VersionTLS13, nil)},
+		{file: "go-ech.bin", run: goClient("secret.example.cn", tls.VersionTLS13, tls.VersionTLS13, testECHConfigList(t))},
+		{file: "openssl.bin", run: command("openssl", "s_client", "-connect", "{addr}", "-servername", "openssl.example.cn", "-alpn", "h2,http/1.1")},
+		{file: "openssl-nosni.bin", run: command("openssl", "s_client", "-connect", "{addr}", "-noservername")},
+		{file: "go-quic-crypto.bin", quic: goQUIC("quic.example.cn")},
+		{file: "curl.bin", run: command("curl", "-sk", "--max-time", "3", "--resolve", "curl.example.cn:{port}:127.0.0.1", "https://curl.example.cn:{port}/")},
 	}
 	for _, c := range clients {
 		t.Run(c.file, func(t *testing.T) {
-			b, err := capture(c.run)
+			var b []byte
+			var err error
+			if c.quic != nil {
+				b, err = c.quic()
+			} else {
+				b, err = capture(c.run)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -153,4 +161,36 @@ func testECHConfigList(t *testing.T) []byte {
 		})
 	})
 	return b.BytesOrPanic()
+}
+
+// goQUIC returns the Initial-level CRYPTO data of a crypto/tls QUIC client:
+// a bare ClientHello handshake message, with QUIC transport parameters.
+func goQUIC(name string) func() ([]byte, error) {
+	return func() ([]byte, error) {
+		q := tls.QUICClient(&tls.QUICConfig{TLSConfig: &tls.Config{
+			ServerName: name,
+			NextProtos: []string{"h3"},
+			MinVersion: tls.VersionTLS13,
+		}})
+		// initial_max_data = 1 MiB, as a varint-coded transport parameter.
+		q.SetTransportParameters([]byte{0x04, 0x04, 0x80, 0x10, 0x00, 0x00})
+		if err := q.Start(context.Background()); err != nil {
+			return nil, err
+		}
+		defer q.Close()
+		var out []byte
+		for {
+			e := q.NextEvent()
+			if e.Kind == tls.QUICNoEvent {
+				break
+			}
+			if e.Kind == tls.QUICWriteData && e.Level == tls.QUICEncryptionLevelInitial {
+				out = append(out, e.Data...)
+			}
+		}
+		if len(out) == 0 {
+			return nil, errors.New("no Initial CRYPTO data")
+		}
+		return out, nil
+	}
 }

@@ -127,6 +127,7 @@ func FuzzParseHandshake(f *testing.F) {
 			f.Add(s[5:])
 		}
 	}
+	f.Add(loadHello(f, "go-quic-crypto.bin"))
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		h, err := ParseHandshake(msg)
 		if err != nil {

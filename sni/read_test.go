@@ -504,3 +504,82 @@ func TestHelloClone(t *testing.T) {
 		t.Errorf("clone got %q %q, want %q %q", k.ServerName, k.ALPN, "curl.example.cn", []string{"h2", "http/1.1"})
 	}
 }
+
+// TestParseHandshakeQUIC parses the CRYPTO data of a real QUIC client
+// (crypto/tls's QUIC API), whole and in every shorter prefix.
+func TestParseHandshakeQUIC(t *testing.T) {
+	msg := loadHello(t, "go-quic-crypto.bin")
+	h, err := ParseHandshake(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.ServerName != "quic.example.cn" || !slices.Equal(h.ALPN, []string{"h3"}) || !slices.Equal(h.SupportedVersions, []uint16{0x0304}) {
+		t.Errorf("got %q %q %x, want %q %q %x", h.ServerName, h.ALPN, h.SupportedVersions, "quic.example.cn", []string{"h3"}, []uint16{0x0304})
+	}
+	if h.RecordVersion != 0 {
+		t.Errorf("RecordVersion got %#04x, want 0", h.RecordVersion)
+	}
+	ref, ok := cryptoTLS(recordsOf(msg, maxPlaintext))
+	if !ok || ref.ServerName != h.ServerName || !slices.Equal(ref.ALPN, h.ALPN) {
+		t.Errorf("crypto/tls (accepted %v) saw %q %q, we saw %q %q", ok, ref.ServerName, ref.ALPN, h.ServerName, h.ALPN)
+	}
+	for i := range len(msg) {
+		if _, err := ParseHandshake(msg[:i]); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("prefix of %d bytes: got %v, want io.ErrUnexpectedEOF", i, err)
+		}
+	}
+	if _, err := ParseHandshake(append(slices.Clone(msg), "trailing"...)); err != nil {
+		t.Errorf("trailing bytes after the message: got %v, want nil", err)
+	}
+}
+
+// TestReadKeepsExtraBytes checks that bytes after the hello (more
+// handshake data in the last record, early data in later records) are
+// consumed only as far as they arrived, and replayed.
+func TestReadKeepsExtraBytes(t *testing.T) {
+	msg := messageOf(t, loadHello(t, "openssl.bin"))
+	tests := []struct {
+		name string
+		in   []byte
+		min  int // bytes Read must have consumed at least
+	}{
+		{"more handshake bytes in the record", recordsOf(append(slices.Clone(msg), 0x0b, 0, 0, 0), maxPlaintext), len(msg) + 9},
+		{"application data after the hello", append(recordsOf(msg, maxPlaintext), 23, 3, 3, 0, 3, 'a', 'b', 'c'), len(msg) + 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, c, err, sent := readOver(t, Options{}, 0, tt.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Release()
+			if h.ServerName != "openssl.example.cn" {
+				t.Errorf("got %q, want %q", h.ServerName, "openssl.example.cn")
+			}
+			if got := c.Buffered(); !bytes.HasPrefix(sent, got) || len(got) < tt.min {
+				t.Errorf("Buffered got %d bytes, want a prefix of the %d sent of at least %d", len(got), len(sent), tt.min)
+			}
+			ref, ok := cryptoTLS(tt.in)
+			if !ok || ref.ServerName != h.ServerName {
+				t.Errorf("crypto/tls (accepted %v) saw %q, we saw %q", ok, ref.ServerName, h.ServerName)
+			}
+		})
+	}
+}
+
+// TestConnRelease checks Release and Close on used, released and nil
+// Conns.
+func TestConnRelease(t *testing.T) {
+	var nilConn *Conn
+	nilConn.Release() // no panic
+	mc := newMemConn(loadHello(t, "curl.bin"))
+	_, c, err := Read(mc, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Release()
+	c.Release() // idempotent
+	if err := c.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Close after Release: got %v, want net.ErrClosed", err)
+	}
+}
