@@ -563,7 +563,8 @@ func parseContentLength(v []byte) (int64, bool) {
 }
 
 // isHopByHop reports fields a proxy never forwards (RFC 9110 §7.6.1) plus the
-// client-supplied forwarding fields icpgate replaces with its own.
+// client-supplied fields icpgate replaces with its own (forwarding fields
+// and X-Request-Id).
 func isHopByHop(n []byte) bool {
 	switch len(n) {
 	case 2:
@@ -574,6 +575,8 @@ func isHopByHop(n []byte) bool {
 		return equalFold(n, "forwarded") || equalFold(n, "x-real-ip")
 	case 10:
 		return equalFold(n, "keep-alive")
+	case 12:
+		return equalFold(n, "x-request-id")
 	}
 	return hasPrefixFold(n, "proxy-") || hasPrefixFold(n, "x-forwarded-")
 }
