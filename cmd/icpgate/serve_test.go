@@ -18,6 +18,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -560,6 +561,14 @@ func TestDeciderAdapter(t *testing.T) {
 	}
 	if got := d.Decide("cancelled.cn"); got.Pass || got.Reason != "cancelled" {
 		t.Errorf("got %+v, want a block for cancelled", got)
+	}
+	// The data plane passes hosts that alias a pooled buffer: nothing of
+	// the decision may change when the buffer is reused.
+	buf := []byte("api.filed.cn")
+	got = d.Decide(unsafe.String(&buf[0], len(buf)))
+	copy(buf, "xxxxxxxxxxxx")
+	if got.Host != "api.filed.cn" || got.Domain != "filed.cn" {
+		t.Errorf("after reusing the buffer: got host %q domain %q, want api.filed.cn filed.cn", got.Host, got.Domain)
 	}
 	host := "www.filed.cn"
 	if n := testing.AllocsPerRun(100, func() { d.Decide(host) }); n != 0 {
