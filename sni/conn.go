@@ -83,7 +83,7 @@ func (c *Conn) Release() {
 
 // Close closes the socket and releases the Conn (see Release).
 func (c *Conn) Close() error {
-	if c.Conn == nil {
+	if c == nil || c.Conn == nil {
 		return net.ErrClosed
 	}
 	err := c.Conn.Close()
@@ -147,7 +147,9 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 // It sets a read deadline on c and clears it before returning. On success
 // it returns the parsed Hello and a Conn replaying every byte consumed.
 //
-// On error the Hello is zero and the Conn is nil when nothing could be read
+// On error the Hello is zero except RecordVersion, which is set once a
+// first handshake record header was read (for a TLS alert). The Conn is nil
+// when nothing could be read
 // (an immediate EOF or timeout), otherwise a Conn holding the bytes read
 // (Buffered) so the caller can log them or answer, e.g. with an HTTP 400
 // or a TLS alert; Close or Release it as usual. The error wraps one of
@@ -176,7 +178,7 @@ func Read(c net.Conn, o Options) (Hello, *Conn, error) {
 			sc.Release()
 			sc = nil
 		}
-		return Hello{}, sc, err
+		return Hello{RecordVersion: h.RecordVersion}, sc, err
 	}
 	return h, sc, nil
 }
@@ -195,20 +197,21 @@ func (c *Conn) readHello(limit int) (Hello, error) {
 		hdr := c.buf[pos : pos+recordHeaderLen]
 		typ, vers := hdr[0], uint16(hdr[1])<<8|uint16(hdr[2])
 		n := int(hdr[3])<<8 | int(hdr[4])
+		if rec == 0 {
+			if typ != recordTypeHandshake || vers >= 0x1000 {
+				// crypto/tls's own test for "not a TLS client"; it also
+				// catches SSLv2-compatible hellos (first byte 0x80).
+				return h, fmt.Errorf("sni: first record type %d version %#04x: %w", typ, vers, ErrNotTLS)
+			}
+			h.RecordVersion = vers
+		}
 		switch {
-		case rec == 0 && (typ != recordTypeHandshake || vers >= 0x1000):
-			// crypto/tls's own test for "not a TLS client"; it also
-			// catches SSLv2-compatible hellos (first byte 0x80).
-			return h, fmt.Errorf("sni: first record type %d version %#04x: %w", typ, vers, ErrNotTLS)
 		case typ != recordTypeHandshake || vers >= 0x1000:
 			return h, fmt.Errorf("sni: record %d type %d version %#04x before the hello was complete: %w", rec, typ, vers, ErrMalformed)
 		case n == 0:
 			return h, fmt.Errorf("sni: record %d is empty: %w", rec, ErrMalformed)
 		case n > maxPlaintext:
 			return h, fmt.Errorf("sni: record %d of %d bytes: %w", rec, n, ErrMalformed)
-		}
-		if rec == 0 {
-			h.RecordVersion = vers
 		}
 		end := pos + recordHeaderLen + n
 		if end > limit {
@@ -251,7 +254,7 @@ func (c *Conn) readHello(limit int) (Hello, error) {
 		}
 	}
 	if err := c.p.parse(msg, &h, c.alpn[:0], c.vers[:0]); err != nil {
-		return Hello{}, err
+		return Hello{RecordVersion: h.RecordVersion}, err
 	}
 	return h, nil
 }

@@ -224,6 +224,9 @@ func TestReadErrors(t *testing.T) {
 			if got := c.Buffered(); !bytes.HasPrefix(sent, got) || len(got) == 0 || len(got) > max(tt.o.MaxBytes, DefaultMaxBytes) {
 				t.Errorf("Buffered got %d bytes, want a non-empty prefix of the %d sent", len(got), len(sent))
 			}
+			if err != nil && h.RecordVersion != 0x0301 && !errors.Is(err, ErrNotTLS) && tt.in[0] == recordTypeHandshake {
+				t.Errorf("RecordVersion on error got %#04x, want 0x0301", h.RecordVersion)
+			}
 			if err == nil && (h.ServerName != tt.sni || h.HasSNI != tt.hasSNI) {
 				t.Errorf("got %q (HasSNI %v), want %q (%v)", h.ServerName, h.HasSNI, tt.sni, tt.hasSNI)
 			}

@@ -75,7 +75,10 @@ import (
 
 // Defaults for Options.
 const (
-	DefaultTimeout  = 5 * time.Second
+	// DefaultTimeout bounds the read of a hello when Options.Timeout is zero.
+	DefaultTimeout = 5 * time.Second
+	// DefaultMaxBytes caps the bytes of a hello, record headers included,
+	// when Options.MaxBytes is zero.
 	DefaultMaxBytes = 64 << 10
 )
 
@@ -120,7 +123,9 @@ type Hello struct {
 	// HasSNI reports whether a server_name extension was present.
 	HasSNI bool
 	// RecordVersion is the legacy version of the first TLS record header,
-	// which an alert sent back should carry. Zero from ParseHandshake.
+	// which an alert sent back should carry. Read sets it even on error
+	// once a first handshake record header was read; ParseHandshake leaves
+	// it zero.
 	RecordVersion uint16
 	// Version is the legacy_version field of the ClientHello itself.
 	Version uint16
