@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -393,8 +394,8 @@ func (c *Config) validate() error {
 }
 
 // checkHostPort accepts host:port with a numeric port; port 0 only when
-// listen is set. An empty host is allowed for listen addresses (all
-// interfaces).
+// listen is set. Listen addresses take an IP literal, localhost or an
+// empty host (all interfaces), as the data plane binds them.
 func checkHostPort(s string, listen bool) error {
 	if s == "" {
 		return errors.New("required")
@@ -405,6 +406,11 @@ func checkHostPort(s string, listen bool) error {
 	}
 	if host == "" && !listen {
 		return fmt.Errorf("host missing in %q", s)
+	}
+	if listen && host != "" && host != "localhost" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return fmt.Errorf("listen host must be an IP address or localhost, got %q", s)
+		}
 	}
 	n, err := strconv.Atoi(port)
 	if err != nil || n < 0 || n > 65535 || (n == 0 && !listen) {

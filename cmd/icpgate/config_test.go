@@ -250,6 +250,7 @@ func TestConfigErrors(t *testing.T) {
 			[]string{"listeners[1].address: must be host:port"}},
 		{"duplicate name", strings.Replace(minimal, "registry:", "  - {name: web, protocol: tls, address: \"127.0.0.1:0\", upstream: \"127.0.0.1:1\"}\nregistry:", 1),
 			[]string{`listeners[1].name: "web" already used by listeners[0]`}},
+		{"listen on a name", strings.Replace(minimal, `address: "127.0.0.1:0"`, `address: "gw.example:80"`, 1), []string{"listeners[0].address: listen host must be an IP address or localhost"}},
 		{"upstream port 0", strings.Replace(minimal, "127.0.0.1:18080", "127.0.0.1:0", 1), []string{"listeners[0].upstream: bad port"}},
 		{"upstream without host", strings.Replace(minimal, "127.0.0.1:18080", ":80", 1), []string{"listeners[0].upstream: host missing"}},
 		{"forwarded_proto", strings.Replace(minimal, "upstream:", "forwarded_proto: ftp, upstream:", 1), []string{"listeners[0].forwarded_proto"}},
