@@ -575,7 +575,26 @@ func (hc *httpConn) serveRequest(first bool) bool {
 	if upstream == "" {
 		upstream = h.l.Upstream
 	}
-	if err := hc.ensureUpstream(upstream); err != nil {
+	// A pooled upstream connection may have been closed by the upstream
+	// while idle. Idempotent requests without a body are simply retried
+	// once on a new connection when that happens (as net/http's Transport
+	// does), which saves a syscall per request; anything else is sent
+	// only after a non-blocking liveness peek.
+	retryable := !req.chunked && req.contentLength <= 0 && !(req.hasUpgrade && req.conn&connUpgrade != 0) && idempotent(req.method.of(head))
+	reused := hc.up != nil && hc.upAddr == upstream && len(hc.upIn.buffered()) == 0
+	err = hc.ensureUpstream(upstream, !retryable)
+	hc.nUp, hc.nDown = 0, 0
+	var keep bool
+	if err == nil {
+		keep, err = hc.forward(head, isHead, reused && retryable)
+		if errors.Is(err, errStaleUpstream) {
+			hc.closeUpstream()
+			if err = hc.ensureUpstream(upstream, false); err == nil {
+				keep, err = hc.forward(head, isHead, false)
+			}
+		}
+	}
+	if err != nil && errors.Is(err, errDial) {
 		kind, status := "upstream_unavailable", 502
 		if errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err) {
 			kind, status = "upstream_timeout", 504
@@ -589,8 +608,6 @@ func (hc *httpConn) serveRequest(first bool) bool {
 		hc.writeErrorSameID(status, kind, hc.host, isHead)
 		return false
 	}
-	hc.nUp, hc.nDown = 0, 0
-	keep, err := hc.forward(head, isHead)
 	h.bytesUp.Add(float64(hc.nUp))
 	h.bytesDown.Add(float64(hc.nDown))
 	h.durPass.Observe(time.Since(start).Seconds())
@@ -659,9 +676,26 @@ func lingerClose(c *net.TCPConn) {
 	}
 }
 
-// ensureUpstream makes hc.up a live connection to addr.
-func (hc *httpConn) ensureUpstream(addr string) error {
-	if hc.up != nil && hc.upAddr == addr && len(hc.upIn.buffered()) == 0 && upstreamAlive(hc.up) {
+// errDial marks a failure to dial the upstream.
+var errDial = errors.New("dialling upstream")
+
+// errStaleUpstream marks a reused upstream connection that turned out to be
+// closed before it answered: the request may be retried on a new one.
+var errStaleUpstream = errors.New("pooled upstream connection closed")
+
+// idempotent reports methods that may be retried (RFC 9110 §9.2.2).
+func idempotent(m []byte) bool {
+	switch string(m) {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return false
+}
+
+// ensureUpstream makes hc.up a connection to addr, reusing the pooled one
+// when it is to addr and clean; check also peeks that it is still open.
+func (hc *httpConn) ensureUpstream(addr string, check bool) error {
+	if hc.up != nil && hc.upAddr == addr && len(hc.upIn.buffered()) == 0 && (!check || upstreamAlive(hc.up)) {
 		return nil
 	}
 	hc.closeUpstream()
@@ -673,7 +707,7 @@ func (hc *httpConn) ensureUpstream(addr string) error {
 	d := net.Dialer{Timeout: hc.h.dial}
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("dialling upstream %s: %w", addr, err)
+		return fmt.Errorf("%w %s: %w", errDial, addr, err)
 	}
 	hc.up = c.(*net.TCPConn)
 	hc.upAddr = addr
@@ -698,8 +732,11 @@ func upstreamAlive(c *net.TCPConn) bool {
 }
 
 // forward sends the passing request upstream, relays its body and the
-// response, and reports whether the client connection stays open.
-func (hc *httpConn) forward(head []byte, isHead bool) (bool, error) {
+// response, and reports whether the client connection stays open. With
+// canRetry (a reused connection, a retryable request), a connection found
+// closed before any response byte yields errStaleUpstream and nothing is
+// written to the client.
+func (hc *httpConn) forward(head []byte, isHead, canRetry bool) (bool, error) {
 	h := hc.h
 	req := &hc.req
 	b := head
@@ -774,6 +811,9 @@ func (hc *httpConn) forward(head []byte, isHead bool) (bool, error) {
 		err = hc.flushOut(hc.up, &hc.nUp)
 	}
 	if err != nil {
+		if canRetry && !isTimeout(err) {
+			return false, fmt.Errorf("%w: %w", errStaleUpstream, err)
+		}
 		if errors.Is(err, ErrHTTPBadRequest) {
 			hc.refuse(err, isHead)
 		} else if hc.nDown == 0 && isTimeout(err) {
@@ -790,7 +830,7 @@ func (hc *httpConn) forward(head []byte, isHead bool) (bool, error) {
 		hc.closeUpstream()
 		return false, fmt.Errorf("relaying request: %w", err)
 	}
-	return hc.relayResponse(isHead, upgrade)
+	return hc.relayResponse(isHead, upgrade, canRetry)
 }
 
 // flushOut writes hc.out to dst.
@@ -924,11 +964,15 @@ func (hc *httpConn) relayChunked(k *chunkReader, src *connBuf, srcConn, dst *net
 // relayResponse reads the upstream's response (after any 1xx interim ones)
 // and relays it to the client. upgrade says the request asked for a
 // protocol upgrade: a 101 then turns the connection into a tunnel.
-func (hc *httpConn) relayResponse(isHead, upgrade bool) (bool, error) {
+func (hc *httpConn) relayResponse(isHead, upgrade, canRetry bool) (bool, error) {
 	h := hc.h
 	up := &hc.upIn
 	for {
 		n, err := hc.readResponseHead()
+		if err != nil && canRetry && hc.nDown == 0 && up.w == 0 && !isTimeout(err) {
+			// Closed (EOF or reset) before a single response byte.
+			return false, fmt.Errorf("%w: %w", errStaleUpstream, err)
+		}
 		if err != nil {
 			hc.closeUpstream()
 			if hc.nDown == 0 {

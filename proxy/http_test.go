@@ -1230,3 +1230,64 @@ func TestHTTPNoGoroutineLeak(t *testing.T) {
 	})
 	goleak.VerifyNone(t, ignore)
 }
+
+// TestHTTPUpstreamClosesIdle: an upstream that closes every connection
+// after one response without saying so. GETs are retried on a new
+// connection; a POST is sent only after the liveness peek, so it is never
+// sent twice.
+func TestHTTPUpstreamClosesIdle(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var mu sync.Mutex
+	var conns, reqs int
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns++
+			mu.Unlock()
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				io.ReadAll(req.Body)
+				mu.Lock()
+				reqs++
+				mu.Unlock()
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}()
+		}
+	}()
+	g := startHTTPGateway(t, httpBaseConfig(ln.Addr().String()), httpTestDecider())
+	c, br := httpDialRaw(t, g.addr)
+	seq := []string{
+		"GET /1 HTTP/1.1\r\nHost: filed.cn\r\n\r\n",
+		"GET /2 HTTP/1.1\r\nHost: filed.cn\r\n\r\n",
+		"POST /3 HTTP/1.1\r\nHost: filed.cn\r\nContent-Length: 2\r\n\r\nhi",
+		"HEAD /4 HTTP/1.1\r\nHost: filed.cn\r\n\r\n",
+		"POST /5 HTTP/1.1\r\nHost: filed.cn\r\nContent-Length: 0\r\n\r\n",
+		"GET /6 HTTP/1.1\r\nHost: filed.cn\r\n\r\n",
+	}
+	for i, r := range seq {
+		time.Sleep(20 * time.Millisecond) // let the upstream's FIN arrive
+		io.WriteString(c, r)
+		method, _, _ := strings.Cut(r, " ")
+		resp, _ := httpReadResp(t, br, method)
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: got %d, want 200", i+1, resp.StatusCode)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if reqs != len(seq) {
+		t.Fatalf("upstream handled %d requests, want %d (no duplicates)", reqs, len(seq))
+	}
+}
