@@ -28,10 +28,13 @@ var (
 // Conn is the connection Read returns: a net.Conn whose next reads first
 // return exactly the bytes Read consumed, then read on from the socket.
 //
-// A Conn comes from a pool. Close (which also closes the socket) or Release
-// returns it; after that the Conn, its Buffered bytes and the Hello read
-// with it must not be used. A Conn that is never closed or released is
-// collected by the GC like any other value.
+// A Conn comes from a pool, with its buffer. Release returns it: call it
+// once no goroutine uses the Conn any more; after that the Conn, its
+// Buffered bytes and the Hello read with it must not be used. Close only
+// closes the socket: it stays safe to call while another goroutine is in
+// Read or ReadFrom (that is how a relay stops the other direction), so it
+// cannot recycle anything. A Conn that is never released is collected by
+// the GC like any other value.
 //
 // Conn is not safe for concurrent reads, like any net.Conn; one reader and
 // one writer may run at the same time.
@@ -59,11 +62,11 @@ func getConn(c net.Conn) *Conn {
 	return sc
 }
 
-// Release returns the Conn's buffer to the pool without closing the socket,
-// for a caller that has written Buffered elsewhere and goes on with
+// Release returns the Conn and its buffer to the pool. It does not close
+// the socket: a caller that wrote Buffered elsewhere may go on with
 // TCPConn (or its own reference to the socket). After Release the Conn,
-// the bytes Buffered returned and the Hello's strings must not be used.
-// Release on a nil Conn does nothing.
+// the bytes Buffered returned and the Hello's strings and slices must not
+// be used. Release is idempotent and does nothing on a nil Conn.
 func (c *Conn) Release() {
 	if c == nil || c.Conn == nil {
 		return
@@ -81,19 +84,19 @@ func (c *Conn) Release() {
 	connPool.Put(c)
 }
 
-// Close closes the socket and releases the Conn (see Release).
+// Close closes the socket. It does not release the Conn (see Release).
+// After Release it returns net.ErrClosed.
 func (c *Conn) Close() error {
 	if c == nil || c.Conn == nil {
 		return net.ErrClosed
 	}
-	err := c.Conn.Close()
-	c.Release()
-	return err
+	return c.Conn.Close()
 }
 
 // Buffered returns the consumed bytes not yet replayed by Read or WriteTo.
-// Right after sni.Read it is every byte the client sent so far: the complete
-// hello records, plus any bytes that arrived in the same reads.
+// Right after sni.Read it is every byte Read consumed: the complete hello
+// records, plus whatever else arrived in the same reads (never more than
+// Options.MaxBytes in all). The slice aliases the pooled buffer.
 func (c *Conn) Buffered() []byte { return c.buf[c.off:] }
 
 // TCPConn returns the underlying *net.TCPConn, or nil when the socket is
@@ -152,7 +155,7 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 // when nothing could be read
 // (an immediate EOF or timeout), otherwise a Conn holding the bytes read
 // (Buffered) so the caller can log them or answer, e.g. with an HTTP 400
-// or a TLS alert; Close or Release it as usual. The error wraps one of
+// or a TLS alert; Release it as usual. The error wraps one of
 // ErrNotTLS, ErrTooLarge, ErrTimeout (with os.ErrDeadlineExceeded) or
 // ErrMalformed, or else the read error itself (io.EOF when the client
 // closed before sending anything, io.ErrUnexpectedEOF when it closed in

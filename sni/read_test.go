@@ -154,6 +154,7 @@ func TestReadEverySplit(t *testing.T) {
 			t.Fatalf("split at %d: got %q and %d bytes, want %q and %d", i, h.ServerName, len(c.Buffered()), "pq.example.cn", len(pq))
 		}
 		c.Close()
+		c.Release()
 	}
 }
 
@@ -585,4 +586,34 @@ func TestConnRelease(t *testing.T) {
 	if err := c.Close(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Close after Release: got %v, want net.ErrClosed", err)
 	}
+}
+
+// TestConnCloseUnblocks checks that Close, called while another goroutine
+// copies from the Conn, stops that copy without a race or a panic.
+func TestConnCloseUnblocks(t *testing.T) {
+	cli, srv := tcpPair(t)
+	pq := loadHello(t, "go-tls13-mlkem.bin")
+	cli.Write(pq)
+	_, c, err := Read(srv, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan int64)
+	go func() {
+		n, _ := io.Copy(io.Discard, c) // replays, then blocks on the socket
+		done <- n
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-done:
+		if n != int64(len(pq)) {
+			t.Errorf("copied %d bytes, want %d", n, len(pq))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not unblock the copy")
+	}
+	c.Release()
 }

@@ -20,25 +20,28 @@
 //		// conn is nil when nothing was read, else it holds the bytes read.
 //		...
 //	}
-//	defer conn.Close()        // closes tcpConn and returns the buffer to the pool
-//	host := hello.ServerName  // "" when the client sent no SNI; valid until Close/Release
+//	defer conn.Release()      // last: recycles the Conn; hello is invalid after it
+//	defer conn.Close()        // closes tcpConn
+//	host := hello.ServerName  // "" when the client sent no SNI
 //	if pass(host) {
 //		io.Copy(upstream, conn) // replays the hello, then splices
 //	}
 //
 // A proxy that handles the two sockets itself writes conn.Buffered() to
-// the upstream, calls conn.Release(), and relays conn.TCPConn().
+// the upstream, calls conn.Release() when it no longer needs the Hello, and
+// relays conn.TCPConn().
 //
 // # Memory and lifetime
 //
 // The hot path does not allocate: the Conn, its read buffer (8 KiB,
 // grown for larger hellos) and the backing arrays of Hello.ALPN and
 // Hello.SupportedVersions come from a sync.Pool. Hello.ServerName and the
-// ALPN strings alias that buffer. They stay valid until Conn.Close or
-// Conn.Release returns it to the pool; use Hello.Clone to keep them longer.
-// The buffer is deliberately not returned when the replay is drained: the
-// Conn is still in use then, and the Hello may still be read. A Conn that is
-// never closed or released is simply collected by the GC.
+// ALPN strings alias that buffer. They stay valid until Conn.Release
+// returns it to the pool; use Hello.Clone to keep them longer. Release is
+// explicit on purpose: the buffer cannot go back when the replay is drained
+// (the Conn is still in use then, and the Hello may still be read), nor on
+// Close (which another goroutine may call to stop a relay still using the
+// Conn). A Conn that is never released is simply collected by the GC.
 //
 // # Strictness, compared with crypto/tls
 //
@@ -114,8 +117,8 @@ type Options struct {
 // Hello is the part of a ClientHello a gateway acts on.
 //
 // Hellos returned by Read alias the Conn's pooled buffer: ServerName, the
-// ALPN strings and the two slices are valid until that Conn is closed or
-// released. Clone makes a copy that owns its memory.
+// ALPN strings and the two slices are valid until that Conn is released.
+// Clone makes a copy that owns its memory.
 type Hello struct {
 	// ServerName is the host_name entry of the server_name extension,
 	// exactly as sent (not lower-cased). Empty when absent.
@@ -134,12 +137,14 @@ type Hello struct {
 	// SupportedVersions lists the supported_versions extension, if any.
 	SupportedVersions []uint16
 	// ECH reports an encrypted_client_hello extension (0xfe0d); ServerName
-	// is then the outer (public) name.
+	// is then the outer (public) name. Browsers also send a GREASE ECH
+	// extension without any ECH config, so ECH alone does not prove the
+	// real name is hidden.
 	ECH bool
 }
 
 // Clone returns a copy of h that shares no memory with any buffer, for
-// keeping a Hello after its Conn is closed or released.
+// keeping a Hello after its Conn is released.
 func (h Hello) Clone() Hello {
 	c := h
 	c.ServerName = strings.Clone(h.ServerName)
