@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -321,4 +323,25 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("got %d proxy listeners, want %d", got, want)
 		}
 	})
+}
+
+func TestNewLogger(t *testing.T) {
+	tests := []struct {
+		format, level string
+		wantPrefix    string // of the Info line; "" means the line is filtered
+	}{
+		{"json", "info", `{"time":`},
+		{"text", "info", "time="},
+		{"", "info", `{"time":`}, // not a terminal: JSON
+		{"json", "warn", ""},
+	}
+	for _, tt := range tests {
+		var buf bytes.Buffer
+		lv := new(slog.LevelVar)
+		log := newLogger(LogConfig{Format: tt.format, Level: tt.level}, &buf, lv)
+		log.Info("hello", "k", 1)
+		if got := buf.String(); !strings.HasPrefix(got, tt.wantPrefix) || (tt.wantPrefix == "" && got != "") {
+			t.Errorf("format %q level %q: got %q, want prefix %q", tt.format, tt.level, got, tt.wantPrefix)
+		}
+	}
 }
