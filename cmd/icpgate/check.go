@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"slices"
 
 	"github.com/icpgate/icpgate/admin"
@@ -47,7 +46,10 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if cfg.Embedded() {
 		err = loadEmbeddedRegistry(reg)
 	} else {
-		err = registry.NewFileSource(cfg.Registry.File, reg, slog.New(slog.DiscardHandler)).Load()
+		var snap *registry.Snapshot
+		if snap, err = registry.LoadSnapshot(cfg.Registry.File); err == nil {
+			reg.Swap(snap)
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "icpgate check: loading registry %s: %v\n", cfg.Registry.File, err)
