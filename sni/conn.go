@@ -93,6 +93,19 @@ func (c *Conn) Close() error {
 	return c.Conn.Close()
 }
 
+// CloseWrite shuts down the writing side of the socket (a TCP half-close),
+// for relays that propagate EOF. It fails with errors.ErrUnsupported when
+// the socket has no CloseWrite.
+func (c *Conn) CloseWrite() error {
+	if c.tcp != nil {
+		return c.tcp.CloseWrite()
+	}
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return fmt.Errorf("sni: %T has no CloseWrite: %w", c.Conn, errors.ErrUnsupported)
+}
+
 // Buffered returns the consumed bytes not yet replayed by Read or WriteTo.
 // Right after sni.Read it is every byte Read consumed: the complete hello
 // records, plus whatever else arrived in the same reads (never more than

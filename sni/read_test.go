@@ -409,7 +409,9 @@ func TestConnCopy(t *testing.T) {
 			if _, err := io.Copy(c, upCli); err != nil {
 				t.Fatal(err)
 			}
-			c.TCPConn().CloseWrite()
+			if err := c.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
 			gotBack, _ := waitCli()
 			if !bytes.Equal(gotBack, back) {
 				t.Fatalf("client got %d bytes, want %d", len(gotBack), len(back))
@@ -432,6 +434,9 @@ func TestReadOverNonTCP(t *testing.T) {
 	defer c.Close()
 	if c.TCPConn() != nil {
 		t.Error("TCPConn() not nil over a pipe")
+	}
+	if err := c.CloseWrite(); !errors.Is(err, errors.ErrUnsupported) {
+		t.Errorf("CloseWrite over a pipe: got %v, want errors.ErrUnsupported", err)
 	}
 	if h.ServerName != "openssl.example.cn" {
 		t.Errorf("got %q, want %q", h.ServerName, "openssl.example.cn")
