@@ -534,6 +534,16 @@ func TestMetricsLint(t *testing.T) {
 	for _, mf := range mfs {
 		names[mf.GetName()] = true
 	}
+	// Every gateway metric is in README's Operations table.
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range names {
+		if strings.HasPrefix(name, "icpgate_") && !bytes.Contains(readme, []byte(name)) {
+			t.Errorf("metric %s is not documented in README.md", name)
+		}
+	}
 	for _, want := range []string{"icpgate_build_info", "icpgate_registry_records", "icpgate_registry_cache_requests_total",
 		"icpgate_registry_last_success_timestamp_seconds", "go_goroutines", "process_open_fds"} {
 		if !names[want] {
