@@ -164,15 +164,14 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 // it returns the parsed Hello and a Conn replaying every byte consumed.
 //
 // On error the Hello is zero except RecordVersion, which is set once a
-// first handshake record header was read (for a TLS alert). The Conn is nil
-// when nothing could be read
-// (an immediate EOF or timeout), otherwise a Conn holding the bytes read
-// (Buffered) so the caller can log them or answer, e.g. with an HTTP 400
-// or a TLS alert; Release it as usual. The error wraps one of
-// ErrNotTLS, ErrTooLarge, ErrTimeout (with os.ErrDeadlineExceeded) or
-// ErrMalformed, or else the read error itself (io.EOF when the client
-// closed before sending anything, io.ErrUnexpectedEOF when it closed in
-// the middle of the hello).
+// first handshake record header was read (for a TLS alert). The Conn is
+// nil when nothing could be read (an immediate EOF or timeout); otherwise
+// it holds the bytes read (Buffered), so the caller can log them or answer,
+// e.g. with an HTTP 400 or a TLS alert, and Release it as usual. The error
+// wraps one of ErrNotTLS, ErrTooLarge, ErrTimeout (together with
+// os.ErrDeadlineExceeded) or ErrMalformed, or else the read error itself
+// (io.EOF when the client closed before sending anything,
+// io.ErrUnexpectedEOF when it closed in the middle of the hello).
 func Read(c net.Conn, o Options) (Hello, *Conn, error) {
 	timeout, limit := o.Timeout, o.MaxBytes
 	if timeout <= 0 {

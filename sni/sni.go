@@ -9,8 +9,11 @@
 // io.WriterTo and io.ReaderFrom and exposes TCPConn, so io.Copy in either
 // direction still reaches splice(2) once the replay is drained.
 //
-// It is a leaf package: it imports only the standard library and
-// golang.org/x/crypto.
+// ParseHandshake parses a bare ClientHello handshake message, such as the
+// CRYPTO data of a QUIC Initial.
+//
+// It is a leaf package: it imports only the standard library (its tests
+// also use golang.org/x/crypto/cryptobyte).
 //
 // Usage sketch:
 //
@@ -57,12 +60,13 @@
 //   - The bytes consumed are capped by Options.MaxBytes (default 64 KiB,
 //     record headers included), so a hello crypto/tls would still read
 //     (its own limit is a 64 KiB message, without record headers) can be
-//     ErrTooLarge here. A handshake message over 64 KiB is ErrTooLarge in
-//     both.
+//     ErrTooLarge here. A handshake message over 64 KiB is rejected by both
+//     (ErrTooLarge here).
 //
 // Like crypto/tls, ServerName is reported as sent: not lower-cased, and
 // possibly holding bytes that are not valid in a hostname (NUL, spaces,
-// a trailing dot is the one thing crypto/tls refuses). Validating the name
+// slashes; a trailing dot is the one thing crypto/tls refuses, and so does
+// Read). Validating the name
 // is the caller's job (the registry's normalisation rejects such names).
 // Two host_name entries, an empty name or an empty list are ErrMalformed, as
 // in crypto/tls; entries of another name type are skipped. A malformed
