@@ -1291,3 +1291,54 @@ func TestHTTPUpstreamClosesIdle(t *testing.T) {
 		t.Fatalf("upstream handled %d requests, want %d (no duplicates)", reqs, len(seq))
 	}
 }
+
+// TestHTTPHelperGateway is not a test: BenchmarkHTTPKeepAliveProcess runs
+// the test binary with it selected to get a gateway in its own process,
+// as nginx is in BenchmarkHTTPKeepAliveNginxParallel. It serves until its
+// stdin closes.
+func TestHTTPHelperGateway(t *testing.T) {
+	up := os.Getenv("ICPGATE_HTTP_HELPER_UPSTREAM")
+	if up == "" {
+		t.Skip("helper process for BenchmarkHTTPKeepAliveProcess")
+	}
+	g := startHTTPGateway(t, httpBaseConfig(up), httpFixedDecider{})
+	fmt.Println("ADDR", g.addr)
+	io.Copy(io.Discard, os.Stdin)
+}
+
+// BenchmarkHTTPKeepAliveProcess is BenchmarkHTTPKeepAliveParallel with the
+// gateway in a separate process, so its CPU is not taken from the load
+// generator's GOMAXPROCS: the fair comparison with nginx.
+func BenchmarkHTTPKeepAliveProcess(b *testing.B) {
+	up := httpRawUpstream(b)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHTTPHelperGateway$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "ICPGATE_HTTP_HELPER_UPSTREAM="+up)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		stdin.Close()
+		cmd.Wait()
+	}()
+	sc := bufio.NewScanner(stdout)
+	addr := ""
+	for sc.Scan() {
+		if a, ok := strings.CutPrefix(sc.Text(), "ADDR "); ok {
+			addr = a
+			break
+		}
+	}
+	if addr == "" {
+		b.Fatal("helper gateway did not start")
+	}
+	go io.Copy(io.Discard, stdout)
+	httpBenchKeepAlive(b, addr, true)
+}
