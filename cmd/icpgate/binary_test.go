@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -319,4 +320,47 @@ func shellSplit(s string) []string {
 		out = append(out, cur.String())
 	}
 	return out
+}
+
+// TestBinarySecondSignal: while a drain waits for an open tunnel, a second
+// SIGTERM ends the process at once (killed by the signal, not exit 0).
+func TestBinarySecondSignal(t *testing.T) {
+	bin := buildBinary(t)
+	o := startOrigin(t)
+	path := writeConfig(t, t.TempDir(), o, "")
+	cmd := exec.Command(bin, "serve", "-config", path)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lt := tailLog(stderr)
+	l := lt.wait(t, "listening", func(m map[string]any) bool { return m["listener"] == "tls" })
+	lt.wait(t, "icpgate started", nil)
+	// An open passthrough tunnel keeps the drain waiting (timeouts.drain 2s).
+	c, err := tls.Dial("tcp", l["address"].(string), &tls.Config{ServerName: "filed.cn", InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	cmd.Process.Signal(syscall.SIGTERM)
+	lt.wait(t, "proxy draining", nil)
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		ee, ok := err.(*exec.ExitError)
+		// A finished drain exits 0; only the signal's default action
+		// reports -1.
+		if !ok || ee.ExitCode() != -1 {
+			t.Errorf("after a second SIGTERM: got %v, want killed by the signal", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit after the second SIGTERM")
+	}
 }

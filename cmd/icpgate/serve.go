@@ -336,6 +336,9 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) int {
 		for {
 			select {
 			case <-ctx.Done():
+				// Draining: restore the default action so a second
+				// SIGINT/SIGTERM ends the process at once.
+				stop()
 				return
 			case <-hup:
 				if err := g.Reload(); err != nil {
