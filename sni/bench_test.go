@@ -76,6 +76,24 @@ func BenchmarkReadMem(b *testing.B) {
 	}
 }
 
+// BenchmarkReadWorstCase is Read on the costliest input the default cap
+// allows: a 64 KiB hello in 1-byte records (about 11,000 of them).
+func BenchmarkReadWorstCase(b *testing.B) {
+	msg := messageOf(b, padded(b, messageOf(b, loadHello(b, "go-tls13-mlkem.bin")), 11000))
+	recs := recordsOf(msg, 1)
+	mc := newMemConn(recs[:min(len(recs), DefaultMaxBytes)])
+	b.ReportAllocs()
+	b.SetBytes(DefaultMaxBytes)
+	for b.Loop() {
+		mc.reset()
+		_, c, err := Read(mc, Options{})
+		if err == nil {
+			b.Fatal("a 66 KiB hello passed a 64 KiB cap")
+		}
+		c.Release()
+	}
+}
+
 // BenchmarkReadLoopback is Read over a loopback TCP connection: the client
 // sends a hello, the server reads it and acknowledges with one byte. It
 // includes the round trip and the deadline system calls.

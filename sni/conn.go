@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"time"
 )
@@ -254,6 +255,8 @@ func (c *Conn) readHello(limit int) (Hello, error) {
 			if err := checkHeader(c.msg, msgLen); err != nil {
 				return h, err
 			}
+			// Grow once for the whole message, not per fragment.
+			c.msg = slices.Grow(c.msg, handshakeHeaderLen+msgLen-len(c.msg))
 		}
 		if msgLen >= 0 {
 			want := handshakeHeaderLen + msgLen

@@ -622,3 +622,46 @@ func TestConnCloseUnblocks(t *testing.T) {
 	}
 	c.Release()
 }
+
+// TestFixtures checks that the captured hellos are what their names say:
+// the post-quantum one offers an X25519MLKEM768 key share (0x11ec), the
+// ECH one carries an outer ECH extension, the TLS 1.2 one no key share.
+func TestFixtures(t *testing.T) {
+	keyShareGroups := func(e []ext) []uint16 {
+		var groups []uint16
+		for _, x := range e {
+			if x.typ != extKeyShare {
+				continue
+			}
+			d := x.data[2:]
+			for len(d) >= 4 {
+				groups = append(groups, uint16(d[0])<<8|uint16(d[1]))
+				d = d[4+(int(d[2])<<8|int(d[3])):]
+			}
+		}
+		return groups
+	}
+	has := func(e []ext, typ uint16) bool {
+		return slices.ContainsFunc(e, func(x ext) bool { return x.typ == typ })
+	}
+	tests := []struct {
+		file  string
+		check func(e []ext) bool
+	}{
+		{"go-tls13-mlkem.bin", func(e []ext) bool { return slices.Contains(keyShareGroups(e), 0x11ec) }},
+		{"go-ech.bin", func(e []ext) bool {
+			i := slices.IndexFunc(e, func(x ext) bool { return x.typ == extECH })
+			return i >= 0 && len(e[i].data) > 100 && e[i].data[0] == 0
+		}},
+		{"go-tls12.bin", func(e []ext) bool { return !has(e, extKeyShare) }},
+		{"openssl-nosni.bin", func(e []ext) bool { return !has(e, extServerName) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			_, e := splitHello(t, messageOf(t, loadHello(t, tt.file)))
+			if !tt.check(e) {
+				t.Errorf("fixture %s does not have the property its name claims", tt.file)
+			}
+		})
+	}
+}
