@@ -327,18 +327,22 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) int {
 		fn(g)
 	}
 
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	sigCtx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The drain starts only once the signal handler is gone, so a second
+	// SIGINT/SIGTERM during the drain takes the default action and ends
+	// the process at once.
+	runCtx, startDrain := context.WithCancel(context.WithoutCancel(ctx))
+	defer startDrain()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	go func() {
 		for {
 			select {
-			case <-ctx.Done():
-				// Draining: restore the default action so a second
-				// SIGINT/SIGTERM ends the process at once.
+			case <-sigCtx.Done():
 				stop()
+				startDrain()
 				return
 			case <-hup:
 				if err := g.Reload(); err != nil {
@@ -348,7 +352,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) int {
 		}
 	}()
 
-	err = g.Run(ctx)
+	err = g.Run(runCtx)
 	if err != nil {
 		log.Error("stopped", "error", err)
 		return exitError
