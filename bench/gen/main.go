@@ -14,7 +14,7 @@
 //
 // Names are site0000000.cn, site0000001.com, ... under single-label suffixes
 // (cn, com, net, top), so "the last two labels" is the registrable domain and
-// HAProxy can find it with field(-2,.,2); see bench/README.md. Of every 100
+// HAProxy can find it with field(-1,.,2); see bench/README.md. Of every 100
 // records, 95 are filed, 2 are changing (pass) and 3 are cancelled (block):
 // only the passing ones go into the nginx and HAProxy maps, which is what an
 // operator of those proxies would export. Output is deterministic.
