@@ -1,0 +1,675 @@
+package sni
+
+// QUIC Initial packets (RFC 9000, RFC 9001 section 5, RFC 9369 for QUIC v2).
+//
+// A QUIC client sends its ClientHello in CRYPTO frames of Initial packets.
+// Their payload is encrypted, but with keys anyone can derive from the
+// client's first Destination Connection ID, so a gateway can read the name
+// without taking part in the handshake: derive the client Initial keys,
+// remove header protection, open the AEAD, collect the CRYPTO frames by
+// offset (Chrome splits the hello over several packets and datagrams and
+// sends the pieces out of order), and parse the hello with ParseHandshake.
+//
+// Initials does this for one connection, datagram by datagram, within
+// caps on CRYPTO bytes and packets; ParseInitial is the one-datagram
+// shortcut. AppendInitialClose builds the server's answer for a blocked
+// connection: an Initial packet carrying a CONNECTION_CLOSE frame.
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// QUIC versions Initials decrypts.
+const (
+	// QUICv1 is QUIC version 1 (RFC 9000).
+	QUICv1 uint32 = 0x00000001
+	// QUICv2 is QUIC version 2 (RFC 9369).
+	QUICv2 uint32 = 0x6b3343cf
+)
+
+// Defaults of QUICOptions.
+const (
+	// DefaultQUICMaxCryptoBytes caps the CRYPTO stream offset+length
+	// Initials accepts: a ClientHello is at most 64 KiB plus its 4-byte
+	// header (the same bound as crypto/tls).
+	DefaultQUICMaxCryptoBytes = maxHandshake + handshakeHeaderLen
+	// DefaultQUICMaxPackets caps the Initial packets one Initials decrypts.
+	// A 64 KiB hello fits in about 55 full-size packets; browsers need 1-3.
+	DefaultQUICMaxPackets = 64
+)
+
+// Errors of the QUIC functions, besides ErrMalformed (undecryptable packet,
+// bad frame) and ErrTooLarge (a cap was reached). Compare with errors.Is.
+var (
+	// ErrNotInitial: the datagram holds no client Initial packet (a short
+	// header packet, only Handshake/0-RTT/Retry packets, or too short).
+	ErrNotInitial = errors.New("not a QUIC initial packet")
+	// ErrQUICVersion: a long header packet of a version other than QUICv1
+	// and QUICv2 (including version negotiation and greased versions).
+	ErrQUICVersion = errors.New("unsupported QUIC version")
+)
+
+// QUIC long header packet types, in their QUIC v1 numbering.
+const (
+	quicInitial   = 0
+	quicZeroRTT   = 1
+	quicHandshake = 2
+	quicRetry     = 3
+)
+
+// Frame types a client may send in Initial packets (RFC 9000, 12.4).
+const (
+	framePadding   = 0x00
+	framePing      = 0x01
+	frameACK       = 0x02
+	frameACKECN    = 0x03
+	frameCrypto    = 0x06
+	frameConnClose = 0x1c
+	maxConnIDLen   = 20
+	aeadTagLen     = 16
+	hpSampleLen    = 16
+)
+
+// Salts of the Initial secrets (RFC 9001 5.2, RFC 9369 3.3.1).
+var (
+	saltV1 = []byte{0x38, 0x76, 0x2c, 0xf7, 0xf5, 0x59, 0x34, 0xb3, 0x4d, 0x17, 0x9a, 0xe6, 0xa4, 0xc8, 0x0c, 0xad, 0xcc, 0xbb, 0x7f, 0x0a}
+	saltV2 = []byte{0x0d, 0xed, 0xe3, 0xde, 0xf7, 0x00, 0xa6, 0xdb, 0x81, 0x93, 0x81, 0xbe, 0x6e, 0x26, 0x9d, 0xcb, 0xf9, 0xbd, 0x2e, 0xd9}
+)
+
+// QUICHeader is the version-independent part of a QUIC packet header
+// (RFC 8999) plus, for long headers, the packet type.
+type QUICHeader struct {
+	// Long reports a long header packet; the fields below are set only
+	// for long headers.
+	Long bool
+	// Version is the long header's version field (0 for version
+	// negotiation).
+	Version uint32
+	// Initial reports a QUICv1 or QUICv2 Initial packet.
+	Initial bool
+	// DCID and SCID are the connection IDs. They alias the datagram.
+	DCID, SCID []byte
+}
+
+// ParseQUICHeader parses the invariant header fields of the first packet in
+// b. It reports false for a datagram too short for its header, or with a
+// connection ID longer than 20 bytes in a QUICv1 or QUICv2 packet. For a
+// short header packet it only sets Long to false: the DCID length of short
+// headers is known only to the endpoint that chose it.
+func ParseQUICHeader(b []byte) (QUICHeader, bool) {
+	var h QUICHeader
+	if len(b) == 0 {
+		return h, false
+	}
+	if b[0]&0x80 == 0 {
+		return h, true
+	}
+	h.Long = true
+	if len(b) < 7 {
+		return h, false
+	}
+	h.Version = binary.BigEndian.Uint32(b[1:5])
+	n := int(b[5])
+	if len(b) < 6+n+1 {
+		return h, false
+	}
+	h.DCID = b[6 : 6+n]
+	m := int(b[6+n])
+	if len(b) < 7+n+m {
+		return h, false
+	}
+	h.SCID = b[7+n : 7+n+m]
+	if h.Version == QUICv1 || h.Version == QUICv2 {
+		if n > maxConnIDLen || m > maxConnIDLen {
+			return h, false
+		}
+		h.Initial = packetType(h.Version, b[0]) == quicInitial
+	}
+	return h, true
+}
+
+// packetType returns the long header packet type of first byte b in v1
+// numbering (QUIC v2 rotates the codes, RFC 9369 3.2).
+func packetType(version uint32, b byte) int {
+	t := int(b>>4) & 3
+	if version == QUICv2 {
+		t = (t + 3) & 3 // v2: Initial 1, 0-RTT 2, Handshake 3, Retry 0
+	}
+	return t
+}
+
+// typeBits returns the long header type bits of packet type t in v1
+// numbering for version.
+func typeBits(version uint32, t int) byte {
+	if version == QUICv2 {
+		t = (t + 1) & 3
+	}
+	return byte(t) << 4
+}
+
+// initialKeys are the AEAD and header protection keys of one direction.
+type initialKeys struct {
+	aead cipher.AEAD
+	iv   [12]byte
+	hp   cipher.Block
+}
+
+// deriveInitialKeys derives the client's (server false) or server's
+// Initial keys for dcid, the client's first Destination Connection ID.
+func deriveInitialKeys(version uint32, dcid []byte, server bool) (*initialKeys, error) {
+	key, iv, hpKey, err := initialSecrets(version, dcid, server)
+	if err != nil {
+		return nil, err
+	}
+	k := new(initialKeys)
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("sni: initial key: %w", err)
+	}
+	if k.aead, err = cipher.NewGCM(block); err != nil {
+		return nil, fmt.Errorf("sni: initial key: %w", err)
+	}
+	if k.hp, err = aes.NewCipher(hpKey); err != nil {
+		return nil, fmt.Errorf("sni: header protection key: %w", err)
+	}
+	copy(k.iv[:], iv)
+	return k, nil
+}
+
+// initialSecrets derives the AEAD key, IV and header protection key of
+// one direction (RFC 9001 5.2, RFC 9369 3.3).
+func initialSecrets(version uint32, dcid []byte, server bool) (key, iv, hp []byte, err error) {
+	salt, keyLabel, ivLabel, hpLabel := saltV1, "quic key", "quic iv", "quic hp"
+	if version == QUICv2 {
+		salt, keyLabel, ivLabel, hpLabel = saltV2, "quicv2 key", "quicv2 iv", "quicv2 hp"
+	}
+	initial, err := hkdf.Extract(sha256.New, dcid, salt)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("sni: deriving initial secret: %w", err)
+	}
+	label := "client in"
+	if server {
+		label = "server in"
+	}
+	secret, err := expandLabel(initial, label, sha256.Size)
+	if err == nil {
+		key, err = expandLabel(secret, keyLabel, 16)
+	}
+	if err == nil {
+		iv, err = expandLabel(secret, ivLabel, 12)
+	}
+	if err == nil {
+		hp, err = expandLabel(secret, hpLabel, 16)
+	}
+	return key, iv, hp, err
+}
+
+// expandLabel is TLS 1.3 HKDF-Expand-Label with an empty context (RFC 8446
+// 7.1), as QUIC uses it.
+func expandLabel(secret []byte, label string, n int) ([]byte, error) {
+	info := make([]byte, 0, 4+6+len(label))
+	info = append(info, byte(n>>8), byte(n), byte(6+len(label)))
+	info = append(info, "tls13 "...)
+	info = append(info, label...)
+	info = append(info, 0)
+	out, err := hkdf.Expand(sha256.New, secret, string(info), n)
+	if err != nil {
+		return nil, fmt.Errorf("sni: expanding %q: %w", label, err)
+	}
+	return out, nil
+}
+
+// nonce returns the AEAD nonce of packet number pn.
+func (k *initialKeys) nonce(pn uint64) [12]byte {
+	n := k.iv
+	for i := 0; i < 8; i++ {
+		n[11-i] ^= byte(pn >> (8 * i))
+	}
+	return n
+}
+
+// QUICOptions bound an Initials. The zero value means the defaults.
+type QUICOptions struct {
+	// MaxCryptoBytes caps the end offset of any CRYPTO frame. Default
+	// DefaultQUICMaxCryptoBytes; zero or negative means the default.
+	MaxCryptoBytes int
+	// MaxPackets caps the Initial packets decrypted. Default
+	// DefaultQUICMaxPackets; zero or negative means the default.
+	MaxPackets int
+}
+
+// Initials reassembles the ClientHello of one QUIC connection from the
+// client's Initial packets. Feed it the connection's datagrams with Add
+// until it returns the Hello. It is not safe for concurrent use; the zero
+// value uses the default QUICOptions.
+//
+// The Hello it returns aliases its reassembly buffer: it stays valid until
+// the next Add or Reset.
+type Initials struct {
+	// Options bound the reassembly; set before the first Add.
+	Options QUICOptions
+
+	version uint32
+	dcid    []byte
+	keys    *initialKeys
+	largest int64 // largest packet number opened; -1 before the first
+	packets int
+	crypto  []byte // CRYPTO stream bytes [0, len) as far as received
+	ranges  []span // received byte ranges of crypto, sorted, disjoint
+	plain   []byte // scratch for opened payloads
+	aad     []byte // scratch for unprotected headers
+	hello   Hello
+	done    bool
+}
+
+// span is a received range [from, to) of the CRYPTO stream.
+type span struct{ from, to int }
+
+// maxSpans caps the holes reassembly tracks, so a peer sending many
+// one-byte fragments cannot make merging quadratic.
+const maxSpans = 64
+
+// Reset clears i for another connection, keeping its buffers and Options.
+func (i *Initials) Reset() {
+	*i = Initials{Options: i.Options, crypto: i.crypto[:0], ranges: i.ranges[:0], plain: i.plain[:0], aad: i.aad[:0], dcid: i.dcid[:0]}
+}
+
+// Version returns the QUIC version of the first Initial packet added, or 0.
+func (i *Initials) Version() uint32 { return i.version }
+
+// Add decrypts the client Initial packets in datagram (other packet types
+// coalesced with them are skipped) and adds their CRYPTO data. It returns
+// the Hello once the ClientHello is complete (and again on later calls).
+// While more data is needed the error matches io.ErrUnexpectedEOF.
+// Otherwise the error matches ErrNotInitial, ErrQUICVersion, ErrMalformed
+// or ErrTooLarge; the first datagram of a connection must hold an Initial.
+// datagram is not modified and not retained.
+func (i *Initials) Add(datagram []byte) (Hello, error) {
+	if i.done {
+		return i.hello, nil
+	}
+	b := datagram
+	sawInitial := false
+	for len(b) > 0 {
+		if b[0]&0x80 == 0 {
+			break // a short header packet ends the datagram
+		}
+		h, ok := ParseQUICHeader(b)
+		if !ok {
+			if !sawInitial {
+				return Hello{}, fmt.Errorf("sni: truncated QUIC long header: %w", ErrNotInitial)
+			}
+			return Hello{}, malformed("truncated coalesced QUIC packet")
+		}
+		if h.Version != QUICv1 && h.Version != QUICv2 {
+			if sawInitial {
+				break // RFC 9000 12.2: ignore coalesced packets of another version
+			}
+			return Hello{}, fmt.Errorf("sni: QUIC version %#08x: %w", h.Version, ErrQUICVersion)
+		}
+		n, err := i.addPacket(b, h)
+		if err != nil {
+			return Hello{}, err
+		}
+		sawInitial = sawInitial || h.Initial
+		b = b[n:]
+	}
+	if !sawInitial {
+		return Hello{}, fmt.Errorf("sni: no initial packet in datagram: %w", ErrNotInitial)
+	}
+	return i.parse()
+}
+
+// addPacket processes the long header packet at the start of b and returns
+// its length. Packets other than Initials are skipped.
+func (i *Initials) addPacket(b []byte, h QUICHeader) (int, error) {
+	if packetType(h.Version, b[0]) == quicRetry {
+		return len(b), nil // a Retry has no length field and is never from a client
+	}
+	p := 7 + len(h.DCID) + len(h.SCID)
+	if h.Initial {
+		tok, n := readVarint(b[p:])
+		if n == 0 || uint64(len(b)-p-n) < tok {
+			return 0, malformed("bad QUIC token length")
+		}
+		p += n + int(tok)
+	}
+	length, n := readVarint(b[p:])
+	if n == 0 || uint64(len(b)-p-n) < length {
+		return 0, malformed("bad QUIC packet length")
+	}
+	pnOff := p + n
+	end := pnOff + int(length)
+	if !h.Initial {
+		return end, nil
+	}
+	if err := i.open(b[:end], h, pnOff); err != nil {
+		return 0, err
+	}
+	return end, nil
+}
+
+// open removes header protection from the Initial packet pkt, decrypts it
+// and adds its frames.
+func (i *Initials) open(pkt []byte, h QUICHeader, pnOff int) error {
+	if i.keys == nil {
+		k, err := deriveInitialKeys(h.Version, h.DCID, false)
+		if err != nil {
+			return err
+		}
+		i.keys, i.version = k, h.Version
+		i.dcid = append(i.dcid[:0], h.DCID...)
+		i.largest = -1
+	} else if h.Version != i.version || string(h.DCID) != string(i.dcid) {
+		// Before the server answers, every client Initial carries the
+		// first DCID; another one is another connection.
+		return malformed("QUIC initial of another connection")
+	}
+	if i.packets >= i.maxPackets() {
+		return fmt.Errorf("sni: more than %d QUIC initial packets: %w", i.maxPackets(), ErrTooLarge)
+	}
+	i.packets++
+	if len(pkt) < pnOff+4+hpSampleLen {
+		return malformed("QUIC initial too short for header protection sample")
+	}
+	var mask [aes.BlockSize]byte
+	i.keys.hp.Encrypt(mask[:], pkt[pnOff+4:pnOff+4+hpSampleLen])
+	first := pkt[0] ^ mask[0]&0x0f
+	pnLen := int(first&3) + 1
+	i.aad = append(i.aad[:0], pkt[:pnOff+pnLen]...)
+	i.aad[0] = first
+	var truncated uint64
+	for k := 0; k < pnLen; k++ {
+		i.aad[pnOff+k] ^= mask[1+k]
+		truncated = truncated<<8 | uint64(i.aad[pnOff+k])
+	}
+	pn := decodePN(i.largest, truncated, pnLen)
+	nonce := i.keys.nonce(pn)
+	ct := pkt[pnOff+pnLen:]
+	if len(ct) < aeadTagLen {
+		return malformed("QUIC initial payload shorter than its tag")
+	}
+	plain, err := i.keys.aead.Open(i.plain[:0], nonce[:], ct, i.aad)
+	if err != nil {
+		return fmt.Errorf("sni: opening QUIC initial packet %d: %w", pn, ErrMalformed)
+	}
+	i.plain = plain
+	if first&0x0c != 0 {
+		return malformed("QUIC initial with reserved bits set")
+	}
+	if int64(pn) > i.largest {
+		i.largest = int64(pn)
+	}
+	return i.frames(plain)
+}
+
+// decodePN reconstructs a full packet number from its truncated encoding
+// (RFC 9000 A.3).
+func decodePN(largest int64, truncated uint64, pnLen int) uint64 {
+	expected := uint64(largest + 1)
+	win := uint64(1) << (8 * pnLen)
+	hwin, mask := win/2, win-1
+	candidate := expected&^mask | truncated
+	switch {
+	case candidate+hwin <= expected && candidate < 1<<62-win:
+		return candidate + win
+	case candidate > expected+hwin && candidate >= win:
+		return candidate - win
+	}
+	return candidate
+}
+
+// frames walks the frames of a decrypted Initial payload.
+func (i *Initials) frames(p []byte) error {
+	if len(p) == 0 {
+		return malformed("empty QUIC initial payload")
+	}
+	for len(p) > 0 {
+		typ, n := readVarint(p)
+		if n == 0 {
+			return malformed("truncated QUIC frame type")
+		}
+		p = p[n:]
+		switch typ {
+		case framePadding, framePing:
+		case frameACK, frameACKECN:
+			var v [4]uint64
+			if p, n = readVarints(p, v[:]); n == 0 {
+				return malformed("truncated QUIC ACK frame")
+			}
+			for r := v[2]; r > 0; r-- { // gap, range length
+				if p, n = readVarints(p, v[:2]); n == 0 {
+					return malformed("truncated QUIC ACK range")
+				}
+			}
+			if typ == frameACKECN {
+				if p, n = readVarints(p, v[:3]); n == 0 {
+					return malformed("truncated QUIC ACK ECN counts")
+				}
+			}
+		case frameCrypto:
+			var v [2]uint64
+			if p, n = readVarints(p, v[:]); n == 0 || uint64(len(p)) < v[1] {
+				return malformed("truncated QUIC CRYPTO frame")
+			}
+			if err := i.addCrypto(v[0], p[:v[1]]); err != nil {
+				return err
+			}
+			p = p[v[1]:]
+		case frameConnClose:
+			return malformed("QUIC client closed the connection in its initial")
+		default:
+			return fmt.Errorf("sni: QUIC frame type %#x in an initial packet: %w", typ, ErrMalformed)
+		}
+	}
+	return nil
+}
+
+// addCrypto copies CRYPTO data at offset into the reassembly buffer.
+func (i *Initials) addCrypto(offset uint64, data []byte) error {
+	end := offset + uint64(len(data))
+	if end > uint64(i.maxCrypto()) {
+		return fmt.Errorf("sni: QUIC CRYPTO data up to offset %d: %w", end, ErrTooLarge)
+	}
+	if len(data) == 0 {
+		return nil
+	}
+	from, to := int(offset), int(end)
+	if to > len(i.crypto) {
+		if to > cap(i.crypto) {
+			c := make([]byte, to, max(to, 2*cap(i.crypto), 2048))
+			copy(c, i.crypto)
+			i.crypto = c
+		}
+		i.crypto = i.crypto[:to]
+	}
+	// Retransmitted bytes are copied again; a peer that changes them only
+	// confuses its own handshake.
+	copy(i.crypto[from:], data)
+	return i.mark(from, to)
+}
+
+// mark records [from, to) as received, merging overlapping and adjacent
+// ranges.
+func (i *Initials) mark(from, to int) error {
+	r := i.ranges
+	k := 0
+	for k < len(r) && r[k].to < from {
+		k++
+	}
+	j := k
+	for j < len(r) && r[j].from <= to {
+		from, to = min(from, r[j].from), max(to, r[j].to)
+		j++
+	}
+	if j == k { // no overlap: insert
+		if len(r) >= maxSpans {
+			return fmt.Errorf("sni: QUIC CRYPTO data in more than %d pieces: %w", maxSpans, ErrTooLarge)
+		}
+		r = append(r, span{})
+		copy(r[k+1:], r[k:])
+		r[k] = span{from, to}
+	} else {
+		r[k] = span{from, to}
+		r = append(r[:k+1], r[j:]...)
+	}
+	i.ranges = r
+	return nil
+}
+
+// parse parses the contiguous CRYPTO prefix once it holds the whole hello.
+func (i *Initials) parse() (Hello, error) {
+	if len(i.ranges) == 0 || i.ranges[0].from != 0 {
+		return Hello{}, fmt.Errorf("sni: waiting for the start of the QUIC CRYPTO stream: %w: %w", ErrMalformed, io.ErrUnexpectedEOF)
+	}
+	h, err := ParseHandshake(i.crypto[:i.ranges[0].to])
+	if err != nil {
+		return Hello{}, err
+	}
+	i.hello, i.done = h, true
+	return h, nil
+}
+
+func (i *Initials) maxPackets() int {
+	if i.Options.MaxPackets > 0 {
+		return i.Options.MaxPackets
+	}
+	return DefaultQUICMaxPackets
+}
+
+func (i *Initials) maxCrypto() int {
+	if i.Options.MaxCryptoBytes > 0 {
+		return i.Options.MaxCryptoBytes
+	}
+	return DefaultQUICMaxCryptoBytes
+}
+
+// ParseInitial parses the ClientHello carried by the client Initial
+// packets of one datagram. A hello spread over several datagrams needs an
+// Initials; for such a datagram the error matches io.ErrUnexpectedEOF.
+// The returned strings do not alias datagram.
+func ParseInitial(datagram []byte) (Hello, error) {
+	var i Initials
+	return i.Add(datagram)
+}
+
+// readVarint reads a QUIC variable-length integer (RFC 9000 16); n is 0
+// when b is too short.
+func readVarint(b []byte) (v uint64, n int) {
+	if len(b) == 0 {
+		return 0, 0
+	}
+	n = 1 << (b[0] >> 6)
+	if len(b) < n {
+		return 0, 0
+	}
+	v = uint64(b[0] & 0x3f)
+	for k := 1; k < n; k++ {
+		v = v<<8 | uint64(b[k])
+	}
+	return v, n
+}
+
+// readVarints reads len(out) varints; n is 0 when b is too short.
+func readVarints(b []byte, out []uint64) (rest []byte, n int) {
+	total := 0
+	for k := range out {
+		v, m := readVarint(b)
+		if m == 0 {
+			return b, 0
+		}
+		out[k], b, total = v, b[m:], total+m
+	}
+	return b, total
+}
+
+// appendVarint appends v (< 2^62) in the shortest QUIC encoding.
+func appendVarint(b []byte, v uint64) []byte {
+	switch {
+	case v < 1<<6:
+		return append(b, byte(v))
+	case v < 1<<14:
+		return append(b, 0x40|byte(v>>8), byte(v))
+	case v < 1<<30:
+		return append(b, 0x80|byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+	}
+	return append(b, 0xc0|byte(v>>56), byte(v>>48), byte(v>>40), byte(v>>32), byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+}
+
+// QUIC transport error codes for AppendInitialClose (RFC 9000 20.1).
+const (
+	// QUICNoError (0x0) closes without signalling an error.
+	QUICNoError uint64 = 0x0
+	// QUICAccessDenied is CRYPTO_ERROR for the TLS access_denied alert
+	// (0x100 + 49): the handshake failed, which clients treat as a QUIC
+	// failure and fall back to TCP.
+	QUICAccessDenied uint64 = 0x131
+)
+
+// AppendInitialClose appends to dst a server Initial packet that closes the
+// connection with a CONNECTION_CLOSE frame (type 0x1c) carrying code and
+// reason. origDCID is the DCID of the client's first Initial (the server's
+// Initial keys derive from it); dcid is the client's SCID, to which the
+// packet is addressed; scid is the connection ID the server picks (the
+// client adopts it, so it should be fresh and 8+ bytes). The packet is
+// not padded: CONNECTION_CLOSE is not ack-eliciting (RFC 9000 14.1).
+func AppendInitialClose(dst []byte, version uint32, origDCID, dcid, scid []byte, code uint64, reason string) ([]byte, error) {
+	if version != QUICv1 && version != QUICv2 {
+		return dst, fmt.Errorf("sni: QUIC version %#08x: %w", version, ErrQUICVersion)
+	}
+	if len(dcid) > maxConnIDLen || len(scid) > maxConnIDLen {
+		return dst, fmt.Errorf("sni: connection ID over %d bytes: %w", maxConnIDLen, ErrMalformed)
+	}
+	if len(reason) > 256 {
+		reason = reason[:256]
+	}
+	k, err := deriveInitialKeys(version, origDCID, true)
+	if err != nil {
+		return dst, err
+	}
+	var frame []byte
+	frame = append(frame, frameConnClose)
+	frame = appendVarint(frame, code)
+	frame = append(frame, 0) // the frame type that triggered the error: none
+	frame = appendVarint(frame, uint64(len(reason)))
+	frame = append(frame, reason...)
+	const pnLen = 2
+	for len(frame) < 4 { // the header protection sample needs 4 bytes past the packet number
+		frame = append(frame, framePadding)
+	}
+	start := len(dst)
+	dst = append(dst, 0xc0|typeBits(version, quicInitial)|(pnLen-1))
+	dst = binary.BigEndian.AppendUint32(dst, version)
+	dst = append(dst, byte(len(dcid)))
+	dst = append(dst, dcid...)
+	dst = append(dst, byte(len(scid)))
+	dst = append(dst, scid...)
+	dst = append(dst, 0) // token length
+	length := pnLen + len(frame) + aeadTagLen
+	dst = append(dst, 0x40|byte(length>>8), byte(length))
+	dst = append(dst, 0, 0) // packet number 0
+	return sealInitial(dst, start, len(dst)-pnLen, pnLen, 0, frame, k), nil
+}
+
+// sealInitial encrypts payload as packet number pn after the header in
+// dst[start:], whose packet number field of pnLen bytes starts at pnOff,
+// and applies header protection.
+func sealInitial(dst []byte, start, pnOff, pnLen int, pn uint64, payload []byte, k *initialKeys) []byte {
+	nonce := k.nonce(pn)
+	hdrEnd := len(dst)
+	dst = k.aead.Seal(dst, nonce[:], payload, dst[start:hdrEnd])
+	var mask [aes.BlockSize]byte
+	k.hp.Encrypt(mask[:], dst[pnOff+4:pnOff+4+hpSampleLen])
+	dst[start] ^= mask[0] & 0x0f
+	for j := 0; j < pnLen; j++ {
+		dst[pnOff+j] ^= mask[1+j]
+	}
+	return dst
+}

@@ -1,0 +1,563 @@
+package sni
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// rfcDCID is the client's Destination Connection ID of the RFC 9001
+// Appendix A (and RFC 9369 Appendix A) examples.
+var rfcDCID = []byte{0x83, 0x94, 0xc8, 0xf0, 0x3e, 0x51, 0x57, 0x08}
+
+// loadHex reads a hex fixture from testdata/.
+func loadHex(tb testing.TB, name string) []byte {
+	tb.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil {
+		tb.Fatalf("%s: %v", name, err)
+	}
+	return out
+}
+
+func mustHex(tb testing.TB, s string) []byte {
+	tb.Helper()
+	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// TestQUICInitialSecrets checks key derivation against RFC 9001 A.1 and
+// RFC 9369 A.1.
+func TestQUICInitialSecrets(t *testing.T) {
+	tests := []struct {
+		name         string
+		version      uint32
+		server       bool
+		key, iv, hp  string
+		sample, mask string // header protection: AES-ECB(hp, sample)[:5]
+	}{
+		{"v1 client", QUICv1, false, "1f369613dd76d5467730efcbe3b1a22d", "fa044b2f42a3fd3b46fb255c", "9f50449e04a0e810283a1e9933adedd2",
+			"d1b1c98dd7689fb8ec11d242b123dc9b", "437b9aec36"},
+		{"v1 server", QUICv1, true, "cf3a5331653c364c88f0f379b6067e37", "0ac1493ca1905853b0bba03e", "c206b8d9b9f0f37644430b490eeaa314",
+			"2cd0991cd25b0aac406a5816b6394100", "2ec0d8356a"},
+		{"v2 client", QUICv2, false, "8b1a0bc121284290a29e0971b5cd045d", "91f73e2351d8fa91660e909f", "", "", ""},
+		{"v2 server", QUICv2, true, "82db637861d55e1d011f19ea71d5d2a7", "dd13c276499c0249d3310652", "", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key, iv, hp, err := initialSecrets(tt.version, rfcDCID, tt.server)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := hex.EncodeToString(key); got != tt.key {
+				t.Errorf("key: got %q, want %q", got, tt.key)
+			}
+			if got := hex.EncodeToString(iv); got != tt.iv {
+				t.Errorf("iv: got %q, want %q", got, tt.iv)
+			}
+			if tt.hp != "" {
+				if got := hex.EncodeToString(hp); got != tt.hp {
+					t.Errorf("hp: got %q, want %q", got, tt.hp)
+				}
+			}
+			if tt.sample != "" {
+				k, err := deriveInitialKeys(tt.version, rfcDCID, tt.server)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var mask [16]byte
+				k.hp.Encrypt(mask[:], mustHex(t, tt.sample))
+				if got := hex.EncodeToString(mask[:5]); got != tt.mask {
+					t.Errorf("mask: got %q, want %q", got, tt.mask)
+				}
+			}
+		})
+	}
+}
+
+// TestParseInitialRFC decrypts the full client Initial packets of RFC 9001
+// A.2 and RFC 9369 A.2 and checks the CRYPTO data and the hello in it.
+func TestParseInitialRFC(t *testing.T) {
+	frame := loadHex(t, "quic-rfc-client-crypto.hex") // CRYPTO frame: 06 00 40f1 <hello>
+	wantCrypto := frame[4:]
+	for _, tt := range []struct {
+		file    string
+		version uint32
+	}{
+		{"quic-rfc-v1-client-initial.hex", QUICv1},
+		{"quic-rfc-v2-client-initial.hex", QUICv2},
+	} {
+		t.Run(tt.file, func(t *testing.T) {
+			pkt := loadHex(t, tt.file)
+			orig := bytes.Clone(pkt)
+			var in Initials
+			h, err := in.Add(pkt)
+			if err != nil {
+				t.Fatalf("Add: %v", err)
+			}
+			if !bytes.Equal(pkt, orig) {
+				t.Error("Add modified the datagram")
+			}
+			if got := in.Version(); got != tt.version {
+				t.Errorf("version: got %#x, want %#x", got, tt.version)
+			}
+			if got := in.crypto[:in.ranges[0].to]; !bytes.Equal(got, wantCrypto) {
+				t.Errorf("CRYPTO data: got %x, want %x", got, wantCrypto)
+			}
+			if h.ServerName != "example.com" {
+				t.Errorf("ServerName: got %q, want %q", h.ServerName, "example.com")
+			}
+			if len(h.ALPN) != 1 || h.ALPN[0] != "alpn" {
+				t.Errorf("ALPN: got %q, want %q", h.ALPN, []string{"alpn"})
+			}
+			if in.largest != 2 {
+				t.Errorf("packet number: got %d, want %d", in.largest, 2)
+			}
+			h2, err := ParseInitial(pkt)
+			if err != nil || h2.ServerName != "example.com" {
+				t.Errorf("ParseInitial: got %q, %v, want %q", h2.ServerName, err, "example.com")
+			}
+		})
+	}
+}
+
+// TestSealInitialRFC checks packet protection (the code that builds
+// CONNECTION_CLOSE packets) against the server Initial of RFC 9001 A.3 and
+// RFC 9369 A.3.
+func TestSealInitialRFC(t *testing.T) {
+	payload := loadHex(t, "quic-rfc-server-payload.hex")
+	for _, tt := range []struct {
+		file, header string
+		version      uint32
+	}{
+		{"quic-rfc-v1-server-initial.hex", "c1000000010008f067a5502a4262b50040750001", QUICv1},
+		{"quic-rfc-v2-server-initial.hex", "d16b3343cf0008f067a5502a4262b50040750001", QUICv2},
+	} {
+		t.Run(tt.file, func(t *testing.T) {
+			k, err := deriveInitialKeys(tt.version, rfcDCID, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hdr := mustHex(t, tt.header)
+			got := sealInitial(hdr, 0, len(hdr)-2, 2, 1, payload, k)
+			if want := loadHex(t, tt.file); !bytes.Equal(got, want) {
+				t.Errorf("got %x, want %x", got, want)
+			}
+		})
+	}
+}
+
+// quicPacket describes one client Initial packet for initialDatagram.
+type quicPacket struct {
+	pn     uint64
+	frames []byte
+}
+
+// testDCID and testSCID are the connection IDs of built test packets.
+var (
+	testDCID = []byte{1, 2, 3, 4, 5, 6, 7, 8}
+	testSCID = []byte{9, 9, 9, 9}
+)
+
+// initialDatagram builds a datagram of protected client Initial packets,
+// padded to 1200 bytes with PADDING frames in the last packet when pad.
+func initialDatagram(tb testing.TB, version uint32, dcid []byte, pad bool, pkts ...quicPacket) []byte {
+	tb.Helper()
+	k, err := deriveInitialKeys(version, dcid, false)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var out []byte
+	for n, p := range pkts {
+		payload := p.frames
+		hdrLen := 1 + 4 + 1 + len(dcid) + 1 + len(testSCID) + 1 + 2 + 4
+		if pad && n == len(pkts)-1 && len(out)+hdrLen+len(payload)+aeadTagLen < 1200 {
+			payload = append(bytes.Clone(payload), make([]byte, 1200-len(out)-hdrLen-len(payload)-aeadTagLen)...)
+		}
+		start := len(out)
+		out = append(out, 0xc3|typeBits(version, quicInitial)) // 4-byte packet number
+		out = binary.BigEndian.AppendUint32(out, version)
+		out = append(out, byte(len(dcid)))
+		out = append(out, dcid...)
+		out = append(out, byte(len(testSCID)))
+		out = append(out, testSCID...)
+		out = append(out, 0) // no token
+		l := 4 + len(payload) + aeadTagLen
+		out = append(out, 0x40|byte(l>>8), byte(l))
+		out = binary.BigEndian.AppendUint32(out, uint32(p.pn))
+		out = sealInitial(out, start, len(out)-4, 4, p.pn, payload, k)
+	}
+	return out
+}
+
+// cryptoFrame returns a CRYPTO frame carrying msg[from:to].
+func cryptoFrame(msg []byte, from, to int) []byte {
+	f := []byte{frameCrypto}
+	f = appendVarint(f, uint64(from))
+	f = appendVarint(f, uint64(to-from))
+	return append(f, msg[from:to]...)
+}
+
+func cat(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
+
+// quicHello returns a real QUIC ClientHello (Go's tls.QUICClient, SNI
+// quic.example.cn), padded to total bytes when total > 0.
+func quicHello(tb testing.TB, total int) []byte {
+	tb.Helper()
+	msg := loadHello(tb, "go-quic-crypto.bin")
+	if total > 0 {
+		msg = messageOf(tb, padded(tb, msg, total+5*(total/maxPlaintext+1)))
+	}
+	return msg
+}
+
+// TestInitialsReassembly feeds hellos split over packets and datagrams, in
+// and out of order, and checks that the hello is reported exactly when the
+// last missing piece arrives.
+func TestInitialsReassembly(t *testing.T) {
+	msg := quicHello(t, 0)
+	big := quicHello(t, 3000) // needs three datagrams
+	n := len(msg)
+	ack := []byte{frameACK, 0, 0, 1, 0, 0, 0} // largest 0, delay 0, 1 range: first 0, gap 0 len 0
+	ackECN := []byte{frameACKECN, 5, 1, 0, 2, 1, 2, 3}
+	handshake := func() []byte { // a coalesced Handshake packet, skipped unread
+		b := []byte{0xe0}
+		b = binary.BigEndian.AppendUint32(b, QUICv1)
+		b = append(b, byte(len(testDCID)))
+		b = append(b, testDCID...)
+		b = append(b, 0, 0x40, 30)
+		return append(b, make([]byte, 30)...)
+	}
+	tests := []struct {
+		name      string
+		version   uint32
+		datagrams [][]byte
+		want      string
+	}{
+		{"one packet", QUICv1, [][]byte{
+			initialDatagram(t, QUICv1, testDCID, true, quicPacket{0, cryptoFrame(msg, 0, n)}),
+		}, "quic.example.cn"},
+		{"v2 one packet", QUICv2, [][]byte{
+			initialDatagram(t, QUICv2, testDCID, true, quicPacket{0, cryptoFrame(msg, 0, n)}),
+		}, "quic.example.cn"},
+		{"frames reordered in one packet, with PING and PADDING between", QUICv1, [][]byte{
+			initialDatagram(t, QUICv1, testDCID, true, quicPacket{0, cat(cryptoFrame(msg, 100, n), []byte{framePing, framePadding}, cryptoFrame(msg, 0, 100))}),
+		}, "quic.example.cn"},
+		{"two datagrams, second part first", QUICv1, [][]byte{
+			initialDatagram(t, QUICv1, testDCID, true, quicPacket{1, cryptoFrame(msg, 50, n)}),
+			initialDatagram(t, QUICv1, testDCID, true, quicPacket{0, cat(ack, cryptoFrame(msg, 0, 50))}),
+		}, "quic.example.cn"},
+		{"coalesced initials and a handshake packet", QUICv1, [][]byte{
+			cat(initialDatagram(t, QUICv1, testDCID, false, quicPacket{0, cryptoFrame(msg, 0, 10)}, quicPacket{1, cat(ackECN, cryptoFrame(msg, 10, n))}), handshake()),
+		}, "quic.example.cn"},
+		{"overlapping retransmission", QUICv1, [][]byte{
+			initialDatagram(t, QUICv1, testDCID, true, quicPacket{0, cryptoFrame(msg, 0, 40)}),
+			initialDatagram(t, QUICv1, testDCID, true, quicPacket{1, cryptoFrame(msg, 20, 60)}),
+			initialDatagram(t, QUICv1, testDCID, true, quicPacket{2, cryptoFrame(msg, 0, 60)}),
+			initialDatagram(t, QUICv1, testDCID, true, quicPacket{3, cryptoFrame(msg, 60, n)}),
+		}, "quic.example.cn"},
+		{"large hello over three datagrams, reversed (Chrome-like)", QUICv1, [][]byte{
+			initialDatagram(t, QUICv1, testDCID, true, quicPacket{2, cryptoFrame(big, 2200, len(big))}),
+			initialDatagram(t, QUICv1, testDCID, true, quicPacket{1, cryptoFrame(big, 1100, 2200)}),
+			initialDatagram(t, QUICv1, testDCID, true, quicPacket{0, cryptoFrame(big, 0, 1100)}),
+		}, "quic.example.cn"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var in Initials
+			for k, d := range tt.datagrams {
+				h, err := in.Add(d)
+				if k < len(tt.datagrams)-1 {
+					if !errors.Is(err, io.ErrUnexpectedEOF) {
+						t.Fatalf("datagram %d: got error %v, want io.ErrUnexpectedEOF", k, err)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("datagram %d: %v", k, err)
+				}
+				if h.ServerName != tt.want {
+					t.Errorf("got %q, want %q", h.ServerName, tt.want)
+				}
+				if got := in.Version(); got != tt.version {
+					t.Errorf("version: got %#x, want %#x", got, tt.version)
+				}
+			}
+			// Once complete, later datagrams return the same hello.
+			if h, err := in.Add([]byte{0x40}); err != nil || h.ServerName != tt.want {
+				t.Errorf("after completion: got %q, %v, want %q", h.ServerName, err, tt.want)
+			}
+			in.Reset()
+			if _, err := in.Add(tt.datagrams[0]); len(tt.datagrams) > 1 && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Errorf("after Reset: got error %v, want io.ErrUnexpectedEOF", err)
+			}
+		})
+	}
+}
+
+// TestInitialsErrors checks each failure is classified.
+func TestInitialsErrors(t *testing.T) {
+	msg := quicHello(t, 0)
+	good := initialDatagram(t, QUICv1, testDCID, true, quicPacket{0, cryptoFrame(msg, 0, len(msg))})
+	tampered := bytes.Clone(good)
+	tampered[len(tampered)-20] ^= 1
+	versionNeg := append([]byte{0xc0, 0, 0, 0, 0}, good[5:]...)
+	grease := append([]byte{0xc0, 0x1a, 0x2a, 0x3a, 0x4a}, good[5:]...)
+	longCID := append([]byte{0xc0, 0, 0, 0, 1, 21}, make([]byte, 1200)...)
+	stream := initialDatagram(t, QUICv1, testDCID, true, quicPacket{0, []byte{0x08, 0, 1, 'x'}})
+	closeFrame := initialDatagram(t, QUICv1, testDCID, true, quicPacket{0, []byte{frameConnClose, 0, 0, 0}})
+	past := initialDatagram(t, QUICv1, testDCID, true, quicPacket{0, cryptoFrame(make([]byte, DefaultQUICMaxCryptoBytes+1), DefaultQUICMaxCryptoBytes, DefaultQUICMaxCryptoBytes+1)})
+	truncCrypto := initialDatagram(t, QUICv1, testDCID, false, quicPacket{0, []byte{frameCrypto, 0, 0x40}})
+	badLength := bytes.Clone(good)
+	badLength[7+len(testDCID)+len(testSCID)+1] = 0x7f // length field: larger than the datagram
+	notMine := initialDatagram(t, QUICv1, []byte{7, 7, 7, 7, 7, 7, 7, 7}, true, quicPacket{1, cryptoFrame(msg, 10, 20)})
+	tests := []struct {
+		name      string
+		opts      QUICOptions
+		datagrams [][]byte
+		want      error
+	}{
+		{"empty", QUICOptions{}, [][]byte{{}}, ErrNotInitial},
+		{"short header", QUICOptions{}, [][]byte{{0x40, 1, 2, 3}}, ErrNotInitial},
+		{"truncated long header", QUICOptions{}, [][]byte{good[:6]}, ErrNotInitial},
+		{"version negotiation", QUICOptions{}, [][]byte{versionNeg}, ErrQUICVersion},
+		{"greased version", QUICOptions{}, [][]byte{grease}, ErrQUICVersion},
+		{"connection ID over 20 bytes", QUICOptions{}, [][]byte{longCID}, ErrNotInitial},
+		{"tampered ciphertext", QUICOptions{}, [][]byte{tampered}, ErrMalformed},
+		{"length past the datagram", QUICOptions{}, [][]byte{badLength}, ErrMalformed},
+		{"STREAM frame in an initial", QUICOptions{}, [][]byte{stream}, ErrMalformed},
+		{"client CONNECTION_CLOSE", QUICOptions{}, [][]byte{closeFrame}, ErrMalformed},
+		{"truncated CRYPTO frame", QUICOptions{}, [][]byte{truncCrypto}, ErrMalformed},
+		{"CRYPTO past the cap", QUICOptions{}, [][]byte{past}, ErrTooLarge},
+		{"CRYPTO past a set cap", QUICOptions{MaxCryptoBytes: 100}, [][]byte{good}, ErrTooLarge},
+		{"too many packets", QUICOptions{MaxPackets: 1}, [][]byte{
+			initialDatagram(t, QUICv1, testDCID, true, quicPacket{0, cryptoFrame(msg, 0, 10)}),
+			initialDatagram(t, QUICv1, testDCID, true, quicPacket{1, cryptoFrame(msg, 10, 20)}),
+		}, ErrTooLarge},
+		{"another connection's DCID", QUICOptions{}, [][]byte{
+			initialDatagram(t, QUICv1, testDCID, true, quicPacket{0, cryptoFrame(msg, 0, 10)}),
+			notMine,
+		}, ErrMalformed},
+		{"only the end of the hello", QUICOptions{}, [][]byte{
+			initialDatagram(t, QUICv1, testDCID, true, quicPacket{0, cryptoFrame(msg, 10, len(msg))}),
+		}, io.ErrUnexpectedEOF},
+		{"not a ClientHello", QUICOptions{}, [][]byte{
+			initialDatagram(t, QUICv1, testDCID, true, quicPacket{0, cryptoFrame([]byte{2, 0, 0, 1, 0}, 0, 5)}),
+		}, ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := Initials{Options: tt.opts}
+			var err error
+			for _, d := range tt.datagrams {
+				if _, err = in.Add(d); err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+					break
+				}
+			}
+			if !errors.Is(err, tt.want) {
+				t.Errorf("got error %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestInitialsPieces checks the cap on CRYPTO fragments (holes).
+func TestInitialsPieces(t *testing.T) {
+	var in Initials
+	var err error
+	for k := 0; k <= maxSpans && err == nil; k++ {
+		d := initialDatagram(t, QUICv1, testDCID, true, quicPacket{uint64(k), cryptoFrame(make([]byte, 1000), 10+2*k, 11+2*k)})
+		_, err = in.Add(d)
+		if err != nil && errors.Is(err, io.ErrUnexpectedEOF) {
+			err = nil
+		}
+	}
+	if !errors.Is(err, ErrTooLarge) {
+		t.Errorf("got error %v, want %v", err, ErrTooLarge)
+	}
+}
+
+func TestParseQUICHeader(t *testing.T) {
+	msg := quicHello(t, 0)
+	v1 := initialDatagram(t, QUICv1, testDCID, true, quicPacket{0, cryptoFrame(msg, 0, len(msg))})
+	v2 := initialDatagram(t, QUICv2, testDCID, true, quicPacket{0, cryptoFrame(msg, 0, len(msg))})
+	for _, tt := range []struct {
+		name    string
+		b       []byte
+		ok      bool
+		long    bool
+		initial bool
+		dcid    string
+	}{
+		{"v1 initial", v1, true, true, true, "0102030405060708"},
+		{"v2 initial", v2, true, true, true, "0102030405060708"},
+		{"v1 handshake", append([]byte{0xe0, 0, 0, 0, 1, 1, 0xaa, 0}, 0), true, true, false, "aa"},
+		{"v2 initial type bits read as v1", append([]byte{0xd0, 0, 0, 0, 1, 1, 0xaa, 0}, 0), true, true, false, "aa"},
+		{"short header", []byte{0x40, 1, 2}, true, false, false, ""},
+		{"empty", nil, false, false, false, ""},
+		{"truncated DCID", []byte{0xc0, 0, 0, 0, 1, 8, 1}, false, true, false, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h, ok := ParseQUICHeader(tt.b)
+			if ok != tt.ok || h.Long != tt.long || h.Initial != tt.initial {
+				t.Fatalf("got ok=%v long=%v initial=%v, want %v %v %v", ok, h.Long, h.Initial, tt.ok, tt.long, tt.initial)
+			}
+			if got := hex.EncodeToString(h.DCID); ok && got != tt.dcid {
+				t.Errorf("DCID: got %q, want %q", got, tt.dcid)
+			}
+		})
+	}
+}
+
+// TestAppendInitialClose opens the close packet with the client's view of
+// the server keys and checks the frame.
+func TestAppendInitialClose(t *testing.T) {
+	for _, version := range []uint32{QUICv1, QUICv2} {
+		pkt, err := AppendInitialClose([]byte("prefix"), version, testDCID, testSCID, []byte{5, 5, 5, 5, 5, 5, 5, 5}, QUICAccessDenied, "unfiled")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(pkt, []byte("prefix")) {
+			t.Fatal("dst prefix lost")
+		}
+		pkt = pkt[len("prefix"):]
+		h, ok := ParseQUICHeader(pkt)
+		if !ok || !h.Initial || h.Version != version || !bytes.Equal(h.DCID, testSCID) {
+			t.Fatalf("header: got %+v %v, want an initial to %x", h, ok, testSCID)
+		}
+		// Open it as a client would: the server keys of the original DCID.
+		k, err := deriveInitialKeys(version, testDCID, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pnOff := 7 + len(h.DCID) + len(h.SCID) + 1 + 2
+		var mask [16]byte
+		k.hp.Encrypt(mask[:], pkt[pnOff+4:pnOff+20])
+		hdr := bytes.Clone(pkt[:pnOff+2])
+		hdr[0] ^= mask[0] & 0x0f
+		hdr[pnOff] ^= mask[1]
+		hdr[pnOff+1] ^= mask[2]
+		if hdr[0]&3 != 1 || hdr[pnOff] != 0 || hdr[pnOff+1] != 0 {
+			t.Fatalf("packet number: got first byte %#x pn %x, want pn length 2, pn 0", hdr[0], hdr[pnOff:])
+		}
+		nonce := k.nonce(0)
+		plain, err := k.aead.Open(nil, nonce[:], pkt[pnOff+2:], hdr)
+		if err != nil {
+			t.Fatalf("opening: %v", err)
+		}
+		want := []byte{frameConnClose, 0x41, 0x31, 0, 7, 'u', 'n', 'f', 'i', 'l', 'e', 'd'}
+		if !bytes.Equal(plain, want) {
+			t.Errorf("got %x, want %x", plain, want)
+		}
+	}
+	if _, err := AppendInitialClose(nil, 0xbabababa, testDCID, testSCID, testSCID, 0, ""); !errors.Is(err, ErrQUICVersion) {
+		t.Errorf("got error %v, want %v", err, ErrQUICVersion)
+	}
+}
+
+func TestDecodePN(t *testing.T) {
+	for _, tt := range []struct {
+		largest   int64
+		truncated uint64
+		n         int
+		want      uint64
+	}{
+		{0xa82f30ea, 0x9b32, 2, 0xa82f9b32}, // RFC 9000 A.3
+		{-1, 0, 4, 0},
+		{-1, 2, 4, 2},
+		{255, 1, 1, 257},
+	} {
+		if got := decodePN(tt.largest, tt.truncated, tt.n); got != tt.want {
+			t.Errorf("decodePN(%#x, %#x, %d): got %#x, want %#x", tt.largest, tt.truncated, tt.n, got, tt.want)
+		}
+	}
+}
+
+// FuzzParseInitial feeds raw datagrams (sealed false) and, since random
+// bytes almost never decrypt, payloads sealed into a valid Initial packet
+// (sealed true), which exercises frame parsing and reassembly. Errors must
+// be classified; a success must carry a hello ParseHandshake accepts.
+func FuzzParseInitial(f *testing.F) {
+	msg := loadHello(f, "go-quic-crypto.bin")
+	f.Add(loadHex(f, "quic-rfc-v1-client-initial.hex"), false)
+	f.Add(loadHex(f, "quic-rfc-v2-client-initial.hex"), false)
+	f.Add(initialDatagram(f, QUICv1, testDCID, true, quicPacket{0, cryptoFrame(msg, 0, len(msg))}), false)
+	f.Add(loadHex(f, "quic-rfc-client-crypto.hex"), true)
+	f.Add(cryptoFrame(msg, 0, len(msg)), true)
+	f.Add(cat(cryptoFrame(msg, 30, len(msg)), []byte{framePing, frameACK, 0, 0, 1, 0, 0, 0}, cryptoFrame(msg, 0, 30)), true)
+	f.Add([]byte{frameACKECN, 5, 1, 0, 2, 1, 2, 3, 4}, true)
+	f.Fuzz(func(t *testing.T, b []byte, sealed bool) {
+		if sealed {
+			if len(b) > 1100 {
+				return
+			}
+			b = initialDatagram(t, QUICv1, testDCID, true, quicPacket{0, b})
+		}
+		h, err := ParseInitial(b)
+		if err != nil {
+			for _, e := range []error{ErrNotInitial, ErrQUICVersion, ErrMalformed, ErrTooLarge, io.ErrUnexpectedEOF} {
+				if errors.Is(err, e) {
+					return
+				}
+			}
+			t.Fatalf("unclassified error %v", err)
+		}
+		if h.HasSNI && h.ServerName == "" {
+			t.Fatalf("hello with an empty server name")
+		}
+	})
+}
+
+func BenchmarkParseInitial(b *testing.B) {
+	msg := loadHello(b, "go-quic-crypto.bin")
+	for _, bc := range []struct {
+		name string
+		d    []byte
+	}{
+		{"rfc9001", loadHex(b, "quic-rfc-v1-client-initial.hex")},
+		{"go-quic", initialDatagram(b, QUICv1, testDCID, true, quicPacket{0, cryptoFrame(msg, 0, len(msg))})},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(bc.d)))
+			for b.Loop() {
+				if _, err := ParseInitial(bc.d); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkInitialsSplit measures a hello in two reordered datagrams with
+// a reused Initials, the per-connection cost a gateway pays.
+func BenchmarkInitialsSplit(b *testing.B) {
+	msg := loadHello(b, "go-quic-crypto.bin")
+	d1 := initialDatagram(b, QUICv1, testDCID, true, quicPacket{1, cryptoFrame(msg, 100, len(msg))})
+	d2 := initialDatagram(b, QUICv1, testDCID, true, quicPacket{0, cryptoFrame(msg, 0, 100)})
+	b.ReportAllocs()
+	b.SetBytes(int64(len(d1) + len(d2)))
+	var in Initials
+	for b.Loop() {
+		in.Reset()
+		if _, err := in.Add(d1); !errors.Is(err, io.ErrUnexpectedEOF) {
+			b.Fatal(err)
+		}
+		if _, err := in.Add(d2); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
