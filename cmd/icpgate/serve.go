@@ -92,7 +92,7 @@ func NewGateway(cfg *Config, log *slog.Logger, level *slog.LevelVar) (*Gateway, 
 	}
 	metrics.RegisterProcess(g.prom)
 	metrics.RegisterBuildInfo(g.prom, versionString())
-	g.prom.MustRegister(admin.NewRegistryCollector(g.reg, g.reloadStats))
+	g.prom.MustRegister(admin.NewRegistryCollector(g.reg, g.reloadStats), admin.NewReloadStateCollector(g.reloadStats))
 	m := proxy.NewMetrics(g.prom)
 	g.proxy, err = proxy.NewServer(cfg.ProxyConfig(), decider{g.reg}, m, log)
 	if err != nil {

@@ -406,6 +406,17 @@ func TestReload(t *testing.T) {
 	if code, reason, _ := httpGet(t, addr, "cancelled.cn"); code != 451 || reason != "cancelled" {
 		t.Errorf("after refused registry: got %d %q, want 451 cancelled (old registry)", code, reason)
 	}
+	resp, err := http.Get("http://" + g.AdminAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"icpgate_registry_last_reload_failed 1", `icpgate_registry_reloads_total{result="failure"} 1`} {
+		if !bytes.Contains(mb, []byte(want+"\n")) {
+			t.Errorf("metrics after a refused registry: missing %q", want)
+		}
+	}
 	if got := g.Config().Policy.HTTPBlockStatus; got != 451 {
 		t.Errorf("config in effect: got status %d, want 451", got)
 	}
@@ -545,7 +556,7 @@ func TestMetricsLint(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"icpgate_build_info", "icpgate_registry_records", "icpgate_registry_cache_requests_total",
-		"icpgate_registry_last_success_timestamp_seconds", "go_goroutines", "process_open_fds"} {
+		"icpgate_registry_last_success_timestamp_seconds", "icpgate_registry_last_reload_failed", "go_goroutines", "process_open_fds"} {
 		if !names[want] {
 			t.Errorf("gathered metrics: missing %s", want)
 		}
