@@ -42,13 +42,14 @@ const (
 // notYet lists the verbs of DESIGN.md that later issues implement, with the
 // issue that brings each.
 var notYet = map[string]int{
-	"db":      3,
-	"import":  3,
-	"token":   4,
-	"allow":   4,
-	"deny":    4,
-	"explain": 4,
-	"audit":   4,
+	"db":      4,
+	"import":  4,
+	"export":  4,
+	"token":   5,
+	"allow":   5,
+	"deny":    5,
+	"explain": 5,
+	"audit":   5,
 	"report":  5,
 }
 
