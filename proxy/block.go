@@ -318,6 +318,14 @@ func prefersJSON(accept string) bool {
 	return qJSON > qHTML || qJSON == qHTML && qJSON > 0 && specJSON > specHTML
 }
 
+// ReasonAdvice returns, for a reason code, what the site owner should do
+// next, in Chinese and in English: the same text the block page shows. ok is
+// false for an unknown code.
+func ReasonAdvice(reason string) (zh, en string, ok bool) {
+	t, ok := reasonTexts[reason]
+	return t.adviceZh, t.adviceEn, ok
+}
+
 type reasonText struct {
 	titleZh, titleEn     string
 	messageZh, messageEn string

@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/icpgate/icpgate/admin"
+	"github.com/icpgate/icpgate/proxy"
 	"github.com/icpgate/icpgate/registry"
 )
 
@@ -76,7 +77,8 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		io.WriteString(stdout, d.Explain())
 		if d.Verdict != registry.Pass {
-			if hint := ownerHint(d.Reason); hint != "" {
+			// The block page's advice, so support reads what the owner sees.
+			if _, hint, ok := proxy.ReasonAdvice(string(d.Reason)); ok {
 				fmt.Fprintf(stdout, "what to do: %s\n", hint)
 			}
 		}
@@ -103,33 +105,4 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
-}
-
-// ownerHint tells the site owner what unblocks a blocked domain.
-func ownerHint(r registry.Reason) string {
-	switch r {
-	case registry.ReasonUnfiled:
-		return "the domain has no ICP filing: file it with this provider as access provider"
-	case registry.ReasonSuffixNotFileable:
-		return "MIIT does not accept filings for this suffix: use a domain under a fileable suffix"
-	case registry.ReasonNoAccess:
-		return "the domain is filed with another provider: add this provider as access provider (access filing)"
-	case registry.ReasonFilingPending:
-		return "the filing is under review: the site must stay offline until it is approved"
-	case registry.ReasonCancelled:
-		return "MIIT cancelled the filing: a new filing is needed"
-	case registry.ReasonAccessRevoked:
-		return "this provider revoked access: contact support"
-	case registry.ReasonBlacklisted:
-		return "the domain is blacklisted: no override can open it"
-	case registry.ReasonRectificationOverdue:
-		return "the rectification deadline has passed: finish the rectification and ask support to review"
-	case registry.ReasonOverrideDeny:
-		return "an operator denylisted this host: see the override's ticket"
-	case registry.ReasonInvalidHost:
-		return "the name is not a valid host name, or is a public suffix"
-	case registry.ReasonIPAccess:
-		return "access without a name is blocked by policy.ip_access"
-	}
-	return ""
 }

@@ -447,7 +447,7 @@ func TestCheck(t *testing.T) {
 		{"all pass", []string{"-config", path, "filed.cn", "www.filed.cn"}, 0,
 			[]string{"input:      \"filed.cn\"", "domain:     filed.cn", "filing_number=京ICP备10206937号-1", "verdict:    pass (filed)"}},
 		{"one blocked", []string{"-config", path, "filed.cn", "cancelled.cn"}, 1,
-			[]string{"verdict:    block (cancelled)", "what to do: MIIT cancelled the filing"}},
+			[]string{"verdict:    block (cancelled)", "what to do: A cancelled filing number cannot be restored"}},
 		{"json after hosts", []string{"-config", path, "www.filed.cn", "--json"}, 0,
 			[]string{`"host":"www.filed.cn"`, `"normalized":"www.filed.cn"`, `"domain":"filed.cn"`, `"verdict":"pass"`, `"reason":"filed"`, `"filing_number":"京ICP备10206937号-1"`, `"state":"filed"`}},
 		{"json unfiled", []string{"--json", "-config", path, "unfiled.cn"}, 1, []string{`"reason":"unfiled"`, `"filing_number":""`}},
