@@ -269,7 +269,7 @@ func TestNewServerValidation(t *testing.T) {
 			c.Listeners[1].Name, c.Listeners[1].Address = "tls2", "127.0.0.2:8443"
 		}), ""},
 		{"bad protocol", with(func(c *Config) { c.Listeners[0].Protocol = "tcp" }), "listeners[0].protocol"},
-		{"quic not yet", with(func(c *Config) { c.Listeners[0].Protocol = "quic" }), "listeners[0].protocol"},
+		{"auto not yet", with(func(c *Config) { c.Listeners[0].Protocol = "auto" }), "listeners[0].protocol"},
 		{"address without port", with(func(c *Config) { c.Listeners[0].Address = "127.0.0.1" }), "listeners[0].address"},
 		{"address port out of range", with(func(c *Config) { c.Listeners[0].Address = ":70000" }), "listeners[0].address"},
 		{"address host name", with(func(c *Config) { c.Listeners[0].Address = "example.com:443" }), "listeners[0].address"},

@@ -1,0 +1,674 @@
+package proxy
+
+// QUIC listeners (protocol "quic"): decide each QUIC connection on the SNI
+// of its ClientHello, read from the client's Initial packets without
+// taking part in the handshake.
+//
+// One goroutine reads the listening UDP socket. Datagrams are grouped into
+// flows keyed by client address and Destination Connection ID. A new flow
+// starts with a client Initial (a datagram of at least 1200 bytes, as RFC
+// 9000 14.1 requires of clients); its datagrams are buffered (bounded)
+// while sni.Initials decrypts the Initials and reassembles the CRYPTO
+// frames, in any order and across datagrams. When the hello is complete
+// the flow is decided once:
+//
+//   - pass: a connected UDP socket to the upstream is opened for the flow,
+//     the buffered datagrams are sent, and from then on the client's
+//     datagrams go out through it while a goroutine sends the upstream's
+//     answers back to the client from the listening socket. The server's
+//     Source Connection IDs seen in its long header packets are added as
+//     aliases of the flow, so the client's later Initial and Handshake
+//     packets (addressed to them) find it; short header packets are
+//     matched by client address alone. A flow ends after Timeouts.QUICIdle
+//     without a datagram either way.
+//   - block: nothing is ever sent to the upstream, and no socket towards it
+//     is opened. With Policy.QUICBlock "close" (the default) the client
+//     gets a server Initial packet carrying CONNECTION_CLOSE with
+//     CRYPTO_ERROR access_denied (0x131, the QUIC form of the TLS alert
+//     the tls listener sends) and the reason code as its reason phrase. A
+//     QUIC client ends the connection attempt on it at once instead of
+//     retrying until its handshake timeout, and browsers then mark QUIC
+//     broken for the origin and use TCP, where the tls listener explains
+//     the block. 0x131 rather than NO_ERROR (0x0): NO_ERROR during a
+//     handshake reads as "the server went away" and some clients retry.
+//     Policy.QUICBlock "drop" stays silent (the client times out, typically
+//     after its handshake timeout, before falling back).
+//
+// A client Initial for an unknown DCID from an address that already has a
+// flow starts a new flow with its own decision, so a client cannot open a
+// blocked connection over a socket it used for a filed one.
+//
+// ECH: like TLS, a QUIC hello with an encrypted_client_hello extension is
+// decided on its outer (public) name, the only name a gateway can read;
+// such hellos are counted in Metrics.ECHHellos. Browsers send GREASE ECH
+// without a real inner hello, so the count is an upper bound.
+//
+// Limits: at most Limits.MaxQUICFlows flows per listener (pending,
+// passing and recently blocked; a datagram that would start one more is
+// dropped), 32 datagrams or 128 KiB buffered per pending flow, the hello
+// complete within Timeouts.Hello, and sni's caps on CRYPTO bytes and
+// packets. Every dropped datagram is counted in Metrics.QUICDrops by
+// reason.
+//
+// Drain: a QUIC flow's only way back to its client is the listening
+// socket, which a drain or Reload closes with the listener, so open QUIC
+// flows end then (clients reconnect; browsers fall back to TCP meanwhile).
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/icpgate/icpgate/sni"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+)
+
+// QUIC defaults and fixed bounds.
+const (
+	quicBlockClose = "close"
+	quicBlockDrop  = "drop"
+
+	defaultQUICIdle     = 60 * time.Second
+	defaultMaxQUICFlows = 10000
+
+	quicMinInitial         = 1200             // RFC 9000 14.1: a client's Initial datagram is at least this big
+	quicMaxDatagram        = 1<<16 - 1        // largest UDP payload read
+	quicMaxPending         = 32               // datagrams buffered per undecided flow
+	quicMaxPendingBytes    = 128 << 10        // bytes buffered per undecided flow
+	quicBlockedTTL         = 10 * time.Second // how long a blocked flow is remembered (its retransmits are dropped cheaply)
+	quicMaxCloses          = 3                // CONNECTION_CLOSE packets sent per blocked flow
+	quicMaxAliases         = 8                // server connection IDs remembered per flow
+	quicJanitorPeriod      = time.Second
+	quicSCIDLen            = 8
+	quicDownstreamBufBytes = 2048 // per passing flow's read buffer (QUIC stacks send at most about 1500)
+)
+
+// QUIC drop reasons, the reason label values of Metrics.QUICDrops.
+const (
+	quicDropNoFlow       = "no_flow"       // not an Initial and no flow matches
+	quicDropVersion      = "version"       // a QUIC version other than v1 and v2
+	quicDropSmall        = "short_initial" // an Initial datagram under 1200 bytes
+	quicDropMalformed    = "malformed"     // undecryptable or malformed Initial (the flow is refused)
+	quicDropTooLarge     = "too_large"     // hello over sni's caps, or a truncated datagram
+	quicDropFlowLimit    = "flow_limit"    // Limits.MaxQUICFlows reached
+	quicDropPendingLimit = "pending_limit" // too many datagrams before the hello was complete
+	quicDropHelloTimeout = "hello_timeout" // hello not complete within Timeouts.Hello
+	quicDropBlocked      = "blocked"       // datagrams of a blocked flow
+	quicDropUpstream     = "upstream"      // no upstream, or sending to it failed
+)
+
+var quicDropReasons = []string{quicDropNoFlow, quicDropVersion, quicDropSmall, quicDropMalformed, quicDropTooLarge,
+	quicDropFlowLimit, quicDropPendingLimit, quicDropHelloTimeout, quicDropBlocked, quicDropUpstream}
+
+// Flow states.
+const (
+	flowPending = iota // reading the hello
+	flowDialing        // passed; the upstream socket is being opened
+	flowPass           // forwarding
+	flowBlocked        // refused; remembered for quicBlockedTTL
+	flowClosed         // removed from the table
+)
+
+// cid is a connection ID as a comparable map key part.
+type cid struct {
+	n uint8
+	b [20]byte
+}
+
+func makeCID(b []byte) cid {
+	var c cid
+	c.n = uint8(copy(c.b[:], b))
+	return c
+}
+
+// flowKey identifies a flow by client address and a DCID the client uses.
+type flowKey struct {
+	client netip.AddrPort
+	dcid   cid
+}
+
+// quicFlow is one client QUIC connection as the gateway sees it.
+type quicFlow struct {
+	client  netip.AddrPort
+	key     flowKey   // the client's first DCID
+	created time.Time // for the hello deadline and the blocked TTL
+	last    atomic.Int64
+
+	mu           sync.Mutex // guards the fields below
+	state        int
+	in           *sni.Initials // pending only
+	pending      [][]byte
+	pendingBytes int
+	up           *net.UDPConn // dialing: nil; pass: set
+	aliases      []cid
+	version      uint32
+	clientSCID   cid
+	closes       int
+	reason       string
+}
+
+// quicListener serves one bound quic listener.
+type quicListener struct {
+	s   *Server
+	l   *listener
+	pc  *net.UDPConn
+	log *slog.Logger
+
+	flowsCreated prometheus.Counter
+	active       prometheus.Gauge
+	drops        map[string]prometheus.Counter
+	ech          prometheus.Counter
+	decisions    map[string]*[2]prometheus.Counter // by reason; read loop only
+
+	mu     sync.Mutex // guards flows and byAddr
+	flows  map[flowKey]*quicFlow
+	byAddr map[netip.AddrPort]*quicFlow // the latest passing flow of each client address
+
+	wg sync.WaitGroup // flow goroutines
+}
+
+// initialsPool recycles hello reassembly state between flows.
+var initialsPool = sync.Pool{New: func() any { return new(sni.Initials) }}
+
+// bindQUIC opens the UDP socket of a quic listener, with SO_REUSEPORT like
+// the TCP listeners.
+func bindQUIC(lc ListenerConfig) (*net.UDPConn, error) {
+	lcfg := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		})
+		if err == nil && serr != nil {
+			err = fmt.Errorf("setting SO_REUSEPORT: %w", serr)
+		}
+		return err
+	}}
+	pc, err := lcfg.ListenPacket(context.Background(), "udp", lc.Address)
+	if err != nil {
+		return nil, fmt.Errorf("listener %q: binding udp %s: %w", lc.Name, lc.Address, err)
+	}
+	return pc.(*net.UDPConn), nil
+}
+
+// serveQUIC runs the read loop of quic listener l until its socket is
+// closed, then ends every flow and waits for their goroutines.
+func (s *Server) serveQUIC(l *listener) {
+	name := l.name
+	q := &quicListener{
+		s:            s,
+		l:            l,
+		pc:           l.pc,
+		log:          s.log.With("listener", name),
+		flowsCreated: s.m.QUICFlows.WithLabelValues(name),
+		active:       s.m.QUICActiveFlows.WithLabelValues(name),
+		drops:        make(map[string]prometheus.Counter, len(quicDropReasons)),
+		ech:          s.m.ECHHellos.WithLabelValues("quic"),
+		decisions:    map[string]*[2]prometheus.Counter{},
+		flows:        map[flowKey]*quicFlow{},
+		byAddr:       map[netip.AddrPort]*quicFlow{},
+	}
+	for _, r := range quicDropReasons {
+		q.drops[r] = s.m.QUICDrops.WithLabelValues(name, r)
+	}
+	stop := make(chan struct{})
+	janitorDone := make(chan struct{})
+	go func() {
+		defer close(janitorDone)
+		q.janitor(stop)
+	}()
+	q.readLoop()
+	close(stop)
+	<-janitorDone
+	q.closeAll()
+	q.wg.Wait()
+}
+
+// readLoop reads client datagrams until the socket is closed.
+func (q *quicListener) readLoop() {
+	buf := make([]byte, quicMaxDatagram)
+	var backoff time.Duration
+	for {
+		n, _, flags, client, err := q.pc.ReadMsgUDPAddrPort(buf, nil)
+		if err != nil {
+			if q.l.closing.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if backoff == 0 {
+				backoff = 5 * time.Millisecond
+				q.log.Warn("reading quic listener failed, backing off", "error", err)
+			} else {
+				backoff = min(2*backoff, time.Second)
+			}
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		if flags&unix.MSG_TRUNC != 0 {
+			q.drops[quicDropTooLarge].Inc()
+			continue
+		}
+		q.handle(buf[:n], netip.AddrPortFrom(client.Addr().Unmap(), client.Port()))
+	}
+}
+
+// handle routes one client datagram.
+func (q *quicListener) handle(b []byte, client netip.AddrPort) {
+	rt := q.l.rt.Load()
+	h, ok := sni.ParseQUICHeader(b)
+	if !ok {
+		q.drops[quicDropNoFlow].Inc()
+		return
+	}
+	var f *quicFlow
+	q.mu.Lock()
+	if h.Long {
+		f = q.flows[flowKey{client, makeCID(h.DCID)}]
+		if f == nil && !h.Initial {
+			f = q.byAddr[client] // e.g. a 0-RTT or Handshake packet to a CID we did not see
+		}
+	} else {
+		f = q.byAddr[client]
+	}
+	q.mu.Unlock()
+	if f != nil {
+		q.onFlow(rt, f, b, h)
+		return
+	}
+	switch {
+	case h.Long && h.Version != sni.QUICv1 && h.Version != sni.QUICv2:
+		q.drops[quicDropVersion].Inc()
+		return
+	case !h.Initial:
+		q.drops[quicDropNoFlow].Inc()
+		return
+	case len(b) < quicMinInitial:
+		q.drops[quicDropSmall].Inc()
+		return
+	}
+	f = &quicFlow{client: client, key: flowKey{client, makeCID(h.DCID)}, created: time.Now(),
+		state: flowPending, version: h.Version, clientSCID: makeCID(h.SCID)}
+	f.last.Store(f.created.UnixNano())
+	q.mu.Lock()
+	if len(q.flows) >= maxQUICFlows(rt) {
+		q.mu.Unlock()
+		q.drops[quicDropFlowLimit].Inc()
+		return
+	}
+	q.flows[f.key] = f
+	q.mu.Unlock()
+	q.flowsCreated.Inc()
+	q.active.Inc()
+	f.in = initialsPool.Get().(*sni.Initials)
+	q.onFlow(rt, f, b, h)
+}
+
+// onFlow handles a datagram of an existing flow.
+func (q *quicListener) onFlow(rt *listenerRuntime, f *quicFlow, b []byte, h sni.QUICHeader) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch f.state {
+	case flowPass:
+		f.last.Store(time.Now().UnixNano())
+		if _, err := f.up.Write(b); err != nil {
+			q.drops[quicDropUpstream].Inc() // e.g. ECONNREFUSED from an ICMP error: the flow goes on
+			return
+		}
+		rt.bytesUp.Add(float64(len(b)))
+	case flowDialing:
+		q.buffer(f, b)
+	case flowBlocked:
+		q.drops[quicDropBlocked].Inc()
+		if h.Initial {
+			q.sendClose(rt, f)
+		}
+	case flowClosed:
+		q.drops[quicDropNoFlow].Inc()
+	case flowPending:
+		if !q.buffer(f, b) {
+			return
+		}
+		if !h.Initial {
+			return // 0-RTT or the like, buffered until the decision
+		}
+		hello, err := f.in.Add(b)
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return
+		}
+		if err != nil {
+			// Fail closed: a hello that cannot be read is never passed.
+			reason := quicDropMalformed
+			if errors.Is(err, sni.ErrTooLarge) {
+				reason = quicDropTooLarge
+			}
+			q.drops[reason].Add(float64(len(f.pending)))
+			if q.log.Enabled(context.Background(), slog.LevelDebug) {
+				q.log.Debug("quic hello not read", "client", f.client.Addr().String(), "error", err)
+			}
+			q.block(f, "")
+			return
+		}
+		if hello.ECH {
+			q.ech.Inc()
+		}
+		// hello aliases f.in's buffer: decide before releasing it. Decide
+		// does not retain the name.
+		d := q.s.dec.Decide(hello.ServerName)
+		q.countDecision(&d)
+		if !d.Pass {
+			if q.log.Enabled(context.Background(), slog.LevelDebug) {
+				q.log.Debug("quic blocked", "sni", hello.ServerName, "reason", d.Reason, "client", f.client.Addr().String())
+			}
+			q.drops[quicDropBlocked].Add(float64(len(f.pending)))
+			q.block(f, d.Reason)
+			if rt.quicBlock != quicBlockDrop {
+				q.sendClose(rt, f)
+			}
+			return
+		}
+		addr := d.Upstream
+		if addr == "" {
+			addr = rt.cfg.Upstream
+		}
+		q.releaseInitials(f)
+		if addr == "" {
+			// Fail closed, as the tls listener does.
+			rt.upNone.Inc()
+			if !rt.warnedNoUpstream.Swap(true) {
+				rt.log.Warn("passing quic flow has no upstream: the listener has none and the decision named none; dropping such flows",
+					"domain", d.Domain, "reason", d.Reason)
+			}
+			q.drops[quicDropUpstream].Add(float64(len(f.pending)))
+			q.block(f, d.Reason)
+			return
+		}
+		f.state = flowDialing
+		q.wg.Add(1)
+		go q.runFlow(rt, f, addr)
+	}
+}
+
+// buffer keeps a copy of b for sending once the flow passes. It reports
+// false (and refuses the flow) when the flow's buffer is full. f.mu held.
+func (q *quicListener) buffer(f *quicFlow, b []byte) bool {
+	if len(f.pending) >= quicMaxPending || f.pendingBytes+len(b) > quicMaxPendingBytes {
+		q.drops[quicDropPendingLimit].Add(float64(len(f.pending) + 1))
+		q.releaseInitials(f)
+		q.block(f, "")
+		return false
+	}
+	f.pending = append(f.pending, append([]byte(nil), b...))
+	f.pendingBytes += len(b)
+	return true
+}
+
+// block marks f refused and forgets what it buffered. f.mu held.
+func (q *quicListener) block(f *quicFlow, reason string) {
+	f.state = flowBlocked
+	f.reason = reason
+	f.pending, f.pendingBytes = nil, 0
+	q.releaseInitials(f)
+}
+
+// releaseInitials returns f's reassembly state to the pool. f.mu held.
+func (q *quicListener) releaseInitials(f *quicFlow) {
+	if f.in != nil {
+		f.in.Reset()
+		initialsPool.Put(f.in)
+		f.in = nil
+	}
+}
+
+// sendClose answers a blocked flow's Initial with CONNECTION_CLOSE, at most
+// quicMaxCloses times per flow. f.mu held.
+func (q *quicListener) sendClose(rt *listenerRuntime, f *quicFlow) {
+	if rt.quicBlock == quicBlockDrop || f.closes >= quicMaxCloses || f.reason == "" {
+		return
+	}
+	f.closes++
+	var scid [quicSCIDLen]byte
+	rand.Read(scid[:])
+	var buf [128]byte
+	pkt, err := sni.AppendInitialClose(buf[:0], f.version, f.key.dcid.b[:f.key.dcid.n], f.clientSCID.b[:f.clientSCID.n],
+		scid[:], sni.QUICAccessDenied, "icp filing: "+f.reason)
+	if err != nil {
+		return
+	}
+	q.pc.WriteToUDPAddrPort(pkt, f.client)
+}
+
+// countDecision counts a QUIC decision; the counter cache is only used by
+// the read loop, so it needs no lock.
+func (q *quicListener) countDecision(d *Decision) {
+	c, ok := q.decisions[d.Reason]
+	if !ok {
+		c = &[2]prometheus.Counter{
+			q.s.m.Decisions.WithLabelValues("quic", "pass", d.Reason),
+			q.s.m.Decisions.WithLabelValues("quic", "block", d.Reason),
+		}
+		q.decisions[d.Reason] = c
+	}
+	if d.Pass {
+		c[0].Inc()
+	} else {
+		c[1].Inc()
+	}
+}
+
+// runFlow opens the upstream socket of a passing flow, sends what was
+// buffered and relays the upstream's datagrams to the client until the
+// flow is idle for its timeout or the listener closes.
+func (q *quicListener) runFlow(rt *listenerRuntime, f *quicFlow, addr string) {
+	defer q.wg.Done()
+	defer q.remove(f)
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	var up *net.UDPConn
+	if err == nil {
+		up, err = net.DialUDP("udp", nil, ua)
+	}
+	if err != nil {
+		rt.upDial.Inc()
+		if q.log.Enabled(context.Background(), slog.LevelDebug) {
+			q.log.Debug("quic upstream socket failed", "upstream", addr, "error", err)
+		}
+		f.mu.Lock()
+		q.drops[quicDropUpstream].Add(float64(len(f.pending)))
+		f.pending = nil
+		f.mu.Unlock()
+		return
+	}
+	defer up.Close()
+	f.mu.Lock()
+	if f.state == flowClosed { // the listener closed meanwhile
+		f.mu.Unlock()
+		return
+	}
+	for _, b := range f.pending {
+		if _, err := up.Write(b); err == nil {
+			rt.bytesUp.Add(float64(len(b)))
+		}
+	}
+	f.pending, f.pendingBytes = nil, 0
+	f.up = up
+	f.state = flowPass
+	f.mu.Unlock()
+	q.mu.Lock()
+	f.mu.Lock()
+	if f.state == flowPass {
+		q.byAddr[f.client] = f
+	}
+	f.mu.Unlock()
+	q.mu.Unlock()
+	f.last.Store(time.Now().UnixNano())
+
+	idle := quicIdle(rt)
+	buf := make([]byte, quicDownstreamBufBytes)
+	for {
+		up.SetReadDeadline(time.Unix(0, f.last.Load()).Add(idle))
+		n, _, flags, _, err := up.ReadMsgUDPAddrPort(buf, nil)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if time.Since(time.Unix(0, f.last.Load())) < idle {
+					continue // the client sent something meanwhile
+				}
+				q.s.countIdle(q.l.name)
+				return
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue // ECONNREFUSED from an ICMP error and the like
+		}
+		if flags&unix.MSG_TRUNC != 0 {
+			// Rare (datagrams over 2 KiB): this one is lost; this flow
+			// reads with a full-size buffer from now on.
+			q.drops[quicDropTooLarge].Inc()
+			if len(buf) < quicMaxDatagram {
+				buf = make([]byte, quicMaxDatagram)
+			}
+			continue
+		}
+		b := buf[:n]
+		f.last.Store(time.Now().UnixNano())
+		if h, ok := sni.ParseQUICHeader(b); ok && h.Long && len(h.SCID) > 0 {
+			q.addAlias(f, h.SCID)
+		}
+		if _, err := q.pc.WriteToUDPAddrPort(b, f.client); err == nil {
+			rt.bytesDown.Add(float64(n))
+		}
+	}
+}
+
+// addAlias makes the server connection ID scid find f, so that the client's
+// long header packets addressed to it reach the flow.
+func (q *quicListener) addAlias(f *quicFlow, scid []byte) {
+	c := makeCID(scid)
+	f.mu.Lock()
+	for _, a := range f.aliases {
+		if a == c {
+			f.mu.Unlock()
+			return
+		}
+	}
+	if len(f.aliases) >= quicMaxAliases || f.state == flowClosed {
+		f.mu.Unlock()
+		return
+	}
+	f.aliases = append(f.aliases, c)
+	f.mu.Unlock()
+	q.mu.Lock()
+	k := flowKey{f.client, c}
+	if _, taken := q.flows[k]; !taken {
+		q.flows[k] = f
+	}
+	q.mu.Unlock()
+}
+
+// remove deletes f and its aliases from the table and closes its socket.
+func (q *quicListener) remove(f *quicFlow) {
+	f.mu.Lock()
+	if f.state == flowClosed {
+		f.mu.Unlock()
+		return
+	}
+	f.state = flowClosed
+	aliases := f.aliases
+	q.releaseInitials(f)
+	f.pending = nil
+	if f.up != nil {
+		f.up.Close()
+	}
+	f.mu.Unlock()
+	q.mu.Lock()
+	if q.flows[f.key] == f {
+		delete(q.flows, f.key)
+	}
+	for _, a := range aliases {
+		k := flowKey{f.client, a}
+		if q.flows[k] == f {
+			delete(q.flows, k)
+		}
+	}
+	if q.byAddr[f.client] == f {
+		delete(q.byAddr, f.client)
+	}
+	q.mu.Unlock()
+	q.active.Dec()
+}
+
+// janitor expires undecided flows after Timeouts.Hello and blocked flows
+// after quicBlockedTTL, until stop is closed.
+func (q *quicListener) janitor(stop <-chan struct{}) {
+	t := time.NewTicker(quicJanitorPeriod)
+	defer t.Stop()
+	var expired []*quicFlow
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		hello := q.l.rt.Load().hello
+		now := time.Now()
+		expired = expired[:0]
+		q.mu.Lock()
+		for k, f := range q.flows {
+			if k != f.key {
+				continue // an alias
+			}
+			f.mu.Lock()
+			switch {
+			case f.state == flowPending && now.Sub(f.created) > hello:
+				q.drops[quicDropHelloTimeout].Add(float64(len(f.pending)))
+				expired = append(expired, f)
+			case f.state == flowBlocked && now.Sub(f.created) > quicBlockedTTL:
+				expired = append(expired, f)
+			}
+			f.mu.Unlock()
+		}
+		q.mu.Unlock()
+		for _, f := range expired {
+			q.remove(f)
+		}
+		clear(expired)
+	}
+}
+
+// closeAll ends every flow (the listener is closed).
+func (q *quicListener) closeAll() {
+	q.mu.Lock()
+	all := make([]*quicFlow, 0, len(q.flows))
+	for k, f := range q.flows {
+		if k == f.key {
+			all = append(all, f)
+		}
+	}
+	q.mu.Unlock()
+	for _, f := range all {
+		q.remove(f)
+	}
+}
+
+func quicIdle(rt *listenerRuntime) time.Duration {
+	if rt.quicIdle > 0 {
+		return rt.quicIdle
+	}
+	return defaultQUICIdle
+}
+
+func maxQUICFlows(rt *listenerRuntime) int {
+	if rt.maxQUICFlows > 0 {
+		return rt.maxQUICFlows
+	}
+	return defaultMaxQUICFlows
+}

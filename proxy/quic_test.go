@@ -1,0 +1,317 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+)
+
+// countingPacketConn counts the datagrams an upstream QUIC server
+// receives, so a test can prove a blocked client never reached it.
+type countingPacketConn struct {
+	net.PacketConn
+	datagrams atomic.Int64
+}
+
+func (c *countingPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	n, a, err := c.PacketConn.ReadFrom(p)
+	if err == nil {
+		c.datagrams.Add(1)
+	}
+	return n, a, err
+}
+
+// h3Upstream is a real quic-go HTTP/3 server standing in for a hosted site.
+type h3Upstream struct {
+	pc   *countingPacketConn
+	srv  *http3.Server
+	done chan struct{}
+}
+
+func newH3Upstream(t *testing.T) *h3Upstream {
+	t.Helper()
+	cert, _ := testCert(t)
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &h3Upstream{pc: &countingPacketConn{PacketConn: c}, done: make(chan struct{})}
+	u.srv = &http3.Server{
+		TLSConfig: http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}}),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "hello %s over %s", r.Host, r.Proto)
+		}),
+	}
+	go func() {
+		defer close(u.done)
+		u.srv.Serve(u.pc)
+	}()
+	t.Cleanup(func() {
+		u.srv.Close()
+		c.Close()
+		<-u.done
+	})
+	return u
+}
+
+// startQUICGateway runs a Server with one quic listener in front of up.
+func startQUICGateway(t *testing.T, up string, policy Policy, limits Limits) (*Server, *Metrics, string) {
+	t.Helper()
+	m := NewMetrics(prometheus.NewRegistry())
+	srv, err := NewServer(Config{
+		Listeners: []ListenerConfig{{Name: "quic", Protocol: "quic", Address: "127.0.0.1:0", Upstream: up}},
+		Policy:    policy,
+		Limits:    limits,
+		Timeouts:  Timeouts{Hello: 2 * time.Second, Drain: time.Second},
+	}, mapDecider{filed: map[string]string{"filed.cn": ""}}, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return srv, m, srv.Addr("quic").String()
+}
+
+// h3Get fetches https://host/ from the gateway at addr over HTTP/3.
+func h3Get(t *testing.T, addr, host string, handshake time.Duration) (string, error) {
+	t.Helper()
+	_, pool := testCert(t)
+	tr := &http3.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: host},
+		QUICConfig:      &quic.Config{HandshakeIdleTimeout: handshake},
+		Dial: func(ctx context.Context, _ string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
+			return quic.DialAddr(ctx, addr, tlsCfg, cfg)
+		},
+	}
+	defer tr.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+host+"/", nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// TestQUICPassAndBlock runs a quic-go HTTP/3 client through the gateway to
+// a quic-go HTTP/3 upstream: a filed name gets its page, an unfiled one is
+// refused (at once with CONNECTION_CLOSE, or silently with drop), and the
+// upstream never sees a datagram of a refused connection.
+func TestQUICPassAndBlock(t *testing.T) {
+	tests := []struct {
+		name      string
+		block     string
+		host      string
+		handshake time.Duration
+		wantBody  string
+		wantCode  quic.TransportErrorCode // refused with close
+		wantIdle  bool                    // refused with drop: the client times out
+		verdict   string
+		reason    string
+	}{
+		{name: "filed passes", host: "www.filed.cn", handshake: 5 * time.Second,
+			wantBody: "hello www.filed.cn over HTTP/3.0", verdict: "pass", reason: "filed"},
+		{name: "unfiled closed", block: "close", host: "unfiled.cn", handshake: 20 * time.Second,
+			wantCode: quic.TransportErrorCode(0x131), verdict: "block", reason: "unfiled"},
+		{name: "unfiled closed by default", host: "other.cn", handshake: 20 * time.Second,
+			wantCode: quic.TransportErrorCode(0x131), verdict: "block", reason: "unfiled"},
+		{name: "unfiled dropped", block: "drop", host: "unfiled.cn", handshake: time.Second,
+			wantIdle: true, verdict: "block", reason: "unfiled"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newH3Upstream(t)
+			_, m, addr := startQUICGateway(t, up.pc.LocalAddr().String(), Policy{QUICBlock: tt.block}, Limits{})
+			start := time.Now()
+			body, err := h3Get(t, addr, tt.host, tt.handshake)
+			took := time.Since(start)
+			switch {
+			case tt.wantBody != "":
+				if err != nil {
+					t.Fatalf("GET: %v", err)
+				}
+				if body != tt.wantBody {
+					t.Errorf("got %q, want %q", body, tt.wantBody)
+				}
+			case tt.wantIdle:
+				var idle *quic.IdleTimeoutError
+				if !errors.As(err, &idle) {
+					t.Fatalf("got error %v, want a handshake idle timeout", err)
+				}
+			default:
+				var te *quic.TransportError
+				if !errors.As(err, &te) {
+					t.Fatalf("got error %v (%T), want a transport close", err, err)
+				}
+				if te.ErrorCode != tt.wantCode || !te.Remote {
+					t.Errorf("got code %#x remote %v, want %#x from the peer", uint64(te.ErrorCode), te.Remote, uint64(tt.wantCode))
+				}
+				// The handshake timeout is 20 s: an answer within a few
+				// seconds can only be the CONNECTION_CLOSE.
+				if took > 5*time.Second {
+					t.Errorf("refusal took %v, want well under the %v handshake timeout", took, tt.handshake)
+				}
+			}
+			if got := testutil.ToFloat64(m.Decisions.WithLabelValues("quic", tt.verdict, tt.reason)); got != 1 {
+				t.Errorf("decisions{quic,%s,%s}: got %v, want 1", tt.verdict, tt.reason, got)
+			}
+			if tt.verdict == "block" {
+				if got := up.pc.datagrams.Load(); got != 0 {
+					t.Errorf("upstream datagrams: got %d, want 0", got)
+				}
+				if got := testutil.ToFloat64(m.QUICDrops.WithLabelValues("quic", quicDropBlocked)); got < 1 {
+					t.Errorf("blocked drops: got %v, want at least 1", got)
+				}
+			} else if up.pc.datagrams.Load() == 0 {
+				t.Error("upstream saw no datagrams for a passing flow")
+			}
+			if got := testutil.ToFloat64(m.QUICFlows.WithLabelValues("quic")); got != 1 {
+				t.Errorf("flows: got %v, want 1", got)
+			}
+		})
+	}
+}
+
+// TestQUICFlowLimit checks that a full flow table refuses new connections
+// while the open one keeps working, and counts the drops.
+func TestQUICFlowLimit(t *testing.T) {
+	up := newH3Upstream(t)
+	_, m, addr := startQUICGateway(t, up.pc.LocalAddr().String(), Policy{}, Limits{MaxQUICFlows: 1})
+	_, pool := testCert(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tlsConf := &tls.Config{RootCAs: pool, ServerName: "filed.cn", NextProtos: []string{http3.NextProtoH3}}
+	c1, err := quic.DialAddr(ctx, addr, tlsConf, &quic.Config{HandshakeIdleTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("first connection: %v", err)
+	}
+	defer c1.CloseWithError(0, "")
+	_, err = quic.DialAddr(ctx, addr, tlsConf, &quic.Config{HandshakeIdleTimeout: 500 * time.Millisecond})
+	var idle *quic.IdleTimeoutError
+	if !errors.As(err, &idle) {
+		t.Fatalf("second connection: got error %v, want a handshake idle timeout", err)
+	}
+	if got := testutil.ToFloat64(m.QUICDrops.WithLabelValues("quic", quicDropFlowLimit)); got < 1 {
+		t.Errorf("flow_limit drops: got %v, want at least 1", got)
+	}
+	// The first flow still works: open a stream and get the server's
+	// HTTP/3 control stream or at least no error.
+	if err := c1.Context().Err(); err != nil {
+		t.Errorf("first connection ended: %v", err)
+	}
+}
+
+// TestQUICNotInitial checks datagrams that cannot start a flow are dropped
+// and counted by reason, and that nothing reaches the upstream.
+func TestQUICNotInitial(t *testing.T) {
+	up := newH3Upstream(t)
+	_, m, addr := startQUICGateway(t, up.pc.LocalAddr().String(), Policy{}, Limits{})
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tests := []struct {
+		name   string
+		b      []byte
+		reason string
+	}{
+		{"short header", append([]byte{0x40}, make([]byte, 40)...), quicDropNoFlow},
+		{"version negotiation", append([]byte{0xc0, 0, 0, 0, 0, 0, 0}, make([]byte, 1200)...), quicDropVersion},
+		{"small initial", append([]byte{0xc0, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0}, make([]byte, 100)...), quicDropSmall},
+		{"garbage initial", append([]byte{0xc0, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0x44, 0xd0}, make([]byte, 1200)...), quicDropMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := testutil.ToFloat64(m.QUICDrops.WithLabelValues("quic", tt.reason))
+			if _, err := c.Write(tt.b); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for testutil.ToFloat64(m.QUICDrops.WithLabelValues("quic", tt.reason)) == before {
+				if time.Now().After(deadline) {
+					t.Fatalf("drops{%s} did not grow", tt.reason)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+	if got := up.pc.datagrams.Load(); got != 0 {
+		t.Errorf("upstream datagrams: got %d, want 0", got)
+	}
+}
+
+func TestQUICConfigValidation(t *testing.T) {
+	base := func() Config {
+		return Config{Listeners: []ListenerConfig{
+			{Name: "tls", Protocol: "tls", Address: "127.0.0.1:8443", Upstream: "127.0.0.1:1"},
+			{Name: "quic", Protocol: "quic", Address: "127.0.0.1:8443", Upstream: "127.0.0.1:1"},
+		}}
+	}
+	tests := []struct {
+		name  string
+		edit  func(*Config)
+		field string // "" when valid
+	}{
+		{"quic shares the tls port", func(*Config) {}, ""},
+		{"quic_block drop", func(c *Config) { c.Policy.QUICBlock = "drop" }, ""},
+		{"quic_block bad", func(c *Config) { c.Policy.QUICBlock = "reset" }, "policy.quic_block"},
+		{"two quic listeners on one port", func(c *Config) { c.Listeners[0].Protocol = "quic" }, "listeners[1].address"},
+		{"negative quic idle", func(c *Config) { c.Timeouts.QUICIdle = -1 }, "timeouts.quic_idle"},
+		{"negative flow cap", func(c *Config) { c.Limits.MaxQUICFlows = -1 }, "limits.max_quic_flows"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := base()
+			tt.edit(&cfg)
+			err := validate(cfg)
+			var got string
+			if err != nil {
+				got = err.Error()
+			}
+			if tt.field == "" {
+				if err != nil {
+					t.Errorf("got %q, want no error", got)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalidConfig) || !containsField(got, tt.field) {
+				t.Errorf("got %q, want an ErrInvalidConfig naming %q", got, tt.field)
+			}
+		})
+	}
+}
+
+func containsField(msg, field string) bool {
+	for i := 0; i+len(field) <= len(msg); i++ {
+		if msg[i:i+len(field)] == field {
+			return true
+		}
+	}
+	return false
+}
