@@ -9,8 +9,7 @@ import "time"
 type ListenerConfig struct {
 	// Name identifies the listener in logs and metrics labels ("http", "tls").
 	Name string
-	// Protocol is "http", "tls" or "quic" (UDP; see proxy/quic.go)
-	// ("auto" comes later).
+	// Protocol is "http" or "tls" ("quic" and "auto" come later).
 	Protocol string
 	// Address is the host:port to listen on.
 	Address string
@@ -27,11 +26,6 @@ type ListenerConfig struct {
 type Policy struct {
 	// TLSBlock is "alert" (default), "reset" or "page".
 	TLSBlock string
-	// QUICBlock is how quic listeners refuse a connection: "close"
-	// (default: a CONNECTION_CLOSE with CRYPTO_ERROR access_denied in a
-	// server Initial, so clients give up at once and browsers fall back to
-	// TCP) or "drop" (silence; clients wait for their handshake timeout).
-	QUICBlock string
 	// HTTPBlockStatus is the status of an HTTP block response. Default 403.
 	HTTPBlockStatus int
 	// RedirectURL, when set, turns HTTP blocks into a 302 to this URL with
@@ -41,6 +35,39 @@ type Policy struct {
 	// bilingual block page (see proxy/blockpage.html for the fields it gets).
 	// Default "": the embedded page.
 	BlockPage string
+	// TLSPage configures TLSBlock "page"; it is ignored otherwise.
+	TLSPage TLSPage
+}
+
+// TLSPage configures Policy.TLSBlock "page": a blocked TLS connection is
+// terminated with a certificate that certmagic obtains over ACME on demand,
+// only for names currently being blocked, and answered with the block page
+// (see proxy/tlspage.go). Zero values mean the defaults.
+type TLSPage struct {
+	// ACMEDirectory is the ACME directory URL. Default Let's Encrypt's
+	// production directory. The CA validates with TLS-ALPN-01, which the
+	// gateway's own tls listeners answer: a public CA needs one on port 443.
+	ACMEDirectory string
+	// Email is the ACME account's contact address. Default "": no contact.
+	Email string
+	// StorageDir is the directory certmagic keeps the ACME account, keys
+	// and certificates in (created if missing). Default "data/certmagic".
+	StorageDir string
+	// CARootsFile is a PEM file of root certificates trusted for the ACME
+	// server's own HTTPS endpoint instead of the system roots, for a
+	// private CA or a test CA such as pebble. Default "": system roots.
+	CARootsFile string
+	// IssuePerMinute caps certificate requests for new names (names with
+	// no stored certificate), as a token bucket of this size refilled at
+	// this rate. Default 10.
+	IssuePerMinute int
+	// MaxNamesPerHour caps the distinct new names certificates are
+	// requested for in each clock hour. Default 100.
+	MaxNamesPerHour int
+	// Timeout bounds how long a blocked client's handshake waits for its
+	// certificate; after it the client gets the access_denied alert.
+	// Default 10 s.
+	Timeout time.Duration
 }
 
 // Timeouts bound each phase of a connection. Zero means the default.
@@ -49,9 +76,6 @@ type Timeouts struct {
 	Dial  time.Duration // dialling an upstream; default 3 s
 	Idle  time.Duration // no bytes either way; default 5 min (TLS), 60 s (HTTP keep-alive)
 	Drain time.Duration // graceful shutdown deadline; default 30 s
-	// QUICIdle ends a passing QUIC flow after no datagram either way;
-	// default 60 s (QUIC stacks default to 30 s idle timeouts).
-	QUICIdle time.Duration
 }
 
 // Limits cap resources. Zero means the default.
@@ -60,5 +84,4 @@ type Limits struct {
 	MaxHeaders     int // HTTP header fields; default 100
 	MaxConns       int // open client connections, all listeners; default 100000
 	MaxConnsPerIP  int // open connections per client IP; default 1000
-	MaxQUICFlows   int // QUIC flows (pending, passing, recently blocked) per quic listener; default 10000
 }

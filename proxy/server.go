@@ -79,12 +79,17 @@ type Server struct {
 
 	rejects map[string]prometheus.Counter // LimitRejects by limit name
 
+	// page serves Policy.TLSBlock "page" (nil otherwise); set by Start and
+	// Reload once the tls listeners are bound.
+	page atomic.Pointer[tlsPage]
+
 	decMu     sync.Mutex // serialises inserts into decisions
 	decisions atomic.Pointer[map[string]*[2]prometheus.Counter]
 
 	mu      sync.Mutex // guards the fields below
 	cfg     Config
 	lns     map[string]*listener
+	pages   []*tlsPage // every page server built, stopped after the drain
 	started bool
 	serving bool
 	stopped bool
@@ -94,8 +99,7 @@ type Server struct {
 // config its new connections get.
 type listener struct {
 	name, protocol, address string
-	ln                      *net.TCPListener // nil until bound (tcp protocols)
-	pc                      *net.UDPConn     // nil until bound (quic)
+	ln                      *net.TCPListener // nil until bound
 	rt                      atomic.Pointer[listenerRuntime]
 	closing                 atomic.Bool
 }
@@ -110,10 +114,6 @@ type listenerRuntime struct {
 	dial     time.Duration
 	idle     time.Duration
 	http     *httpHandler // http listeners only
-
-	quicBlock    string        // quic listeners: Policy.QUICBlock
-	quicIdle     time.Duration // quic listeners: Timeouts.QUICIdle
-	maxQUICFlows int           // quic listeners: Limits.MaxQUICFlows
 
 	connections, bytesUp, bytesDown prometheus.Counter
 	active                          prometheus.Gauge
@@ -186,12 +186,42 @@ func (s *Server) applyGlobal(cfg Config) {
 	tick := tlsIdle(cfg.Timeouts) / 8
 	tick = max(10*time.Millisecond, min(tick, time.Second))
 	s.idleTick.Store(int64(tick))
-	if cfg.Policy.TLSBlock == "page" {
-		// TODO(tls-block-page): Policy.TLSBlock "page" (terminate TLS with
-		// a certmagic-managed certificate and serve the block page) is not
-		// implemented yet; blocked TLS connections get the alert instead.
-		s.log.Warn("tls_block page is not implemented yet, sending the access_denied alert instead")
+}
+
+// buildPage returns the page server for cfg with listeners lns: the
+// current one when the page config is unchanged, a new one when it
+// changed, nil when cfg does not use page mode. s.mu must be held.
+func (s *Server) buildPage(cfg Config, lns map[string]*listener) (*tlsPage, error) {
+	if cfg.Policy.TLSBlock != "page" {
+		return nil, nil
 	}
+	var chall *net.TCPAddr
+	for _, lc := range cfg.Listeners {
+		if l := lns[lc.Name]; lc.Protocol == "tls" && l != nil && l.ln != nil {
+			chall = l.ln.Addr().(*net.TCPAddr)
+			break
+		}
+	}
+	if cur := s.page.Load(); cur != nil && s.cfg.Policy.TLSBlock == "page" &&
+		s.cfg.Policy.TLSPage == cfg.Policy.TLSPage && s.cfg.Node == cfg.Node &&
+		s.cfg.Policy.HTTPBlockStatus == cfg.Policy.HTTPBlockStatus &&
+		s.cfg.Policy.RedirectURL == cfg.Policy.RedirectURL && s.cfg.Policy.BlockPage == cfg.Policy.BlockPage &&
+		s.cfg.Timeouts.Hello == cfg.Timeouts.Hello && sameTCPAddr(cur.challenge, chall) {
+		return cur, nil
+	}
+	p, err := newTLSPage(cfg, &s.dec, s.m.TLSPage, s.log, chall)
+	if err != nil {
+		return nil, err
+	}
+	s.pages = append(s.pages, p)
+	return p, nil
+}
+
+func sameTCPAddr(a, b *net.TCPAddr) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.String() == b.String()
 }
 
 func tlsIdle(t Timeouts) time.Duration {
@@ -213,10 +243,6 @@ func (s *Server) newRuntime(cfg Config, lc ListenerConfig) *listenerRuntime {
 	}
 	if rt.tlsBlock == "" {
 		rt.tlsBlock = "alert"
-	}
-	rt.quicBlock, rt.quicIdle, rt.maxQUICFlows = cfg.Policy.QUICBlock, cfg.Timeouts.QUICIdle, cfg.Limits.MaxQUICFlows
-	if rt.quicBlock == "" {
-		rt.quicBlock = quicBlockClose
 	}
 	if rt.hello <= 0 {
 		rt.hello = defaultHelloTimeout
@@ -258,14 +284,26 @@ func (s *Server) Start() error {
 	var bound []*listener
 	for _, lc := range s.cfg.Listeners {
 		l := s.lns[lc.Name]
-		if err := l.bind(lc); err != nil {
+		ln, err := bind(lc)
+		if err != nil {
 			for _, b := range bound {
-				b.unbind()
+				b.ln.Close()
+				b.ln = nil
 			}
 			return err
 		}
+		l.ln = ln
 		bound = append(bound, l)
 	}
+	p, err := s.buildPage(s.cfg, s.lns)
+	if err != nil {
+		for _, b := range bound {
+			b.ln.Close()
+			b.ln = nil
+		}
+		return err
+	}
+	s.page.Store(p)
 	s.started = true
 	return nil
 }
@@ -277,32 +315,6 @@ const (
 	keepAliveIntervalSeconds = 15
 	keepAliveCount           = 9
 )
-
-// bind opens l's socket for lc: UDP for quic, else TCP.
-func (l *listener) bind(lc ListenerConfig) error {
-	if lc.Protocol == "quic" {
-		pc, err := bindQUIC(lc)
-		l.pc = pc
-		return err
-	}
-	ln, err := bind(lc)
-	if err == nil {
-		l.ln = ln
-	}
-	return err
-}
-
-// unbind closes the socket bind opened (a failed Start or Reload).
-func (l *listener) unbind() {
-	if l.ln != nil {
-		l.ln.Close()
-		l.ln = nil
-	}
-	if l.pc != nil {
-		l.pc.Close()
-		l.pc = nil
-	}
-}
 
 // bind opens the listening socket of lc.
 //
@@ -352,9 +364,6 @@ func (s *Server) Addr(name string) net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l := s.lns[name]
-	if l != nil && l.pc != nil {
-		return l.pc.LocalAddr()
-	}
 	if l == nil || l.ln == nil {
 		return nil
 	}
@@ -394,17 +403,30 @@ func (s *Server) Reload(cfg Config, d Decider) error {
 		}
 		l := &listener{name: lc.Name, protocol: lc.Protocol, address: lc.Address}
 		if s.started {
-			if err := l.bind(lc); err != nil {
+			ln, err := bind(lc)
+			if err != nil {
 				for _, f := range fresh {
-					f.unbind()
+					f.ln.Close()
 				}
 				return err
 			}
+			l.ln = ln
 		}
 		fresh = append(fresh, l)
 		next[lc.Name] = l
 	}
+	var page *tlsPage
+	if s.started {
+		var err error
+		if page, err = s.buildPage(cfg, next); err != nil {
+			for _, f := range fresh {
+				f.ln.Close()
+			}
+			return err
+		}
+	}
 	// Every bind succeeded: commit.
+	s.page.Store(page)
 	if d != nil {
 		s.dec.store(d)
 	}
@@ -433,9 +455,6 @@ func (l *listener) close() {
 	l.closing.Store(true)
 	if l.ln != nil {
 		l.ln.Close()
-	}
-	if l.pc != nil {
-		l.pc.Close() // ends the quic read loop, which ends its flows
 	}
 }
 
@@ -483,10 +502,6 @@ func (s *Server) startAccept(l *listener) {
 	s.accepts.Add(1)
 	go func() {
 		defer s.accepts.Done()
-		if l.pc != nil {
-			s.serveQUIC(l)
-			return
-		}
 		s.acceptLoop(l)
 	}()
 }
@@ -524,6 +539,13 @@ func (s *Server) shutdown() {
 		<-done
 	}
 	s.hardCancel()
+	s.mu.Lock()
+	pages := s.pages
+	s.pages = nil
+	s.mu.Unlock()
+	for _, p := range pages {
+		p.stop()
+	}
 	s.log.Info("proxy drained")
 }
 
@@ -659,7 +681,6 @@ func validate(cfg Config) error {
 	names := make(map[string]bool, len(cfg.Listeners))
 	type bindKey struct {
 		name string
-		udp  bool // quic listeners bind UDP: they share ports with tcp ones
 		ip   netip.Addr
 		port uint64
 	}
@@ -677,11 +698,11 @@ func validate(cfg Config) error {
 		}
 		names[l.Name] = true
 		switch l.Protocol {
-		case "tls", "http", "quic":
-		case "auto":
+		case "tls", "http":
+		case "quic", "auto":
 			return bad(f+"protocol", "%q is not supported yet", l.Protocol)
 		default:
-			return bad(f+"protocol", "%q: want http, tls or quic", l.Protocol)
+			return bad(f+"protocol", "%q: want http or tls", l.Protocol)
 		}
 		host, port, err := net.SplitHostPort(l.Address)
 		if err != nil {
@@ -704,11 +725,11 @@ func validate(cfg Config) error {
 			// SO_REUSEPORT would let two of our own listeners share a port
 			// silently; refuse any overlap, wildcards included.
 			for _, o := range binds {
-				if o.port == p && o.udp == (l.Protocol == "quic") && (o.ip == ip || !o.ip.IsValid() || !ip.IsValid()) {
+				if o.port == p && (o.ip == ip || !o.ip.IsValid() || !ip.IsValid()) {
 					return bad(f+"address", "%q overlaps the address of listener %q", l.Address, o.name)
 				}
 			}
-			binds = append(binds, bindKey{l.Name, l.Protocol == "quic", ip, p})
+			binds = append(binds, bindKey{l.Name, ip, p})
 		}
 		if l.Upstream != "" {
 			if l.Upstream == "original" {
@@ -731,10 +752,10 @@ func validate(cfg Config) error {
 	default:
 		return bad("policy.tls_block", "%q: want alert, reset or page", cfg.Policy.TLSBlock)
 	}
-	switch cfg.Policy.QUICBlock {
-	case "", quicBlockClose, quicBlockDrop:
-	default:
-		return bad("policy.quic_block", "%q: want close or drop", cfg.Policy.QUICBlock)
+	if cfg.Policy.TLSBlock == "page" {
+		if err := validateTLSPage(cfg.Policy.TLSPage, bad); err != nil {
+			return err
+		}
 	}
 	if st := cfg.Policy.HTTPBlockStatus; st != 0 && (st < 200 || st > 599) {
 		return bad("policy.http_block_status", "%d: want 200-599", st)
@@ -754,7 +775,7 @@ func validate(cfg Config) error {
 		name string
 		v    time.Duration
 	}{{"timeouts.hello", cfg.Timeouts.Hello}, {"timeouts.dial", cfg.Timeouts.Dial},
-		{"timeouts.idle", cfg.Timeouts.Idle}, {"timeouts.drain", cfg.Timeouts.Drain}, {"timeouts.quic_idle", cfg.Timeouts.QUICIdle}} {
+		{"timeouts.idle", cfg.Timeouts.Idle}, {"timeouts.drain", cfg.Timeouts.Drain}} {
 		if d.v < 0 {
 			return bad(d.name, "%v: must not be negative", d.v)
 		}
@@ -763,8 +784,7 @@ func validate(cfg Config) error {
 		name string
 		v    int
 	}{{"limits.max_header_bytes", cfg.Limits.MaxHeaderBytes}, {"limits.max_headers", cfg.Limits.MaxHeaders},
-		{"limits.max_conns", cfg.Limits.MaxConns}, {"limits.max_conns_per_ip", cfg.Limits.MaxConnsPerIP},
-		{"limits.max_quic_flows", cfg.Limits.MaxQUICFlows}} {
+		{"limits.max_conns", cfg.Limits.MaxConns}, {"limits.max_conns_per_ip", cfg.Limits.MaxConnsPerIP}} {
 		if n.v < 0 {
 			return bad(n.name, "%d: must not be negative", n.v)
 		}

@@ -60,6 +60,16 @@ func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn) {
 			rt.log.Debug("tls blocked", "sni", hello.ServerName, "reason", d.Reason, "client", tc.ip.String())
 		}
 		rv := hello.RecordVersion
+		if rt.tlsBlock == "page" {
+			if p := s.page.Load(); p != nil {
+				if pageEligible(hello.ServerName, &d) {
+					p.serve(s.hardCtx, c, sc, rv, &d)
+					sc.Release()
+					return
+				}
+				p.results[pageNotEligible].Inc()
+			}
+		}
 		sc.Release()
 		blockTLS(c, rt.tlsBlock, rv)
 		return
@@ -157,28 +167,41 @@ func isDialTimeout(err error) bool {
 // blockTLS refuses a TLS connection according to mode and closes it.
 //
 // "reset" aborts with an RST (SO_LINGER 0), which is what some clouds do,
-// but a user cannot tell it from a network fault. "alert" (the default)
-// answers with a fatal access_denied alert in the client's record version,
-// so browsers and tools say "access denied", then shuts the write side and
-// waits briefly for the client to close: closing with unread client bytes
-// in the receive queue would send an RST that can overtake the alert.
+// but a user cannot tell it from a network fault. "alert" (the default, and
+// "page" when no page can be served: see tlspage.go) answers with a fatal
+// access_denied alert in the client's record version, so browsers and tools
+// say "access denied", then shuts the write side and waits briefly for the
+// client to close: closing with unread client bytes in the receive queue
+// would send an RST that can overtake the alert.
 func blockTLS(c *net.TCPConn, mode string, recordVersion uint16) {
 	if mode == "reset" {
 		c.SetLinger(0)
 		c.Close()
 		return
 	}
-	// TODO(tls-block-page): mode "page" should terminate TLS with a
-	// certmagic-managed certificate and serve the block page; until that
-	// lands it gets the alert like "alert".
+	if writeAccessDenied(c, recordVersion) == nil {
+		lingerAfterAlert(c)
+		return
+	}
+	c.Close()
+}
+
+// writeAccessDenied writes a fatal access_denied alert record in the given
+// record version (0 means TLS 1.0's, what a hello without one gets).
+func writeAccessDenied(c *net.TCPConn, recordVersion uint16) error {
 	if recordVersion == 0 {
 		recordVersion = defaultHelloRecord
 	}
 	alert := [7]byte{recordTypeAlert, byte(recordVersion >> 8), byte(recordVersion), 0, 2, alertLevelFatal, alertAccessDenied}
-	if _, err := c.Write(alert[:]); err == nil {
-		c.CloseWrite()
-		c.SetReadDeadline(time.Now().Add(tlsLingerTimeout))
-		io.CopyN(io.Discard, c, tlsLingerMaxBytes)
-	}
+	_, err := c.Write(alert[:])
+	return err
+}
+
+// lingerAfterAlert half-closes c after an alert, discards what the client
+// still sends for a short while, and closes c.
+func lingerAfterAlert(c *net.TCPConn) {
+	c.CloseWrite()
+	c.SetReadDeadline(time.Now().Add(tlsLingerTimeout))
+	io.CopyN(io.Discard, c, tlsLingerMaxBytes)
 	c.Close()
 }

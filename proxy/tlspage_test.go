@@ -1,0 +1,523 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// pageDecider is a Decider with registrable domains, as the registry
+// gives them: the last two labels of a name. Names in filed pass; every
+// other valid name is blocked "unfiled" with its domain; an empty name or
+// an IP literal is blocked "ip_access"; anything else "invalid_host".
+type pageDecider struct{ filed map[string]bool }
+
+func (d pageDecider) Decide(host string) Decision {
+	h := strings.TrimSuffix(strings.ToLower(host), ".")
+	if h == "" {
+		return Decision{Reason: "ip_access"}
+	}
+	if _, err := netip.ParseAddr(h); err == nil {
+		return Decision{Reason: "ip_access", Host: h}
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
+			return Decision{Reason: "invalid_host"}
+		}
+	}
+	labels := strings.Split(h, ".")
+	if len(labels) < 2 {
+		return Decision{Reason: "invalid_host"}
+	}
+	dom := strings.Join(labels[len(labels)-2:], ".")
+	if d.filed[dom] {
+		return Decision{Pass: true, Reason: "filed", Host: h, Domain: dom, FilingNumber: "京ICP备10206937号-1"}
+	}
+	return Decision{Reason: "unfiled", Host: h, Domain: dom}
+}
+
+var testPageDecider = pageDecider{filed: map[string]bool{"filed.cn": true}}
+
+// pebbleCA is a real ACME server (Debian's pebble) run by a test.
+type pebbleCA struct {
+	dir       string         // ACME directory URL
+	tlsCAFile string         // PEM root of pebble's own HTTPS certificate
+	roots     *x509.CertPool // pebble's issuing root, from /roots/0
+}
+
+// startPebble runs pebble on loopback ports with a temporary config, every
+// authorization valid without a challenge connection
+// (PEBBLE_VA_ALWAYS_VALID) and no artificial delays or nonce rejections.
+// In CI (CI=true) a missing pebble fails the test; locally it is skipped
+// with the install command.
+func startPebble(t *testing.T) *pebbleCA {
+	t.Helper()
+	bin, err := exec.LookPath("pebble")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("pebble is required in CI (Debian package pebble): %v", err)
+		}
+		t.Skipf("pebble not installed (apt-get install pebble): %v", err)
+	}
+	dir := t.TempDir()
+	caPEM, certPEM, keyPEM := loopbackCert(t)
+	pc := &pebbleCA{tlsCAFile: filepath.Join(dir, "ca.pem")}
+	for name, b := range map[string][]byte{"ca.pem": caPEM, "cert.pem": certPEM, "key.pem": keyPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ports := freePorts(t, 4)
+	conf := map[string]any{"pebble": map[string]any{
+		"listenAddress":                  fmt.Sprintf("127.0.0.1:%d", ports[0]),
+		"managementListenAddress":        fmt.Sprintf("127.0.0.1:%d", ports[1]),
+		"certificate":                    filepath.Join(dir, "cert.pem"),
+		"privateKey":                     filepath.Join(dir, "key.pem"),
+		"httpPort":                       ports[2],
+		"tlsPort":                        ports[3],
+		"ocspResponderURL":               "",
+		"externalAccountBindingRequired": false,
+	}}
+	cb, _ := json.Marshal(conf)
+	confPath := filepath.Join(dir, "pebble.json")
+	if err := os.WriteFile(confPath, cb, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuffer
+	cmd := exec.Command(bin, "-config", confPath)
+	cmd.Env = append(os.Environ(), "PEBBLE_VA_ALWAYS_VALID=1", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting pebble: %v", err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("pebble output:\n%s", out.String())
+		}
+	})
+
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	defer client.CloseIdleConnections()
+	pc.dir = fmt.Sprintf("https://127.0.0.1:%d/dir", ports[0])
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := client.Get(pc.dir)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pebble did not come up: %v\n%s", err, out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	resp, err := client.Get(fmt.Sprintf("https://127.0.0.1:%d/roots/0", ports[1]))
+	if err != nil {
+		t.Fatalf("fetching pebble's root: %v", err)
+	}
+	root, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("fetching pebble's root: status %d, %v", resp.StatusCode, err)
+	}
+	pc.roots = x509.NewCertPool()
+	if !pc.roots.AppendCertsFromPEM(root) {
+		t.Fatalf("pebble's /roots/0 is not PEM: %q", root)
+	}
+	return pc
+}
+
+// syncBuffer is a bytes.Buffer safe for a child process's two pipes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// loopbackCert makes a CA and a certificate for 127.0.0.1 and localhost
+// signed by it (for pebble's own HTTPS listeners), as PEM.
+func loopbackCert(t *testing.T) (caPEM, certPEM, keyPEM []byte) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "icpgate test pebble CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
+}
+
+// freePorts returns n loopback TCP ports that were free a moment ago.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ports []int
+	var lns []net.Listener
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return ports
+}
+
+// pageConfig is a one-tls-listener page-mode config.
+func pageConfig(t *testing.T, upstream string, page TLSPage) Config {
+	cfg := tlsListener(upstream)
+	cfg.Node = "edge-test"
+	cfg.Policy.TLSBlock = "page"
+	if page.StorageDir == "" {
+		page.StorageDir = t.TempDir()
+	}
+	cfg.Policy.TLSPage = page
+	return cfg
+}
+
+// pageGet connects to addr as a browser would (SNI name, ALPN h2 and
+// http/1.1, trusting roots), sends one GET with accept and returns the
+// response, its body and the connection state.
+func pageGet(addr, name string, roots *x509.CertPool, accept string) (*http.Response, string, tls.ConnectionState, error) {
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{ServerName: name, RootCAs: roots, NextProtos: []string{"h2", "http/1.1"}})
+	if err != nil {
+		return nil, "", tls.ConnectionState{}, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	st := c.ConnectionState()
+	if _, err := fmt.Fprintf(c, "GET /index.html HTTP/1.1\r\nHost: %s\r\nAccept: %s\r\n\r\n", name, accept); err != nil {
+		return nil, "", st, err
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return nil, "", st, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return resp, string(body), st, err
+	}
+	// Then the gateway closes (close_notify, FIN).
+	if n, err := br.Read(make([]byte, 1)); n != 0 || !errors.Is(err, io.EOF) {
+		return resp, string(body), st, fmt.Errorf("after the response: got %d bytes, %v, want EOF", n, err)
+	}
+	return resp, string(body), st, nil
+}
+
+func counter(c *prometheus.CounterVec, label string) float64 {
+	return testutil.ToFloat64(c.WithLabelValues(label))
+}
+
+// TestTLSPagePebble is the end-to-end test against a real ACME server: an
+// unfiled name gets a certificate issued by pebble on demand and the block
+// page over HTTPS; a filed name passes through untouched; a hello without
+// SNI never triggers issuance; the upstream is never dialled for a blocked
+// connection; the certificate is stored on disk.
+func TestTLSPagePebble(t *testing.T) {
+	ca := startPebble(t)
+	up := newTLSUpstream(t, "up", nil)
+	storage := t.TempDir()
+	cfg := pageConfig(t, up.addr(), TLSPage{ACMEDirectory: ca.dir, CARootsFile: ca.tlsCAFile, StorageDir: storage, Timeout: 60 * time.Second})
+	g := startGateway(t, cfg, testPageDecider)
+	addr := g.addr("tls")
+	pm := g.m.TLSPage
+
+	for _, tt := range []struct {
+		name, accept, wantType string
+	}{
+		{"www.unfiled.cn", "text/html", "text/html; charset=utf-8"},
+		{"www.unfiled.cn", "application/json", "application/json; charset=utf-8"}, // the cached certificate
+		{"unfiled.cn", "*/*", "text/html; charset=utf-8"},
+	} {
+		t.Run(tt.name+" "+tt.accept, func(t *testing.T) {
+			resp, body, st, err := pageGet(addr, tt.name, ca.roots, tt.accept)
+			if err != nil {
+				t.Fatalf("block page over TLS: %v", err)
+			}
+			if got, want := st.NegotiatedProtocol, "http/1.1"; got != want {
+				t.Errorf("ALPN: got %q, want %q", got, want)
+			}
+			leaf := st.PeerCertificates[0]
+			if err := leaf.VerifyHostname(tt.name); err != nil {
+				t.Errorf("certificate: %v", err)
+			}
+			if got, want := leaf.DNSNames, []string{tt.name}; fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("certificate names: got %q, want %q", got, want)
+			}
+			if got, want := resp.StatusCode, http.StatusForbidden; got != want {
+				t.Errorf("status: got %d, want %d", got, want)
+			}
+			for h, want := range map[string]string{"X-Icpgate-Reason": "unfiled", "Content-Type": tt.wantType, "Cache-Control": "no-store"} {
+				if got := resp.Header.Get(h); got != want {
+					t.Errorf("%s: got %q, want %q", h, got, want)
+				}
+			}
+			if !strings.Contains(body, "unfiled.cn") || !strings.Contains(body, "edge-test") {
+				t.Errorf("body does not name the domain and node: %q", body)
+			}
+			if tt.accept == "application/json" {
+				var j struct{ Domain, Reason, RequestID string }
+				if err := json.Unmarshal([]byte(body), &j); err != nil {
+					t.Fatalf("JSON body: %v: %q", err, body)
+				}
+				if j.Domain != "unfiled.cn" || j.Reason != "unfiled" {
+					t.Errorf("JSON: got domain %q reason %q, want %q %q", j.Domain, j.Reason, "unfiled.cn", "unfiled")
+				}
+			}
+		})
+	}
+
+	t.Run("filed passes through", func(t *testing.T) {
+		c, err := dialTLS(addr, "filed.cn")
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer c.Close()
+		got, err := httpGet(c, bufio.NewReader(c), "filed.cn")
+		if want := "hello filed.cn from up"; got != want || err != nil {
+			t.Errorf("got %q, %v, want %q", got, err, want)
+		}
+	})
+
+	t.Run("no SNI gets the alert", func(t *testing.T) {
+		_, _, _, err := pageGet(addr, "", nil, "*/*")
+		if err == nil || !strings.Contains(err.Error(), "access denied") {
+			t.Errorf("got %v, want an access denied alert", err)
+		}
+	})
+
+	if got, want := counter(pm.CertificateRequests, issueAllowed), 2.0; got != want {
+		t.Errorf("issuances allowed: got %v, want %v", got, want)
+	}
+	for _, r := range []string{issueRefusedName, issueRefusedVerdict, issueRefusedRate, issueRefusedCap} {
+		if got := counter(pm.CertificateRequests, r); got != 0 {
+			t.Errorf("issuance check %s: got %v, want 0", r, got)
+		}
+	}
+	for r, want := range map[string]float64{pageServed: 3, pageNotEligible: 1, pageNoCert: 0} {
+		if got := counter(pm.Pages, r); got != want {
+			t.Errorf("pages %s: got %v, want %v", r, got, want)
+		}
+	}
+	if got, want := up.accepted.Load(), int64(1); got != want {
+		t.Errorf("upstream connections: got %d, want %d (only the filed one)", got, want)
+	}
+	var stored []string
+	filepath.WalkDir(storage, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && strings.HasSuffix(path, ".crt") {
+			stored = append(stored, filepath.Base(path))
+		}
+		return nil
+	})
+	if got, want := strings.Join(stored, " "), "unfiled.cn.crt www.unfiled.cn.crt"; got != want {
+		t.Errorf("stored certificates: got %q, want %q", got, want)
+	}
+}
+
+// TestTLSPageFallback: with the ACME server down, a blocked client gets the
+// access_denied alert once TLSPage.Timeout has passed, and it is counted.
+func TestTLSPageFallback(t *testing.T) {
+	up := newTLSUpstream(t, "up", nil)
+	down := fmt.Sprintf("https://127.0.0.1:%d/dir", freePorts(t, 1)[0])
+	cfg := pageConfig(t, up.addr(), TLSPage{ACMEDirectory: down, Timeout: time.Second})
+	g := startGateway(t, cfg, testPageDecider)
+
+	_, pool := testCert(t)
+	_, _, _, err := pageGet(g.addr("tls"), "www.unfiled.cn", pool, "*/*")
+	if err == nil || !strings.Contains(err.Error(), "access denied") {
+		t.Errorf("got %v, want an access denied alert", err)
+	}
+	if got, want := counter(g.m.TLSPage.Pages, pageNoCert), 1.0; got != want {
+		t.Errorf("pages %s: got %v, want %v", pageNoCert, got, want)
+	}
+	if got := up.accepted.Load(); got != 0 {
+		t.Errorf("upstream connections: got %d, want 0", got)
+	}
+}
+
+// TestTLSPageAllowIssue checks certmagic's on-demand decision: only blocked
+// names with a registrable domain, in canonical form, under the rate and
+// the hourly cap; a name with a stored certificate is not charged.
+func TestTLSPageAllowIssue(t *testing.T) {
+	m := NewMetrics(prometheus.NewRegistry())
+	cfg := pageConfig(t, "", TLSPage{ACMEDirectory: "https://127.0.0.1:1/dir", IssuePerMinute: 2, MaxNamesPerHour: 3})
+	p, err := newTLSPage(cfg, testPageDecider, m.TLSPage, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.stop()
+	now := time.Date(2026, 11, 27, 4, 0, 0, 0, time.UTC)
+	p.now = func() time.Time { return now }
+
+	ctx := context.Background()
+	stored := certmagic.StorageKeys.SiteCert(p.issuer.IssuerKey(), "stored.unfiled.cn")
+	if err := p.storage.Store(ctx, stored, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tt := range []struct {
+		name    string
+		advance time.Duration
+		want    string
+	}{
+		{"filed.cn", 0, issueRefusedVerdict},
+		{"www.filed.cn", 0, issueRefusedVerdict},
+		{"127.0.0.1", 0, issueRefusedName},
+		{"::1", 0, issueRefusedName},
+		{"", 0, issueRefusedName},
+		{"bad_name.cn", 0, issueRefusedName},
+		{"WWW.UNFILED.CN", 0, issueRefusedName}, // not the canonical form
+		{"localhost", 0, issueRefusedName},      // no registrable domain
+		{"a.unfiled.cn", 0, issueAllowed},
+		{"b.unfiled.cn", 0, issueAllowed},
+		{"c.unfiled.cn", 0, issueRefusedRate}, // bucket of 2 is empty
+		{"stored.unfiled.cn", 0, issueStored}, // free
+		{"c.unfiled.cn", 30 * time.Second, issueAllowed},
+		{"d.unfiled.cn", 5 * time.Minute, issueRefusedCap}, // 3 names this hour
+		{"a.unfiled.cn", 0, issueAllowed},                  // seen this hour: not capped
+		{"d.unfiled.cn", time.Hour, issueAllowed},          // a new hour
+	} {
+		now = now.Add(tt.advance)
+		before := counter(m.TLSPage.CertificateRequests, tt.want)
+		err := p.allowIssue(ctx, tt.name)
+		if got := counter(m.TLSPage.CertificateRequests, tt.want) - before; got != 1 {
+			t.Errorf("%q: counter %s rose by %v, want 1 (err %v)", tt.name, tt.want, got, err)
+		}
+		allowed := tt.want == issueAllowed || tt.want == issueStored
+		if (err == nil) != allowed || (err != nil && !errors.Is(err, ErrIssueRefused)) {
+			t.Errorf("%q: got %v, want allowed=%v", tt.name, err, allowed)
+		}
+	}
+}
+
+func TestPageEligible(t *testing.T) {
+	for _, tt := range []struct {
+		sni  string
+		want bool
+	}{
+		{"www.unfiled.cn", true},
+		{"", false},
+		{"127.0.0.1", false},
+		{"bad_name.cn", false},
+		{"localhost", false},
+	} {
+		d := testPageDecider.Decide(tt.sni)
+		if got := pageEligible(tt.sni, &d); got != tt.want {
+			t.Errorf("pageEligible(%q): got %v, want %v", tt.sni, got, tt.want)
+		}
+	}
+}
+
+func TestTLSPageConfigValidation(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, []byte("not pem"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		page TLSPage
+		want string
+	}{
+		{TLSPage{ACMEDirectory: "http://ca.example/dir"}, "policy.tls_page.acme_directory"},
+		{TLSPage{ACMEDirectory: "/dir"}, "policy.tls_page.acme_directory"},
+		{TLSPage{IssuePerMinute: -1}, "policy.tls_page.issue_per_minute"},
+		{TLSPage{MaxNamesPerHour: -1}, "policy.tls_page.max_names_per_hour"},
+		{TLSPage{Timeout: -time.Second}, "policy.tls_page.timeout"},
+		{TLSPage{CARootsFile: file}, "policy.tls_page.ca_roots_file"},
+		{TLSPage{CARootsFile: file + ".missing"}, "policy.tls_page.ca_roots_file"},
+	} {
+		t.Run(tt.want, func(t *testing.T) {
+			_, err := NewServer(pageConfig(t, "", tt.page), testPageDecider, nil, nil)
+			if err == nil || !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v, want an ErrInvalidConfig naming %q", err, tt.want)
+			}
+		})
+	}
+	// A storage directory that cannot be created fails Start.
+	srv, err := NewServer(pageConfig(t, "", TLSPage{StorageDir: filepath.Join(file, "sub")}), testPageDecider, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err == nil || !strings.Contains(err.Error(), "policy.tls_page.storage_dir") {
+		t.Errorf("Start: got %v, want an error naming policy.tls_page.storage_dir", err)
+	}
+}
