@@ -9,7 +9,8 @@ import "time"
 type ListenerConfig struct {
 	// Name identifies the listener in logs and metrics labels ("http", "tls").
 	Name string
-	// Protocol is "http" or "tls" ("quic" and "auto" come later).
+	// Protocol is "http", "tls" or "quic" (UDP; see proxy/quic.go)
+	// ("auto" comes later).
 	Protocol string
 	// Address is the host:port to listen on.
 	Address string
@@ -26,6 +27,11 @@ type ListenerConfig struct {
 type Policy struct {
 	// TLSBlock is "alert" (default), "reset" or "page".
 	TLSBlock string
+	// QUICBlock is how quic listeners refuse a connection: "close"
+	// (default: a CONNECTION_CLOSE with CRYPTO_ERROR access_denied in a
+	// server Initial, so clients give up at once and browsers fall back to
+	// TCP) or "drop" (silence; clients wait for their handshake timeout).
+	QUICBlock string
 	// HTTPBlockStatus is the status of an HTTP block response. Default 403.
 	HTTPBlockStatus int
 	// RedirectURL, when set, turns HTTP blocks into a 302 to this URL with
@@ -76,6 +82,9 @@ type Timeouts struct {
 	Dial  time.Duration // dialling an upstream; default 3 s
 	Idle  time.Duration // no bytes either way; default 5 min (TLS), 60 s (HTTP keep-alive)
 	Drain time.Duration // graceful shutdown deadline; default 30 s
+	// QUICIdle ends a passing QUIC flow after no datagram either way;
+	// default 60 s (QUIC stacks default to 30 s idle timeouts).
+	QUICIdle time.Duration
 }
 
 // Limits cap resources. Zero means the default.
@@ -84,4 +93,5 @@ type Limits struct {
 	MaxHeaders     int // HTTP header fields; default 100
 	MaxConns       int // open client connections, all listeners; default 100000
 	MaxConnsPerIP  int // open connections per client IP; default 1000
+	MaxQUICFlows   int // QUIC flows (pending, passing, recently blocked) per quic listener; default 10000
 }

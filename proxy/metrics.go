@@ -38,6 +38,21 @@ type Metrics struct {
 	// IdleTimeouts counts passthrough connections closed because neither
 	// side sent anything for Timeouts.Idle, by listener.
 	IdleTimeouts *prometheus.CounterVec
+	// QUICFlows counts QUIC flows (client connections) started, by
+	// listener.
+	QUICFlows *prometheus.CounterVec
+	// QUICActiveFlows is the number of QUIC flows in the flow table
+	// (pending, passing, recently blocked), by listener.
+	QUICActiveFlows *prometheus.GaugeVec
+	// QUICDrops counts client and upstream datagrams a quic listener did
+	// not forward, by listener and reason (no_flow, version, short_initial,
+	// malformed, too_large, flow_limit, pending_limit, hello_timeout,
+	// blocked, upstream).
+	QUICDrops *prometheus.CounterVec
+	// ECHHellos counts ClientHellos carrying an encrypted_client_hello
+	// extension (real or GREASE), by protocol; the decision is made on the
+	// outer name.
+	ECHHellos *prometheus.CounterVec
 	// TLSPage are the HTTPS block page's collectors (tlspage.go).
 	TLSPage *TLSPageMetrics
 }
@@ -66,9 +81,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Client connections refused by a connection limit, by limit."}, []string{"limit"}),
 		IdleTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "idle_timeouts_total",
 			Help: "Passthrough connections closed after Timeouts.Idle without traffic either way, by listener."}, []string{"listener"}),
+		QUICFlows: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "quic_flows_total",
+			Help: "QUIC flows started, by listener."}, []string{"listener"}),
+		QUICActiveFlows: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "quic_active_flows",
+			Help: "QUIC flows in the flow table (pending, passing, recently blocked), by listener."}, []string{"listener"}),
+		QUICDrops: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "quic_dropped_datagrams_total",
+			Help: "Datagrams a QUIC listener did not forward, by listener and reason."}, []string{"listener", "reason"}),
+		ECHHellos: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "ech_hellos_total",
+			Help: "ClientHellos carrying an encrypted_client_hello extension, by protocol (decided on the outer name)."}, []string{"protocol"}),
 	}
 	reg.MustRegister(m.Decisions, m.Connections, m.ActiveConnections, m.HelloErrors, m.HTTPErrors,
-		m.Bytes, m.UpstreamErrors, m.RequestDuration, m.LimitRejects, m.IdleTimeouts)
+		m.Bytes, m.UpstreamErrors, m.RequestDuration, m.LimitRejects, m.IdleTimeouts,
+		m.QUICFlows, m.QUICActiveFlows, m.QUICDrops, m.ECHHellos)
 	m.TLSPage = newTLSPageMetrics(reg)
 	return m
 }

@@ -99,7 +99,8 @@ type Server struct {
 // config its new connections get.
 type listener struct {
 	name, protocol, address string
-	ln                      *net.TCPListener // nil until bound
+	ln                      *net.TCPListener // nil until bound (tcp protocols)
+	pc                      *net.UDPConn     // nil until bound (quic)
 	rt                      atomic.Pointer[listenerRuntime]
 	closing                 atomic.Bool
 }
@@ -114,6 +115,10 @@ type listenerRuntime struct {
 	dial     time.Duration
 	idle     time.Duration
 	http     *httpHandler // http listeners only
+
+	quicBlock    string        // quic listeners: Policy.QUICBlock
+	quicIdle     time.Duration // quic listeners: Timeouts.QUICIdle
+	maxQUICFlows int           // quic listeners: Limits.MaxQUICFlows
 
 	connections, bytesUp, bytesDown prometheus.Counter
 	active                          prometheus.Gauge
@@ -244,6 +249,10 @@ func (s *Server) newRuntime(cfg Config, lc ListenerConfig) *listenerRuntime {
 	if rt.tlsBlock == "" {
 		rt.tlsBlock = "alert"
 	}
+	rt.quicBlock, rt.quicIdle, rt.maxQUICFlows = cfg.Policy.QUICBlock, cfg.Timeouts.QUICIdle, cfg.Limits.MaxQUICFlows
+	if rt.quicBlock == "" {
+		rt.quicBlock = quicBlockClose
+	}
 	if rt.hello <= 0 {
 		rt.hello = defaultHelloTimeout
 	}
@@ -284,15 +293,12 @@ func (s *Server) Start() error {
 	var bound []*listener
 	for _, lc := range s.cfg.Listeners {
 		l := s.lns[lc.Name]
-		ln, err := bind(lc)
-		if err != nil {
+		if err := l.bind(lc); err != nil {
 			for _, b := range bound {
-				b.ln.Close()
-				b.ln = nil
+				b.unbind()
 			}
 			return err
 		}
-		l.ln = ln
 		bound = append(bound, l)
 	}
 	p, err := s.buildPage(s.cfg, s.lns)
@@ -315,6 +321,32 @@ const (
 	keepAliveIntervalSeconds = 15
 	keepAliveCount           = 9
 )
+
+// bind opens l's socket for lc: UDP for quic, else TCP.
+func (l *listener) bind(lc ListenerConfig) error {
+	if lc.Protocol == "quic" {
+		pc, err := bindQUIC(lc)
+		l.pc = pc
+		return err
+	}
+	ln, err := bind(lc)
+	if err == nil {
+		l.ln = ln
+	}
+	return err
+}
+
+// unbind closes the socket bind opened (a failed Start or Reload).
+func (l *listener) unbind() {
+	if l.ln != nil {
+		l.ln.Close()
+		l.ln = nil
+	}
+	if l.pc != nil {
+		l.pc.Close()
+		l.pc = nil
+	}
+}
 
 // bind opens the listening socket of lc.
 //
@@ -364,6 +396,9 @@ func (s *Server) Addr(name string) net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l := s.lns[name]
+	if l != nil && l.pc != nil {
+		return l.pc.LocalAddr()
+	}
 	if l == nil || l.ln == nil {
 		return nil
 	}
@@ -403,14 +438,12 @@ func (s *Server) Reload(cfg Config, d Decider) error {
 		}
 		l := &listener{name: lc.Name, protocol: lc.Protocol, address: lc.Address}
 		if s.started {
-			ln, err := bind(lc)
-			if err != nil {
+			if err := l.bind(lc); err != nil {
 				for _, f := range fresh {
-					f.ln.Close()
+					f.unbind()
 				}
 				return err
 			}
-			l.ln = ln
 		}
 		fresh = append(fresh, l)
 		next[lc.Name] = l
@@ -455,6 +488,9 @@ func (l *listener) close() {
 	l.closing.Store(true)
 	if l.ln != nil {
 		l.ln.Close()
+	}
+	if l.pc != nil {
+		l.pc.Close() // ends the quic read loop, which ends its flows
 	}
 }
 
@@ -502,6 +538,10 @@ func (s *Server) startAccept(l *listener) {
 	s.accepts.Add(1)
 	go func() {
 		defer s.accepts.Done()
+		if l.pc != nil {
+			s.serveQUIC(l)
+			return
+		}
 		s.acceptLoop(l)
 	}()
 }
@@ -681,6 +721,7 @@ func validate(cfg Config) error {
 	names := make(map[string]bool, len(cfg.Listeners))
 	type bindKey struct {
 		name string
+		udp  bool // quic listeners bind UDP: they share ports with tcp ones
 		ip   netip.Addr
 		port uint64
 	}
@@ -698,11 +739,11 @@ func validate(cfg Config) error {
 		}
 		names[l.Name] = true
 		switch l.Protocol {
-		case "tls", "http":
-		case "quic", "auto":
+		case "tls", "http", "quic":
+		case "auto":
 			return bad(f+"protocol", "%q is not supported yet", l.Protocol)
 		default:
-			return bad(f+"protocol", "%q: want http or tls", l.Protocol)
+			return bad(f+"protocol", "%q: want http, tls or quic", l.Protocol)
 		}
 		host, port, err := net.SplitHostPort(l.Address)
 		if err != nil {
@@ -725,11 +766,11 @@ func validate(cfg Config) error {
 			// SO_REUSEPORT would let two of our own listeners share a port
 			// silently; refuse any overlap, wildcards included.
 			for _, o := range binds {
-				if o.port == p && (o.ip == ip || !o.ip.IsValid() || !ip.IsValid()) {
+				if o.port == p && o.udp == (l.Protocol == "quic") && (o.ip == ip || !o.ip.IsValid() || !ip.IsValid()) {
 					return bad(f+"address", "%q overlaps the address of listener %q", l.Address, o.name)
 				}
 			}
-			binds = append(binds, bindKey{l.Name, ip, p})
+			binds = append(binds, bindKey{l.Name, l.Protocol == "quic", ip, p})
 		}
 		if l.Upstream != "" {
 			if l.Upstream == "original" {
@@ -751,6 +792,11 @@ func validate(cfg Config) error {
 	case "", "alert", "reset", "page":
 	default:
 		return bad("policy.tls_block", "%q: want alert, reset or page", cfg.Policy.TLSBlock)
+	}
+	switch cfg.Policy.QUICBlock {
+	case "", quicBlockClose, quicBlockDrop:
+	default:
+		return bad("policy.quic_block", "%q: want close or drop", cfg.Policy.QUICBlock)
 	}
 	if cfg.Policy.TLSBlock == "page" {
 		if err := validateTLSPage(cfg.Policy.TLSPage, bad); err != nil {
@@ -775,7 +821,7 @@ func validate(cfg Config) error {
 		name string
 		v    time.Duration
 	}{{"timeouts.hello", cfg.Timeouts.Hello}, {"timeouts.dial", cfg.Timeouts.Dial},
-		{"timeouts.idle", cfg.Timeouts.Idle}, {"timeouts.drain", cfg.Timeouts.Drain}} {
+		{"timeouts.idle", cfg.Timeouts.Idle}, {"timeouts.drain", cfg.Timeouts.Drain}, {"timeouts.quic_idle", cfg.Timeouts.QUICIdle}} {
 		if d.v < 0 {
 			return bad(d.name, "%v: must not be negative", d.v)
 		}
@@ -784,7 +830,8 @@ func validate(cfg Config) error {
 		name string
 		v    int
 	}{{"limits.max_header_bytes", cfg.Limits.MaxHeaderBytes}, {"limits.max_headers", cfg.Limits.MaxHeaders},
-		{"limits.max_conns", cfg.Limits.MaxConns}, {"limits.max_conns_per_ip", cfg.Limits.MaxConnsPerIP}} {
+		{"limits.max_conns", cfg.Limits.MaxConns}, {"limits.max_conns_per_ip", cfg.Limits.MaxConnsPerIP},
+		{"limits.max_quic_flows", cfg.Limits.MaxQUICFlows}} {
 		if n.v < 0 {
 			return bad(n.name, "%d: must not be negative", n.v)
 		}
