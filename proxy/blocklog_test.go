@@ -1,0 +1,248 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// logLines decodes JSON log lines.
+func logLines(t testing.TB, b []byte) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal(line, &m); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// fakeClockBlockLog returns a block log on a settable clock whose summary
+// timer only fires when the test calls fire.
+func fakeClockBlockLog(w io.Writer, rate float64, burst int) (b *blockLog, now *int64, fire func() bool) {
+	b = newBlockLog(slog.New(slog.NewJSONHandler(w, nil)), rate, burst)
+	now = new(int64)
+	b.now = func() int64 { return *now }
+	var pending func()
+	b.after = func(_ time.Duration, f func()) { pending = f }
+	fire = func() bool {
+		if pending == nil {
+			return false
+		}
+		f := pending
+		pending = nil
+		f()
+		return true
+	}
+	return b, now, fire
+}
+
+func TestBlockLogBucket(t *testing.T) {
+	ms := int64(time.Millisecond)
+	tests := []struct {
+		name  string
+		rate  float64
+		burst int
+		at    []int64 // event times in ms
+		want  string  // w: written, s: left out
+	}{
+		{"burst then refuse", 10, 3, []int64{0, 0, 0, 0, 0}, "wwwss"},
+		{"one token per 100ms", 10, 1, []int64{0, 50, 99, 100, 150, 200}, "wsswsw"},
+		{"bucket refills to the burst only", 10, 2, []int64{0, 0, 0, 1000, 1000, 1000}, "wwswws"},
+		{"steady rate below the limit", 10, 1, []int64{0, 100, 200, 300, 400}, "wwwww"},
+		{"flood at 1000/s keeps 10/s", 10, 1, func() []int64 {
+			var at []int64
+			for i := int64(0); i < 300; i++ {
+				at = append(at, i) // 300 events in 300 ms
+			}
+			return at
+		}(), "w" + strings.Repeat("s", 99) + "w" + strings.Repeat("s", 99) + "w" + strings.Repeat("s", 99)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			b, now, _ := fakeClockBlockLog(&buf, tt.rate, tt.burst)
+			var got strings.Builder
+			for _, at := range tt.at {
+				*now = at * ms
+				before := buf.Len()
+				b.Log("tls", "tls", "x.cn", "unfiled", netip.MustParseAddrPort("192.0.2.1:1234"))
+				if buf.Len() > before {
+					got.WriteByte('w')
+				} else {
+					got.WriteByte('s')
+				}
+			}
+			if got.String() != tt.want {
+				t.Errorf("got %q, want %q", got.String(), tt.want)
+			}
+		})
+	}
+}
+
+func TestBlockLogLineAndSummary(t *testing.T) {
+	var buf bytes.Buffer
+	b, now, fire := fakeClockBlockLog(&buf, 10, 1)
+	client := netip.MustParseAddrPort("[2001:db8::7]:443")
+	b.Log("edge", "http", "Unfiled.CN", "unfiled", client) // written
+	b.Log("edge", "http", "a.cn", "unfiled", client)       // left out
+	b.Log("edge", "http", "b.cn", "unfiled", client)       // left out
+	*now = int64(100 * time.Millisecond)
+	b.Log("tls", "tls", "c.cn", "cancelled", client) // written, carries 2
+	b.Log("tls", "tls", "d.cn", "cancelled", client) // left out
+	*now = int64(1100 * time.Millisecond)
+	if !fire() { // the summary timer armed by the first left-out line
+		t.Fatal("no summary scheduled")
+	}
+	if fire() {
+		t.Error("a second summary was scheduled, want one")
+	}
+
+	lines := logLines(t, buf.Bytes())
+	want := []map[string]any{
+		{"level": "INFO", "msg": "blocked", "listener": "edge", "protocol": "http", "host": "Unfiled.CN", "reason": "unfiled", "client": "[2001:db8::7]:443"},
+		{"level": "INFO", "msg": "blocked", "listener": "tls", "protocol": "tls", "host": "c.cn", "reason": "cancelled", "client": "[2001:db8::7]:443", "suppressed": 2.0},
+		{"level": "INFO", "msg": "block log lines suppressed", "suppressed": 1.0, "interval_seconds": 1.0},
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("got %d lines, want %d:\n%s", len(lines), len(want), buf.String())
+	}
+	for i, w := range want {
+		delete(lines[i], "time")
+		got, _ := json.Marshal(lines[i])
+		exp, _ := json.Marshal(w)
+		if string(got) != string(exp) {
+			t.Errorf("line %d: got %s, want %s", i, got, exp)
+		}
+	}
+
+	// Nothing left out since: a later summary writes nothing.
+	buf.Reset()
+	b.summary()
+	if buf.Len() != 0 {
+		t.Errorf("got %q, want no summary without left-out lines", buf.String())
+	}
+}
+
+func TestBlockLogDisabled(t *testing.T) {
+	var buf bytes.Buffer
+	warn := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	for _, b := range []*blockLog{nil, newBlockLog(nil, 10, 1), newBlockLog(warn, 0, 1), newBlockLog(warn, 10, 1)} {
+		b.Log("tls", "tls", "x.cn", "unfiled", netip.AddrPort{})
+	}
+	if buf.Len() != 0 {
+		t.Errorf("got %q, want nothing below the logger's level", buf.String())
+	}
+}
+
+func TestClipHost(t *testing.T) {
+	long := strings.Repeat("a", 300)
+	tests := []struct {
+		in, want string
+	}{
+		{"", ""},
+		{"filed.cn", "filed.cn"},
+		{strings.Repeat("a", 253), strings.Repeat("a", 253)},
+		{long, strings.Repeat("a", 253) + "…"},
+		// 251 ASCII bytes then 3-byte runes: the cut keeps whole runes.
+		{strings.Repeat("a", 251) + strings.Repeat("例", 5), strings.Repeat("a", 251) + "…"},
+		{strings.Repeat("a", 250) + strings.Repeat("例", 5), strings.Repeat("a", 250) + "例…"},
+		// Not UTF-8: cut at the cap.
+		{strings.Repeat("\xff", 300), strings.Repeat("\xff", 253) + "…"},
+	}
+	for _, tt := range tests {
+		if got := clipHost(tt.in); got != tt.want {
+			t.Errorf("clipHost(%d bytes): got %q, want %q", len(tt.in), got, tt.want)
+		}
+	}
+}
+
+// TestBlockLogConcurrent has every left-out line accounted for, under the
+// race detector, with many goroutines logging at once.
+func TestBlockLogConcurrent(t *testing.T) {
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	w := writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.Write(p)
+	})
+	b, _, fire := fakeClockBlockLog(w, 10, 5) // the clock stands still: 5 tokens in all
+	const workers, each = 8, 200
+	var wg sync.WaitGroup
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < each; j++ {
+				b.Log("tls", "tls", "x.cn", "unfiled", netip.AddrPort{})
+			}
+		}()
+	}
+	wg.Wait()
+	fire()
+	written, suppressed := 0, 0.0
+	for _, l := range logLines(t, buf.Bytes()) {
+		if l["msg"] == "blocked" {
+			written++
+		}
+		if n, ok := l["suppressed"].(float64); ok {
+			suppressed += n
+		}
+	}
+	if written != 5 || written+int(suppressed) != workers*each {
+		t.Errorf("got %d written + %v left out, want 5 + %d", written, suppressed, workers*each-5)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestBlockLogSuppressedAllocs: a left-out line allocates nothing, so a
+// flood of blocks costs the log no garbage.
+func TestBlockLogSuppressedAllocs(t *testing.T) {
+	b := newBlockLog(slog.New(slog.NewJSONHandler(io.Discard, nil)), 1, 1)
+	client := netip.MustParseAddrPort("192.0.2.1:1")
+	b.Log("tls", "tls", "x.cn", "unfiled", client) // takes the only token
+	b.armed.Store(true)                            // no real timer in the measurement
+	if n := testing.AllocsPerRun(1000, func() {
+		b.Log("tls", "tls", "x.cn", "unfiled", client)
+	}); n != 0 {
+		t.Errorf("got %v allocations per left-out line, want 0", n)
+	}
+}
+
+func BenchmarkBlockLogSuppressed(b *testing.B) {
+	bl := newBlockLog(slog.New(slog.NewJSONHandler(io.Discard, nil)), 1, 1)
+	client := netip.MustParseAddrPort("192.0.2.1:1")
+	bl.Log("tls", "tls", "x.cn", "unfiled", client)
+	bl.armed.Store(true)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			bl.Log("tls", "tls", "x.cn", "unfiled", client)
+		}
+	})
+}
+
+func BenchmarkBlockLogWritten(b *testing.B) {
+	bl := newBlockLog(slog.New(slog.NewJSONHandler(io.Discard, nil)), 1e12, 1)
+	client := netip.MustParseAddrPort("192.0.2.1:1")
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		bl.Log("tls", "tls", "www.unfiled-example.cn", "unfiled", client)
+	}
+}
