@@ -4,10 +4,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -91,9 +93,17 @@ func OpenStore(path string, log *slog.Logger) (*Store, error) {
 	return s, nil
 }
 
-// openBolt opens a bbolt file, turning a panic on a damaged file into an
-// error.
+// openBolt opens a bbolt file, turning a damaged file into an error rather
+// than a crash. bbolt reads its file through mmap: a page past the end of a
+// truncated file is a SIGBUS, which kills the process unless the faulting
+// goroutine asked for a panic instead (SetPanicOnFault). So the header is
+// checked first (checkBoltFile: the common case, a short file), and a fault
+// that still happens becomes a recovered panic.
 func openBolt(path string) (db *bolt.DB, err error) {
+	if err := checkBoltFile(path); err != nil {
+		return nil, err
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: %v", ErrCorruptStore, r)
@@ -102,6 +112,59 @@ func openBolt(path string) (db *bolt.DB, err error) {
 	// The timeout: a second process on the same store fails instead of
 	// hanging on the file lock.
 	return bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+}
+
+// checkBoltFile checks an existing bbolt file's meta pages (magic, format
+// version, checksum) and that the file is as long as the highest page they
+// claim. A missing or empty file passes: bbolt initialises it.
+func checkBoltFile(path string) error {
+	f, err := os.Open(path)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || fi.Size() == 0 {
+		return err
+	}
+	const hdr = 16 // page header: id, flags, count, overflow
+	readMeta := func(off int64) (pageSize uint32, pages, txid uint64, ok bool) {
+		var m [64]byte
+		if _, err := f.ReadAt(m[:], off+hdr); err != nil {
+			return 0, 0, 0, false
+		}
+		le := binary.NativeEndian // bbolt writes its meta in native byte order
+		if le.Uint32(m[0:]) != 0xED0CDAED || le.Uint32(m[4:]) != 2 {
+			return 0, 0, 0, false
+		}
+		h := fnv.New64a()
+		h.Write(m[:56])
+		if h.Sum64() != le.Uint64(m[56:]) {
+			return 0, 0, 0, false
+		}
+		return le.Uint32(m[8:]), le.Uint64(m[40:]), le.Uint64(m[48:]), true
+	}
+	best, ok := uint64(0), false
+	var need int64
+	ps, pages, txid, ok0 := readMeta(0)
+	if ok0 {
+		best, ok, need = txid, true, int64(pages)*int64(ps)
+	} else {
+		ps = uint32(os.Getpagesize())
+	}
+	if _, pages1, txid1, ok1 := readMeta(int64(ps)); ok1 && (!ok || txid1 > best) {
+		ok, need = true, int64(pages1)*int64(ps)
+	}
+	if !ok {
+		return fmt.Errorf("%w: not a bbolt file (no valid meta page)", ErrCorruptStore)
+	}
+	if fi.Size() < need {
+		return fmt.Errorf("%w: file is %d bytes, its pages need %d (truncated)", ErrCorruptStore, fi.Size(), need)
+	}
+	return nil
 }
 
 // Path returns the store's file.
@@ -139,6 +202,7 @@ func (s *Store) Load() (*Snapshot, StoreState, error) {
 }
 
 func (s *Store) load() (snap *Snapshot, st StoreState, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			snap, err = nil, fmt.Errorf("%w: %v", ErrCorruptStore, r)
