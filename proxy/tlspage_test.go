@@ -32,6 +32,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
 )
 
 // pageDecider is a Decider with registrable domains, as the registry
@@ -297,6 +298,7 @@ func TestTLSPagePebble(t *testing.T) {
 	ca := startPebble(t)
 	up := newTLSUpstream(t, "up", nil)
 	storage := t.TempDir()
+	ignore := goleak.IgnoreCurrent()
 	cfg := pageConfig(t, up.addr(), TLSPage{ACMEDirectory: ca.dir, CARootsFile: ca.tlsCAFile, StorageDir: storage, Timeout: 60 * time.Second})
 	g := startGateway(t, cfg, testPageDecider)
 	addr := g.addr("tls")
@@ -359,6 +361,56 @@ func TestTLSPagePebble(t *testing.T) {
 		}
 	})
 
+	t.Run("concurrent first visits share one issuance", func(t *testing.T) {
+		var wg sync.WaitGroup
+		errs := make(chan error, 4)
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, _, _, err := pageGet(addr, "burst.unfiled.cn", ca.roots, "*/*")
+				if err == nil && resp.StatusCode != http.StatusForbidden {
+					err = fmt.Errorf("status %d", resp.StatusCode)
+				}
+				errs <- err
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Errorf("got %v, want the block page", err)
+			}
+		}
+	})
+
+	t.Run("reload keeps or rebuilds the page server", func(t *testing.T) {
+		before := g.srv.page.Load()
+		if err := g.srv.Reload(cfg, nil); err != nil {
+			t.Fatal(err)
+		}
+		if g.srv.page.Load() != before {
+			t.Errorf("an unchanged config rebuilt the page server")
+		}
+		changed := cfg
+		changed.Policy.TLSPage.IssuePerMinute = 5
+		if err := g.srv.Reload(changed, nil); err != nil {
+			t.Fatal(err)
+		}
+		if g.srv.page.Load() == before {
+			t.Fatalf("a changed config kept the old page server")
+		}
+		// The new server's memory cache is empty: the certificate comes
+		// from the disk storage, without a new issuance.
+		resp, _, _, err := pageGet(addr, "www.unfiled.cn", ca.roots, "*/*")
+		if err != nil || resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("after reload: got %v, want the block page", err)
+		}
+		if got, want := counter(pm.CertificateRequests, issueStored), 1.0; got != want {
+			t.Errorf("issuance checks %s: got %v, want %v", issueStored, got, want)
+		}
+	})
+
 	t.Run("no SNI gets the alert", func(t *testing.T) {
 		_, _, _, err := pageGet(addr, "", nil, "*/*")
 		if err == nil || !strings.Contains(err.Error(), "access denied") {
@@ -366,7 +418,7 @@ func TestTLSPagePebble(t *testing.T) {
 		}
 	})
 
-	if got, want := counter(pm.CertificateRequests, issueAllowed), 2.0; got != want {
+	if got, want := counter(pm.CertificateRequests, issueAllowed), 3.0; got != want {
 		t.Errorf("issuances allowed: got %v, want %v", got, want)
 	}
 	for _, r := range []string{issueRefusedName, issueRefusedVerdict, issueRefusedRate, issueRefusedCap} {
@@ -374,7 +426,7 @@ func TestTLSPagePebble(t *testing.T) {
 			t.Errorf("issuance check %s: got %v, want 0", r, got)
 		}
 	}
-	for r, want := range map[string]float64{pageServed: 3, pageNotEligible: 1, pageNoCert: 0} {
+	for r, want := range map[string]float64{pageServed: 8, pageNotEligible: 1, pageNoCert: 0, pageHandshake: 0} {
 		if got := counter(pm.Pages, r); got != want {
 			t.Errorf("pages %s: got %v, want %v", r, got, want)
 		}
@@ -389,9 +441,24 @@ func TestTLSPagePebble(t *testing.T) {
 		}
 		return nil
 	})
-	if got, want := strings.Join(stored, " "), "unfiled.cn.crt www.unfiled.cn.crt"; got != want {
+	if got, want := strings.Join(stored, " "), "burst.unfiled.cn.crt unfiled.cn.crt www.unfiled.cn.crt"; got != want {
 		t.Errorf("stored certificates: got %q, want %q", got, want)
 	}
+	g.stop(t)
+	goleak.VerifyNone(t, append([]goleak.Option{ignore}, certmagicGlobals...)...)
+}
+
+// certmagicGlobals are goroutines certmagic keeps beyond a Server: its
+// process-wide per-CA rate limiter; the lock-file refresher, which exits
+// within 5 s of the unlock; and the idle keep-alive connection of the ACME
+// issuer's HTTP client to the CA (its transport is unexported and has no
+// idle timeout, so it stays until the CA closes it).
+var certmagicGlobals = []goleak.Option{
+	goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.(*RingBufferRateLimiter).loop"),
+	goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh"),
+	goleak.IgnoreAnyFunction("net/http.(*http2ClientConn).readLoop"),
+	goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+	goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
 }
 
 // TestTLSPageFallback: with the ACME server down, a blocked client gets the
@@ -399,6 +466,7 @@ func TestTLSPagePebble(t *testing.T) {
 func TestTLSPageFallback(t *testing.T) {
 	up := newTLSUpstream(t, "up", nil)
 	down := fmt.Sprintf("https://127.0.0.1:%d/dir", freePorts(t, 1)[0])
+	ignore := goleak.IgnoreCurrent()
 	cfg := pageConfig(t, up.addr(), TLSPage{ACMEDirectory: down, Timeout: time.Second})
 	g := startGateway(t, cfg, testPageDecider)
 
@@ -413,6 +481,8 @@ func TestTLSPageFallback(t *testing.T) {
 	if got := up.accepted.Load(); got != 0 {
 		t.Errorf("upstream connections: got %d, want 0", got)
 	}
+	g.stop(t)
+	goleak.VerifyNone(t, append([]goleak.Option{ignore}, certmagicGlobals...)...)
 }
 
 // TestTLSPageAllowIssue checks certmagic's on-demand decision: only blocked
