@@ -13,7 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/icpgate/icpgate/registry"
-	"github.com/icpgate/icpgate/registry/internal/pgtest"
+	"github.com/icpgate/icpgate/internal/pgtest"
 	"github.com/icpgate/icpgate/registry/pgschema"
 )
 
