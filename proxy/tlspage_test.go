@@ -75,20 +75,17 @@ type pebbleCA struct {
 	roots     *x509.CertPool // pebble's issuing root, from /roots/0
 }
 
-// startPebble runs pebble on loopback ports with a temporary config, every
-// authorization valid without a challenge connection
-// (PEBBLE_VA_ALWAYS_VALID) and no artificial delays or nonce rejections.
-// In CI (CI=true) a missing pebble fails the test; locally it is skipped
-// with the install command.
-func startPebble(t *testing.T) *pebbleCA {
+// startPebble runs pebble on loopback ports with a temporary config and no
+// artificial delays or nonce rejections. With tlsALPNPort 0 every
+// authorization is valid without a challenge connection
+// (PEBBLE_VA_ALWAYS_VALID). Otherwise pebble really validates TLS-ALPN-01
+// by connecting to 127.0.0.1:tlsALPNPort, names resolved by
+// pebble-challtestsrv's mock DNS (every A record 127.0.0.1). In CI
+// (CI=true) a missing pebble fails the test; locally it is skipped with
+// the install command.
+func startPebble(t *testing.T, tlsALPNPort int) *pebbleCA {
 	t.Helper()
-	bin, err := exec.LookPath("pebble")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("pebble is required in CI (Debian package pebble): %v", err)
-		}
-		t.Skipf("pebble not installed (apt-get install pebble): %v", err)
-	}
+	bin := lookPebble(t, "pebble")
 	dir := t.TempDir()
 	caPEM, certPEM, keyPEM := loopbackCert(t)
 	pc := &pebbleCA{tlsCAFile: filepath.Join(dir, "ca.pem")}
@@ -97,7 +94,10 @@ func startPebble(t *testing.T) *pebbleCA {
 			t.Fatal(err)
 		}
 	}
-	ports := freePorts(t, 4)
+	ports := freePorts(t, 6)
+	if tlsALPNPort != 0 {
+		ports[3] = tlsALPNPort
+	}
 	conf := map[string]any{"pebble": map[string]any{
 		"listenAddress":                  fmt.Sprintf("127.0.0.1:%d", ports[0]),
 		"managementListenAddress":        fmt.Sprintf("127.0.0.1:%d", ports[1]),
@@ -114,19 +114,17 @@ func startPebble(t *testing.T) *pebbleCA {
 		t.Fatal(err)
 	}
 	var out syncBuffer
-	cmd := exec.Command(bin, "-config", confPath)
-	cmd.Env = append(os.Environ(), "PEBBLE_VA_ALWAYS_VALID=1", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting pebble: %v", err)
+	args := []string{"-config", confPath}
+	env := append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
+	if tlsALPNPort == 0 {
+		env = append(env, "PEBBLE_VA_ALWAYS_VALID=1")
+	} else {
+		dns := fmt.Sprintf("127.0.0.1:%d", ports[4])
+		runLogged(t, &out, nil, lookPebble(t, "pebble-challtestsrv"), "-dns01", dns, "-http01", "", "-https01", "",
+			"-tlsalpn01", "", "-management", fmt.Sprintf("127.0.0.1:%d", ports[5]), "-defaultIPv6", "")
+		args = append(args, "-dnsserver", dns)
 	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("pebble output:\n%s", out.String())
-		}
-	})
+	runLogged(t, &out, env, bin, args...)
 
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
@@ -161,6 +159,36 @@ func startPebble(t *testing.T) *pebbleCA {
 		t.Fatalf("pebble's /roots/0 is not PEM: %q", root)
 	}
 	return pc
+}
+
+// lookPebble finds a binary of Debian's pebble package.
+func lookPebble(t *testing.T, name string) string {
+	bin, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is required in CI (Debian package pebble): %v", name, err)
+		}
+		t.Skipf("%s not installed (apt-get install pebble): %v", name, err)
+	}
+	return bin
+}
+
+// runLogged starts bin with args until the test ends, its output in out
+// (logged when the test failed).
+func runLogged(t *testing.T, out *syncBuffer, env []string, bin string, args ...string) {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", bin, err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s output:\n%s", filepath.Base(bin), out.String())
+		}
+	})
 }
 
 // syncBuffer is a bytes.Buffer safe for a child process's two pipes.
@@ -295,7 +323,7 @@ func counter(c *prometheus.CounterVec, label string) float64 {
 // SNI never triggers issuance; the upstream is never dialled for a blocked
 // connection; the certificate is stored on disk.
 func TestTLSPagePebble(t *testing.T) {
-	ca := startPebble(t)
+	ca := startPebble(t, 0)
 	up := newTLSUpstream(t, "up", nil)
 	storage := t.TempDir()
 	ignore := goleak.IgnoreCurrent()
@@ -589,5 +617,35 @@ func TestTLSPageConfigValidation(t *testing.T) {
 	}
 	if err := srv.Start(); err == nil || !strings.Contains(err.Error(), "policy.tls_page.storage_dir") {
 		t.Errorf("Start: got %v, want an error naming policy.tls_page.storage_dir", err)
+	}
+}
+
+// TestTLSPageTLSALPNValidation lets pebble really validate the order with
+// TLS-ALPN-01 (RFC 8737): its validation hello for the blocked name
+// reaches the gateway's own tls listener, which answers with certmagic's
+// challenge certificate; only then is the certificate issued.
+func TestTLSPageTLSALPNValidation(t *testing.T) {
+	port := freePorts(t, 1)[0]
+	ca := startPebble(t, port)
+	up := newTLSUpstream(t, "up", nil)
+	cfg := pageConfig(t, up.addr(), TLSPage{ACMEDirectory: ca.dir, CARootsFile: ca.tlsCAFile, Timeout: 60 * time.Second})
+	cfg.Listeners[0].Address = fmt.Sprintf("127.0.0.1:%d", port)
+	g := startGateway(t, cfg, testPageDecider)
+
+	resp, body, st, err := pageGet(g.addr("tls"), "validated.unfiled.cn", ca.roots, "*/*")
+	if err != nil {
+		t.Fatalf("block page over TLS: %v", err)
+	}
+	if err := st.PeerCertificates[0].VerifyHostname("validated.unfiled.cn"); err != nil {
+		t.Errorf("certificate: %v", err)
+	}
+	if got, want := resp.StatusCode, http.StatusForbidden; got != want || !strings.Contains(body, "unfiled.cn") {
+		t.Errorf("status: got %d, want %d with the block page", got, want)
+	}
+	if got := counter(g.m.TLSPage.Pages, pageChallenge); got < 1 {
+		t.Errorf("validation handshakes answered: got %v, want at least 1", got)
+	}
+	if got := up.accepted.Load(); got != 0 {
+		t.Errorf("upstream connections: got %d, want 0", got)
 	}
 }
