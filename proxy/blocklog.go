@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -144,4 +145,17 @@ func clipHost(host string) string {
 		cut--
 	}
 	return host[:cut] + "…"
+}
+
+// addrPort returns a TCP or UDP address as a netip.AddrPort with an
+// IPv4-mapped address unmapped (zero for other kinds), without allocating.
+func addrPort(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }

@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -244,5 +246,123 @@ func BenchmarkBlockLogWritten(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		bl.Log("tls", "tls", "www.unfiled-example.cn", "unfiled", client)
+	}
+}
+
+// syncWriter is a bytes.Buffer safe for the server's goroutines and the
+// test.
+type syncWriter struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncWriter) bytes() []byte {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return bytes.Clone(w.b.Bytes())
+}
+
+// startLoggingGateway runs a Server for cfg logging JSON at Info into the
+// returned writer.
+func startLoggingGateway(t *testing.T, cfg Config, d Decider) (*Server, *syncWriter) {
+	t.Helper()
+	w := &syncWriter{}
+	srv, err := NewServer(cfg, d, nil, slog.New(slog.NewJSONHandler(w, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return srv, w
+}
+
+// blockLines returns the "blocked" lines of a JSON log and the left-out
+// count its lines and summaries report.
+func blockLines(t *testing.T, b []byte) (lines []map[string]any, suppressed int) {
+	t.Helper()
+	for _, l := range logLines(t, b) {
+		switch l["msg"] {
+		case "blocked":
+			lines = append(lines, l)
+		case "block log lines suppressed":
+		default:
+			continue
+		}
+		if n, ok := l["suppressed"].(float64); ok {
+			suppressed += int(n)
+		}
+	}
+	return lines, suppressed
+}
+
+// waitAccounted waits until the log accounts for want blocks (written or
+// left out), or fails.
+func waitAccounted(t *testing.T, w *syncWriter, want int) ([]map[string]any, int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		lines, suppressed := blockLines(t, w.bytes())
+		if len(lines)+suppressed >= want || time.Now().After(deadline) {
+			if len(lines)+suppressed != want {
+				t.Errorf("got %d lines + %d left out, want %d blocks accounted for; log:\n%s", len(lines), suppressed, want, w.bytes())
+			}
+			return lines, suppressed
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestBlockLogTLS sends blocked and passing TLS handshakes from a real Go
+// client through a real Server: each block is logged or counted as left
+// out, with host, reason, client address and listener; a pass logs
+// nothing at Info.
+func TestBlockLogTLS(t *testing.T) {
+	up := newTLSUpstream(t, "origin", nil)
+	srv, w := startLoggingGateway(t, tlsListener(up.addr()), mapDecider{filed: map[string]string{"filed.cn": ""}})
+	addr := srv.Addr("tls").String()
+
+	c, err := dialTLS(addr, "filed.cn")
+	if err != nil {
+		t.Fatalf("filed.cn: %v", err)
+	}
+	c.Close()
+	const blocks = blockLogBurst + 10
+	for i := 0; i < blocks; i++ {
+		if c, err := dialTLS(addr, "unfiled.cn"); err == nil {
+			c.Close()
+			t.Fatal("unfiled.cn: got a handshake, want a block")
+		}
+	}
+	lines, suppressed := waitAccounted(t, w, blocks)
+	if len(lines) < blockLogBurst || suppressed == 0 {
+		t.Errorf("got %d lines and %d left out, want at least the burst (%d) written and some left out", len(lines), suppressed, blockLogBurst)
+	}
+	for _, l := range lines {
+		client, _ := l["client"].(string)
+		ap, err := netip.ParseAddrPort(client)
+		if got := fmt.Sprintf("%v %v %v %v %v %v", l["level"], l["component"], l["listener"], l["protocol"], l["host"], l["reason"]); got != "INFO proxy tls tls unfiled.cn unfiled" ||
+			err != nil || ap.Addr() != netip.MustParseAddr("127.0.0.1") || ap.Port() == 0 {
+			t.Errorf("got %q client %q, want %q from 127.0.0.1:port", got, client, "INFO proxy tls tls unfiled.cn unfiled")
+			break
+		}
+	}
+	for _, l := range logLines(t, w.bytes()) {
+		if l["level"] == "INFO" && strings.Contains(fmt.Sprint(l), "filed.cn") && l["host"] != "unfiled.cn" {
+			t.Errorf("got an Info line for a passing connection: %v", l)
+		}
 	}
 }

@@ -86,6 +86,8 @@ type Server struct {
 	decMu     sync.Mutex // serialises inserts into decisions
 	decisions atomic.Pointer[map[string]*[2]prometheus.Counter]
 
+	blocks *blockLog // sampled, rate-limited block lines (blocklog.go)
+
 	mu      sync.Mutex // guards the fields below
 	cfg     Config
 	lns     map[string]*listener
@@ -166,6 +168,7 @@ func NewServer(cfg Config, d Decider, m *Metrics, log *slog.Logger) (*Server, er
 		lim: newConnLimiter(),
 	}
 	s.dec.store(d)
+	s.blocks = newBlockLog(s.log, blockLogRate, blockLogBurst)
 	s.rejects = map[string]prometheus.Counter{
 		limitGlobal: m.LimitRejects.WithLabelValues(limitGlobal),
 		limitPerIP:  m.LimitRejects.WithLabelValues(limitPerIP),

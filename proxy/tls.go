@@ -59,6 +59,7 @@ func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn) {
 		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
 			rt.log.Debug("tls blocked", "sni", hello.ServerName, "reason", d.Reason, "client", tc.ip.String())
 		}
+		s.blocks.Log(rt.cfg.Name, "tls", hello.ServerName, d.Reason, addrPort(c.RemoteAddr()))
 		rv := hello.RecordVersion
 		if rt.tlsBlock == "page" {
 			if p := s.page.Load(); p != nil {
