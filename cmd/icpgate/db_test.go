@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/icpgate/icpgate/internal/pgtest"
+)
+
+// runCmd runs a subcommand function and returns its exit code and output.
+func runCmd(t *testing.T, f func(context.Context, []string, *bytes.Buffer, *bytes.Buffer) int, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := f(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func dbCmd(ctx context.Context, args []string, out, errb *bytes.Buffer) int {
+	return cmdDB(ctx, args, out, errb)
+}
+
+func importCmd(ctx context.Context, args []string, out, errb *bytes.Buffer) int {
+	return cmdImport(ctx, args, out, errb)
+}
+
+func exportCmd(ctx context.Context, args []string, out, errb *bytes.Buffer) int {
+	return cmdExport(ctx, args, out, errb)
+}
+
+// TestDatabaseCommands drives db migrate/status/confirm-deletes, import and
+// export against a real PostgreSQL, one server for all the steps.
+func TestDatabaseCommands(t *testing.T) {
+	srv := pgtest.New(t)
+	dsn := srv.NewDB(t)
+	cfgPath := filepath.Join(t.TempDir(), "icpgate.yaml")
+	if err := os.WriteFile(cfgPath, []byte("registry:\n  postgres:\n    dsn: "+dsn+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	td := func(name string) string { return filepath.Join("testdata", name) }
+	count := func() int {
+		t.Helper()
+		conn, err := pgx.Connect(context.Background(), dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		var n int
+		if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM icpgate_records").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	steps := []struct {
+		name     string
+		f        func(context.Context, []string, *bytes.Buffer, *bytes.Buffer) int
+		args     []string
+		wantCode int
+		wantOut  string // substring of stdout (or stderr when the code is not 0)
+		records  int    // records in the database afterwards; -1: don't check
+	}{
+		{"no database", dbCmd, []string{"migrate"}, exitError, "no filing database", -1},
+		{"import before migrate", importCmd, []string{"-config", cfgPath, td("import.jsonl")}, exitError, "not migrated", -1},
+		{"migrate", dbCmd, []string{"migrate", "-config", cfgPath}, exitOK, "applied migration 1", 0},
+		{"migrate again", dbCmd, []string{"migrate", "-dsn", dsn}, exitOK, "schema is current", 0},
+		{"dry run", importCmd, []string{"-config", cfgPath, td("import.jsonl"), "--dry-run"}, exitOK,
+			"dry run, nothing changed: testdata/import.jsonl: 5 rows, 5 inserted, 0 updated, 0 unchanged, 0 deleted", 0},
+		{"import", importCmd, []string{"-config", cfgPath, td("import.jsonl")}, exitOK,
+			"5 rows, 5 inserted, 0 updated, 0 unchanged, 0 deleted", 5},
+		{"import again", importCmd, []string{"-config", cfgPath, td("import.jsonl")}, exitOK,
+			"5 rows, 0 inserted, 0 updated, 5 unchanged, 0 deleted", 5},
+		{"bad row", importCmd, []string{"-config", cfgPath, td("import-bad.jsonl")}, exitError,
+			"import-bad.jsonl:2: invalid record: filing_number", 5},
+		{"csv with replace, dry", importCmd, []string{"-config", cfgPath, "--replace", "--dry-run", td("import-changed.csv")}, exitOK,
+			"3 rows, 1 inserted, 1 updated, 1 unchanged, 3 deleted", 5},
+		{"csv with replace", importCmd, []string{"-config", cfgPath, "--replace", td("import-changed.csv")}, exitOK,
+			"3 rows, 1 inserted, 1 updated, 1 unchanged, 3 deleted", 3},
+		{"status", dbCmd, []string{"status", "-config", cfgPath}, exitOK, "records:            3", 3},
+		{"confirm deletes", dbCmd, []string{"confirm-deletes", "-config", cfgPath}, exitOK, "deletions up to change", 3},
+		{"unknown verb", dbCmd, []string{"drop", "-config", cfgPath}, exitError, "unknown command", 3},
+	}
+	for _, s := range steps {
+		code, out, errOut := runCmd(t, s.f, s.args...)
+		text := out
+		if s.wantCode != exitOK {
+			text = errOut
+		}
+		if code != s.wantCode || !strings.Contains(text, s.wantOut) {
+			t.Fatalf("%s: got exit %d, stdout %q, stderr %q; want exit %d and %q", s.name, code, out, errOut, s.wantCode, s.wantOut)
+		}
+		if s.records >= 0 {
+			if got := count(); got != s.records {
+				t.Fatalf("%s: got %d records in the database, want %d", s.name, got, s.records)
+			}
+		}
+	}
+
+	// Export, in both formats, imports back unchanged.
+	for _, format := range []string{"jsonl", "csv"} {
+		path := filepath.Join(t.TempDir(), "export."+format)
+		code, _, errOut := runCmd(t, exportCmd, "-config", cfgPath, "-o", path)
+		if code != exitOK {
+			t.Fatalf("export %s: exit %d: %s", format, code, errOut)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(data), "xn--fsqu00a.xn--fiqs8s") || !strings.Contains(string(data), "new.cn") {
+			t.Errorf("export %s: got %q, want the three records", format, data)
+		}
+		code, out, errOut := runCmd(t, importCmd, "-config", cfgPath, path)
+		if code != exitOK || !strings.Contains(out, "3 rows, 0 inserted, 0 updated, 3 unchanged") {
+			t.Errorf("re-import of the %s export: got exit %d, %q %q, want 3 unchanged", format, code, out, errOut)
+		}
+	}
+	code, out, _ := runCmd(t, exportCmd, "-dsn", dsn)
+	if want := `{"domain":"filed.cn","state":"filed","filing_number":"京ICP备10206937号-1","subject":"北京测试科技有限公司","subject_type":"enterprise","province":"京","upstream":"10.0.0.5:443","updated_at":"2026-11-01T08:00:00Z"}`; code != exitOK || !strings.Contains(out, want+"\n") {
+		t.Errorf("export to stdout: got %q, want a line %q", out, want)
+	}
+}
