@@ -12,8 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/icpgate/icpgate/registry"
 	"github.com/icpgate/icpgate/internal/pgtest"
+	"github.com/icpgate/icpgate/registry"
 	"github.com/icpgate/icpgate/registry/pgschema"
 )
 
