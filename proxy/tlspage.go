@@ -64,6 +64,7 @@ const (
 	defaultPageTimeout         = 10 * time.Second
 	pageCacheCapacity          = 10000    // certificates kept in memory
 	pageMaxRequestHead         = 16 << 10 // request head read before answering
+	noCertLogInterval          = 10 * time.Second
 	acmeTLS1                   = "acme-tls/1"
 )
 
@@ -146,6 +147,9 @@ type tlsPage struct {
 	hour   int64      // clock hour (Unix hours) names counts
 	names  map[string]struct{}
 	now    func() time.Time // time source, replaced by tests
+
+	noCertLogged     time.Time // last Warn of logNoCert
+	noCertSuppressed int       // failures since (that one included)
 }
 
 // withPageDefaults returns c with defaults applied.
@@ -372,6 +376,31 @@ func (p *tlsPage) admit(name string) string {
 	return issueAllowed
 }
 
+// logNoCert logs why a blocked client got the alert instead of the page.
+// A refusal by the issuance limits is expected under a flood of new names
+// (and counted in TLSPageMetrics), so it is Debug; other failures (the CA
+// unreachable, an order failing) are Warn, at most one line per
+// noCertLogInterval, with the number of failures in between.
+func (p *tlsPage) logNoCert(domain string, err error) {
+	if errors.Is(err, ErrIssueRefused) {
+		if p.log.Enabled(context.Background(), slog.LevelDebug) {
+			p.log.Debug("block page certificate refused, sent the alert instead", "domain", domain, "error", err)
+		}
+		return
+	}
+	p.mu.Lock()
+	now := p.now()
+	p.noCertSuppressed++
+	if !p.noCertLogged.IsZero() && now.Sub(p.noCertLogged) < noCertLogInterval {
+		p.mu.Unlock()
+		return
+	}
+	n := p.noCertSuppressed
+	p.noCertLogged, p.noCertSuppressed = now, 0
+	p.mu.Unlock()
+	p.log.Warn("no block page certificate, sent the alert instead", "domain", domain, "failures", n, "error", err)
+}
+
 // pageConn is the connection the page's crypto/tls server runs on: the
 // sni.Conn (which replays the ClientHello first) plus the per-connection
 // state GetConfigForClient reaches through ClientHelloInfo.Conn.
@@ -452,7 +481,7 @@ func (p *tlsPage) serve(ctx context.Context, c *net.TCPConn, sc *sni.Conn, rv ui
 	err := tc.HandshakeContext(ctx)
 	switch {
 	case pc.certErr != nil:
-		p.log.Warn("no block page certificate, sent the alert instead", "domain", d.Domain, "error", pc.certErr)
+		p.logNoCert(d.Domain, pc.certErr)
 		lingerAfterAlert(c)
 		return
 	case err != nil:

@@ -490,20 +490,29 @@ var certmagicGlobals = []goleak.Option{
 }
 
 // TestTLSPageFallback: with the ACME server down, a blocked client gets the
-// access_denied alert once TLSPage.Timeout has passed, and it is counted.
+// access_denied alert once TLSPage.Timeout has passed; a name refused by
+// the hourly cap gets it at once. Both are counted.
 func TestTLSPageFallback(t *testing.T) {
 	up := newTLSUpstream(t, "up", nil)
 	down := fmt.Sprintf("https://127.0.0.1:%d/dir", freePorts(t, 1)[0])
 	ignore := goleak.IgnoreCurrent()
-	cfg := pageConfig(t, up.addr(), TLSPage{ACMEDirectory: down, Timeout: time.Second})
+	cfg := pageConfig(t, up.addr(), TLSPage{ACMEDirectory: down, Timeout: time.Second, MaxNamesPerHour: 1})
 	g := startGateway(t, cfg, testPageDecider)
 
 	_, pool := testCert(t)
-	_, _, _, err := pageGet(g.addr("tls"), "www.unfiled.cn", pool, "*/*")
-	if err == nil || !strings.Contains(err.Error(), "access denied") {
-		t.Errorf("got %v, want an access denied alert", err)
+	for _, tt := range []struct{ name, check string }{
+		{"www.unfiled.cn", issueAllowed},
+		{"other.unfiled.cn", issueRefusedCap},
+	} {
+		_, _, _, err := pageGet(g.addr("tls"), tt.name, pool, "*/*")
+		if err == nil || !strings.Contains(err.Error(), "access denied") {
+			t.Errorf("%s: got %v, want an access denied alert", tt.name, err)
+		}
+		if got, want := counter(g.m.TLSPage.CertificateRequests, tt.check), 1.0; got != want {
+			t.Errorf("%s: issuance checks %s: got %v, want %v", tt.name, tt.check, got, want)
+		}
 	}
-	if got, want := counter(g.m.TLSPage.Pages, pageNoCert), 1.0; got != want {
+	if got, want := counter(g.m.TLSPage.Pages, pageNoCert), 2.0; got != want {
 		t.Errorf("pages %s: got %v, want %v", pageNoCert, got, want)
 	}
 	if got := up.accepted.Load(); got != 0 {
