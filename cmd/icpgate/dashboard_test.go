@@ -704,3 +704,56 @@ func TestDashboardShape(t *testing.T) {
 		}
 	}
 }
+
+// TestAlertsRunbook checks that every alert has a severity, a summary, a
+// description and a runbook_url pointing at its own section of
+// docs/operations.md, and that the section exists.
+func TestAlertsRunbook(t *testing.T) {
+	b, err := os.ReadFile(alertsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Groups []struct {
+			Rules []struct {
+				Alert       string            `yaml:"alert"`
+				Labels      map[string]string `yaml:"labels"`
+				Annotations map[string]string `yaml:"annotations"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const base = "https://github.com/icpgate/icpgate/blob/main/docs/operations.md#"
+	n := 0
+	for _, g := range f.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "" {
+				continue
+			}
+			n++
+			if s := r.Labels["severity"]; s != "critical" && s != "warning" {
+				t.Errorf("%s: got severity %q, want critical or warning", r.Alert, s)
+			}
+			for _, k := range []string{"summary", "description"} {
+				if r.Annotations[k] == "" {
+					t.Errorf("%s: no %s annotation", r.Alert, k)
+				}
+			}
+			if got, want := r.Annotations["runbook_url"], base+strings.ToLower(r.Alert); got != want {
+				t.Errorf("%s: got runbook_url %q, want %q", r.Alert, got, want)
+			}
+			if !bytes.Contains(doc, []byte("\n### "+r.Alert+"\n")) {
+				t.Errorf("%s: docs/operations.md has no section %q", r.Alert, "### "+r.Alert)
+			}
+		}
+	}
+	if n < 7 {
+		t.Errorf("got %d alerts, want at least the 7 the issue lists", n)
+	}
+}
