@@ -2,27 +2,19 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -33,6 +25,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
+
+	"github.com/icpgate/icpgate/internal/pebbletest"
 )
 
 // pageDecider is a Decider with registrable domains, as the registry
@@ -67,207 +61,6 @@ func (d pageDecider) Decide(host string) Decision {
 }
 
 var testPageDecider = pageDecider{filed: map[string]bool{"filed.cn": true}}
-
-// pebbleCA is a real ACME server (Debian's pebble) run by a test.
-type pebbleCA struct {
-	dir       string         // ACME directory URL
-	tlsCAFile string         // PEM root of pebble's own HTTPS certificate
-	roots     *x509.CertPool // pebble's issuing root, from /roots/0
-}
-
-// startPebble runs pebble on loopback ports with a temporary config and no
-// artificial delays or nonce rejections. With tlsALPNPort 0 every
-// authorization is valid without a challenge connection
-// (PEBBLE_VA_ALWAYS_VALID). Otherwise pebble really validates TLS-ALPN-01
-// by connecting to 127.0.0.1:tlsALPNPort, names resolved by
-// pebble-challtestsrv's mock DNS (every A record 127.0.0.1). In CI
-// (CI=true) a missing pebble fails the test; locally it is skipped with
-// the install command.
-func startPebble(t *testing.T, tlsALPNPort int) *pebbleCA {
-	t.Helper()
-	bin := lookPebble(t, "pebble")
-	dir := t.TempDir()
-	caPEM, certPEM, keyPEM := loopbackCert(t)
-	pc := &pebbleCA{tlsCAFile: filepath.Join(dir, "ca.pem")}
-	for name, b := range map[string][]byte{"ca.pem": caPEM, "cert.pem": certPEM, "key.pem": keyPEM} {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ports := freePorts(t, 6)
-	if tlsALPNPort != 0 {
-		ports[3] = tlsALPNPort
-	}
-	conf := map[string]any{"pebble": map[string]any{
-		"listenAddress":                  fmt.Sprintf("127.0.0.1:%d", ports[0]),
-		"managementListenAddress":        fmt.Sprintf("127.0.0.1:%d", ports[1]),
-		"certificate":                    filepath.Join(dir, "cert.pem"),
-		"privateKey":                     filepath.Join(dir, "key.pem"),
-		"httpPort":                       ports[2],
-		"tlsPort":                        ports[3],
-		"ocspResponderURL":               "",
-		"externalAccountBindingRequired": false,
-	}}
-	cb, _ := json.Marshal(conf)
-	confPath := filepath.Join(dir, "pebble.json")
-	if err := os.WriteFile(confPath, cb, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var out syncBuffer
-	args := []string{"-config", confPath}
-	env := append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
-	if tlsALPNPort == 0 {
-		env = append(env, "PEBBLE_VA_ALWAYS_VALID=1")
-	} else {
-		dns := fmt.Sprintf("127.0.0.1:%d", ports[4])
-		runLogged(t, &out, nil, lookPebble(t, "pebble-challtestsrv"), "-dns01", dns, "-http01", "", "-https01", "",
-			"-tlsalpn01", "", "-management", fmt.Sprintf("127.0.0.1:%d", ports[5]), "-defaultIPv6", "")
-		args = append(args, "-dnsserver", dns)
-	}
-	runLogged(t, &out, env, bin, args...)
-
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	defer client.CloseIdleConnections()
-	pc.dir = fmt.Sprintf("https://127.0.0.1:%d/dir", ports[0])
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := client.Get(pc.dir)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pebble did not come up: %v\n%s", err, out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	resp, err := client.Get(fmt.Sprintf("https://127.0.0.1:%d/roots/0", ports[1]))
-	if err != nil {
-		t.Fatalf("fetching pebble's root: %v", err)
-	}
-	root, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("fetching pebble's root: status %d, %v", resp.StatusCode, err)
-	}
-	pc.roots = x509.NewCertPool()
-	if !pc.roots.AppendCertsFromPEM(root) {
-		t.Fatalf("pebble's /roots/0 is not PEM: %q", root)
-	}
-	return pc
-}
-
-// lookPebble finds a binary of Debian's pebble package.
-func lookPebble(t *testing.T, name string) string {
-	bin, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required in CI (Debian package pebble): %v", name, err)
-		}
-		t.Skipf("%s not installed (apt-get install pebble): %v", name, err)
-	}
-	return bin
-}
-
-// runLogged starts bin with args until the test ends, its output in out
-// (logged when the test failed).
-func runLogged(t *testing.T, out *syncBuffer, env []string, bin string, args ...string) {
-	cmd := exec.Command(bin, args...)
-	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", bin, err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("%s output:\n%s", filepath.Base(bin), out.String())
-		}
-	})
-}
-
-// syncBuffer is a bytes.Buffer safe for a child process's two pipes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// loopbackCert makes a CA and a certificate for 127.0.0.1 and localhost
-// signed by it (for pebble's own HTTPS listeners), as PEM.
-func loopbackCert(t *testing.T) (caPEM, certPEM, keyPEM []byte) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "icpgate test pebble CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
-}
-
-// freePorts returns n loopback TCP ports that were free a moment ago.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return ports
-}
 
 // pageConfig is a one-tls-listener page-mode config.
 func pageConfig(t testing.TB, upstream string, page TLSPage) Config {
@@ -323,11 +116,11 @@ func counter(c *prometheus.CounterVec, label string) float64 {
 // SNI never triggers issuance; the upstream is never dialled for a blocked
 // connection; the certificate is stored on disk.
 func TestTLSPagePebble(t *testing.T) {
-	ca := startPebble(t, 0)
+	ca := pebbletest.Start(t, 0)
 	up := newTLSUpstream(t, "up", nil)
 	storage := t.TempDir()
 	ignore := goleak.IgnoreCurrent()
-	cfg := pageConfig(t, up.addr(), TLSPage{ACMEDirectory: ca.dir, CARootsFile: ca.tlsCAFile, StorageDir: storage, Timeout: 60 * time.Second})
+	cfg := pageConfig(t, up.addr(), TLSPage{ACMEDirectory: ca.Directory, CARootsFile: ca.TLSRootsFile, StorageDir: storage, Timeout: 60 * time.Second})
 	g := startGateway(t, cfg, testPageDecider)
 	addr := g.addr("tls")
 	pm := g.m.TLSPage
@@ -340,7 +133,7 @@ func TestTLSPagePebble(t *testing.T) {
 		{"unfiled.cn", "*/*", "text/html; charset=utf-8"},
 	} {
 		t.Run(tt.name+" "+tt.accept, func(t *testing.T) {
-			resp, body, st, err := pageGet(addr, tt.name, ca.roots, tt.accept)
+			resp, body, st, err := pageGet(addr, tt.name, ca.Roots, tt.accept)
 			if err != nil {
 				t.Fatalf("block page over TLS: %v", err)
 			}
@@ -396,7 +189,7 @@ func TestTLSPagePebble(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				resp, _, _, err := pageGet(addr, "burst.unfiled.cn", ca.roots, "*/*")
+				resp, _, _, err := pageGet(addr, "burst.unfiled.cn", ca.Roots, "*/*")
 				if err == nil && resp.StatusCode != http.StatusForbidden {
 					err = fmt.Errorf("status %d", resp.StatusCode)
 				}
@@ -430,7 +223,7 @@ func TestTLSPagePebble(t *testing.T) {
 		}
 		// The new server's memory cache is empty: the certificate comes
 		// from the disk storage, without a new issuance.
-		resp, _, _, err := pageGet(addr, "www.unfiled.cn", ca.roots, "*/*")
+		resp, _, _, err := pageGet(addr, "www.unfiled.cn", ca.Roots, "*/*")
 		if err != nil || resp.StatusCode != http.StatusForbidden {
 			t.Fatalf("after reload: got %v, want the block page", err)
 		}
@@ -494,7 +287,7 @@ var certmagicGlobals = []goleak.Option{
 // the hourly cap gets it at once. Both are counted.
 func TestTLSPageFallback(t *testing.T) {
 	up := newTLSUpstream(t, "up", nil)
-	down := fmt.Sprintf("https://127.0.0.1:%d/dir", freePorts(t, 1)[0])
+	down := fmt.Sprintf("https://127.0.0.1:%d/dir", pebbletest.FreePorts(t, 1)[0])
 	ignore := goleak.IgnoreCurrent()
 	cfg := pageConfig(t, up.addr(), TLSPage{ACMEDirectory: down, Timeout: time.Second, MaxNamesPerHour: 1})
 	g := startGateway(t, cfg, testPageDecider)
@@ -634,14 +427,14 @@ func TestTLSPageConfigValidation(t *testing.T) {
 // reaches the gateway's own tls listener, which answers with certmagic's
 // challenge certificate; only then is the certificate issued.
 func TestTLSPageTLSALPNValidation(t *testing.T) {
-	port := freePorts(t, 1)[0]
-	ca := startPebble(t, port)
+	port := pebbletest.FreePorts(t, 1)[0]
+	ca := pebbletest.Start(t, port)
 	up := newTLSUpstream(t, "up", nil)
-	cfg := pageConfig(t, up.addr(), TLSPage{ACMEDirectory: ca.dir, CARootsFile: ca.tlsCAFile, Timeout: 60 * time.Second})
+	cfg := pageConfig(t, up.addr(), TLSPage{ACMEDirectory: ca.Directory, CARootsFile: ca.TLSRootsFile, Timeout: 60 * time.Second})
 	cfg.Listeners[0].Address = fmt.Sprintf("127.0.0.1:%d", port)
 	g := startGateway(t, cfg, testPageDecider)
 
-	resp, body, st, err := pageGet(g.addr("tls"), "validated.unfiled.cn", ca.roots, "*/*")
+	resp, body, st, err := pageGet(g.addr("tls"), "validated.unfiled.cn", ca.Roots, "*/*")
 	if err != nil {
 		t.Fatalf("block page over TLS: %v", err)
 	}
