@@ -182,11 +182,11 @@ func scanMatchers(expr string, i int) (labels []string, name string, end int, er
 			continue
 		}
 		start := i
-		for i < len(expr) && isIdentChar(expr[i]) {
+		for i < len(expr) && isIdentChar(expr[i]) && expr[i] != ':' {
 			i++
 		}
 		label := expr[start:i]
-		if label == "" {
+		if label == "" || isDigit(label[0]) {
 			return nil, "", 0, fmt.Errorf("%w: bad matcher at %d", errPromQL, start)
 		}
 		i = skipSpace(expr, i)
@@ -301,6 +301,8 @@ var promqlCases = []struct {
 	{`x{a="b"`, `error`},
 	{`x{a=b}`, `error`},
 	{`x{a="b}`, `error`},
+	{`x{0a="b"}`, `error`},
+	{`x{a:b="c"}`, `error`},
 	{`sum(x))`, `error`},
 	{`{job="x"}`, `error`},
 }
