@@ -21,8 +21,9 @@ import (
 // promServer is a real Prometheus (Debian's prometheus package) running on
 // loopback with a temporary config and data directory.
 type promServer struct {
-	base string // http://127.0.0.1:port
-	log  *syncBuffer
+	base   string // http://127.0.0.1:port
+	log    *syncBuffer
+	client *http.Client
 }
 
 // startPrometheus runs Prometheus scraping target (the gateway's admin
@@ -58,7 +59,8 @@ scrape_configs:
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	p := &promServer{base: "http://" + addr, log: &syncBuffer{}}
+	tr := &http.Transport{}
+	p := &promServer{base: "http://" + addr, log: &syncBuffer{}, client: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
 	cmd := exec.Command(bin,
 		"--config.file="+cfgPath,
 		"--storage.tsdb.path="+filepath.Join(dir, "data"),
@@ -72,6 +74,7 @@ scrape_configs:
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
+		tr.CloseIdleConnections()
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
@@ -87,7 +90,7 @@ scrape_configs:
 			t.Fatalf("prometheus exited before it was ready: %v; log:\n%s", err, p.log.String())
 		default:
 		}
-		resp, err := http.Get(p.base + "/-/ready")
+		resp, err := p.client.Get(p.base + "/-/ready")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -110,7 +113,7 @@ type promSample struct {
 // query evaluates expr through /api/v1/query. A PromQL error (parse or
 // evaluation) is returned; a scalar result comes back as one sample.
 func (p *promServer) query(expr string) ([]promSample, error) {
-	resp, err := http.Get(p.base + "/api/v1/query?query=" + url.QueryEscape(expr))
+	resp, err := p.client.Get(p.base + "/api/v1/query?query=" + url.QueryEscape(expr))
 	if err != nil {
 		return nil, err
 	}
@@ -297,7 +300,7 @@ func TestPrometheusEvaluatesDashboard(t *testing.T) {
 		for {
 			rules = rules[:0]
 			unhealthy := ""
-			resp, err := http.Get(p.base + "/api/v1/rules")
+			resp, err := p.client.Get(p.base + "/api/v1/rules")
 			if err != nil {
 				t.Fatal(err)
 			}
