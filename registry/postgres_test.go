@@ -25,7 +25,7 @@ type filingDB struct {
 	conn *pgx.Conn
 }
 
-func newFilingDB(t *testing.T, srv *pgtest.Server) *filingDB {
+func newFilingDB(t testing.TB, srv *pgtest.Server) *filingDB {
 	t.Helper()
 	dsn := srv.NewDB(t)
 	ctx := context.Background()
@@ -48,7 +48,7 @@ func newFilingDB(t *testing.T, srv *pgtest.Server) *filingDB {
 }
 
 // exec runs sql, reconnecting once when the server restarted since.
-func (db *filingDB) exec(t *testing.T, sql string, args ...any) {
+func (db *filingDB) exec(t testing.TB, sql string, args ...any) {
 	t.Helper()
 	ctx := context.Background()
 	_, err := db.conn.Exec(ctx, sql, args...)
