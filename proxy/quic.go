@@ -269,17 +269,24 @@ func (q *quicListener) handle(b []byte, client netip.AddrPort) {
 		q.drops[quicDropNoFlow].Inc()
 		return
 	}
-	var f *quicFlow
+	var f, alt *quicFlow
 	q.mu.Lock()
 	if h.Long {
-		f = q.flows[flowKey{client, makeCID(h.DCID)}]
-		if f == nil && !h.Initial {
-			f = q.byAddr[client] // e.g. a 0-RTT or Handshake packet to a CID we did not see
+		if f = q.flows[flowKey{client, makeCID(h.DCID)}]; f == nil {
+			alt = q.byAddr[client]
 		}
 	} else {
 		f = q.byAddr[client]
 	}
 	q.mu.Unlock()
+	// A long header packet to a connection ID we did not see: a 0-RTT or
+	// Handshake packet, or an Initial to a server-issued ID (quic-go
+	// clients send those), belongs to the client's passing flow; but an
+	// Initial only if it opens with that flow's Initial keys, else it is
+	// another connection from the same socket, with its own decision.
+	if alt != nil && (!h.Initial || sni.InitialOpens(b, alt.key.dcid.b[:alt.key.dcid.n])) {
+		f = alt
+	}
 	if f != nil {
 		q.onFlow(rt, f, b, h)
 		return

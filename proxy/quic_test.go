@@ -153,7 +153,7 @@ func TestQUICPassAndBlock(t *testing.T) {
 			switch {
 			case tt.wantBody != "":
 				if err != nil {
-					t.Fatalf("GET: %v", err)
+					t.Fatalf("GET: %v (%s)", err, quicDropSummary(m))
 				}
 				if body != tt.wantBody {
 					t.Errorf("got %q, want %q", body, tt.wantBody)
@@ -314,4 +314,15 @@ func containsField(msg, field string) bool {
 		}
 	}
 	return false
+}
+
+// quicDropSummary lists the non-zero drop counters, for failure messages.
+func quicDropSummary(m *Metrics) string {
+	var out string
+	for _, r := range quicDropReasons {
+		if v := testutil.ToFloat64(m.QUICDrops.WithLabelValues("quic", r)); v > 0 {
+			out += fmt.Sprintf("%s=%v ", r, v)
+		}
+	}
+	return "drops: " + out
 }

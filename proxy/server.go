@@ -307,8 +307,7 @@ func (s *Server) Start() error {
 	p, err := s.buildPage(s.cfg, s.lns)
 	if err != nil {
 		for _, b := range bound {
-			b.ln.Close()
-			b.ln = nil
+			b.unbind()
 		}
 		return err
 	}
@@ -456,7 +455,7 @@ func (s *Server) Reload(cfg Config, d Decider) error {
 		var err error
 		if page, err = s.buildPage(cfg, next); err != nil {
 			for _, f := range fresh {
-				f.ln.Close()
+				f.unbind()
 			}
 			return err
 		}

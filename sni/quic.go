@@ -267,6 +267,7 @@ type Initials struct {
 	aad     []byte // scratch for unprotected headers
 	hello   Hello
 	done    bool
+	opened  bool // a packet has been decrypted
 }
 
 // span is a received range [from, to) of the CRYPTO stream.
@@ -401,6 +402,7 @@ func (i *Initials) open(pkt []byte, h QUICHeader, pnOff int) error {
 		return fmt.Errorf("sni: opening QUIC initial packet %d: %w", pn, ErrMalformed)
 	}
 	i.plain = plain
+	i.opened = true
 	if first&0x0c != 0 {
 		return malformed("QUIC initial with reserved bits set")
 	}
@@ -558,6 +560,25 @@ func (i *Initials) maxCrypto() int {
 func ParseInitial(datagram []byte) (Hello, error) {
 	var i Initials
 	return i.Add(datagram)
+}
+
+// InitialOpens reports whether the first packet of datagram is a client
+// Initial that decrypts with the client Initial keys of origDCID, the DCID
+// of a connection's first Initial. Those keys stay in use after the client
+// switches to a server-issued DCID, so a gateway can tell a known
+// connection's later Initial from another connection's first one.
+func InitialOpens(datagram, origDCID []byte) bool {
+	h, ok := ParseQUICHeader(datagram)
+	if !ok || !h.Initial {
+		return false
+	}
+	k, err := deriveInitialKeys(h.Version, origDCID, false)
+	if err != nil {
+		return false
+	}
+	i := Initials{keys: k, version: h.Version, dcid: h.DCID, largest: -1}
+	i.addPacket(datagram, h)
+	return i.packets == 1 && i.opened
 }
 
 // readVarint reads a QUIC variable-length integer (RFC 9000 16); n is 0

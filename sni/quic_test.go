@@ -176,7 +176,14 @@ var (
 // padded to 1200 bytes with PADDING frames in the last packet when pad.
 func initialDatagram(tb testing.TB, version uint32, dcid []byte, pad bool, pkts ...quicPacket) []byte {
 	tb.Helper()
-	k, err := deriveInitialKeys(version, dcid, false)
+	return initialDatagramKeys(tb, version, dcid, dcid, pad, pkts...)
+}
+
+// initialDatagramKeys is initialDatagram with the keys of keyDCID (a
+// client's first DCID) and dcid in the headers.
+func initialDatagramKeys(tb testing.TB, version uint32, keyDCID, dcid []byte, pad bool, pkts ...quicPacket) []byte {
+	tb.Helper()
+	k, err := deriveInitialKeys(version, keyDCID, false)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -465,6 +472,29 @@ func TestAppendInitialClose(t *testing.T) {
 	}
 	if _, err := AppendInitialClose(nil, 0xbabababa, testDCID, testSCID, testSCID, 0, ""); !errors.Is(err, ErrQUICVersion) {
 		t.Errorf("got error %v, want %v", err, ErrQUICVersion)
+	}
+}
+
+// TestInitialOpens checks a later Initial to a server-issued DCID is
+// recognised by the keys of the first DCID, and another connection's is not.
+func TestInitialOpens(t *testing.T) {
+	serverCID := []byte{0xaa, 0xbb, 0xcc, 0xdd}
+	ack := []byte{frameACK, 0, 0, 0, 0}
+	for _, tt := range []struct {
+		name string
+		b    []byte
+		want bool
+	}{
+		{"same connection, server-issued DCID", initialDatagramKeys(t, QUICv1, testDCID, serverCID, true, quicPacket{5, ack}), true},
+		{"v2, same connection", initialDatagramKeys(t, QUICv2, testDCID, serverCID, true, quicPacket{5, ack}), true},
+		{"first initial of this connection", initialDatagram(t, QUICv1, testDCID, true, quicPacket{0, ack}), true},
+		{"another connection", initialDatagram(t, QUICv1, []byte{1, 1, 1, 1, 1, 1, 1, 1}, true, quicPacket{0, ack}), false},
+		{"short header", []byte{0x40, 1, 2, 3}, false},
+		{"handshake packet", append([]byte{0xe0, 0, 0, 0, 1, 4, 0xaa, 0xbb, 0xcc, 0xdd, 0, 0x40, 30}, make([]byte, 30)...), false},
+	} {
+		if got := InitialOpens(tt.b, testDCID); got != tt.want {
+			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }
 
