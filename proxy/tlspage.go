@@ -78,6 +78,7 @@ const (
 	pageNoCert      = "no_certificate"  // no certificate in time: alert sent
 	pageNotEligible = "not_eligible"    // no name, an IP or an invalid name: alert sent
 	pageHandshake   = "handshake_error" // the client failed or left the handshake
+	pageNoRequest   = "no_request"      // the client sent no request after the handshake
 	pageChallenge   = "challenge"       // an ACME TLS-ALPN-01 validation was answered
 )
 
@@ -96,7 +97,8 @@ const (
 type TLSPageMetrics struct {
 	// Pages counts blocked TLS connections handled in page mode by result:
 	// served, no_certificate (fell back to the alert), not_eligible (no
-	// name, an IP or an invalid name: alert), handshake_error, challenge.
+	// name, an IP or an invalid name: alert), handshake_error, no_request,
+	// challenge (an ACME validation handshake).
 	Pages *prometheus.CounterVec
 	// CertificateRequests counts on-demand issuance checks by result:
 	// allowed, stored, refused_verdict, refused_name, refused_rate,
@@ -271,7 +273,7 @@ func newTLSPage(cfg Config, d Decider, m *TLSPageMetrics, log *slog.Logger, chal
 		p.page = bp
 	}
 	p.ids.init()
-	for _, r := range []string{pageServed, pageNoCert, pageNotEligible, pageHandshake, pageChallenge} {
+	for _, r := range []string{pageServed, pageNoCert, pageNotEligible, pageHandshake, pageNoRequest, pageChallenge} {
 		p.results[r] = m.Pages.WithLabelValues(r)
 	}
 	for _, r := range []string{issueAllowed, issueStored, issueRefusedVerdict, issueRefusedName, issueRefusedRate, issueRefusedCap} {
@@ -512,7 +514,7 @@ func (p *tlsPage) serve(ctx context.Context, c *net.TCPConn, sc *sni.Conn, rv ui
 		req.HeadOnly = hr.Method == http.MethodHead
 	case errors.Is(err, io.EOF) || isTimeout(err):
 		// Nothing asked, nothing to answer.
-		p.results[pageHandshake].Inc()
+		p.results[pageNoRequest].Inc()
 		c.Close()
 		return
 	}

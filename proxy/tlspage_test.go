@@ -232,6 +232,21 @@ func TestTLSPagePebble(t *testing.T) {
 		}
 	})
 
+	t.Run("handshake without a request", func(t *testing.T) {
+		c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "www.unfiled.cn", RootCAs: ca.Roots})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		deadline := time.Now().Add(5 * time.Second)
+		for counter(pm.Pages, pageNoRequest) != 1 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if got, want := counter(pm.Pages, pageNoRequest), 1.0; got != want {
+			t.Errorf("pages %s: got %v, want %v", pageNoRequest, got, want)
+		}
+	})
+
 	t.Run("no SNI gets the alert", func(t *testing.T) {
 		_, _, _, err := pageGet(addr, "", nil, "*/*")
 		if err == nil || !strings.Contains(err.Error(), "access denied") {
