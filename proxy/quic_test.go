@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"crypto/ecdh"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -16,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+	"golang.org/x/crypto/cryptobyte"
 )
 
 // countingPacketConn counts the datagrams an upstream QUIC server
@@ -325,4 +328,105 @@ func quicDropSummary(m *Metrics) string {
 		}
 	}
 	return "drops: " + out
+}
+
+// echConfigList builds an ECHConfigList for a fresh X25519 key with the
+// given public (outer) name, as crypto/tls's TestECH does.
+func echConfigList(t *testing.T, publicName string) []byte {
+	k, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := cryptobyte.NewBuilder(nil)
+	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
+		b.AddUint16(0xfe0d)
+		b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
+			b.AddUint8(7)       // config id
+			b.AddUint16(0x0020) // DHKEM(X25519, HKDF-SHA256)
+			b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(k.PublicKey().Bytes()) })
+			b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
+				b.AddUint16(0x0001) // HKDF-SHA256
+				b.AddUint16(0x0001) // AES-128-GCM
+			})
+			b.AddUint8(32)
+			b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(publicName)) })
+			b.AddUint16(0) // extensions
+		})
+	})
+	return b.BytesOrPanic()
+}
+
+// TestQUICECH runs Go's ECH client (through quic-go) against the gateway:
+// the hello is counted as carrying ECH and decided on its outer name,
+// whatever the encrypted inner name is.
+func TestQUICECH(t *testing.T) {
+	tests := []struct {
+		name, outer, inner string
+		verdict, reason    string
+	}{
+		{"unfiled outer name is blocked", "unfiled.cn", "www.filed.cn", "block", "unfiled"},
+		{"filed outer name passes", "filed.cn", "unfiled.cn", "pass", "filed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newH3Upstream(t)
+			_, m, addr := startQUICGateway(t, up.pc.LocalAddr().String(), Policy{}, Limits{})
+			_, pool := testCert(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, err := quic.DialAddr(ctx, addr, &tls.Config{
+				RootCAs: pool, ServerName: tt.inner, NextProtos: []string{http3.NextProtoH3},
+				EncryptedClientHelloConfigList: echConfigList(t, tt.outer),
+			}, &quic.Config{HandshakeIdleTimeout: 3 * time.Second})
+			if err == nil {
+				c.CloseWithError(0, "")
+				t.Fatal("handshake succeeded, want a failure (block, or an upstream without the ECH key)")
+			}
+			if got := testutil.ToFloat64(m.ECHHellos.WithLabelValues("quic")); got != 1 {
+				t.Errorf("ech hellos: got %v, want 1", got)
+			}
+			if got := testutil.ToFloat64(m.Decisions.WithLabelValues("quic", tt.verdict, tt.reason)); got != 1 {
+				t.Errorf("decisions{quic,%s,%s}: got %v, want 1 (%v)", tt.verdict, tt.reason, got, err)
+			}
+			if n := up.pc.datagrams.Load(); (tt.verdict == "pass") != (n > 0) {
+				t.Errorf("upstream datagrams: got %d for a %s", n, tt.verdict)
+			}
+		})
+	}
+}
+
+// TestQUICShutdown checks Serve ends open QUIC flows and waits for them.
+func TestQUICShutdown(t *testing.T) {
+	up := newH3Upstream(t)
+	m := NewMetrics(prometheus.NewRegistry())
+	srv, err := NewServer(Config{
+		Listeners: []ListenerConfig{{Name: "quic", Protocol: "quic", Address: "127.0.0.1:0", Upstream: up.pc.LocalAddr().String()}},
+		Timeouts:  Timeouts{Drain: time.Second},
+	}, mapDecider{filed: map[string]string{"filed.cn": ""}}, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	_, pool := testCert(t)
+	c, err := quic.DialAddr(context.Background(), srv.Addr("quic").String(),
+		&tls.Config{RootCAs: pool, ServerName: "filed.cn", NextProtos: []string{http3.NextProtoH3}}, &quic.Config{HandshakeIdleTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseWithError(0, "")
+	if got := testutil.ToFloat64(m.QUICActiveFlows.WithLabelValues("quic")); got != 1 {
+		t.Errorf("active flows: got %v, want 1", got)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if got := testutil.ToFloat64(m.QUICActiveFlows.WithLabelValues("quic")); got != 0 {
+		t.Errorf("active flows after Serve: got %v, want 0", got)
+	}
 }

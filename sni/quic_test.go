@@ -315,6 +315,20 @@ func TestInitialsReassembly(t *testing.T) {
 	}
 }
 
+// TestParseInitialECH wraps Go's ECH ClientHello (outer name
+// public.example.cn) in an Initial: the outer name is reported, with ECH.
+func TestParseInitialECH(t *testing.T) {
+	msg := messageOf(t, loadHello(t, "go-ech.bin"))
+	d := initialDatagram(t, QUICv1, testDCID, true, quicPacket{0, cryptoFrame(msg, 0, len(msg))})
+	h, err := ParseInitial(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.ServerName != "public.example.cn" || !h.ECH {
+		t.Errorf("got %q ECH=%v, want %q ECH=true", h.ServerName, h.ECH, "public.example.cn")
+	}
+}
+
 // TestInitialsErrors checks each failure is classified.
 func TestInitialsErrors(t *testing.T) {
 	msg := quicHello(t, 0)
