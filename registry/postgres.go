@@ -133,6 +133,12 @@ type PostgresSource struct {
 	storeSaved  time.Time
 	errors      map[string]uint64
 
+	// saveMu guards the background store writer's state.
+	saveMu      sync.Mutex
+	saving      bool
+	savePending *pendingSave
+	saveDone    chan struct{} // closed when the writer started last exits
+
 	fullLoads, incremental, invalidRows atomic.Uint64
 	// wakeups counts NOTIFY wake-ups, for tests.
 	wakeups atomic.Uint64
@@ -245,6 +251,7 @@ func kindOf(err error) string {
 // exponential backoff (100 ms doubling to 10 s, with jitter); the serving
 // snapshot stays meanwhile.
 func (p *PostgresSource) Run(ctx context.Context) error {
+	defer p.Flush()
 	const minBackoff, maxBackoff = 100 * time.Millisecond, 10 * time.Second
 	backoff := minBackoff
 	for {
@@ -359,6 +366,7 @@ func (p *PostgresSource) Sync(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	defer p.Flush()
 	return p.syncOnce(ctx, conn)
 }
 
@@ -566,13 +574,65 @@ func (p *PostgresSource) fullLoad(ctx context.Context, conn *pgx.Conn) error {
 		"overrides", len(ovs), "cursor", head, "invalid_rows", bad.n,
 		"duration_seconds", time.Since(start).Seconds())
 	if p.opts.Store != nil {
-		st := StoreState{Cursor: head, DatabaseID: dbID, SavedAt: time.Now()}
-		if err := p.opts.Store.SaveFull(snap, st); err != nil {
-			p.countError(SyncErrStore)
-			p.log.Error("saving the snapshot to the local store", "error", err.Error())
-		}
+		p.saveFull(snap, StoreState{Cursor: head, DatabaseID: dbID, SavedAt: time.Now()})
 	}
 	return nil
+}
+
+// saveFull writes snap to the store in the background: at 10M records a
+// full save takes far longer than the changes that follow a load, which
+// must not wait for it. Saves are coalesced: only the latest pending
+// snapshot is written after the one in progress.
+func (p *PostgresSource) saveFull(snap *Snapshot, st StoreState) {
+	p.saveMu.Lock()
+	defer p.saveMu.Unlock()
+	p.savePending = &pendingSave{snap: snap, st: st}
+	if p.saving {
+		return
+	}
+	p.saving = true
+	p.saveDone = make(chan struct{})
+	go p.storeWriter(p.saveDone)
+}
+
+type pendingSave struct {
+	snap *Snapshot
+	st   StoreState
+}
+
+// storeWriter writes pending full saves until none is left.
+func (p *PostgresSource) storeWriter(done chan struct{}) {
+	defer close(done)
+	for {
+		p.saveMu.Lock()
+		job := p.savePending
+		p.savePending = nil
+		if job == nil {
+			p.saving = false
+			p.saveMu.Unlock()
+			return
+		}
+		p.saveMu.Unlock()
+		start := time.Now()
+		if err := p.opts.Store.SaveFull(job.snap, job.st); err != nil {
+			p.countError(SyncErrStore)
+			p.log.Error("saving the snapshot to the local store", "error", err.Error())
+			continue
+		}
+		p.log.Info("registry snapshot saved to the local store", "records", job.snap.Len(),
+			"cursor", job.st.Cursor, "duration_seconds", time.Since(start).Seconds())
+	}
+}
+
+// Flush waits until the snapshot saves in progress are written to the
+// store. Run calls it before returning; call it before closing the store.
+func (p *PostgresSource) Flush() {
+	p.saveMu.Lock()
+	done := p.saveDone
+	p.saveMu.Unlock()
+	if done != nil {
+		<-done
+	}
 }
 
 // queryer is what fullLoad's transaction and a connection have in common.
@@ -797,7 +857,14 @@ func (p *PostgresSource) incrementalSync(ctx context.Context, conn *pgx.Conn, cu
 				sov = []Override{}
 			}
 		}
-		if err := p.opts.Store.SaveChanges(upserts, deletes, sov, st); err != nil {
+		// While a full save is being written, the store has no base to
+		// apply changes to: queue the current snapshot in full instead.
+		p.saveMu.Lock()
+		busy := p.saving
+		p.saveMu.Unlock()
+		if busy {
+			p.saveFull(p.reg.Snapshot(), st)
+		} else if err := p.opts.Store.SaveChanges(upserts, deletes, sov, st); err != nil {
 			p.countError(SyncErrStore)
 			p.log.Error("saving changes to the local store", "error", err.Error())
 		}

@@ -61,8 +61,9 @@ type StoreState struct {
 type Store struct {
 	path string
 	log  *slog.Logger
-	mu   sync.Mutex // guards db
-	db   *bolt.DB
+	mu     sync.Mutex // guards db and closed
+	db     *bolt.DB
+	closed bool
 }
 
 // OpenStore opens (or creates) the store at path. A file that bbolt cannot
@@ -174,6 +175,7 @@ func (s *Store) Path() string { return s.path }
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closed = true
 	if s.db == nil {
 		return nil
 	}
@@ -292,6 +294,9 @@ func (s *Store) discardLocked() error {
 func (s *Store) SaveFull(snap *Snapshot, st StoreState) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("store closed")
+	}
 	tmp := s.path + ".tmp"
 	os.Remove(tmp)
 	if err := writeFull(tmp, snap, st); err != nil {

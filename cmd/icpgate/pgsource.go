@@ -244,3 +244,13 @@ func (c *pgCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(pgRefused, prometheus.GaugeValue, float64(st.DeletionRefused))
 	ch <- prometheus.MustNewConstMetric(pgFromStore, prometheus.GaugeValue, b(st.FromStore))
 }
+
+// loadPostgresOnce installs the filing database's registry into reg with
+// one full load, for one-shot commands (icpgate check).
+func loadPostgresOnce(ctx context.Context, pc PostgresConfig, reg *registry.Registry) error {
+	src, err := registry.NewPostgresSource(reg, registry.PostgresOptions{DSN: pc.DSN})
+	if err != nil {
+		return err
+	}
+	return src.Sync(ctx)
+}
