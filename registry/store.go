@@ -59,8 +59,8 @@ type StoreState struct {
 //
 // All methods are safe for concurrent use.
 type Store struct {
-	path string
-	log  *slog.Logger
+	path   string
+	log    *slog.Logger
 	mu     sync.Mutex // guards db and closed
 	db     *bolt.DB
 	closed bool
