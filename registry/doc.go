@@ -21,7 +21,17 @@
 // Sources feed the Registry: FileSource loads a JSON Lines or CSV file
 // (LoadFile, fixed format of DESIGN.md "Registry file") and reloads it when
 // it changes, keeping the previous snapshot when the new file has a bad
-// row.
+// row. PostgresSource follows the filing database (schema in package
+// pgschema): a streamed full load, then the change sequence, woken by
+// LISTEN/NOTIFY with polling as a fallback, reconnecting with backoff,
+// refusing a mass deletion until an operator confirms it. Store (bbolt)
+// keeps its last good snapshot and cursor, so a node serves at once after
+// a restart, with or without the database:
+//
+//	store, err := registry.OpenStore("data/icpgate.db", log) // damaged: discarded
+//	src, err := registry.NewPostgresSource(reg, registry.PostgresOptions{DSN: dsn, Store: store, Logger: log})
+//	src.LoadStore() // serve the last good snapshot now
+//	go src.Run(ctx) // catch up and follow; src.Stats() for metrics and /readyz
 //
 // Usage:
 //
