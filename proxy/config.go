@@ -1,6 +1,10 @@
 package proxy
 
-import "time"
+import (
+	"time"
+
+	"github.com/caddyserver/certmagic"
+)
 
 // ListenerConfig describes one data-plane listener. cmd fills it from the
 // YAML config (after applying defaults and validating); proxy re-checks only
@@ -74,6 +78,11 @@ type TLSPage struct {
 	// certificate; after it the client gets the access_denied alert.
 	// Default 10 s.
 	Timeout time.Duration
+	// Storage, when set, replaces StorageDir: certmagic keeps the account,
+	// keys, certificates and locks there, e.g. in the filing database so
+	// that every node shares them. Its dynamic type must be comparable (a
+	// pointer). Default nil: a certmagic.FileStorage in StorageDir.
+	Storage certmagic.Storage
 }
 
 // Timeouts bound each phase of a connection. Zero means the default.

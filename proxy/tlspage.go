@@ -136,7 +136,7 @@ type tlsPage struct {
 	cache     *certmagic.Cache
 	magic     *certmagic.Config
 	issuer    *certmagic.ACMEIssuer
-	storage   *certmagic.FileStorage
+	storage   certmagic.Storage
 	tlsConf   *tls.Config // GetConfigForClient only
 	challConf *tls.Config // certmagic's, for acme-tls/1 hellos
 
@@ -232,8 +232,12 @@ func loadRoots(path string) (*x509.CertPool, error) {
 // leaves the validation to that listener (see the file comment).
 func newTLSPage(cfg Config, d Decider, m *TLSPageMetrics, log *slog.Logger, challengeAddr *net.TCPAddr) (*tlsPage, error) {
 	c := withPageDefaults(cfg.Policy.TLSPage)
-	if err := os.MkdirAll(c.StorageDir, 0o700); err != nil {
-		return nil, fmt.Errorf("%w: policy.tls_page.storage_dir: %w", ErrInvalidConfig, err)
+	storage := c.Storage
+	if storage == nil {
+		if err := os.MkdirAll(c.StorageDir, 0o700); err != nil {
+			return nil, fmt.Errorf("%w: policy.tls_page.storage_dir: %w", ErrInvalidConfig, err)
+		}
+		storage = &certmagic.FileStorage{Path: c.StorageDir}
 	}
 	var roots *x509.CertPool
 	if c.CARootsFile != "" {
@@ -251,7 +255,7 @@ func newTLSPage(cfg Config, d Decider, m *TLSPageMetrics, log *slog.Logger, chal
 		redirect:  cfg.Policy.RedirectURL,
 		page:      defaultBlockPage,
 		hello:     cfg.Timeouts.Hello,
-		storage:   &certmagic.FileStorage{Path: c.StorageDir},
+		storage:   storage,
 		challenge: challengeAddr,
 		tokens:    float64(c.IssuePerMinute),
 		names:     make(map[string]struct{}),
