@@ -495,7 +495,7 @@ func (q *quicListener) runFlow(rt *listenerRuntime, f *quicFlow, addr string) {
 	}
 	defer up.Close()
 	f.mu.Lock()
-	if f.state == flowClosed { // the listener closed meanwhile
+	if f.state != flowDialing { // closed with the listener, or refused for buffering too much
 		f.mu.Unlock()
 		return
 	}

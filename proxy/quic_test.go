@@ -430,3 +430,92 @@ func TestQUICShutdown(t *testing.T) {
 		t.Errorf("active flows after Serve: got %v, want 0", got)
 	}
 }
+
+// reorderRelay is a UDP relay between one client and the gateway that
+// holds the client's first datagram and sends it after the second, as
+// networks (and Chrome's split hellos) deliver them.
+type reorderRelay struct {
+	pc        net.PacketConn
+	held      []byte
+	reordered atomic.Bool
+}
+
+func newReorderRelay(t *testing.T, gateway string) *reorderRelay {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := net.Dial("udp", gateway)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &reorderRelay{pc: pc}
+	var client atomic.Pointer[net.Addr]
+	done := make(chan struct{}, 2)
+	go func() { // client -> gateway
+		defer func() { done <- struct{}{} }()
+		buf := make([]byte, 65535)
+		n := 0
+		for {
+			k, a, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			client.Store(&a)
+			n++
+			switch n {
+			case 1:
+				r.held = append([]byte(nil), buf[:k]...)
+			case 2:
+				up.Write(buf[:k])
+				up.Write(r.held)
+				r.reordered.Store(true)
+			default:
+				up.Write(buf[:k])
+			}
+		}
+	}()
+	go func() { // gateway -> client
+		defer func() { done <- struct{}{} }()
+		buf := make([]byte, 65535)
+		for {
+			k, err := up.Read(buf)
+			if err != nil {
+				return
+			}
+			if a := client.Load(); a != nil {
+				pc.WriteTo(buf[:k], *a)
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		pc.Close()
+		up.Close()
+		<-done
+		<-done
+	})
+	return r
+}
+
+// TestQUICReorderedHello sends quic-go's hello (two datagrams: its
+// post-quantum key share does not fit in one) to the gateway in reverse
+// order: the gateway reassembles it and the request succeeds.
+func TestQUICReorderedHello(t *testing.T) {
+	up := newH3Upstream(t)
+	_, m, addr := startQUICGateway(t, up.pc.LocalAddr().String(), Policy{}, Limits{})
+	relay := newReorderRelay(t, addr)
+	body, err := h3Get(t, relay.pc.LocalAddr().String(), "www.filed.cn", 5*time.Second)
+	if err != nil {
+		t.Fatalf("GET: %v (%s)", err, quicDropSummary(m))
+	}
+	if want := "hello www.filed.cn over HTTP/3.0"; body != want {
+		t.Errorf("got %q, want %q", body, want)
+	}
+	if !relay.reordered.Load() {
+		t.Error("the relay did not reorder the first two datagrams")
+	}
+	if got := testutil.ToFloat64(m.QUICFlows.WithLabelValues("quic")); got != 1 {
+		t.Errorf("flows: got %v, want 1", got)
+	}
+}
