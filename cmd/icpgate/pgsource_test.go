@@ -24,7 +24,7 @@ func TestPostgresConfigValidate(t *testing.T) {
 	}{
 		{"unset", PostgresConfig{}, ""},
 		{"defaults", PostgresConfig{DSN: "postgres://u@db/x"}, ""},
-		{"keys without dsn", PostgresConfig{PollInterval: time.Second}, "registry.postgres.dsn: required"},
+		{"keys without dsn", PostgresConfig{PollInterval: time.Second}, ""},
 		{"bad dsn", PostgresConfig{DSN: "postgres://u@db:notaport/x"}, "registry.postgres.dsn"},
 		{"poll too short", PostgresConfig{DSN: "postgres://u@db/x", PollInterval: time.Millisecond}, "registry.postgres.poll_interval"},
 		{"fraction", PostgresConfig{DSN: "postgres://u@db/x", MaxDeleteFraction: 1.5}, "registry.postgres.max_delete_fraction"},
