@@ -44,8 +44,25 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// BinDir is where Debian installs the PostgreSQL 15 server binaries.
-const BinDir = "/usr/lib/postgresql/15/bin"
+// BinDir is where Debian installs the server binaries: PostgreSQL 15
+// (bookworm's) when present, else the newest version installed.
+var BinDir = findBinDir()
+
+func findBinDir() string {
+	const want = "/usr/lib/postgresql/15/bin"
+	if _, err := os.Stat(filepath.Join(want, "postgres")); err == nil {
+		return want
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin/postgres")
+	best, bestV := want, 0
+	for _, d := range dirs {
+		v, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(d))))
+		if v > bestV {
+			best, bestV = filepath.Dir(d), v
+		}
+	}
+	return best
+}
 
 // runAs is the unprivileged user the server runs as when the tests run as
 // root.
@@ -107,7 +124,7 @@ func Main(m *testing.M) int {
 }
 
 // ErrNoPostgres is returned (wrapped) when the server binaries are missing.
-var ErrNoPostgres = errors.New("postgresql 15 binaries not installed")
+var ErrNoPostgres = errors.New("postgresql server binaries not installed")
 
 func fail(t testing.TB, err error) {
 	t.Helper()
