@@ -18,7 +18,6 @@ package sni
 import (
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -186,44 +185,60 @@ func deriveInitialKeys(version uint32, dcid []byte, server bool) (*initialKeys, 
 // initialSecrets derives the AEAD key, IV and header protection key of
 // one direction (RFC 9001 5.2, RFC 9369 3.3).
 func initialSecrets(version uint32, dcid []byte, server bool) (key, iv, hp []byte, err error) {
+	if len(dcid) > maxConnIDLen {
+		return nil, nil, nil, fmt.Errorf("sni: %d-byte connection ID: %w", len(dcid), ErrMalformed)
+	}
 	salt, keyLabel, ivLabel, hpLabel := saltV1, "quic key", "quic iv", "quic hp"
 	if version == QUICv2 {
 		salt, keyLabel, ivLabel, hpLabel = saltV2, "quicv2 key", "quicv2 iv", "quicv2 hp"
 	}
-	initial, err := hkdf.Extract(sha256.New, dcid, salt)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("sni: deriving initial secret: %w", err)
-	}
+	initial := hmacSHA256(salt, dcid) // HKDF-Extract
 	label := "client in"
 	if server {
 		label = "server in"
 	}
-	secret, err := expandLabel(initial, label, sha256.Size)
-	if err == nil {
-		key, err = expandLabel(secret, keyLabel, 16)
-	}
-	if err == nil {
-		iv, err = expandLabel(secret, ivLabel, 12)
-	}
-	if err == nil {
-		hp, err = expandLabel(secret, hpLabel, 16)
-	}
-	return key, iv, hp, err
+	secret := expandLabel(initial[:], label, sha256.Size)
+	var out [16 + 12 + 16]byte
+	k := expandLabel(secret[:], keyLabel, 16)
+	v := expandLabel(secret[:], ivLabel, 12)
+	h := expandLabel(secret[:], hpLabel, 16)
+	copy(out[:16], k[:16])
+	copy(out[16:28], v[:12])
+	copy(out[28:], h[:16])
+	return out[:16:16], out[16:28:28], out[28:], nil
 }
 
 // expandLabel is TLS 1.3 HKDF-Expand-Label with an empty context (RFC 8446
-// 7.1), as QUIC uses it.
-func expandLabel(secret []byte, label string, n int) ([]byte, error) {
-	info := make([]byte, 0, 4+6+len(label))
-	info = append(info, byte(n>>8), byte(n), byte(6+len(label)))
-	info = append(info, "tls13 "...)
-	info = append(info, label...)
-	info = append(info, 0)
-	out, err := hkdf.Expand(sha256.New, secret, string(info), n)
-	if err != nil {
-		return nil, fmt.Errorf("sni: expanding %q: %w", label, err)
+// 7.1) for outputs of at most one SHA-256 block, as QUIC's Initial keys
+// need: the first n bytes of the result are the output.
+func expandLabel(secret []byte, label string, n int) [sha256.Size]byte {
+	var info [64]byte
+	b := append(info[:0], byte(n>>8), byte(n), byte(6+len(label)))
+	b = append(b, "tls13 "...)
+	b = append(b, label...)
+	b = append(b, 0, 1) // empty context, then HKDF-Expand's block counter
+	return hmacSHA256(secret, b)
+}
+
+// hmacSHA256 is HMAC-SHA256 (RFC 2104) for keys and messages of at most 64
+// bytes, computed on the stack: crypto/hmac and crypto/hkdf allocate
+// several objects per call, and a gateway derives keys for every QUIC
+// connection.
+func hmacSHA256(key, msg []byte) [sha256.Size]byte {
+	var pad [sha256.BlockSize + 64]byte
+	var outer [sha256.BlockSize + sha256.Size]byte
+	for i := range sha256.BlockSize {
+		var k byte
+		if i < len(key) {
+			k = key[i]
+		}
+		pad[i] = k ^ 0x36
+		outer[i] = k ^ 0x5c
 	}
-	return out, nil
+	n := copy(pad[sha256.BlockSize:], msg)
+	inner := sha256.Sum256(pad[:sha256.BlockSize+n])
+	copy(outer[sha256.BlockSize:], inner[:])
+	return sha256.Sum256(outer[:])
 }
 
 // nonce returns the AEAD nonce of packet number pn.

@@ -2,6 +2,8 @@ package sni
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -509,6 +511,25 @@ func TestInitialOpens(t *testing.T) {
 		if got := InitialOpens(tt.b, testDCID); got != tt.want {
 			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestHMACSHA256 checks the stack HMAC against crypto/hmac for every key
+// and message length it accepts.
+func TestHMACSHA256(t *testing.T) {
+	src := bytes.Repeat([]byte("0123456789abcdef"), 8)
+	for kl := 0; kl <= 64; kl += 4 {
+		for ml := 0; ml <= 64; ml += 3 {
+			m := hmac.New(sha256.New, src[:kl])
+			m.Write(src[64-ml : 64])
+			want := m.Sum(nil)
+			if got := hmacSHA256(src[:kl], src[64-ml:64]); !bytes.Equal(got[:], want) {
+				t.Fatalf("key %d, msg %d: got %x, want %x", kl, ml, got, want)
+			}
+		}
+	}
+	if _, err := AppendInitialClose(nil, QUICv1, make([]byte, 21), testSCID, testSCID, 0, ""); !errors.Is(err, ErrMalformed) {
+		t.Errorf("21-byte original DCID: got error %v, want %v", err, ErrMalformed)
 	}
 }
 
