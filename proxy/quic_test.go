@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdh"
 	"crypto/rand"
@@ -10,10 +11,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/icpgate/icpgate/sni"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/quic-go/quic-go"
@@ -517,5 +520,108 @@ func TestQUICReorderedHello(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.QUICFlows.WithLabelValues("quic")); got != 1 {
 		t.Errorf("flows: got %v, want 1", got)
+	}
+}
+
+// captureQUICHello returns the datagrams a quic-go client sends before it
+// hears from the server: its Initial packets with the ClientHello.
+func captureQUICHello(tb testing.TB, host string) [][]byte {
+	tb.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer pc.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		quic.DialAddr(ctx, pc.LocalAddr().String(), &tls.Config{ServerName: host, NextProtos: []string{http3.NextProtoH3}},
+			&quic.Config{HandshakeIdleTimeout: 2 * time.Second})
+	}()
+	var out [][]byte
+	buf := make([]byte, 65535)
+	pc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	var dcid string
+	for {
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		h, ok := sni.ParseQUICHeader(buf[:n])
+		if !ok || !h.Initial || (dcid != "" && string(h.DCID) != dcid) {
+			continue
+		}
+		dcid = string(h.DCID)
+		out = append(out, append([]byte(nil), buf[:n]...))
+		if _, err := sni.ParseInitial(bytes.Join(out, nil)); err == nil || len(out) > 4 {
+			break // the hello is complete (ParseInitial sees the packets coalesced)
+		}
+	}
+	cancel()
+	<-done
+	if len(out) == 0 {
+		tb.Fatal("captured no Initial")
+	}
+	return out
+}
+
+// BenchmarkQUICHandle measures the gateway's work for one new QUIC
+// connection (quic-go's hello, two datagrams): flow setup, decryption,
+// reassembly, decision, and for a block the CONNECTION_CLOSE sent.
+func BenchmarkQUICHandle(b *testing.B) {
+	for _, bc := range []struct {
+		name, host string
+	}{{"blocked", "unfiled.cn"}} {
+		b.Run(bc.name, func(b *testing.B) {
+			dgs := captureQUICHello(b, bc.host)
+			sink, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer sink.Close()
+			pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer pc.Close()
+			m := NewMetrics(prometheus.NewRegistry())
+			srv, err := NewServer(Config{Listeners: []ListenerConfig{{Name: "quic", Protocol: "quic", Address: "127.0.0.1:0"}},
+				Limits: Limits{MaxQUICFlows: 1 << 30}}, mapDecider{filed: map[string]string{"filed.cn": ""}}, m, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			l := srv.lns["quic"]
+			l.pc = pc
+			q := &quicListener{s: srv, l: l, pc: pc, log: srv.log, flowsCreated: m.QUICFlows.WithLabelValues("quic"),
+				active: m.QUICActiveFlows.WithLabelValues("quic"), drops: map[string]prometheus.Counter{},
+				ech: m.ECHHellos.WithLabelValues("quic"), decisions: map[string]*[2]prometheus.Counter{},
+				flows: map[flowKey]*quicFlow{}, byAddr: map[netip.AddrPort]*quicFlow{}}
+			for _, r := range quicDropReasons {
+				q.drops[r] = m.QUICDrops.WithLabelValues("quic", r)
+			}
+			base := sink.LocalAddr().(*net.UDPAddr).AddrPort()
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				// Each iteration is another client (the port varies), so
+				// every datagram pair starts a new flow; the table is
+				// emptied before a port comes round again.
+				client := netip.AddrPortFrom(base.Addr(), uint16(10000+i%1000))
+				i++
+				for _, d := range dgs {
+					q.handle(d, client)
+				}
+				if i%1000 == 0 {
+					b.StopTimer()
+					q.closeAll()
+					b.StartTimer()
+				}
+			}
+			b.StopTimer()
+			if got := testutil.ToFloat64(m.Decisions.WithLabelValues("quic", "block", "unfiled")); got < 1 {
+				b.Fatalf("no block decisions (drops: %s)", quicDropSummary(m))
+			}
+		})
 	}
 }
