@@ -48,21 +48,20 @@ const certTableDDL = `CREATE TABLE IF NOT EXISTS icpgate_certmagic (
 	modified timestamptz NOT NULL DEFAULT now()
 )`
 
-// newPGCertStorage connects to dsn and creates the table if needed.
-func newPGCertStorage(ctx context.Context, dsn string) (*pgCertStorage, error) {
-	s := &pgCertStorage{dsn: dsn, locks: make(map[string]*pgx.Conn)}
-	err := s.do(ctx, func(c *pgx.Conn) error {
-		_, err := c.Exec(ctx, certTableDDL)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("certificate storage: creating table: %w", err)
+// newPGCertStorage returns the storage in the database at dsn. It does
+// not connect: the gateway starts with the database down (fail-static),
+// and until it is back, page certificates that are not in memory cannot
+// be had, so those clients get the alert (fail-closed).
+func newPGCertStorage(dsn string) (*pgCertStorage, error) {
+	if _, err := pgx.ParseConfig(dsn); err != nil {
+		return nil, fmt.Errorf("certificate storage: %w", err)
 	}
-	return s, nil
+	return &pgCertStorage{dsn: dsn, locks: make(map[string]*pgx.Conn)}, nil
 }
 
-// do runs f on the shared connection, opening it if needed; a failure
-// closes it so the next call starts afresh.
+// do runs f on the shared connection, opening it (and creating the table
+// if missing) when needed; a failure closes it so the next call starts
+// afresh.
 func (s *pgCertStorage) do(ctx context.Context, f func(*pgx.Conn) error) error {
 	s.connMu.Lock()
 	defer s.connMu.Unlock()
@@ -70,6 +69,10 @@ func (s *pgCertStorage) do(ctx context.Context, f func(*pgx.Conn) error) error {
 		c, err := pgx.Connect(ctx, s.dsn)
 		if err != nil {
 			return err
+		}
+		if _, err := c.Exec(ctx, certTableDDL); err != nil {
+			c.Close(context.Background())
+			return fmt.Errorf("creating table: %w", err)
 		}
 		s.conn = c
 	}

@@ -34,11 +34,14 @@ func TestPGCertStorage(t *testing.T) {
 // on.
 func testPGCertStorageSemantics(t *testing.T, dsn string) {
 	ctx := context.Background()
-	s, err := newPGCertStorage(ctx, dsn)
+	s, err := newPGCertStorage(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	if _, err := newPGCertStorage("postgres://bad dsn"); err == nil {
+		t.Error("a malformed DSN: got nil, want an error")
+	}
 	for _, k := range []string{"certificates/ca/a.cn/a.cn.crt", "certificates/ca/a.cn/a.cn.key", "certificates/ca/b_c.cn/b_c.cn.crt", "acme/ca/users/x.json"} {
 		if err := s.Store(ctx, k, []byte("v:"+k)); err != nil {
 			t.Fatal(err)
@@ -96,7 +99,7 @@ func testPGCertStorageSemantics(t *testing.T, dsn string) {
 	}
 
 	// Locks exclude across nodes (another pool stands for another node).
-	other, err := newPGCertStorage(ctx, dsn)
+	other, err := newPGCertStorage(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +147,7 @@ func testPGCertStorageSharedByNodes(t *testing.T, dsn string) {
 	ca := pebbletest.Start(t, 0)
 	ctx := context.Background()
 	node := func(name string) (string, *proxy.Metrics) {
-		st, err := newPGCertStorage(ctx, dsn)
+		st, err := newPGCertStorage(dsn)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -203,5 +206,26 @@ func testPGCertStorageSharedByNodes(t *testing.T, dsn string) {
 	}
 	if got := testutil.ToFloat64(mB.TLSPage.CertificateRequests.WithLabelValues("allowed")); got != 0 {
 		t.Errorf("node B ordered its own certificate (%v orders)", got)
+	}
+}
+
+// TestPGCertStorageDown: with the database unreachable the storage is
+// still created (the gateway starts), and every call fails without
+// claiming a key is missing.
+func TestPGCertStorageDown(t *testing.T) {
+	s, err := newPGCertStorage("postgres://icpgate@127.0.0.1:1/none?connect_timeout=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if _, err := s.Load(ctx, "k"); err == nil || errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Load: got %v, want a connection error", err)
+	}
+	if s.Exists(ctx, "k") {
+		t.Error("Exists: got true, want false")
+	}
+	if err := s.Lock(ctx, "k"); err == nil {
+		t.Error("Lock: got nil, want a connection error")
 	}
 }
