@@ -12,6 +12,8 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/icpgate/icpgate/proxy"
 )
 
 // pgCertStorage is a certmagic.Storage in the filing database, so that
@@ -235,4 +237,13 @@ func (s *pgCertStorage) Unlock(ctx context.Context, name string) error {
 		return fmt.Errorf("unlocking %s: %w", name, err)
 	}
 	return nil
+}
+
+// withCertStorage returns pc with the page certificates kept in st, when
+// there is a filing database (st non-nil).
+func withCertStorage(pc proxy.Config, st *pgCertStorage) proxy.Config {
+	if st != nil {
+		pc.Policy.TLSPage.Storage = st
+	}
+	return pc
 }
