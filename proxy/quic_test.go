@@ -625,3 +625,39 @@ func BenchmarkQUICHandle(b *testing.B) {
 		})
 	}
 }
+
+// TestQUICHelloTimeout sends only the first of quic-go's two hello
+// datagrams: the pending flow is dropped after Timeouts.Hello, counted,
+// and nothing reaches the upstream.
+func TestQUICHelloTimeout(t *testing.T) {
+	dgs := captureQUICHello(t, "www.filed.cn")
+	if len(dgs) < 2 {
+		t.Fatalf("quic-go's hello fits in %d datagram, want 2 (post-quantum key share)", len(dgs))
+	}
+	up := newH3Upstream(t)
+	_, m, addr := startQUICGateway(t, up.pc.LocalAddr().String(), Policy{}, Limits{})
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(dgs[0]); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for testutil.ToFloat64(m.QUICDrops.WithLabelValues("quic", quicDropHelloTimeout)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("pending flow not expired (%s)", quicDropSummary(m))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := testutil.ToFloat64(m.QUICActiveFlows.WithLabelValues("quic")); got != 0 {
+		t.Errorf("active flows: got %v, want 0", got)
+	}
+	if got := testutil.ToFloat64(m.QUICFlows.WithLabelValues("quic")); got != 1 {
+		t.Errorf("flows: got %v, want 1", got)
+	}
+	if got := up.pc.datagrams.Load(); got != 0 {
+		t.Errorf("upstream datagrams: got %d, want 0", got)
+	}
+}
