@@ -432,6 +432,15 @@ func TestQUICShutdown(t *testing.T) {
 	if got := testutil.ToFloat64(m.QUICActiveFlows.WithLabelValues("quic")); got != 0 {
 		t.Errorf("active flows after Serve: got %v, want 0", got)
 	}
+	for _, c := range []prometheus.Collector{m.QUICFlows, m.QUICActiveFlows, m.QUICDrops, m.ECHHellos} {
+		problems, err := testutil.CollectAndLint(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range problems {
+			t.Errorf("metric %s: %s", p.Metric, p.Text)
+		}
+	}
 }
 
 // reorderRelay is a UDP relay between one client and the gateway that
