@@ -719,8 +719,12 @@ func (p *PostgresSource) guard(ctx context.Context, q queryer, removed, total in
 
 // incrementalSync applies the changes cursor+1..head.
 func (p *PostgresSource) incrementalSync(ctx context.Context, conn *pgx.Conn, cursor, head int64) error {
+	// LATERAL ... LIMIT 1 keeps the join a primary-key probe per change:
+	// as a plain join the planner may hash-join a large batch against a
+	// sequential scan of every record (seconds at 10M).
 	rows, err := conn.Query(ctx, `SELECT c.seq, c.kind::text, c.domain, c.changed_at, `+recordColumns+`
-		FROM icpgate_changes c LEFT JOIN icpgate_records r ON c.kind = 'r' AND r.domain = c.domain
+		FROM icpgate_changes c LEFT JOIN LATERAL (SELECT * FROM icpgate_records r
+			WHERE c.kind = 'r' AND r.domain = c.domain LIMIT 1) r ON true
 		WHERE c.seq > $1 AND c.seq <= $2 ORDER BY c.seq`, cursor, head)
 	if err != nil {
 		return tag(SyncErrQuery, fmt.Errorf("reading changes: %w", err))
