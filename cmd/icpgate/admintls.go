@@ -63,14 +63,14 @@ func newAdminTLS(names []string, acme TLSPageConfig, address string, log *slog.L
 		return nil, fmt.Errorf("%w: admin.address: %q needs a fixed port for TLS-ALPN-01", errAdminTLS, address)
 	}
 	var roots *x509.CertPool
-	if acme.CARoots != "" {
-		b, err := os.ReadFile(acme.CARoots)
+	if acme.CARootsFile != "" {
+		b, err := os.ReadFile(acme.CARootsFile)
 		if err != nil {
-			return nil, fmt.Errorf("%w: policy.tls_page.ca_roots: %w", errAdminTLS, err)
+			return nil, fmt.Errorf("%w: policy.tls_page.ca_roots_file: %w", errAdminTLS, err)
 		}
 		roots = x509.NewCertPool()
 		if !roots.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("%w: policy.tls_page.ca_roots: %s holds no PEM certificate", errAdminTLS, acme.CARoots)
+			return nil, fmt.Errorf("%w: policy.tls_page.ca_roots_file: %s holds no PEM certificate", errAdminTLS, acme.CARootsFile)
 		}
 	}
 	storageDir := acme.StorageDir

@@ -27,7 +27,7 @@ func TestAdminTLSPebble(t *testing.T) {
 	ca := pebbletest.Start(t, port)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	storage := t.TempDir()
-	a, err := newAdminTLS([]string{"admin.example.cn"}, TLSPageConfig{ACMEDirectory: ca.Directory, CARoots: ca.TLSRootsFile, StorageDir: storage}, addr, slog.New(slog.DiscardHandler))
+	a, err := newAdminTLS([]string{"admin.example.cn"}, TLSPageConfig{ACMEDirectory: ca.Directory, CARootsFile: ca.TLSRootsFile, StorageDir: storage}, addr, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

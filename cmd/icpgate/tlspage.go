@@ -26,10 +26,10 @@ type TLSPageConfig struct {
 	// path resolves against the config file's directory. Default
 	// "data/certmagic".
 	StorageDir string `yaml:"storage_dir"`
-	// CARoots is a PEM file of roots trusted for the ACME server's own
+	// CARootsFile is a PEM file of roots trusted for the ACME server's own
 	// HTTPS endpoint, for a private or test CA; a relative path resolves
 	// against the config file's directory. Default "": the system roots.
-	CARoots string `yaml:"ca_roots"`
+	CARootsFile string `yaml:"ca_roots_file"`
 	// IssuePerMinute caps certificate requests for new names (a token
 	// bucket). Default 0: 10.
 	IssuePerMinute int `yaml:"issue_per_minute"`
@@ -53,7 +53,7 @@ func (t *TLSPageConfig) setDefaults() {
 // directory.
 func (t *TLSPageConfig) resolvePaths(dir string) {
 	t.StorageDir = resolve(dir, t.StorageDir)
-	t.CARoots = resolve(dir, t.CARoots)
+	t.CARootsFile = resolve(dir, t.CARootsFile)
 }
 
 // proxyConfig converts t into the data plane's TLSPage.
@@ -62,7 +62,7 @@ func (t TLSPageConfig) proxyConfig() proxy.TLSPage {
 		ACMEDirectory:   t.ACMEDirectory,
 		Email:           t.Email,
 		StorageDir:      t.StorageDir,
-		CARootsFile:     t.CARoots,
+		CARootsFile:     t.CARootsFile,
 		IssuePerMinute:  t.IssuePerMinute,
 		MaxNamesPerHour: t.MaxNamesPerHour,
 		Timeout:         t.Timeout,
