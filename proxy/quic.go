@@ -43,9 +43,9 @@ package proxy
 // such hellos are counted in Metrics.ECHHellos. Browsers send GREASE ECH
 // without a real inner hello, so the count is an upper bound.
 //
-// Limits: at most Limits.MaxQUICFlows flows per listener (pending,
-// passing and recently blocked; a datagram that would start one more is
-// dropped), 32 datagrams or 128 KiB buffered per pending flow, the hello
+// Limits: at most Limits.MaxQUICFlows flows per listener and
+// Limits.MaxConnsPerIP per client IP (pending, passing and recently
+// blocked; a datagram that would start one more is dropped), 32 datagrams or 128 KiB buffered per pending flow, the hello
 // complete within Timeouts.Hello, and sni's caps on CRYPTO bytes and
 // packets. Every dropped datagram is counted in Metrics.QUICDrops by
 // reason.
@@ -101,6 +101,7 @@ const (
 	quicDropMalformed    = "malformed"     // undecryptable or malformed Initial (the flow is refused)
 	quicDropTooLarge     = "too_large"     // hello over sni's caps, or a truncated datagram
 	quicDropFlowLimit    = "flow_limit"    // Limits.MaxQUICFlows reached
+	quicDropIPLimit      = "ip_limit"      // Limits.MaxConnsPerIP flows of one client IP reached
 	quicDropPendingLimit = "pending_limit" // too many datagrams before the hello was complete
 	quicDropHelloTimeout = "hello_timeout" // hello not complete within Timeouts.Hello
 	quicDropBlocked      = "blocked"       // datagrams of a blocked flow
@@ -108,7 +109,7 @@ const (
 )
 
 var quicDropReasons = []string{quicDropNoFlow, quicDropVersion, quicDropSmall, quicDropMalformed, quicDropTooLarge,
-	quicDropFlowLimit, quicDropPendingLimit, quicDropHelloTimeout, quicDropBlocked, quicDropUpstream}
+	quicDropFlowLimit, quicDropIPLimit, quicDropPendingLimit, quicDropHelloTimeout, quicDropBlocked, quicDropUpstream}
 
 // Flow states.
 const (
@@ -170,9 +171,10 @@ type quicListener struct {
 	ech          prometheus.Counter
 	decisions    map[string]*[2]prometheus.Counter // by reason; read loop only
 
-	mu     sync.Mutex // guards flows and byAddr
+	mu     sync.Mutex // guards flows, byAddr and perIP
 	flows  map[flowKey]*quicFlow
 	byAddr map[netip.AddrPort]*quicFlow // the latest passing flow of each client address
+	perIP  map[netip.Addr]int           // flows by client IP
 
 	wg sync.WaitGroup // flow goroutines
 }
@@ -216,6 +218,7 @@ func (s *Server) serveQUIC(l *listener) {
 		decisions:    map[string]*[2]prometheus.Counter{},
 		flows:        map[flowKey]*quicFlow{},
 		byAddr:       map[netip.AddrPort]*quicFlow{},
+		perIP:        map[netip.Addr]int{},
 	}
 	for _, r := range quicDropReasons {
 		q.drops[r] = s.m.QUICDrops.WithLabelValues(name, r)
@@ -311,7 +314,13 @@ func (q *quicListener) handle(b []byte, client netip.AddrPort) {
 		q.drops[quicDropFlowLimit].Inc()
 		return
 	}
+	if q.perIP[client.Addr()] >= maxQUICPerIP(rt) {
+		q.mu.Unlock()
+		q.drops[quicDropIPLimit].Inc()
+		return
+	}
 	q.flows[f.key] = f
+	q.perIP[client.Addr()]++
 	q.mu.Unlock()
 	q.flowsCreated.Inc()
 	q.active.Inc()
@@ -609,6 +618,11 @@ func (q *quicListener) remove(f *quicFlow) {
 	if q.byAddr[f.client] == f {
 		delete(q.byAddr, f.client)
 	}
+	if n := q.perIP[f.client.Addr()]; n > 1 {
+		q.perIP[f.client.Addr()] = n - 1
+	} else {
+		delete(q.perIP, f.client.Addr())
+	}
 	q.mu.Unlock()
 	q.active.Dec()
 }
@@ -671,6 +685,13 @@ func quicIdle(rt *listenerRuntime) time.Duration {
 		return rt.quicIdle
 	}
 	return defaultQUICIdle
+}
+
+func maxQUICPerIP(rt *listenerRuntime) int {
+	if rt.maxQUICPerIP > 0 {
+		return rt.maxQUICPerIP
+	}
+	return defaultMaxConnsPerIP
 }
 
 func maxQUICFlows(rt *listenerRuntime) int {

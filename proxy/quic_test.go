@@ -203,32 +203,42 @@ func TestQUICPassAndBlock(t *testing.T) {
 	}
 }
 
-// TestQUICFlowLimit checks that a full flow table refuses new connections
-// while the open one keeps working, and counts the drops.
+// TestQUICFlowLimit checks that a full flow table (or a client IP at its
+// cap) refuses new connections while the open one keeps working, and
+// counts the drops.
 func TestQUICFlowLimit(t *testing.T) {
-	up := newH3Upstream(t)
-	_, m, addr := startQUICGateway(t, up.pc.LocalAddr().String(), Policy{}, Limits{MaxQUICFlows: 1})
-	_, pool := testCert(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	tlsConf := &tls.Config{RootCAs: pool, ServerName: "filed.cn", NextProtos: []string{http3.NextProtoH3}}
-	c1, err := quic.DialAddr(ctx, addr, tlsConf, &quic.Config{HandshakeIdleTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatalf("first connection: %v", err)
-	}
-	defer c1.CloseWithError(0, "")
-	_, err = quic.DialAddr(ctx, addr, tlsConf, &quic.Config{HandshakeIdleTimeout: 500 * time.Millisecond})
-	var idle *quic.IdleTimeoutError
-	if !errors.As(err, &idle) {
-		t.Fatalf("second connection: got error %v, want a handshake idle timeout", err)
-	}
-	if got := testutil.ToFloat64(m.QUICDrops.WithLabelValues("quic", quicDropFlowLimit)); got < 1 {
-		t.Errorf("flow_limit drops: got %v, want at least 1", got)
-	}
-	// The first flow still works: open a stream and get the server's
-	// HTTP/3 control stream or at least no error.
-	if err := c1.Context().Err(); err != nil {
-		t.Errorf("first connection ended: %v", err)
+	for _, tt := range []struct {
+		name   string
+		limits Limits
+		reason string
+	}{
+		{"flows", Limits{MaxQUICFlows: 1}, quicDropFlowLimit},
+		{"per IP", Limits{MaxConnsPerIP: 1}, quicDropIPLimit},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newH3Upstream(t)
+			_, m, addr := startQUICGateway(t, up.pc.LocalAddr().String(), Policy{}, tt.limits)
+			_, pool := testCert(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			tlsConf := &tls.Config{RootCAs: pool, ServerName: "filed.cn", NextProtos: []string{http3.NextProtoH3}}
+			c1, err := quic.DialAddr(ctx, addr, tlsConf, &quic.Config{HandshakeIdleTimeout: 5 * time.Second})
+			if err != nil {
+				t.Fatalf("first connection: %v", err)
+			}
+			defer c1.CloseWithError(0, "")
+			_, err = quic.DialAddr(ctx, addr, tlsConf, &quic.Config{HandshakeIdleTimeout: 500 * time.Millisecond})
+			var idle *quic.IdleTimeoutError
+			if !errors.As(err, &idle) {
+				t.Fatalf("second connection: got error %v, want a handshake idle timeout", err)
+			}
+			if got := testutil.ToFloat64(m.QUICDrops.WithLabelValues("quic", tt.reason)); got < 1 {
+				t.Errorf("%s drops: got %v, want at least 1", tt.reason, got)
+			}
+			if err := c1.Context().Err(); err != nil {
+				t.Errorf("first connection ended: %v", err)
+			}
+		})
 	}
 }
 
@@ -596,7 +606,7 @@ func BenchmarkQUICHandle(b *testing.B) {
 			defer pc.Close()
 			m := NewMetrics(prometheus.NewRegistry())
 			srv, err := NewServer(Config{Listeners: []ListenerConfig{{Name: "quic", Protocol: "quic", Address: "127.0.0.1:0"}},
-				Limits: Limits{MaxQUICFlows: 1 << 30}}, mapDecider{filed: map[string]string{"filed.cn": ""}}, m, nil)
+				Limits: Limits{MaxQUICFlows: 1 << 30, MaxConnsPerIP: 1 << 30}}, mapDecider{filed: map[string]string{"filed.cn": ""}}, m, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -605,7 +615,7 @@ func BenchmarkQUICHandle(b *testing.B) {
 			q := &quicListener{s: srv, l: l, pc: pc, log: srv.log, flowsCreated: m.QUICFlows.WithLabelValues("quic"),
 				active: m.QUICActiveFlows.WithLabelValues("quic"), drops: map[string]prometheus.Counter{},
 				ech: m.ECHHellos.WithLabelValues("quic"), decisions: map[string]*[2]prometheus.Counter{},
-				flows: map[flowKey]*quicFlow{}, byAddr: map[netip.AddrPort]*quicFlow{}}
+				flows: map[flowKey]*quicFlow{}, byAddr: map[netip.AddrPort]*quicFlow{}, perIP: map[netip.Addr]int{}}
 			for _, r := range quicDropReasons {
 				q.drops[r] = m.QUICDrops.WithLabelValues("quic", r)
 			}

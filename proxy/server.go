@@ -121,6 +121,7 @@ type listenerRuntime struct {
 	quicBlock    string        // quic listeners: Policy.QUICBlock
 	quicIdle     time.Duration // quic listeners: Timeouts.QUICIdle
 	maxQUICFlows int           // quic listeners: Limits.MaxQUICFlows
+	maxQUICPerIP int           // quic listeners: Limits.MaxConnsPerIP, applied to flows
 
 	connections, bytesUp, bytesDown prometheus.Counter
 	active                          prometheus.Gauge
@@ -253,6 +254,7 @@ func (s *Server) newRuntime(cfg Config, lc ListenerConfig) *listenerRuntime {
 		rt.tlsBlock = "alert"
 	}
 	rt.quicBlock, rt.quicIdle, rt.maxQUICFlows = cfg.Policy.QUICBlock, cfg.Timeouts.QUICIdle, cfg.Limits.MaxQUICFlows
+	rt.maxQUICPerIP = cfg.Limits.MaxConnsPerIP
 	if rt.quicBlock == "" {
 		rt.quicBlock = quicBlockClose
 	}
