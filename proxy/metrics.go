@@ -46,7 +46,7 @@ type Metrics struct {
 	QUICActiveFlows *prometheus.GaugeVec
 	// QUICDrops counts client and upstream datagrams a quic listener did
 	// not forward, by listener and reason (no_flow, version, short_initial,
-	// malformed, too_large, flow_limit, pending_limit, hello_timeout,
+	// malformed, too_large, flow_limit, ip_limit, pending_limit, hello_timeout,
 	// blocked, upstream).
 	QUICDrops *prometheus.CounterVec
 	// ECHHellos counts ClientHellos carrying an encrypted_client_hello
