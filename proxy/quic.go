@@ -404,7 +404,7 @@ func (q *quicListener) onFlow(rt *listenerRuntime, f *quicFlow, b []byte, h sni.
 					"domain", d.Domain, "reason", d.Reason)
 			}
 			q.drops[quicDropUpstream].Add(float64(len(f.pending)))
-			q.block(f, d.Reason)
+			q.block(f, "") // silently: this is not a filing block
 			return
 		}
 		f.state = flowDialing
