@@ -680,3 +680,37 @@ func TestQUICHelloTimeout(t *testing.T) {
 		t.Errorf("upstream datagrams: got %d, want 0", got)
 	}
 }
+
+// TestQUICNoUpstream checks a passing flow with nowhere to go is dropped
+// silently (fail closed) and counted.
+func TestQUICNoUpstream(t *testing.T) {
+	dgs := captureQUICHello(t, "www.filed.cn")
+	_, m, addr := startQUICGateway(t, "", Policy{}, Limits{})
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, d := range dgs {
+		if _, err := c.Write(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(m.UpstreamErrors.WithLabelValues("quic", "no_upstream")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no no_upstream error counted (%s)", quicDropSummary(m))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := testutil.ToFloat64(m.Decisions.WithLabelValues("quic", "pass", "filed")); got != 1 {
+		t.Errorf("decisions{quic,pass,filed}: got %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(m.QUICDrops.WithLabelValues("quic", quicDropUpstream)); got != float64(len(dgs)) {
+		t.Errorf("upstream drops: got %v, want %d", got, len(dgs))
+	}
+	c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := c.Read(make([]byte, 2048)); err == nil {
+		t.Errorf("got a %d-byte answer, want silence", n)
+	}
+}
