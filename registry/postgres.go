@@ -345,7 +345,10 @@ func (p *PostgresSource) connect(ctx context.Context) (*pgx.Conn, error) {
 	}
 	if err := pgschema.Check(ctx, conn); err != nil {
 		conn.Close(ctx)
-		return nil, tag(SyncErrSchema, err)
+		if errors.Is(err, pgschema.ErrNotMigrated) || errors.Is(err, pgschema.ErrNewerSchema) {
+			return nil, tag(SyncErrSchema, err)
+		}
+		return nil, tag(SyncErrConnect, err) // the session failed while checking
 	}
 	return conn, nil
 }
@@ -379,6 +382,11 @@ func (p *PostgresSource) syncOnce(ctx context.Context, conn *pgx.Conn) error {
 		kind = "incremental"
 	}
 	if err != nil {
+		if conn.IsClosed() && ctx.Err() == nil {
+			// The query failed because the connection went: a database
+			// restart or a network cut, not a bad query.
+			err = &kindError{kind: SyncErrConnect, err: err}
+		}
 		p.countError(kindOf(err))
 		p.setErr(err)
 		p.log.Error("registry sync failed; serving the last good snapshot", "sync", kind,

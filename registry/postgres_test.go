@@ -417,3 +417,58 @@ func TestPostgresStoreRestart(t *testing.T) {
 		t.Errorf("caught up: got %d full loads, from_store %v, want 0 and false (incremental from the stored cursor)", st.FullLoads, st.FromStore)
 	}
 }
+
+// TestPostgresCutMidLoad: the connection is cut while a full load streams
+// rows; nothing half-loaded is installed, and the retry loads everything.
+func TestPostgresCutMidLoad(t *testing.T) {
+	db := newFilingDB(t, pgtest.Shared(t))
+	const n = 200000
+	db.exec(t, `INSERT INTO icpgate_records (domain, state, filing_number)
+		SELECT 'd' || i || '.cn', 'filed', '京ICP备10206937号-1' FROM generate_series(1, $1::int) AS i`, n)
+	reg := registry.New(registry.Options{})
+	var mu sync.Mutex
+	var installed []int
+	src := newSource(t, reg, db.dsn, func(o *registry.PostgresOptions) {
+		o.OnSync = func(kind string, _ time.Duration, err error) {
+			if err == nil {
+				mu.Lock()
+				installed = append(installed, reg.Snapshot().Len())
+				mu.Unlock()
+			}
+		}
+	})
+	run(t, src)
+	// Terminate the source's session while it is running its query.
+	ctx := context.Background()
+	deadline := time.Now().Add(15 * time.Second)
+	for killed := false; !killed; {
+		if time.Now().After(deadline) {
+			t.Fatal("never caught the full load in progress")
+		}
+		var k bool
+		err := db.conn.QueryRow(ctx, `SELECT coalesce(bool_or(pg_terminate_backend(pid)), false) FROM pg_stat_activity
+			WHERE application_name = 'icpgate' AND state = 'active' AND datname = current_database()
+			AND query LIKE '%FROM icpgate_records r%'`).Scan(&k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		killed = k
+		if reg.Loaded() && !killed {
+			t.Skip("the load finished before it could be cut (machine too fast for this size)")
+		}
+	}
+	waitReason(t, reg, "d1.cn", "filed")
+	if got, want := reg.Snapshot().Len(), n+20; got != want {
+		t.Errorf("records after the retry: got %d, want %d", got, want)
+	}
+	if got := src.Stats().Errors[registry.SyncErrConnect]; got == 0 {
+		t.Errorf("connect errors: got 0 (%v), want the cut counted", src.Stats().Errors)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, l := range installed {
+		if l != n+20 {
+			t.Errorf("a sync installed %d records, want only complete loads (%d)", l, n+20)
+		}
+	}
+}
