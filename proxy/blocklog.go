@@ -85,7 +85,8 @@ func (b *blockLog) allow(now int64) bool {
 }
 
 // Log records one blocked connection (protocol tls) or request (http) on
-// listener. host is the name the client asked for, as sent; it is written
+// listener from client (an IPv4-mapped address is written as IPv4). host
+// is the name the client asked for, as sent; it is written
 // before Log returns and not retained, so it may alias a pooled buffer. A
 // nil blockLog does nothing.
 func (b *blockLog) Log(listener, protocol, host, reason string, client netip.AddrPort) {
@@ -102,6 +103,7 @@ func (b *blockLog) Log(listener, protocol, host, reason string, client netip.Add
 	}
 	n := b.suppressed.Swap(0)
 	b.lastLine.Store(now)
+	client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
 	attrs := [7]slog.Attr{
 		slog.String("listener", listener),
 		slog.String("protocol", protocol),
@@ -147,15 +149,14 @@ func clipHost(host string) string {
 	return host[:cut] + "…"
 }
 
-// addrPort returns a TCP or UDP address as a netip.AddrPort with an
-// IPv4-mapped address unmapped (zero for other kinds), without allocating.
+// addrPort returns a TCP or UDP address as a netip.AddrPort (zero for
+// other kinds), without allocating.
 func addrPort(a net.Addr) netip.AddrPort {
-	var ap netip.AddrPort
 	switch a := a.(type) {
 	case *net.TCPAddr:
-		ap = a.AddrPort()
+		return a.AddrPort()
 	case *net.UDPAddr:
-		ap = a.AddrPort()
+		return a.AddrPort()
 	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	return netip.AddrPort{}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
@@ -363,6 +364,65 @@ func TestBlockLogTLS(t *testing.T) {
 	for _, l := range logLines(t, w.bytes()) {
 		if l["level"] == "INFO" && strings.Contains(fmt.Sprint(l), "filed.cn") && l["host"] != "unfiled.cn" {
 			t.Errorf("got an Info line for a passing connection: %v", l)
+		}
+	}
+}
+
+// TestBlockLogHTTP sends blocked and passing requests from Go's net/http
+// client through a real http listener: each blocked request is logged or
+// counted, with the Host as sent (cut when absurdly long); a passing
+// request logs nothing at Info.
+func TestBlockLogHTTP(t *testing.T) {
+	upstream := newHTTPTestUpstream(t)
+	cfg := Config{Listeners: []ListenerConfig{{Name: "web", Protocol: "http", Address: "127.0.0.1:0", Upstream: upstream}}}
+	srv, w := startLoggingGateway(t, cfg, mapDecider{filed: map[string]string{"filed.cn": ""}})
+	addr := srv.Addr("web").String()
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	get := func(host string) int {
+		t.Helper()
+		req, err := http.NewRequest("GET", "http://"+addr+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("GET Host %.40s: %v", host, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get("www.filed.cn"); code != 200 {
+		t.Fatalf("filed: got %d, want 200", code)
+	}
+	long := strings.Repeat("a", 400) + ".cn"
+	hosts := []string{"Unfiled.CN", long}
+	for len(hosts) < blockLogBurst+10 {
+		hosts = append(hosts, "unfiled.cn")
+	}
+	for _, h := range hosts {
+		if code := get(h); code != 403 {
+			t.Fatalf("%.40s: got %d, want 403", h, code)
+		}
+	}
+	lines, _ := waitAccounted(t, w, len(hosts))
+	if len(lines) < 2 {
+		t.Fatalf("got %d lines, want at least 2", len(lines))
+	}
+	want := []string{"INFO proxy web http Unfiled.CN unfiled", "INFO proxy web http " + strings.Repeat("a", 253) + "… unfiled"}
+	for i, w := range want {
+		l := lines[i]
+		got := fmt.Sprintf("%v %v %v %v %v %v", l["level"], l["component"], l["listener"], l["protocol"], l["host"], l["reason"])
+		client, _ := l["client"].(string)
+		ap, err := netip.ParseAddrPort(client)
+		if got != w || err != nil || ap.Addr() != netip.MustParseAddr("127.0.0.1") {
+			t.Errorf("line %d: got %q client %q, want %q from 127.0.0.1", i, got, client, w)
+		}
+	}
+	for _, l := range logLines(t, w.bytes()) {
+		if l["level"] == "INFO" && strings.Contains(fmt.Sprint(l), "www.filed.cn") {
+			t.Errorf("got an Info line for a passing request: %v", l)
 		}
 	}
 }

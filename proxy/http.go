@@ -128,6 +128,8 @@ type httpHandler struct {
 	decisions                  sync.Map // reason -> *[2]prometheus.Counter (pass, block)
 
 	conns sync.Pool // *httpConn
+
+	blocks *blockLog // the Server's block log; nil writes nothing
 }
 
 // newHTTPHandler creates the handler of one http listener. A replacement
@@ -566,6 +568,7 @@ func (hc *httpConn) serveRequest(first bool) bool {
 	h.countDecision(&dec)
 	hc.id = h.ids.next(hc.id[:0])
 	if !dec.Pass {
+		h.blocks.Log(h.l.Name, "http", hc.host, dec.Reason, hc.client)
 		hc.block(&dec, head, isHead)
 		h.durBlock.Observe(time.Since(start).Seconds())
 		return false

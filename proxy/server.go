@@ -278,6 +278,7 @@ func (s *Server) newRuntime(cfg Config, lc ListenerConfig) *listenerRuntime {
 	}
 	if lc.Protocol == "http" {
 		rt.http = newHTTPHandler(cfg, lc, &s.dec, m, s.log)
+		rt.http.blocks = s.blocks
 	}
 	return rt
 }
