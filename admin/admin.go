@@ -19,6 +19,7 @@ package admin
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,6 +46,8 @@ type Config struct {
 	Address string
 	// ReadHeaderTimeout bounds reading a request head. Default 5 s.
 	ReadHeaderTimeout time.Duration
+	// TLSConfig, when set, serves HTTPS with it. Default nil: plain HTTP.
+	TLSConfig *tls.Config
 }
 
 // DefaultAddress is the admin listener's default address: loopback only.
@@ -107,6 +110,9 @@ func (s *Server) Start() error {
 	ln, err := net.Listen("tcp", s.cfg.Address)
 	if err != nil {
 		return fmt.Errorf("admin: listening on %s: %w", s.cfg.Address, err)
+	}
+	if s.cfg.TLSConfig != nil {
+		ln = tls.NewListener(ln, s.cfg.TLSConfig)
 	}
 	s.ln = ln
 	s.srv = &http.Server{
