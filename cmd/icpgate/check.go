@@ -46,6 +46,8 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	reg := registry.New(registry.Options{CacheSize: -1, Policy: policy})
 	if cfg.Embedded() {
 		err = loadEmbeddedRegistry(reg)
+	} else if cfg.Registry.Postgres.DSN != "" {
+		err = loadPostgresOnce(ctx, cfg.Registry.Postgres, reg)
 	} else {
 		var snap *registry.Snapshot
 		if snap, err = registry.LoadSnapshot(cfg.Registry.File); err == nil {

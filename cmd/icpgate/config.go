@@ -57,8 +57,9 @@ type RegistryConfig struct {
 	// Relative paths resolve against the config file's directory. Required.
 	// In the embedded config it names the embedded sample registry.
 	File string `yaml:"file"`
-	// Store is the bbolt file keeping the last good snapshot. Default "":
-	// no store. Relative paths resolve like File. Not used yet.
+	// Store is the bbolt file keeping the last good snapshot and sync
+	// cursor of the PostgreSQL source, for a cold start with the database
+	// down. Default "": no store. Relative paths resolve like File.
 	Store string `yaml:"store"`
 	// CacheSize is the number of per-host decisions cached. Default 100000.
 	CacheSize int `yaml:"cache_size"`
@@ -69,6 +70,9 @@ type RegistryConfig struct {
 	// fraction of the serving records (a truncated or half-copied file),
 	// keeping the previous registry. Default 0.5; 1 accepts any reload.
 	MaxDeleteFraction float64 `yaml:"max_delete_fraction"`
+	// Postgres, when its dsn is set, makes the filing database the source
+	// in place of File (see PostgresConfig in pgsource.go).
+	Postgres PostgresConfig `yaml:"postgres"`
 }
 
 // ListenerConfig is one data-plane listener.
@@ -92,10 +96,6 @@ type AdminConfig struct {
 	// Address is the host:port of /metrics, /healthz, /readyz and the API.
 	// Default "127.0.0.1:9090".
 	Address string `yaml:"address"`
-	// TLSNames, when set, serve the admin listener over HTTPS with
-	// certificates for these names from the ACME CA of policy.tls_page
-	// (see admintls.go). Default none: plain HTTP.
-	TLSNames []string `yaml:"tls_names"`
 }
 
 // PolicyConfig is the data plane's policy.
@@ -114,9 +114,6 @@ type PolicyConfig struct {
 	// BlockPage is an html/template file replacing the built-in block page.
 	// Relative paths resolve against the config file's directory. Default "".
 	BlockPage string `yaml:"block_page"`
-	// TLSPage configures tls_block: page, the HTTPS block page, and the
-	// ACME CA admin.tls_names use (see tlspage.go).
-	TLSPage TLSPageConfig `yaml:"tls_page"`
 }
 
 // TimeoutsConfig bounds each phase of a connection; Go duration strings.
@@ -189,6 +186,7 @@ func (c *Config) setDefaults() {
 	if c.Registry.MaxDeleteFraction == 0 {
 		c.Registry.MaxDeleteFraction = defaultMaxDelete
 	}
+	c.Registry.Postgres.setDefaults()
 	for i := range c.Listeners {
 		if c.Listeners[i].ForwardedProto == "" && c.Listeners[i].Protocol == "http" {
 			c.Listeners[i].ForwardedProto = defaultForwardedProto
@@ -203,7 +201,6 @@ func (c *Config) setDefaults() {
 	if c.Policy.TLSBlock == "" {
 		c.Policy.TLSBlock = defaultTLSBlock
 	}
-	c.Policy.TLSPage.setDefaults()
 	if c.Policy.HTTPBlockStatus == 0 {
 		c.Policy.HTTPBlockStatus = defaultHTTPStatus
 	}
@@ -273,7 +270,6 @@ func parseConfig(data []byte, path, name string) (*Config, error) {
 		c.Registry.Store = resolve(dir, c.Registry.Store)
 		c.Registry.Suffixes = resolve(dir, c.Registry.Suffixes)
 		c.Policy.BlockPage = resolve(dir, c.Policy.BlockPage)
-		c.Policy.TLSPage.resolvePaths(dir)
 	}
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, name, err)
@@ -295,8 +291,14 @@ func (c *Config) Embedded() bool { return c.path == "" }
 
 // validate checks every field and names the first bad one.
 func (c *Config) validate() error {
-	if c.Registry.File == "" {
-		return errors.New("registry.file: required")
+	if err := c.Registry.Postgres.validate(); err != nil {
+		return err
+	}
+	switch {
+	case c.Registry.Postgres.DSN != "" && c.Registry.File != "" && !c.Embedded():
+		return errors.New("registry.file: set registry.file or registry.postgres.dsn, not both")
+	case c.Registry.File == "" && c.Registry.Postgres.DSN == "":
+		return errors.New("registry.file: required (or registry.postgres.dsn)")
 	}
 	if c.Embedded() && c.Registry.File != configs.RegistrySampleName {
 		return fmt.Errorf("registry.file: the embedded config only has %s", configs.RegistrySampleName)
@@ -452,7 +454,6 @@ func (c *Config) ProxyConfig() proxy.Config {
 			HTTPBlockStatus: c.Policy.HTTPBlockStatus,
 			RedirectURL:     c.Policy.RedirectURL,
 			BlockPage:       c.Policy.BlockPage,
-			TLSPage:         c.Policy.TLSPage.proxyConfig(),
 		},
 		Timeouts: proxy.Timeouts{
 			Hello: c.Timeouts.Hello,

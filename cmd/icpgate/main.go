@@ -9,6 +9,9 @@
 //	icpgate check -config FILE [--json] HOST…  explain the decision for each host
 //	icpgate demo                               gateway + demo origins on loopback
 //	icpgate healthcheck -url URL               exit 0 when URL answers 200 (for containers)
+//	icpgate db migrate|status|confirm-deletes  the filing database's schema and guard
+//	icpgate import [--dry-run] FILE            load a CSV/JSONL registry into the filing database
+//	icpgate export [-o FILE]                   write the filing database's records
 //	icpgate version
 //
 // main is thin: it hands the arguments to run, which tests drive directly.
@@ -42,9 +45,6 @@ const (
 // notYet lists the verbs of DESIGN.md that later issues implement, with the
 // issue that brings each.
 var notYet = map[string]int{
-	"db":      4,
-	"import":  4,
-	"export":  4,
 	"token":   5,
 	"allow":   5,
 	"deny":    5,
@@ -69,6 +69,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdDemo(ctx, rest, stdout, stderr)
 	case "healthcheck":
 		return cmdHealthcheck(ctx, rest, stdout, stderr)
+	case "db":
+		return cmdDB(ctx, rest, stdout, stderr)
+	case "import":
+		return cmdImport(ctx, rest, stdout, stderr)
+	case "export":
+		return cmdExport(ctx, rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "icpgate %s\n", versionString())
 		return exitOK
@@ -94,6 +100,9 @@ Commands:
                                      (exit 0: all pass, 1: some blocked, 2: error)
   demo                               run the gateway with demo origins on loopback
   healthcheck [-url URL]             exit 0 when URL answers 200 (default the admin /healthz)
+  db migrate|status|confirm-deletes  manage icpgate's schema in the filing database
+  import [--dry-run] [--replace] FILE  load a CSV/JSONL registry into the filing database
+  export [-format jsonl|csv] [-o FILE] write the filing database's records
   version                            print the version
 
 Without -config, serve and check use the embedded sample config and registry.

@@ -11,7 +11,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -51,11 +50,11 @@ type Gateway struct {
 	log      *slog.Logger
 	level    *slog.LevelVar
 	reg      *registry.Registry
-	src      *registry.FileSource // nil for the embedded registry
+	src      *registry.FileSource // nil for the embedded registry and PostgreSQL
+	pg       *pgSource            // nil unless registry.postgres.dsn is set
 	prom     *prometheus.Registry
 	proxy    *proxy.Server
 	admin    *admin.Server
-	adminTLS *adminTLS  // nil without admin.tls_names
 	reloadMu sync.Mutex // serialises Reload; guards cfg
 	cfg      *Config
 
@@ -66,6 +65,9 @@ type Gateway struct {
 
 // reloadStats returns the registry source's reload counters.
 func (g *Gateway) reloadStats() registry.ReloadStats {
+	if g.pg != nil {
+		return g.pg.reloadStats()
+	}
 	if g.src != nil {
 		return g.src.Stats()
 	}
@@ -95,24 +97,30 @@ func NewGateway(cfg *Config, log *slog.Logger, level *slog.LevelVar) (*Gateway, 
 	metrics.RegisterProcess(g.prom)
 	metrics.RegisterBuildInfo(g.prom, versionString())
 	g.prom.MustRegister(admin.NewRegistryCollector(g.reg, g.reloadStats), admin.NewReloadStateCollector(g.reloadStats))
+	if g.pg != nil {
+		g.pg.register(g.prom)
+	}
 	m := proxy.NewMetrics(g.prom)
 	g.proxy, err = proxy.NewServer(cfg.ProxyConfig(), decider{g.reg}, m, log)
 	if err != nil {
 		return nil, fmt.Errorf("data plane: %w", err)
 	}
-	acfg := admin.Config{Address: cfg.Admin.Address}
-	if len(cfg.Admin.TLSNames) > 0 {
-		if g.adminTLS, err = newAdminTLS(cfg.Admin.TLSNames, cfg.Policy.TLSPage, cfg.Admin.Address, log); err != nil {
-			return nil, err
-		}
-		acfg.TLSConfig = g.adminTLS.tlsConfig()
-	}
-	g.admin = admin.New(acfg, g.reg, g.prom, g.ready, log)
+	g.admin = admin.New(admin.Config{Address: cfg.Admin.Address}, g.reg, g.prom, g.ready, log)
 	return g, nil
 }
 
 // loadRegistry creates the registry source for cfg and loads it once.
 func (g *Gateway) loadRegistry(cfg *Config) error {
+	if cfg.Registry.Postgres.DSN != "" {
+		// Not an error when the database is down: the node serves the
+		// local store's snapshot, or is not ready until the first load.
+		pg, err := newPGSource(cfg.Registry.Postgres, cfg.Registry.Store, g.reg, g.log)
+		if err != nil {
+			return err
+		}
+		g.pg = pg
+		return nil
+	}
 	if cfg.Embedded() {
 		if err := loadEmbeddedRegistry(g.reg); err != nil {
 			return fmt.Errorf("embedded registry: %w", err)
@@ -130,6 +138,9 @@ func (g *Gateway) loadRegistry(cfg *Config) error {
 
 // ready is the admin server's readiness: the registry has a snapshot.
 func (g *Gateway) ready() (bool, string) {
+	if g.pg != nil {
+		return g.pg.ready()
+	}
 	if !g.reg.Loaded() {
 		return false, "registry not loaded yet"
 	}
@@ -145,13 +156,6 @@ func (g *Gateway) Start() error {
 	if err := g.proxy.Start(); err != nil {
 		g.admin.Shutdown(context.Background())
 		return fmt.Errorf("data plane: %w", err)
-	}
-	if g.adminTLS != nil {
-		// After the admin listener is bound: it answers the TLS-ALPN-01
-		// validation itself.
-		if err := g.adminTLS.manage(context.Background()); err != nil {
-			g.log.Error("admin certificates not managed", "error", err)
-		}
 	}
 	return nil
 }
@@ -172,6 +176,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	if g.pg != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.pg.run(srcCtx)
+		}()
+	}
 	err := g.proxy.Serve(ctx)
 	stopSrc()
 	wg.Wait()
@@ -182,9 +193,6 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer cancel()
 	if aerr := g.admin.Shutdown(sctx); aerr != nil && err == nil {
 		err = aerr
-	}
-	if g.adminTLS != nil {
-		g.adminTLS.stop()
 	}
 	return err
 }
@@ -252,11 +260,8 @@ func (g *Gateway) Reload() error {
 // start.
 func restartOnly(a, b *Config) []string {
 	var keys []string
-	if a.Admin.Address != b.Admin.Address {
+	if a.Admin != b.Admin {
 		keys = append(keys, "admin.address")
-	}
-	if !slices.Equal(a.Admin.TLSNames, b.Admin.TLSNames) {
-		keys = append(keys, "admin.tls_names")
 	}
 	if a.Registry != b.Registry {
 		keys = append(keys, "registry")
