@@ -96,6 +96,10 @@ type AdminConfig struct {
 	// Address is the host:port of /metrics, /healthz, /readyz and the API.
 	// Default "127.0.0.1:9090".
 	Address string `yaml:"address"`
+	// TLSNames, when set, serve the admin listener over HTTPS with
+	// certificates for these names from the ACME CA of policy.tls_page
+	// (see admintls.go). Default none: plain HTTP.
+	TLSNames []string `yaml:"tls_names"`
 }
 
 // PolicyConfig is the data plane's policy.
@@ -114,6 +118,9 @@ type PolicyConfig struct {
 	// BlockPage is an html/template file replacing the built-in block page.
 	// Relative paths resolve against the config file's directory. Default "".
 	BlockPage string `yaml:"block_page"`
+	// TLSPage configures tls_block: page, the HTTPS block page, and the
+	// ACME CA admin.tls_names use (see tlspage.go).
+	TLSPage TLSPageConfig `yaml:"tls_page"`
 }
 
 // TimeoutsConfig bounds each phase of a connection; Go duration strings.
@@ -201,6 +208,7 @@ func (c *Config) setDefaults() {
 	if c.Policy.TLSBlock == "" {
 		c.Policy.TLSBlock = defaultTLSBlock
 	}
+	c.Policy.TLSPage.setDefaults()
 	if c.Policy.HTTPBlockStatus == 0 {
 		c.Policy.HTTPBlockStatus = defaultHTTPStatus
 	}
@@ -270,6 +278,7 @@ func parseConfig(data []byte, path, name string) (*Config, error) {
 		c.Registry.Store = resolve(dir, c.Registry.Store)
 		c.Registry.Suffixes = resolve(dir, c.Registry.Suffixes)
 		c.Policy.BlockPage = resolve(dir, c.Policy.BlockPage)
+		c.Policy.TLSPage.resolvePaths(dir)
 	}
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, name, err)
@@ -454,6 +463,7 @@ func (c *Config) ProxyConfig() proxy.Config {
 			HTTPBlockStatus: c.Policy.HTTPBlockStatus,
 			RedirectURL:     c.Policy.RedirectURL,
 			BlockPage:       c.Policy.BlockPage,
+			TLSPage:         c.Policy.TLSPage.proxyConfig(),
 		},
 		Timeouts: proxy.Timeouts{
 			Hello: c.Timeouts.Hello,

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -55,6 +56,7 @@ type Gateway struct {
 	prom     *prometheus.Registry
 	proxy    *proxy.Server
 	admin    *admin.Server
+	adminTLS *adminTLS  // nil without admin.tls_names
 	reloadMu sync.Mutex // serialises Reload; guards cfg
 	cfg      *Config
 
@@ -105,7 +107,14 @@ func NewGateway(cfg *Config, log *slog.Logger, level *slog.LevelVar) (*Gateway, 
 	if err != nil {
 		return nil, fmt.Errorf("data plane: %w", err)
 	}
-	g.admin = admin.New(admin.Config{Address: cfg.Admin.Address}, g.reg, g.prom, g.ready, log)
+	acfg := admin.Config{Address: cfg.Admin.Address}
+	if len(cfg.Admin.TLSNames) > 0 {
+		if g.adminTLS, err = newAdminTLS(cfg.Admin.TLSNames, cfg.Policy.TLSPage, cfg.Admin.Address, log); err != nil {
+			return nil, err
+		}
+		acfg.TLSConfig = g.adminTLS.tlsConfig()
+	}
+	g.admin = admin.New(acfg, g.reg, g.prom, g.ready, log)
 	return g, nil
 }
 
@@ -157,6 +166,13 @@ func (g *Gateway) Start() error {
 		g.admin.Shutdown(context.Background())
 		return fmt.Errorf("data plane: %w", err)
 	}
+	if g.adminTLS != nil {
+		// After the admin listener is bound: it answers the TLS-ALPN-01
+		// validation itself.
+		if err := g.adminTLS.manage(context.Background()); err != nil {
+			g.log.Error("admin certificates not managed", "error", err)
+		}
+	}
 	return nil
 }
 
@@ -193,6 +209,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer cancel()
 	if aerr := g.admin.Shutdown(sctx); aerr != nil && err == nil {
 		err = aerr
+	}
+	if g.adminTLS != nil {
+		g.adminTLS.stop()
 	}
 	return err
 }
@@ -260,8 +279,11 @@ func (g *Gateway) Reload() error {
 // start.
 func restartOnly(a, b *Config) []string {
 	var keys []string
-	if a.Admin != b.Admin {
+	if a.Admin.Address != b.Admin.Address {
 		keys = append(keys, "admin.address")
+	}
+	if !slices.Equal(a.Admin.TLSNames, b.Admin.TLSNames) {
+		keys = append(keys, "admin.tls_names")
 	}
 	if a.Registry != b.Registry {
 		keys = append(keys, "registry")
