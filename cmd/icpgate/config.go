@@ -79,7 +79,8 @@ type RegistryConfig struct {
 type ListenerConfig struct {
 	// Name labels the listener in logs and metrics; unique. Required.
 	Name string `yaml:"name"`
-	// Protocol is "http" or "tls". Required.
+	// Protocol is "http", "tls" or "quic" (UDP: the SNI of QUIC Initials;
+	// it may share a tls listener's port number). Required.
 	Protocol string `yaml:"protocol"`
 	// Address is the host:port to listen on; port 0 picks a free port.
 	// Required.
@@ -109,6 +110,9 @@ type PolicyConfig struct {
 	IPAccess string `yaml:"ip_access"`
 	// TLSBlock is "alert", "reset" or "page". Default "alert".
 	TLSBlock string `yaml:"tls_block"`
+	// QUICBlock is "close" (a CONNECTION_CLOSE, so browsers fall back to
+	// TCP at once) or "drop" (silence). Default "close".
+	QUICBlock string `yaml:"quic_block"`
 	// HTTPBlockStatus is the status of HTTP block responses, 400-599.
 	// Default 403.
 	HTTPBlockStatus int `yaml:"http_block_status"`
@@ -134,6 +138,9 @@ type TimeoutsConfig struct {
 	Idle time.Duration `yaml:"idle"`
 	// Drain is the graceful shutdown deadline. Default 30s.
 	Drain time.Duration `yaml:"drain"`
+	// QUICIdle ends a passing QUIC flow after no datagram either way.
+	// Default 60s.
+	QUICIdle time.Duration `yaml:"quic_idle"`
 }
 
 // LimitsConfig caps resources.
@@ -148,6 +155,9 @@ type LimitsConfig struct {
 	// MaxConnsPerIP caps open client connections per client IP.
 	// Default 1000.
 	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
+	// MaxQUICFlows caps the QUIC flows (pending, passing, recently
+	// blocked) of each quic listener. Default 10000.
+	MaxQUICFlows int `yaml:"max_quic_flows"`
 }
 
 // LogConfig configures the process log.
@@ -166,6 +176,9 @@ const (
 	defaultAdminAddress   = "127.0.0.1:9090"
 	defaultIPAccess       = "pass"
 	defaultTLSBlock       = "alert"
+	defaultQUICBlock      = "close"
+	defaultQUICIdle       = 60 * time.Second
+	defaultMaxQUICFlows   = 10000
 	defaultHTTPStatus     = 403
 	defaultForwardedProto = "http"
 	defaultHello          = 5 * time.Second
@@ -207,6 +220,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.Policy.TLSBlock == "" {
 		c.Policy.TLSBlock = defaultTLSBlock
+	}
+	if c.Policy.QUICBlock == "" {
+		c.Policy.QUICBlock = defaultQUICBlock
+	}
+	if c.Timeouts.QUICIdle == 0 {
+		c.Timeouts.QUICIdle = defaultQUICIdle
+	}
+	if c.Limits.MaxQUICFlows == 0 {
+		c.Limits.MaxQUICFlows = defaultMaxQUICFlows
 	}
 	c.Policy.TLSPage.setDefaults()
 	if c.Policy.HTTPBlockStatus == 0 {
@@ -332,11 +354,11 @@ func (c *Config) validate() error {
 		}
 		seen[l.Name] = i
 		switch l.Protocol {
-		case "http", "tls":
-		case "quic", "auto":
+		case "http", "tls", "quic":
+		case "auto":
 			return fmt.Errorf("%s.protocol: %q is not available yet", field, l.Protocol)
 		default:
-			return fmt.Errorf("%s.protocol: must be http or tls, got %q", field, l.Protocol)
+			return fmt.Errorf("%s.protocol: must be http, tls or quic, got %q", field, l.Protocol)
 		}
 		if err := checkHostPort(l.Address, true); err != nil {
 			return fmt.Errorf("%s.address: %w", field, err)
@@ -371,6 +393,11 @@ func (c *Config) validate() error {
 	default:
 		return fmt.Errorf("policy.tls_block: must be alert, reset or page, got %q", c.Policy.TLSBlock)
 	}
+	switch c.Policy.QUICBlock {
+	case "close", "drop":
+	default:
+		return fmt.Errorf("policy.quic_block: must be close or drop, got %q", c.Policy.QUICBlock)
+	}
 	if s := c.Policy.HTTPBlockStatus; s < 400 || s > 599 {
 		return fmt.Errorf("policy.http_block_status: must be 400-599, got %d", s)
 	}
@@ -383,7 +410,7 @@ func (c *Config) validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"hello", c.Timeouts.Hello}, {"dial", c.Timeouts.Dial}, {"idle", c.Timeouts.Idle}, {"drain", c.Timeouts.Drain}} {
+	}{{"hello", c.Timeouts.Hello}, {"dial", c.Timeouts.Dial}, {"idle", c.Timeouts.Idle}, {"drain", c.Timeouts.Drain}, {"quic_idle", c.Timeouts.QUICIdle}} {
 		if d.v < 0 {
 			return fmt.Errorf("timeouts.%s: must not be negative, got %s", d.name, d.v)
 		}
@@ -394,6 +421,7 @@ func (c *Config) validate() error {
 	}{
 		{"max_header_bytes", c.Limits.MaxHeaderBytes}, {"max_headers", c.Limits.MaxHeaders},
 		{"max_conns", c.Limits.MaxConns}, {"max_conns_per_ip", c.Limits.MaxConnsPerIP},
+		{"max_quic_flows", c.Limits.MaxQUICFlows},
 	} {
 		if l.v < 0 {
 			return fmt.Errorf("limits.%s: must not be negative, got %d", l.name, l.v)
@@ -460,22 +488,25 @@ func (c *Config) ProxyConfig() proxy.Config {
 		Node: c.Node,
 		Policy: proxy.Policy{
 			TLSBlock:        c.Policy.TLSBlock,
+			QUICBlock:       c.Policy.QUICBlock,
 			HTTPBlockStatus: c.Policy.HTTPBlockStatus,
 			RedirectURL:     c.Policy.RedirectURL,
 			BlockPage:       c.Policy.BlockPage,
 			TLSPage:         c.Policy.TLSPage.proxyConfig(),
 		},
 		Timeouts: proxy.Timeouts{
-			Hello: c.Timeouts.Hello,
-			Dial:  c.Timeouts.Dial,
-			Idle:  c.Timeouts.Idle,
-			Drain: c.Timeouts.Drain,
+			Hello:    c.Timeouts.Hello,
+			Dial:     c.Timeouts.Dial,
+			Idle:     c.Timeouts.Idle,
+			Drain:    c.Timeouts.Drain,
+			QUICIdle: c.Timeouts.QUICIdle,
 		},
 		Limits: proxy.Limits{
 			MaxHeaderBytes: c.Limits.MaxHeaderBytes,
 			MaxHeaders:     c.Limits.MaxHeaders,
 			MaxConns:       c.Limits.MaxConns,
 			MaxConnsPerIP:  c.Limits.MaxConnsPerIP,
+			MaxQUICFlows:   c.Limits.MaxQUICFlows,
 		},
 	}
 	for _, l := range c.Listeners {
