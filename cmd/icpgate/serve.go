@@ -56,9 +56,12 @@ type Gateway struct {
 	prom     *prometheus.Registry
 	proxy    *proxy.Server
 	admin    *admin.Server
-	adminTLS *adminTLS  // nil without admin.tls_names
-	reloadMu sync.Mutex // serialises Reload; guards cfg
-	cfg      *Config
+	adminTLS *adminTLS // nil without admin.tls_names
+	// certStore keeps tls_block: page certificates in the filing database,
+	// shared by every node; nil without registry.postgres.dsn.
+	certStore *pgCertStorage
+	reloadMu  sync.Mutex // serialises Reload; guards cfg
+	cfg       *Config
 
 	// embeddedStats are the reload counters of the embedded registry,
 	// which loads once; set before any scrape, then read-only.
@@ -103,7 +106,12 @@ func NewGateway(cfg *Config, log *slog.Logger, level *slog.LevelVar) (*Gateway, 
 		g.pg.register(g.prom)
 	}
 	m := proxy.NewMetrics(g.prom)
-	g.proxy, err = proxy.NewServer(cfg.ProxyConfig(), decider{g.reg}, m, log)
+	if dsn := cfg.Registry.Postgres.DSN; dsn != "" {
+		if g.certStore, err = newPGCertStorage(dsn); err != nil {
+			return nil, err
+		}
+	}
+	g.proxy, err = proxy.NewServer(withCertStorage(cfg.ProxyConfig(), g.certStore), decider{g.reg}, m, log)
 	if err != nil {
 		return nil, fmt.Errorf("data plane: %w", err)
 	}
@@ -213,6 +221,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if g.adminTLS != nil {
 		g.adminTLS.stop()
 	}
+	if g.certStore != nil {
+		g.certStore.Close()
+	}
 	return err
 }
 
@@ -258,7 +269,7 @@ func (g *Gateway) Reload() error {
 	next.Registry = old.Registry
 	next.Policy.IPAccess = old.Policy.IPAccess
 	next.Log.Format = old.Log.Format
-	if err := g.proxy.Reload(next.ProxyConfig(), decider{g.reg}); err != nil {
+	if err := g.proxy.Reload(withCertStorage(next.ProxyConfig(), g.certStore), decider{g.reg}); err != nil {
 		return fmt.Errorf("reload refused by the data plane, keeping the running config: %w", err)
 	}
 	if lvl, err := parseLevel(next.Log.Level); err == nil {
