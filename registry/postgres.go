@@ -576,7 +576,7 @@ func (p *PostgresSource) fullLoad(ctx context.Context, conn *pgx.Conn) error {
 	p.reg.Swap(snap)
 	p.fullLoads.Add(1)
 	p.mu.Lock()
-	p.cursor, p.dbID, p.refused = head, dbID, 0
+	p.cursor, p.dbID, p.refused, p.fromStore = head, dbID, 0, false
 	p.mu.Unlock()
 	p.log.Info("registry loaded in full from the filing database", "records", snap.Len(),
 		"overrides", len(ovs), "cursor", head, "invalid_rows", bad.n,
@@ -851,7 +851,7 @@ func (p *PostgresSource) incrementalSync(ctx context.Context, conn *pgx.Conn, cu
 	visible := time.Now()
 	p.incremental.Add(1)
 	p.mu.Lock()
-	p.cursor, p.refused = head, 0
+	p.cursor, p.refused, p.fromStore = head, 0, false
 	p.mu.Unlock()
 	if p.opts.OnLag != nil {
 		for _, at := range changedAt {
