@@ -88,6 +88,8 @@ type Server struct {
 
 	blocks *blockLog // sampled, rate-limited block lines (blocklog.go)
 
+	echTLS prometheus.Counter // ECHHellos{protocol="tls"}, resolved once
+
 	mu      sync.Mutex // guards the fields below
 	cfg     Config
 	lns     map[string]*listener
@@ -170,6 +172,7 @@ func NewServer(cfg Config, d Decider, m *Metrics, log *slog.Logger) (*Server, er
 	}
 	s.dec.store(d)
 	s.blocks = newBlockLog(s.log, blockLogRate, blockLogBurst)
+	s.echTLS = m.ECHHellos.WithLabelValues("tls")
 	s.rejects = map[string]prometheus.Counter{
 		limitGlobal: m.LimitRejects.WithLabelValues(limitGlobal),
 		limitPerIP:  m.LimitRejects.WithLabelValues(limitPerIP),

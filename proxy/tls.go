@@ -53,6 +53,10 @@ func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn) {
 	// hello's strings alias sc's pooled buffer: everything that uses them
 	// happens before sc.Release below. Decide must not retain its argument
 	// (the registry clones what it caches).
+	if hello.ECH {
+		// Decided on the outer (public) name: the only one we can read.
+		s.echTLS.Inc()
+	}
 	d := s.dec.Decide(hello.ServerName)
 	s.countDecision("tls", &d)
 	if !d.Pass {

@@ -596,3 +596,34 @@ func TestTLSFragmentedHello(t *testing.T) {
 		raw.Close()
 	}
 }
+
+// TestTLSECHCounted sends a real ECH ClientHello captured from Go's client
+// (outer name public.example.cn, not filed here): it is counted in
+// ECHHellos{protocol="tls"}, decided on the outer name, and never reaches
+// the upstream. A plain hello is not counted.
+func TestTLSECHCounted(t *testing.T) {
+	ech, err := os.ReadFile("../sni/testdata/go-ech.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := newTLSUpstream(t, "A", nil)
+	g := startGateway(t, tlsListener(up.addr()), filedOnly)
+	for _, hello := range [][]byte{clientHello(t, "filed.cn"), ech} {
+		c, err := net.Dial("tcp", g.addr("tls"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write(hello)
+		// Until the gateway closes (block) or, for the passing hello that
+		// nobody completes, a short deadline.
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		io.Copy(io.Discard, c)
+		c.Close()
+	}
+	if got := testutil.ToFloat64(g.m.ECHHellos.WithLabelValues("tls")); got != 1 {
+		t.Errorf("ech hellos: got %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(g.m.Decisions.WithLabelValues("tls", "block", "unfiled")); got != 1 {
+		t.Errorf("blocked decisions (outer name): got %v, want 1", got)
+	}
+}
