@@ -32,13 +32,25 @@
 //
 // TLS passthrough. The hello is read by package sni under Timeouts.Hello
 // and a size cap, with fragmented records and TCP segments reassembled.
-// A blocked connection gets a fatal access_denied alert (or an RST with
-// Policy.TLSBlock "reset") and the upstream is never dialled. A passing
+// A blocked connection gets a fatal access_denied alert, an RST with
+// Policy.TLSBlock "reset", or with "page" the block page over TLS, with a
+// certificate certmagic obtains on demand only for names being blocked
+// (tlspage.go); either way the upstream is never dialled. A hello carrying
+// ECH is counted and decided on its outer name, the only one readable. A passing
 // one is dialled to Decision.Upstream or the listener's default, the hello
 // bytes are replayed, and then both directions are moved with splice(2):
 // both ends stay *net.TCPConn, so TCPConn.ReadFrom keeps the payload in
 // the kernel. When one side finishes, the other is half-closed with
 // CloseWrite and the reverse direction keeps running.
+//
+// QUIC. A quic listener (quic.go) decrypts each new flow's Initial packets
+// with the version's initial keys (package sni), reassembles the CRYPTO
+// frames into the ClientHello and decides once per flow. A passing flow's
+// datagrams go to the upstream through a per-flow connected UDP socket; a
+// blocked one never reaches it and gets a CONNECTION_CLOSE (0x131, the
+// QUIC form of access_denied) so browsers fall back to TCP, or nothing
+// with Policy.QUICBlock "drop". HTTP listeners are described at the top of
+// http.go (strict streaming parser, every request decided).
 //
 // Idle timeout without per-read syscalls. A spliced relay has no user-space
 // read loop in which to refresh deadlines, and refreshing them would cost
