@@ -28,9 +28,11 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"github.com/icpgate/icpgate/metrics"
 	"github.com/icpgate/icpgate/registry"
@@ -107,7 +109,10 @@ func (s *Server) Start() error {
 	if s.ln != nil {
 		return ErrStarted
 	}
-	ln, err := net.Listen("tcp", s.cfg.Address)
+	// SO_REUSEPORT like the data-plane listeners, so a new process can
+	// start beside the old one during a zero-downtime upgrade.
+	lc := net.ListenConfig{Control: reusePort}
+	ln, err := lc.Listen(context.Background(), "tcp", s.cfg.Address)
 	if err != nil {
 		return fmt.Errorf("admin: listening on %s: %w", s.cfg.Address, err)
 	}
@@ -358,4 +363,15 @@ func timePtr(t time.Time) *time.Time {
 		return nil
 	}
 	return &t
+}
+
+// reusePort sets SO_REUSEPORT on the admin socket before it binds.
+func reusePort(network, address string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
 }

@@ -223,3 +223,26 @@ func TestRegistryCollectorLint(t *testing.T) {
 		t.Errorf("got %d series, want %d", got, 18)
 	}
 }
+
+// TestStartBesideOldProcess: a second admin server binds the address of a
+// running one (SO_REUSEPORT), as a new process does during an upgrade.
+func TestStartBesideOldProcess(t *testing.T) {
+	old := New(Config{Address: "127.0.0.1:0"}, newTestRegistry(t), prometheus.NewRegistry(), nil, nil)
+	if err := old.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer old.Shutdown(context.Background())
+	next := New(Config{Address: old.Addr().String()}, newTestRegistry(t), prometheus.NewRegistry(), nil, nil)
+	if err := next.Start(); err != nil {
+		t.Fatalf("second Start on %s: got %v, want nil", old.Addr(), err)
+	}
+	defer next.Shutdown(context.Background())
+	resp, err := http.Get("http://" + old.Addr().String() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("healthz: got %d, want 200", resp.StatusCode)
+	}
+}
