@@ -175,6 +175,41 @@ func TestEveryFieldDocumented(t *testing.T) {
 	}
 }
 
+// TestReadmeConfigReference requires the README's configuration reference
+// to have a row for every key of Config, and no row for a key Config lacks.
+func TestReadmeConfigReference(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ref, ok := strings.Cut(string(readme), "## Configuration reference")
+	if !ok {
+		t.Fatal("README has no Configuration reference section")
+	}
+	ref, _, _ = strings.Cut(ref, "\n## ")
+	rows := map[string]bool{}
+	for _, line := range strings.Split(ref, "\n") {
+		if k, ok := strings.CutPrefix(line, "| `"); ok {
+			if k, _, ok := strings.Cut(k, "`"); ok {
+				rows[k] = true
+			}
+		}
+	}
+	paths := yamlPaths(reflect.TypeOf(Config{}), "")
+	known := map[string]bool{}
+	for _, p := range paths {
+		known[p] = true
+		if !rows[p] {
+			t.Errorf("%s: no row in the README's configuration reference", p)
+		}
+	}
+	for k := range rows {
+		if !known[k] {
+			t.Errorf("README documents %s, which Config does not have", k)
+		}
+	}
+}
+
 const minimal = `
 listeners:
   - {name: web, protocol: http, address: "127.0.0.1:0", upstream: "127.0.0.1:18080"}
