@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 )
 
 // Strict HTTP/1.x message head and chunked-framing parsing (RFC 9112).
@@ -272,12 +273,7 @@ func parseRequestHead(b []byte, h *msgHead, maxFields int) error {
 func (h *msgHead) checkTarget(b, method, target []byte) error {
 	switch {
 	case target[0] == '/':
-		for _, c := range target {
-			if c == '#' {
-				return badRequest("fragment in request target")
-			}
-		}
-		return nil
+		return checkPathQuery(target)
 	case len(target) == 1 && target[0] == '*':
 		if string(method) != "OPTIONS" {
 			return badRequest("asterisk-form target without OPTIONS")
@@ -311,10 +307,8 @@ func (h *msgHead) checkTarget(b, method, target []byte) error {
 	if err := checkAuthority(target[rest:a]); err != nil {
 		return err
 	}
-	for _, c := range target[a:] {
-		if c == '#' {
-			return badRequest("fragment in request target")
-		}
+	if err := checkPathQuery(target[a:]); err != nil {
+		return err
 	}
 	off := h.target.s
 	h.absolute = true
@@ -322,6 +316,29 @@ func (h *msgHead) checkTarget(b, method, target []byte) error {
 	h.authority = span{off + int32(rest), off + int32(a)}
 	h.path = span{off + int32(a), h.target.e}
 	return nil
+}
+
+// checkPathQuery checks the path and query of a request target: no
+// fragment, and every '%' starts a two-hex-digit escape, as net/url
+// requires; a malformed escape is refused rather than passed to an upstream
+// that may decode it differently.
+func checkPathQuery(p []byte) error {
+	for i := 0; i < len(p); i++ {
+		switch p[i] {
+		case '#':
+			return badRequest("fragment in request target")
+		case '%':
+			if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
+				return badRequest("invalid percent-escape in request target")
+			}
+			i += 2
+		}
+	}
+	return nil
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // checkAuthority validates an absolute-form authority (host[:port], host a
@@ -341,6 +358,12 @@ func checkAuthority(a []byte) error {
 		host, port = a[:j+1], a[j+1:]
 		if len(port) > 0 && port[0] != ':' {
 			return badRequest("invalid authority in request target")
+		}
+		// The brackets must hold an IPv6 address (RFC 3986 IP-literal;
+		// IPvFuture and zones are refused): "[]" or "[x]" is no host.
+		// Rare path, so the string conversion's allocation does not matter.
+		if ip, err := netip.ParseAddr(string(host[1:j])); err != nil || !ip.Is6() || ip.Zone() != "" {
+			return badRequest("invalid IP literal in request target")
 		}
 	} else {
 		for j, c := range a {
