@@ -13,11 +13,14 @@ ARG VERSION=dev
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
         -o /out/icpgate ./cmd/icpgate
 # The sample config listens on loopback; inside a container the listeners
-# and the admin API must listen on every interface to be reachable.
+# and the admin API must listen on every interface to be reachable. Writable
+# state (page-mode certificates) goes to the data volume, not next to the
+# config, which is mounted read-only.
 RUN mkdir -p /out/etc/icpgate /out/var/lib/icpgate \
- && sed -e '/address:/ s/"127\.0\.0\.1:\(8080\|8443\|9090\)"/"0.0.0.0:\1"/' configs/icpgate.yaml > /out/etc/icpgate/icpgate.yaml \
+ && sed -e '/address:/ s/"127\.0\.0\.1:\(8080\|8443\|9090\)"/"0.0.0.0:\1"/; s#storage_dir: data/certmagic#storage_dir: /var/lib/icpgate/certmagic#' configs/icpgate.yaml > /out/etc/icpgate/icpgate.yaml \
  && cp configs/registry.sample.jsonl /out/etc/icpgate/ \
- && grep -q '0.0.0.0:9090' /out/etc/icpgate/icpgate.yaml
+ && grep -q '0.0.0.0:9090' /out/etc/icpgate/icpgate.yaml \
+ && grep -q 'storage_dir: /var/lib/icpgate/certmagic' /out/etc/icpgate/icpgate.yaml
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/icpgate /usr/local/bin/icpgate

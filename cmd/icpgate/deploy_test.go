@@ -102,6 +102,9 @@ func TestDockerfile(t *testing.T) {
 	if want := []string{"0.0.0.0:9090", "0.0.0.0:8080", "0.0.0.0:8443"}; strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("image listen addresses: got %q, want %q", got, want)
 	}
+	if got, want := cfg.Policy.TLSPage.StorageDir, "/var/lib/icpgate/certmagic"; got != want {
+		t.Errorf("image tls_page.storage_dir: got %q, want %q (the config volume is read-only)", got, want)
+	}
 	if strings.Count(string(out), "0.0.0.0") != 3 {
 		t.Errorf("image config: got %d rewritten addresses, want 3 (comments untouched)", strings.Count(string(out), "0.0.0.0"))
 	}
