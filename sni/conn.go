@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -48,6 +49,7 @@ type Conn struct {
 	alpn     [8]string    // backing array of Hello.ALPN
 	vers     [8]uint16    // backing array of Hello.SupportedVersions
 	p        parser
+	closed   atomic.Bool // set by Close: the replay stops too (net.Conn's contract)
 }
 
 var connPool = sync.Pool{New: func() any { return new(Conn) }}
@@ -73,6 +75,7 @@ func (c *Conn) Release() {
 		return
 	}
 	c.Conn, c.tcp, c.off = nil, nil, 0
+	c.closed.Store(false)
 	c.buf = c.buf[:0]
 	if cap(c.buf) > poolMax {
 		c.buf = nil
@@ -91,6 +94,7 @@ func (c *Conn) Close() error {
 	if c == nil || c.Conn == nil {
 		return net.ErrClosed
 	}
+	c.closed.Store(true)
 	return c.Conn.Close()
 }
 
@@ -121,6 +125,9 @@ func (c *Conn) TCPConn() *net.TCPConn { return c.tcp }
 // Read replays the consumed bytes, then reads from the socket.
 func (c *Conn) Read(p []byte) (int, error) {
 	if c.off < len(c.buf) {
+		if c.closed.Load() {
+			return 0, net.ErrClosed
+		}
 		n := copy(p, c.buf[c.off:])
 		c.off += n
 		return n, nil
@@ -133,6 +140,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 	var total int64
 	if c.off < len(c.buf) {
+		if c.closed.Load() {
+			return 0, net.ErrClosed
+		}
 		n, err := w.Write(c.buf[c.off:])
 		c.off += n
 		total += int64(n)

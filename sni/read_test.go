@@ -665,3 +665,32 @@ func TestFixtures(t *testing.T) {
 		})
 	}
 }
+
+// TestConnReadAfterClose: once closed, the Conn stops replaying too, as a
+// net.Conn must (Read and WriteTo return net.ErrClosed, not stale bytes).
+func TestConnReadAfterClose(t *testing.T) {
+	for _, name := range []string{"Read", "WriteTo"} {
+		t.Run(name, func(t *testing.T) {
+			_, c, err := Read(newMemConn(loadHello(t, "curl.bin")), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Release()
+			if len(c.Buffered()) == 0 {
+				t.Fatal("nothing buffered to replay")
+			}
+			c.Close()
+			var n int64
+			if name == "Read" {
+				var k int
+				k, err = c.Read(make([]byte, 64))
+				n = int64(k)
+			} else {
+				n, err = c.WriteTo(io.Discard)
+			}
+			if n != 0 || !errors.Is(err, net.ErrClosed) {
+				t.Errorf("%s after Close: got (%d, %v), want (0, net.ErrClosed)", name, n, err)
+			}
+		})
+	}
+}
