@@ -200,63 +200,38 @@ func (c *Config) setDefaults() {
 			c.Node = "icpgate"
 		}
 	}
-	if c.Registry.CacheSize == 0 {
-		c.Registry.CacheSize = defaultCacheSize
-	}
-	if c.Registry.MaxDeleteFraction == 0 {
-		c.Registry.MaxDeleteFraction = defaultMaxDelete
-	}
+	orDefault(&c.Registry.CacheSize, defaultCacheSize)
+	orDefault(&c.Registry.MaxDeleteFraction, defaultMaxDelete)
 	c.Registry.Postgres.setDefaults()
 	for i := range c.Listeners {
 		if c.Listeners[i].ForwardedProto == "" && c.Listeners[i].Protocol == "http" {
 			c.Listeners[i].ForwardedProto = defaultForwardedProto
 		}
 	}
-	if c.Admin.Address == "" {
-		c.Admin.Address = defaultAdminAddress
-	}
-	if c.Policy.IPAccess == "" {
-		c.Policy.IPAccess = defaultIPAccess
-	}
-	if c.Policy.TLSBlock == "" {
-		c.Policy.TLSBlock = defaultTLSBlock
-	}
-	if c.Policy.QUICBlock == "" {
-		c.Policy.QUICBlock = defaultQUICBlock
-	}
-	if c.Timeouts.QUICIdle == 0 {
-		c.Timeouts.QUICIdle = defaultQUICIdle
-	}
-	if c.Limits.MaxQUICFlows == 0 {
-		c.Limits.MaxQUICFlows = defaultMaxQUICFlows
-	}
+	orDefault(&c.Admin.Address, defaultAdminAddress)
+	orDefault(&c.Policy.IPAccess, defaultIPAccess)
+	orDefault(&c.Policy.TLSBlock, defaultTLSBlock)
+	orDefault(&c.Policy.QUICBlock, defaultQUICBlock)
+	orDefault(&c.Timeouts.QUICIdle, defaultQUICIdle)
+	orDefault(&c.Limits.MaxQUICFlows, defaultMaxQUICFlows)
 	c.Policy.TLSPage.setDefaults()
-	if c.Policy.HTTPBlockStatus == 0 {
-		c.Policy.HTTPBlockStatus = defaultHTTPStatus
-	}
-	if c.Timeouts.Hello == 0 {
-		c.Timeouts.Hello = defaultHello
-	}
-	if c.Timeouts.Dial == 0 {
-		c.Timeouts.Dial = defaultDial
-	}
-	if c.Timeouts.Drain == 0 {
-		c.Timeouts.Drain = defaultDrain
-	}
-	if c.Limits.MaxHeaderBytes == 0 {
-		c.Limits.MaxHeaderBytes = defaultMaxHeaderBytes
-	}
-	if c.Limits.MaxHeaders == 0 {
-		c.Limits.MaxHeaders = defaultMaxHeaders
-	}
-	if c.Limits.MaxConns == 0 {
-		c.Limits.MaxConns = defaultMaxConns
-	}
-	if c.Limits.MaxConnsPerIP == 0 {
-		c.Limits.MaxConnsPerIP = defaultMaxConnsPerIP
-	}
-	if c.Log.Level == "" {
-		c.Log.Level = defaultLogLevel
+	orDefault(&c.Policy.HTTPBlockStatus, defaultHTTPStatus)
+	orDefault(&c.Timeouts.Hello, defaultHello)
+	orDefault(&c.Timeouts.Dial, defaultDial)
+	orDefault(&c.Timeouts.Drain, defaultDrain)
+	orDefault(&c.Limits.MaxHeaderBytes, defaultMaxHeaderBytes)
+	orDefault(&c.Limits.MaxHeaders, defaultMaxHeaders)
+	orDefault(&c.Limits.MaxConns, defaultMaxConns)
+	orDefault(&c.Limits.MaxConnsPerIP, defaultMaxConnsPerIP)
+	orDefault(&c.Log.Level, defaultLogLevel)
+}
+
+// orDefault sets *p to def when *p is the zero value: a zero or absent
+// config value means the default.
+func orDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
 	}
 }
 

@@ -36,12 +36,8 @@ func (p *PostgresConfig) setDefaults() {
 	if p.DSN == "" {
 		return
 	}
-	if p.PollInterval == 0 {
-		p.PollInterval = registry.DefaultPollInterval
-	}
-	if p.MaxDeleteFraction == 0 {
-		p.MaxDeleteFraction = registry.DefaultMaxDeleteFraction
-	}
+	orDefault(&p.PollInterval, registry.DefaultPollInterval)
+	orDefault(&p.MaxDeleteFraction, registry.DefaultMaxDeleteFraction)
 }
 
 // validate checks registry.postgres. Called from (*Config).validate.

@@ -44,9 +44,7 @@ type TLSPageConfig struct {
 // setDefaults applies the defaults cmd owns (the data plane applies the
 // others).
 func (t *TLSPageConfig) setDefaults() {
-	if t.StorageDir == "" {
-		t.StorageDir = defaultTLSPageStorage
-	}
+	orDefault(&t.StorageDir, defaultTLSPageStorage)
 }
 
 // resolvePaths makes relative paths relative to dir, the config file's
