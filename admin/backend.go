@@ -241,3 +241,34 @@ func NewToken(name string, role Role, now time.Time) (secret string, t Token, er
 // random bits, so a plain SHA-256 (no salt, no stretching) cannot be
 // reversed and lets a lookup be one indexed equality.
 func HashToken(secret string) [32]byte { return sha256.Sum256([]byte(secret)) }
+
+// OverrideJSON is an override as the API shows it, and as the audit log's
+// Before and After hold it.
+type OverrideJSON struct {
+	ID        string     `json:"id"`
+	Host      string     `json:"host"`
+	Scope     string     `json:"scope"`
+	Action    string     `json:"action"`
+	Reason    string     `json:"reason"`
+	Ticket    string     `json:"ticket"`
+	Expires   *time.Time `json:"expires"` // null: never (a deny without expiry)
+	Created   time.Time  `json:"created"`
+	CreatedBy string     `json:"created_by"`
+	Updated   time.Time  `json:"updated"`
+	Version   int64      `json:"version"`
+	Active    bool       `json:"active"` // applies at the time it was shown
+}
+
+// JSON returns o as the API shows it at now.
+func (o Override) JSON(now time.Time) OverrideJSON {
+	j := OverrideJSON{
+		ID: o.ID, Host: o.Host, Scope: o.Scope.String(), Action: o.Action.String(),
+		Reason: o.Reason, Ticket: o.Ticket, Created: o.Created.UTC(), CreatedBy: o.Who,
+		Updated: o.Updated.UTC(), Version: o.Version, Active: o.ActiveAt(now),
+	}
+	if !o.Expires.IsZero() {
+		e := o.Expires.UTC()
+		j.Expires = &e
+	}
+	return j
+}
