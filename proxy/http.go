@@ -129,7 +129,8 @@ type httpHandler struct {
 
 	conns sync.Pool // *httpConn
 
-	blocks *blockLog // the Server's block log; nil writes nothing
+	blocks *blockLog     // the Server's block log; nil writes nothing
+	obs    *observerSlot // the Server's block observer; nil observes nothing
 }
 
 // newHTTPHandler creates the handler of one http listener. A replacement
@@ -569,6 +570,7 @@ func (hc *httpConn) serveRequest(first bool) bool {
 	hc.id = h.ids.next(hc.id[:0])
 	if !dec.Pass {
 		h.blocks.Log(h.l.Name, "http", hc.host, dec.Reason, hc.client)
+		h.obs.observe(&dec, addrPort(hc.c.LocalAddr()))
 		hc.block(&dec, head, isHead)
 		h.durBlock.Observe(time.Since(start).Seconds())
 		return false

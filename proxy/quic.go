@@ -385,6 +385,7 @@ func (q *quicListener) onFlow(rt *listenerRuntime, f *quicFlow, b []byte, h sni.
 				q.log.Debug("quic blocked", "sni", hello.ServerName, "reason", d.Reason, "client", f.client.Addr().String())
 			}
 			q.drops[quicDropBlocked].Add(float64(len(f.pending)))
+			q.s.obs.observe(&d, addrPort(q.pc.LocalAddr()))
 			q.block(f, d.Reason)
 			if rt.quicBlock != quicBlockDrop {
 				q.sendClose(rt, f)

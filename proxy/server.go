@@ -86,7 +86,8 @@ type Server struct {
 	decMu     sync.Mutex // serialises inserts into decisions
 	decisions atomic.Pointer[map[string]*[2]prometheus.Counter]
 
-	blocks *blockLog // sampled, rate-limited block lines (blocklog.go)
+	blocks *blockLog    // sampled, rate-limited block lines (blocklog.go)
+	obs    observerSlot // SetBlockObserver's observer (observe.go)
 
 	echTLS prometheus.Counter // ECHHellos{protocol="tls"}, resolved once
 
@@ -282,6 +283,7 @@ func (s *Server) newRuntime(cfg Config, lc ListenerConfig) *listenerRuntime {
 	if lc.Protocol == "http" {
 		rt.http = newHTTPHandler(cfg, lc, &s.dec, m, s.log)
 		rt.http.blocks = s.blocks
+		rt.http.obs = &s.obs
 	}
 	return rt
 }

@@ -64,6 +64,7 @@ func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn) {
 			rt.log.Debug("tls blocked", "sni", hello.ServerName, "reason", d.Reason, "client", tc.ip.String())
 		}
 		s.blocks.Log(rt.cfg.Name, "tls", hello.ServerName, d.Reason, addrPort(c.RemoteAddr()))
+		s.obs.observe(&d, addrPort(c.LocalAddr()))
 		rv := hello.RecordVersion
 		if rt.tlsBlock == "page" {
 			if p := s.page.Load(); p != nil {
