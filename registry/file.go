@@ -360,16 +360,33 @@ func LoadFile(path string) ([]Record, error) {
 func LoadSnapshot(path string) (*Snapshot, error) { return loadSnapshot(path) }
 
 func loadSnapshot(path string) (*Snapshot, error) {
+	s, _, err := loadSnapshotRows(path, false)
+	return s, err
+}
+
+// loadSnapshotRows is loadSnapshot that, when rows is true and the file is
+// JSON Lines, also returns the hash and domain of every row (see
+// fileindex.go); nil for CSV.
+func loadSnapshotRows(path string, rows bool) (*Snapshot, []rowPair, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("opening registry file: %w", err)
+		return nil, nil, fmt.Errorf("opening registry file: %w", err)
 	}
 	defer f.Close()
 	hint := 0
 	if fi, err := f.Stat(); err == nil {
 		hint = int(fi.Size() / 200) // about 200 bytes a row
 	}
-	return readSnapshot(f, path, hint)
+	var pairs *[]rowPair
+	if rows {
+		pairs = new([]rowPair)
+		*pairs = make([]rowPair, 0, hint)
+	}
+	s, err := readSnapshot(f, path, hint, pairs)
+	if err != nil || pairs == nil {
+		return s, nil, err
+	}
+	return s, *pairs, nil
 }
 
 // ReadSnapshot parses a registry file's contents from r, as LoadFile does;
@@ -377,10 +394,13 @@ func loadSnapshot(path string) (*Snapshot, error) {
 // ("name:line: reason"). It serves embedded data such as the sample
 // registry.
 func ReadSnapshot(r io.Reader, name string) (*Snapshot, error) {
-	return readSnapshot(r, name, 0)
+	return readSnapshot(r, name, 0, nil)
 }
 
-func readSnapshot(r io.Reader, name string, hint int) (*Snapshot, error) {
+// readSnapshot parses a registry; for JSON Lines, when pairs is not nil,
+// it also collects each row's hash and domain into *pairs (set to nil for
+// CSV).
+func readSnapshot(r io.Reader, name string, hint int, pairs *[]rowPair) (*Snapshot, error) {
 	b := NewBuilder(hint)
 	br := bufio.NewReaderSize(r, 64<<10)
 	// Spreadsheets write a UTF-8 byte order mark first.
@@ -397,9 +417,13 @@ func readSnapshot(r io.Reader, name string, hint int) (*Snapshot, error) {
 	}
 	var err error
 	if isCSV {
+		if pairs != nil {
+			*pairs = nil
+			pairs = nil
+		}
 		err = readCSV(br, name, b)
 	} else {
-		err = readJSONL(br, name, b)
+		err = readJSONL(br, name, b, pairs)
 	}
 	if err != nil {
 		return nil, err
@@ -447,7 +471,7 @@ func lineError(path string, line int, err error) error {
 	return &LineError{Path: path, Line: line, Err: err}
 }
 
-func readJSONL(br *bufio.Reader, path string, b *Builder) error {
+func readJSONL(br *bufio.Reader, path string, b *Builder, pairs *[]rowPair) error {
 	sc := bufio.NewScanner(br)
 	sc.Buffer(make([]byte, 0, 4096), maxLine)
 	line := 0
@@ -463,6 +487,9 @@ func readJSONL(br *bufio.Reader, path string, b *Builder) error {
 		}
 		if err := addRow(b, &fr); err != nil {
 			return lineError(path, line, err)
+		}
+		if pairs != nil {
+			*pairs = append(*pairs, rowPair{rowHash(p), b.records[len(b.records)-1].Domain})
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -589,10 +616,15 @@ type FileSource struct {
 	OnReload func(s *Snapshot, err error)
 
 	successes, failures atomic.Uint64
+	incrementals        atomic.Uint64 // loads that parsed only changed rows
 	lastSuccess         atomic.Int64
 	mu                  sync.Mutex // guards lastErr and loaded
 	lastErr             error
 	loaded              fileID
+	loadMu              sync.Mutex // serialises loads; guards rows
+	// rows indexes the rows of the last load (nil after a CSV load or
+	// before the first).
+	rows *rowIndex
 }
 
 // NewFileSource returns a FileSource for path feeding r. A nil log
@@ -628,37 +660,10 @@ func (f *FileSource) Load() error {
 }
 
 func (f *FileSource) load(id fileID) error {
+	f.loadMu.Lock()
+	defer f.loadMu.Unlock()
 	start := time.Now()
-	recs, err := loadSnapshot(f.path)
-	var installed *Snapshot
-	if err == nil {
-		err = f.reg.Update(func(old *Snapshot) (*Snapshot, error) {
-			// An empty file replacing a non-empty registry is almost always
-			// a truncated write or a botched copy, and would block every
-			// site: refuse it whatever MaxDeleteFraction says.
-			if recs.Len() == 0 && old.Len() > 0 {
-				return nil, fmt.Errorf("%w: the file has no records (%d serving)", ErrShrink, old.Len())
-			}
-			if f.MaxDeleteFraction > 0 && f.reg.Loaded() && old.Len() > 0 {
-				removed := 0
-				for r := range old.Records() {
-					if recs.Lookup(r.Domain) == nil {
-						removed++
-					}
-				}
-				if float64(removed) > f.MaxDeleteFraction*float64(old.Len()) {
-					return nil, fmt.Errorf("%w: %d of %d records would go (limit %.0f%%)",
-						ErrShrink, removed, old.Len(), 100*f.MaxDeleteFraction)
-				}
-			}
-			s, err := recs.WithOverrides(old.Overrides())
-			if err != nil {
-				return nil, fmt.Errorf("carrying overrides over: %w", err)
-			}
-			installed = s
-			return s, nil
-		})
-	}
+	installed, incremental, err := f.reload()
 	f.mu.Lock()
 	f.loaded = id
 	f.lastErr = err
@@ -668,13 +673,109 @@ func (f *FileSource) load(id fileID) error {
 	} else {
 		f.successes.Add(1)
 		f.lastSuccess.Store(time.Now().UnixNano())
-		f.log.Info("registry file loaded", "records", installed.Len(),
+		f.log.Info("registry file loaded", "records", installed.Len(), "incremental", incremental,
 			"duration_seconds", time.Since(start).Seconds())
 	}
 	if f.OnReload != nil {
 		f.OnReload(installed, err)
 	}
 	return err
+}
+
+// reload installs the file's records: from the rows that changed since
+// the last load when it can (see fileindex.go), else from a full parse.
+func (f *FileSource) reload() (installed *Snapshot, incremental bool, err error) {
+	if ix := f.rows; ix != nil && f.reg.Loaded() {
+		base := f.reg.Snapshot()
+		if base.gen == ix.gen {
+			if ch, err := readChanges(f.path, ix, base); err == nil {
+				installed, err = f.install(func(old *Snapshot) (*Snapshot, error) {
+					if old.gen != ix.gen {
+						return nil, errStaleRows
+					}
+					if err := f.guard(old, ch.rows, len(ch.deletes)); err != nil {
+						return nil, err
+					}
+					return old.Apply(ch.upserts, ch.deletes)
+				})
+				if err == nil {
+					f.rows = ix.next(ch.seen, ch.added, installed.gen)
+					f.incrementals.Add(1)
+					return installed, true, nil
+				}
+				if !errors.Is(err, errStaleRows) {
+					return nil, true, err
+				}
+			}
+			// A bad row: the full parse below reports it as a full load
+			// would (and the serving snapshot stays).
+		}
+	}
+	recs, pairs, err := loadSnapshotRows(f.path, true)
+	if err != nil {
+		return nil, false, err
+	}
+	installed, err = f.install(func(old *Snapshot) (*Snapshot, error) {
+		if err := f.guard(old, recs.Len(), -1); err != nil {
+			return nil, err
+		}
+		if f.MaxDeleteFraction > 0 && f.reg.Loaded() && old.Len() > 0 {
+			removed := 0
+			for r := range old.Records() {
+				if recs.Lookup(r.Domain) == nil {
+					removed++
+				}
+			}
+			if err := f.guard(old, recs.Len(), removed); err != nil {
+				return nil, err
+			}
+		}
+		s, err := recs.WithOverrides(old.Overrides())
+		if err != nil {
+			return nil, fmt.Errorf("carrying overrides over: %w", err)
+		}
+		return s, nil
+	})
+	f.rows = nil
+	if err == nil && pairs != nil {
+		f.rows = buildRowIndex(pairs, installed.gen)
+	}
+	return installed, false, err
+}
+
+// errStaleRows: the serving records changed under the row index (another
+// writer); the change is loaded in full instead.
+var errStaleRows = errors.New("row index is stale")
+
+// install swaps in what build returns from the serving snapshot.
+func (f *FileSource) install(build func(old *Snapshot) (*Snapshot, error)) (*Snapshot, error) {
+	var installed *Snapshot
+	err := f.reg.Update(func(old *Snapshot) (*Snapshot, error) {
+		s, err := build(old)
+		installed = s
+		return s, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return installed, nil
+}
+
+// guard refuses a load of rows records that removes removed of old's
+// (removed < 0: not counted yet).
+func (f *FileSource) guard(old *Snapshot, rows, removed int) error {
+	// An empty file replacing a non-empty registry is almost always a
+	// truncated write or a botched copy, and would block every site:
+	// refuse it whatever MaxDeleteFraction says.
+	if rows == 0 && old.Len() > 0 {
+		return fmt.Errorf("%w: the file has no records (%d serving)", ErrShrink, old.Len())
+	}
+	if removed >= 0 && f.MaxDeleteFraction > 0 && f.reg.Loaded() && old.Len() > 0 &&
+		float64(removed) > f.MaxDeleteFraction*float64(old.Len()) {
+		return fmt.Errorf("%w: %d of %d records would go (limit %.0f%%)",
+			ErrShrink, removed, old.Len(), 100*f.MaxDeleteFraction)
+	}
+	return nil
 }
 
 // Run watches the file and reloads it on every change until ctx is done,

@@ -6,6 +6,7 @@ import (
 	"iter"
 	"math"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -43,7 +44,15 @@ type Snapshot struct {
 	overrides map[string][]Override
 	nov       int
 	counts    [numStates + 1]int
+	// gen identifies the records (not the overrides): Build and Apply give
+	// each result a new one, WithOverrides keeps it. A source that keeps
+	// its own index of what it loaded (FileSource) checks it to know that
+	// nobody else changed the records since.
+	gen uint64
 }
+
+// snapshotGen hands out Snapshot.gen values.
+var snapshotGen atomic.Uint64
 
 // emptySnapshot is the registry before anything was loaded.
 var emptySnapshot = &Snapshot{index: map[string]int32{}}
@@ -191,6 +200,7 @@ func (s *Snapshot) Apply(upserts []Record, deletes []string) (*Snapshot, error) 
 		changes[dom] = nil
 	}
 	n := *s
+	n.gen = snapshotGen.Add(1)
 	n.delta = make(map[string]*Record, len(s.delta)+len(changes))
 	for d, r := range s.delta {
 		n.delta[d] = r
@@ -441,6 +451,7 @@ func (b *Builder) Build() *Snapshot {
 		overrides: b.overrides,
 		nov:       b.nov,
 		counts:    b.counts,
+		gen:       snapshotGen.Add(1),
 	}
 	if s.index == nil {
 		s.index = map[string]int32{}
