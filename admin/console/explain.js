@@ -1,0 +1,235 @@
+// Explain: why is this host blocked (or passed)? Shows the verdict, what
+// the reason means, what to tell the customer, whether a whitelist entry is
+// appropriate, and every step of the decision (GET /v1/explain).
+
+import { api, can, query } from "./api.js";
+import { el, $, append } from "./dom.js";
+import { t, has } from "./i18n.js";
+import { clearErrors, showError, markField, busy, timeNode, status } from "./ui.js";
+import * as overrides from "./overrides.js";
+
+// Reasons for which a whitelist entry can make sense; filing_pending and
+// cancelled need the server's extra confirmation, blacklisted is refused
+// by the server whatever the input and so is not offered.
+const WHITELISTABLE = new Set(["unfiled", "no_access", "rectification_overdue", "access_revoked", "filing_pending", "cancelled"]);
+
+let go = () => {};
+let last = null; // the explanation shown, re-rendered on a language switch
+let lastHost = ""; // the host it was asked for
+let note = ""; // the host extracted from a pasted URL, when different
+
+/** init wires the form. */
+export function init(ctx) {
+  go = ctx.go;
+  $("explain-form").addEventListener("submit", onSubmit);
+}
+
+/** onSession forgets what the previous person looked up. */
+export function onSession() {
+  last = null;
+  lastHost = "";
+  $("explain-result").replaceChildren();
+  clearErrors($("explain-form"), $("explain-msg"));
+}
+
+/** show runs the lookup named in the hash (#explain?host=...). */
+export function show(params, first) {
+  const host = params.get("host");
+  if (host && host !== lastHost) {
+    $("explain-host").value = host;
+    lookup(host);
+  } else if (first) $("explain-host").focus();
+}
+
+/** rerender draws the last result again (after a language switch). */
+export function rerender() {
+  if (last) render(last);
+}
+
+/**
+ * hostFromInput takes what support staff paste (a URL, "host:port/path",
+ * an e-mail address) and returns the host part; the server does the real
+ * normalisation and validation.
+ */
+export function hostFromInput(s) {
+  let h = s.trim();
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(h);
+  if (scheme) h = h.slice(scheme[0].length);
+  else if (h.startsWith("//")) h = h.slice(2);
+  const end = h.search(/[/?#\\]/);
+  if (end >= 0) h = h.slice(0, end);
+  const at = h.lastIndexOf("@");
+  if (at >= 0) h = h.slice(at + 1);
+  return h;
+}
+
+function onSubmit(ev) {
+  ev.preventDefault();
+  const form = ev.currentTarget;
+  clearErrors(form, $("explain-msg"));
+  const raw = form.elements.host.value;
+  if (raw.trim() === "") return void markField(form, "host", t("explain.host_required"));
+  const host = hostFromInput(raw);
+  if (host === "") return void markField(form, "host", t("explain.host_unparsable"));
+  note = host !== raw.trim() ? host : "";
+  lastHost = ""; // look up again even if it is the same host
+  go("explain", { host });
+}
+
+async function lookup(host) {
+  lastHost = host;
+  const form = $("explain-form");
+  clearErrors(form, $("explain-msg"));
+  await busy(form, async () => {
+    try {
+      const { data } = await api("GET", "/v1/explain" + query({ host }));
+      last = data;
+      render(data);
+    } catch (e) {
+      last = null;
+      $("explain-result").replaceChildren();
+      showError($("explain-msg"), e, form);
+    }
+  });
+}
+
+function reasonKey(code, part) {
+  return has(`reason.${code}.${part}`) ? `reason.${code}.${part}` : `reason.unknown.${part}`;
+}
+
+/** reasonTitle is the plain-language name of a reason code. */
+export function reasonTitle(code) {
+  return has(`reason.${code}.title`) ? t(`reason.${code}.title`) : code;
+}
+
+function dlRow(label, value) {
+  return [el("dt", { text: label }), el("dd", {}, value === "" || value == null ? el("span", { class: "muted", text: "—" }) : value)];
+}
+
+function code(s) {
+  return el("code", { text: s });
+}
+
+function render(d) {
+  const out = $("explain-result");
+  out.replaceChildren();
+  const pass = d.verdict === "pass";
+  const shownHost = d.normalized || d.host;
+
+  if (note && note === d.host) append(out, el("p", { class: "note", text: t("explain.extracted", { host: note }) }));
+
+  append(
+    out,
+    el(
+      "div",
+      { class: "verdict " + (pass ? "verdict-pass" : "verdict-block"), id: "explain-verdict", dataset: { verdict: d.verdict, reason: d.reason } },
+      el("p", { class: "verdict-word", text: t(pass ? "verdict.pass" : "verdict.block") }),
+      el("p", { class: "verdict-reason" }, reasonTitle(d.reason), " ", el("code", { class: "reason-code", text: d.reason })),
+      el("p", { class: "verdict-host", text: shownHost }),
+    ),
+  );
+
+  // What it means, what to say, what to do.
+  const tell = t(reasonKey(d.reason, "tell"));
+  const copy = navigator.clipboard
+    ? el("button", {
+        type: "button",
+        class: "link-button",
+        text: t("explain.copy"),
+        onclick: async () => {
+          try {
+            await navigator.clipboard.writeText(tell);
+            status(t("explain.copied"));
+          } catch {
+            status(t("explain.copy_failed"));
+          }
+        },
+      })
+    : null;
+  append(
+    out,
+    el(
+      "div",
+      { class: "guidance" },
+      el("section", {}, el("h2", { text: t("explain.meaning") }), el("p", { text: t(reasonKey(d.reason, "meaning")) })),
+      el("section", {}, el("h2", { text: t("explain.tell") }), el("blockquote", { class: "tell", id: "explain-tell", text: tell }), copy),
+      el("section", {}, el("h2", { text: t("explain.whitelist") }), el("p", { text: t(reasonKey(d.reason, "whitelist")) })),
+    ),
+  );
+
+  // Next steps.
+  const actions = el("div", { class: "actions" });
+  const target = d.domain || d.normalized;
+  if (!pass && WHITELISTABLE.has(d.reason) && target) {
+    if (can("support")) {
+      append(
+        actions,
+        el("button", {
+          type: "button",
+          id: "explain-allow",
+          text: t("explain.allow", { host: target }),
+          onclick: () => {
+            overrides.prefill({ host: target, scope: d.domain ? "domain" : "exact" });
+            go("overrides");
+          },
+        }),
+      );
+    } else append(actions, el("p", { class: "note", text: t("explain.need_support") }));
+  }
+  if (d.override) {
+    append(
+      actions,
+      el("button", {
+        type: "button",
+        class: "secondary",
+        text: t("explain.see_override"),
+        onclick: () => go("overrides", { q: d.override.host, action: d.override.action }),
+      }),
+    );
+  }
+  if (actions.childNodes.length) append(out, actions);
+
+  // The decision step by step.
+  const dl = el("dl", { class: "facts" });
+  append(dl, dlRow(t("explain.f_input"), code(d.host)));
+  if (d.error) append(dl, dlRow(t("explain.f_error"), el("span", { class: "verbatim", text: d.error })));
+  append(dl, dlRow(t("explain.f_normalized"), d.normalized ? code(d.normalized) : ""));
+  if (d.kind === "ip" || d.kind === "empty") append(dl, dlRow(t("explain.f_kind"), t("explain.kind_" + d.kind)));
+  append(dl, dlRow(t("explain.f_domain"), d.domain ? code(d.domain) : ""));
+  append(dl, dlRow(t("explain.f_record"), d.record ? recordNode(d.record) : el("span", { class: "muted", text: t(d.domain ? "explain.no_record" : "explain.no_domain") })));
+  append(dl, dlRow(t("explain.f_override"), d.override ? overrideNode(d.override) : el("span", { class: "muted", text: t("explain.no_override") })));
+  if (d.ignored_override) {
+    append(dl, dlRow(t("explain.f_ignored"), el("div", {}, el("p", { text: t("explain.ignored_note") }), overrideNode(d.ignored_override))));
+  }
+  append(dl, dlRow(t("explain.f_verdict"), el("span", {}, t(pass ? "verdict.pass" : "verdict.block"), " · ", reasonTitle(d.reason), " ", code(d.reason))));
+  if (d.valid_until) append(dl, dlRow(t("explain.f_valid_until"), el("span", {}, timeNode(d.valid_until, { relative: true }), " ", t("explain.valid_until_note"))));
+  append(out, el("section", { class: "card" }, el("h2", { text: t("explain.details") }), dl));
+
+  if (Array.isArray(d.trace) && d.trace.length) {
+    append(out, el("details", { class: "trace" }, el("summary", { text: t("explain.trace") }), el("ol", {}, d.trace.map((line) => el("li", { class: "verbatim", text: line })))));
+  }
+}
+
+function recordNode(r) {
+  const dl = el("dl", { class: "facts inner" });
+  const state = has("state." + r.state) ? t("state." + r.state) : r.state;
+  append(dl, dlRow(t("record.state"), el("span", {}, el("span", { class: "state state-" + r.state, text: state }), " ", code(r.state))));
+  append(dl, dlRow(t("record.filing_number"), r.filing_number || ""));
+  append(dl, dlRow(t("record.subject"), r.subject || ""));
+  if (r.subject_type) append(dl, dlRow(t("record.subject_type"), has("subject_type." + r.subject_type) ? t("subject_type." + r.subject_type) : r.subject_type));
+  if (r.province) append(dl, dlRow(t("record.province"), r.province));
+  if (r.rectify_deadline) append(dl, dlRow(t("record.rectify_deadline"), timeNode(r.rectify_deadline, { relative: true })));
+  if (r.updated_at) append(dl, dlRow(t("record.updated_at"), timeNode(r.updated_at)));
+  return dl;
+}
+
+function overrideNode(o) {
+  const dl = el("dl", { class: "facts inner" });
+  append(dl, dlRow(t("ov.col_action"), t("ov.action_" + o.action)));
+  append(dl, dlRow(t("ov.col_host"), el("span", {}, code(o.host), " ", t("ov.scope_short_" + o.scope))));
+  append(dl, dlRow(t("ov.col_expires"), timeNode(o.expires, { relative: true })));
+  if (o.ticket) append(dl, dlRow(t("ov.ticket"), o.ticket));
+  if (o.reason) append(dl, dlRow(t("ov.reason"), o.reason));
+  if (o.who) append(dl, dlRow(t("ov.col_created"), o.created ? el("span", {}, o.who, " · ", timeNode(o.created)) : o.who));
+  return dl;
+}
