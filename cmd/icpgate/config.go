@@ -38,6 +38,8 @@ type Config struct {
 	Listeners []ListenerConfig `yaml:"listeners"`
 	// Admin configures the control-plane listener.
 	Admin AdminConfig `yaml:"admin"`
+	// Report configures the unfiled-site report for the filing team.
+	Report ReportConfig `yaml:"report"`
 	// Policy is what the data plane does with nameless and blocked traffic.
 	Policy PolicyConfig `yaml:"policy"`
 	// Timeouts bound each phase of a connection.
@@ -101,6 +103,52 @@ type AdminConfig struct {
 	// certificates for these names from the ACME CA of policy.tls_page
 	// (see admintls.go). Default none: plain HTTP.
 	TLSNames []string `yaml:"tls_names"`
+	// Hosts are the DNS names the API and console accept in the Host
+	// header besides localhost and TLSNames (a guard against DNS
+	// rebinding); IP literals are always accepted. Default none.
+	Hosts []string `yaml:"hosts"`
+	// State is the bbolt file keeping overrides and the audit log in file
+	// mode. Relative paths resolve against the config file's directory.
+	// Default "": a file in a private temporary directory, removed at
+	// exit (overrides are not persisted; serve warns). Not used with
+	// registry.postgres.dsn: the filing database keeps them.
+	State string `yaml:"state"`
+	// TokensFile is the JSON Lines file of access tokens in file mode,
+	// written by `icpgate token create`. Relative paths resolve like
+	// State. Default "": no tokens, so no one can sign in (serve warns).
+	// Not used with registry.postgres.dsn.
+	TokensFile string `yaml:"tokens_file"`
+	// DefaultAllowTTL is how long an allow without ttl or expires lasts.
+	// Default 1080h (45 days).
+	DefaultAllowTTL time.Duration `yaml:"default_allow_ttl"`
+	// MaxAllowTTL caps an allow's expiry from now. Default 2160h (90 days).
+	MaxAllowTTL time.Duration `yaml:"max_allow_ttl"`
+	// MaxDenyTTL caps a deny's expiry from now. Default 8760h (365 days).
+	MaxDenyTTL time.Duration `yaml:"max_deny_ttl"`
+	// MutationsPerMinute caps override changes per token (burst 20).
+	// Default 60.
+	MutationsPerMinute int `yaml:"mutations_per_minute"`
+	// FailedLoginsPerMinute caps failed authentications per client IP;
+	// over it every attempt from that IP is refused until the bucket
+	// refills. Default 10.
+	FailedLoginsPerMinute int `yaml:"failed_logins_per_minute"`
+}
+
+// ReportConfig configures the unfiled-site report: the registrable
+// domains the data plane blocked, with hits, first/last seen and
+// destination addresses, kept in bounded memory (a heavy-hitter sketch).
+type ReportConfig struct {
+	// File persists the report (JSON, saved every 30 s when it changed and
+	// at exit, loaded at start). Relative paths resolve against the config
+	// file's directory. Default "": memory only, lost at restart.
+	File string `yaml:"file"`
+	// Capacity is the number of domains tracked; when full, a new domain
+	// replaces the least-hit one and inherits its count as error.
+	// Default 10000.
+	Capacity int `yaml:"capacity"`
+	// MaxDestinations is the number of distinct destination addresses
+	// kept per domain. Default 8.
+	MaxDestinations int `yaml:"max_destinations"`
 }
 
 // PolicyConfig is the data plane's policy.
@@ -189,6 +237,14 @@ const (
 	defaultMaxConns       = 100000
 	defaultMaxConnsPerIP  = 1000
 	defaultLogLevel       = "info"
+
+	defaultAllowTTL         = 45 * 24 * time.Hour
+	defaultMaxAllowTTL      = 90 * 24 * time.Hour
+	defaultMaxDenyTTL       = 365 * 24 * time.Hour
+	defaultMutationsPerMin  = 60
+	defaultFailedLoginsPerM = 10
+	defaultReportCapacity   = 10000
+	defaultReportMaxDests   = 8
 )
 
 // setDefaults replaces zero values by the defaults. It is the only place
@@ -209,6 +265,13 @@ func (c *Config) setDefaults() {
 		}
 	}
 	orDefault(&c.Admin.Address, defaultAdminAddress)
+	orDefault(&c.Admin.DefaultAllowTTL, defaultAllowTTL)
+	orDefault(&c.Admin.MaxAllowTTL, defaultMaxAllowTTL)
+	orDefault(&c.Admin.MaxDenyTTL, defaultMaxDenyTTL)
+	orDefault(&c.Admin.MutationsPerMinute, defaultMutationsPerMin)
+	orDefault(&c.Admin.FailedLoginsPerMinute, defaultFailedLoginsPerM)
+	orDefault(&c.Report.Capacity, defaultReportCapacity)
+	orDefault(&c.Report.MaxDestinations, defaultReportMaxDests)
 	orDefault(&c.Policy.IPAccess, defaultIPAccess)
 	orDefault(&c.Policy.TLSBlock, defaultTLSBlock)
 	orDefault(&c.Policy.QUICBlock, defaultQUICBlock)
@@ -276,6 +339,9 @@ func parseConfig(data []byte, path, name string) (*Config, error) {
 		c.Registry.Suffixes = resolve(dir, c.Registry.Suffixes)
 		c.Policy.BlockPage = resolve(dir, c.Policy.BlockPage)
 		c.Policy.TLSPage.resolvePaths(dir)
+		c.Admin.State = resolve(dir, c.Admin.State)
+		c.Admin.TokensFile = resolve(dir, c.Admin.TokensFile)
+		c.Report.File = resolve(dir, c.Report.File)
 	}
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, name, err)
@@ -352,6 +418,15 @@ func (c *Config) validate() error {
 	}
 	if err := checkHostPort(c.Admin.Address, true); err != nil {
 		return fmt.Errorf("admin.address: %w", err)
+	}
+	if err := c.Admin.validate(c.Registry.Postgres.DSN != ""); err != nil {
+		return err
+	}
+	if err := c.Report.validate(); err != nil {
+		return err
+	}
+	if err := c.checkDistinctFiles(); err != nil {
+		return err
 	}
 	for i, l := range c.Listeners {
 		if l.Address == c.Admin.Address && !strings.HasSuffix(l.Address, ":0") {
