@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -13,18 +14,76 @@ import (
 type ListenerConfig struct {
 	// Name identifies the listener in logs and metrics labels ("http", "tls").
 	Name string
-	// Protocol is "http", "tls" or "quic" (UDP; see proxy/quic.go)
-	// ("auto" comes later).
+	// Protocol is "http", "tls", "quic" (UDP; see proxy/quic.go) or "auto":
+	// a bounded peek at the first bytes tells TLS (decided on the SNI), HTTP
+	// (decided on every request's Host) and anything else apart, which
+	// OtherProtocols decides (see sniff.go).
 	Protocol string
 	// Address is the host:port to listen on.
 	Address string
 	// Upstream is the default host:port traffic passes to; a Decision's
-	// Upstream overrides it.
+	// Upstream overrides it. UpstreamOriginal ("original") sends each
+	// connection to its original destination instead (transparent mode,
+	// see Transparent); a Decision's Upstream is then ignored.
 	Upstream string
+	// Transparent is how a listener with Upstream "original" learns each
+	// connection's original destination: "tproxy" (the listening socket is
+	// IP_TRANSPARENT and nftables/iptables TPROXY rules deliver the
+	// intercepted connections to it; the destination is the accepted
+	// socket's local address) or "redirect" (NAT REDIRECT rules; the
+	// destination is read with SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST).
+	// Required with Upstream "original", refused otherwise. Default "".
+	Transparent string
+	// SpoofSource dials the upstream from the client's own address
+	// (IP_TRANSPARENT on the upstream socket, bound to the client IP), so
+	// the server sees the real client. It needs Transparent and the
+	// policy routing of docs/transparent.md for the return traffic.
+	// Default false: the gateway's own address.
+	SpoofSource bool
+	// AllowedDestinations, when not empty, are the only original
+	// destinations (hosted networks) a transparent listener relays to;
+	// others are refused. Default empty: any destination that is not an
+	// address of the gateway itself.
+	AllowedDestinations []netip.Prefix
+	// OtherProtocols is what an auto listener does with a connection that
+	// is neither TLS nor HTTP, including a client that sends nothing for
+	// SniffTimeout (a server-speaks-first protocol such as SSH, MySQL or
+	// SMTP): "pass" (default: dial and relay) or "block" (close).
+	OtherProtocols string
+	// SniffTimeout is how long an auto listener waits for the client's
+	// first byte before treating the connection as server-speaks-first.
+	// Default 300 ms. The rest of the peek is bounded by Timeouts.Hello.
+	SniffTimeout time.Duration
+	// ProxyProtocol configures the PROXY protocol (v1 and v2) on this
+	// listener. Zero: off (a PROXY header is never honoured).
+	ProxyProtocol ProxyProtocol
 	// ForwardedProto is the X-Forwarded-Proto value the HTTP handler adds
 	// to every forwarded request (client-supplied X-Forwarded-* headers are
 	// always removed). Default "http"; set "https" behind a TLS terminator.
 	ForwardedProto string
+}
+
+// UpstreamOriginal is the ListenerConfig.Upstream of transparent mode:
+// every connection goes to its own original destination.
+const UpstreamOriginal = "original"
+
+// ProxyProtocol configures the PROXY protocol (HAProxy's, v1 and v2) of a
+// listener: accepted from load balancers in front of the gateway, and
+// optionally sent to upstreams behind it.
+type ProxyProtocol struct {
+	// AcceptFrom are the peers (load balancers) whose connections must
+	// start with a PROXY header; the client address it carries is then
+	// the client for limits, logs, block reports, X-Forwarded-For and
+	// SpoofSource. A connection from one of them without a valid header
+	// is refused (closed): a trusted peer that forgets the header would
+	// otherwise make every client look like the balancer. A connection
+	// from any other peer that starts with a PROXY header is refused too.
+	// Default empty: PROXY headers are not accepted.
+	AcceptFrom []netip.Prefix
+	// Send, "v1" or "v2", writes a PROXY header (client address, and the
+	// address the client connected to) before anything else on every
+	// upstream connection. Default "": none.
+	Send string
 }
 
 // Policy is the block/pass policy the data plane applies.

@@ -129,8 +129,9 @@ type httpHandler struct {
 
 	conns sync.Pool // *httpConn
 
-	blocks *blockLog     // the Server's block log; nil writes nothing
-	obs    *observerSlot // the Server's block observer; nil observes nothing
+	blocks *blockLog      // the Server's block log; nil writes nothing
+	dialer upstreamDialer // dials upstreams (transparent source, PROXY header: transparent.go)
+	obs    *observerSlot  // the Server's block observer; nil observes nothing
 }
 
 // newHTTPHandler creates the handler of one http listener. A replacement
@@ -174,6 +175,7 @@ func newHTTPHandler(cfg Config, l ListenerConfig, d Decider, m *Metrics, log *sl
 	if h.dial <= 0 {
 		h.dial = defaultDialTimeout
 	}
+	h.dialer = upstreamDialer{timeout: h.dial}
 	if h.idle <= 0 {
 		h.idle = defaultHTTPIdle
 	}
@@ -292,7 +294,8 @@ type httpConn struct {
 	h      *httpHandler
 	c      *net.TCPConn
 	client netip.AddrPort
-	ip     []byte // client IP text for X-Forwarded-For
+	ip     []byte   // client IP text for X-Forwarded-For
+	ci     connInfo // client, destination and original upstream (transparent.go)
 
 	in   connBuf // from the client
 	upIn connBuf // from the upstream
@@ -322,8 +325,17 @@ type httpConn struct {
 // (draining: the request in progress completes, then c is closed). It
 // closes c.
 func (h *httpHandler) serveConn(ctx context.Context, c *net.TCPConn, client netip.AddrPort) {
+	ci := newConnInfo(c, client)
+	h.serve(ctx, c, &ci)
+}
+
+// serve is serveConn for a connection the Server has admitted: ci names
+// its client (possibly from a PROXY header), its destination and, in
+// transparent mode, the upstream every request goes to.
+func (h *httpHandler) serve(ctx context.Context, c *net.TCPConn, ci *connInfo) {
+	client := ci.client
 	hc := h.conns.Get().(*httpConn)
-	hc.h, hc.c, hc.client = h, c, client
+	hc.h, hc.c, hc.client, hc.ci = h, c, client, *ci
 	hc.ip = client.Addr().Unmap().AppendTo(hc.ip[:0])
 	hc.wakeDone.Add(1)
 	stop := context.AfterFunc(ctx, hc.drainWake)
@@ -352,7 +364,7 @@ func (h *httpHandler) serveConn(ctx context.Context, c *net.TCPConn, client neti
 }
 
 func (hc *httpConn) reset() {
-	hc.h, hc.c = nil, nil
+	hc.h, hc.c, hc.ci = nil, nil, connInfo{}
 	hc.in.r, hc.in.w = 0, 0
 	hc.upIn.r, hc.upIn.w = 0, 0
 	hc.out = hc.out[:0]
@@ -570,7 +582,7 @@ func (hc *httpConn) serveRequest(first bool) bool {
 	hc.id = h.ids.next(hc.id[:0])
 	if !dec.Pass {
 		h.blocks.Log(h.l.Name, "http", hc.host, dec.Reason, hc.client)
-		h.obs.observe(&dec, addrPort(hc.c.LocalAddr()))
+		h.obs.observe(&dec, hc.ci.dst)
 		hc.block(&dec, head, isHead)
 		h.durBlock.Observe(time.Since(start).Seconds())
 		return false
@@ -588,6 +600,10 @@ func (hc *httpConn) serveRequest(first bool) bool {
 	upstream := dec.Upstream
 	if upstream == "" {
 		upstream = h.l.Upstream
+	}
+	if hc.ci.upstream != "" {
+		// Transparent mode: the server the client dialled, always.
+		upstream = hc.ci.upstream
 	}
 	// A pooled upstream connection may have been closed by the upstream
 	// while idle. Idempotent requests without a body are simply retried
@@ -718,12 +734,11 @@ func (hc *httpConn) ensureUpstream(addr string, check bool) error {
 		// only ever blocked or refused never need it.
 		hc.upIn.b = make([]byte, httpBufSize)
 	}
-	d := net.Dialer{Timeout: hc.h.dial}
-	c, err := d.Dial("tcp", addr)
+	c, err := hc.h.dialer.dial(context.Background(), addr, &hc.ci)
 	if err != nil {
 		return fmt.Errorf("%w %s: %w", errDial, addr, err)
 	}
-	hc.up = c.(*net.TCPConn)
+	hc.up = c
 	hc.upAddr = addr
 	return nil
 }

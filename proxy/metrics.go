@@ -55,6 +55,9 @@ type Metrics struct {
 	ECHHellos *prometheus.CounterVec
 	// TLSPage are the HTTPS block page's collectors (tlspage.go).
 	TLSPage *TLSPageMetrics
+	// Edge are the PROXY protocol, sniffing and transparent-mode
+	// collectors (transparent.go).
+	Edge *EdgeMetrics
 }
 
 // NewMetrics creates the data plane's collectors and registers them into reg.
@@ -94,5 +97,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.Bytes, m.UpstreamErrors, m.RequestDuration, m.LimitRejects, m.IdleTimeouts,
 		m.QUICFlows, m.QUICActiveFlows, m.QUICDrops, m.ECHHellos)
 	m.TLSPage = newTLSPageMetrics(reg)
+	m.Edge = newEdgeMetrics(reg)
 	return m
 }

@@ -104,6 +104,7 @@ type Server struct {
 // config its new connections get.
 type listener struct {
 	name, protocol, address string
+	transparent             string           // ListenerConfig.Transparent: tproxy listeners are IP_TRANSPARENT
 	ln                      *net.TCPListener // nil until bound (tcp protocols)
 	pc                      *net.UDPConn     // nil until bound (quic)
 	rt                      atomic.Pointer[listenerRuntime]
@@ -119,7 +120,9 @@ type listenerRuntime struct {
 	hello    time.Duration
 	dial     time.Duration
 	idle     time.Duration
-	http     *httpHandler // http listeners only
+	http     *httpHandler // http and auto listeners only
+	edge     *edgeRuntime // PROXY protocol, sniffing, transparent mode (transparent.go)
+	original bool         // Upstream is "original"
 
 	quicBlock    string        // quic listeners: Policy.QUICBlock
 	quicIdle     time.Duration // quic listeners: Timeouts.QUICIdle
@@ -185,7 +188,7 @@ func NewServer(cfg Config, d Decider, m *Metrics, log *slog.Logger) (*Server, er
 	s.cfg = cfg
 	s.lns = make(map[string]*listener, len(cfg.Listeners))
 	for _, lc := range cfg.Listeners {
-		l := &listener{name: lc.Name, protocol: lc.Protocol, address: lc.Address}
+		l := &listener{name: lc.Name, protocol: lc.Protocol, address: lc.Address, transparent: lc.Transparent}
 		l.rt.Store(s.newRuntime(cfg, lc))
 		s.lns[lc.Name] = l
 	}
@@ -280,10 +283,16 @@ func (s *Server) newRuntime(cfg Config, lc ListenerConfig) *listenerRuntime {
 	for _, k := range helloErrorKinds {
 		rt.helloErrs[k] = m.HelloErrors.WithLabelValues(k)
 	}
-	if lc.Protocol == "http" {
+	rt.original = lc.Upstream == UpstreamOriginal
+	rt.edge = newEdgeRuntime(lc, rt.dial, m, rt.log)
+	if lc.Protocol == "http" || lc.Protocol == "auto" {
 		rt.http = newHTTPHandler(cfg, lc, &s.dec, m, s.log)
 		rt.http.blocks = s.blocks
 		rt.http.obs = &s.obs
+		// HTTP keeps Go's default keep-alive on its pooled upstream
+		// connections; the rest of the dialer is the listener's.
+		rt.http.dialer = rt.edge.dialer
+		rt.http.dialer.keepAlive = 0
 	}
 	return rt
 }
@@ -364,8 +373,14 @@ func (l *listener) unbind() {
 // every accepted socket, and Go's per-connection keep-alive setup is off
 // (KeepAlive -1): that saves four setsockopt calls per accepted connection,
 // the cost FIELD.md blames for Go proxies' per-connection overhead.
+//
+// A tproxy listener's socket is also IP_TRANSPARENT, so that connections
+// TPROXY rules deliver to it (addressed to other hosts) are accepted.
 func bind(lc ListenerConfig) (*net.TCPListener, error) {
 	lcfg := net.ListenConfig{Control: listenControl, KeepAlive: -1}
+	if lc.Transparent == transparentTPROXY {
+		lcfg.Control = transparentListenControl
+	}
 	ln, err := lcfg.Listen(context.Background(), "tcp", lc.Address)
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: binding %s: %w", lc.Name, lc.Address, err)
@@ -442,11 +457,11 @@ func (s *Server) Reload(cfg Config, d Decider) error {
 	next := make(map[string]*listener, len(cfg.Listeners))
 	var fresh []*listener
 	for _, lc := range cfg.Listeners {
-		if old := s.lns[lc.Name]; old != nil && old.protocol == lc.Protocol && old.address == lc.Address {
+		if old := s.lns[lc.Name]; old != nil && old.protocol == lc.Protocol && old.address == lc.Address && old.transparent == lc.Transparent {
 			next[lc.Name] = old
 			continue
 		}
-		l := &listener{name: lc.Name, protocol: lc.Protocol, address: lc.Address}
+		l := &listener{name: lc.Name, protocol: lc.Protocol, address: lc.Address, transparent: lc.Transparent}
 		if s.started {
 			if err := l.bind(lc); err != nil {
 				for _, f := range fresh {
@@ -627,23 +642,37 @@ func (s *Server) acceptLoop(l *listener) {
 			client = a.AddrPort()
 		}
 		ip := client.Addr().Unmap()
-		if limit := s.lim.acquire(ip); limit != "" {
+		// A trusted PROXY sender (a load balancer) carries many clients:
+		// its connections take a global slot now and a per-IP slot for
+		// the client its header names (admit), never one for itself.
+		trusted := rt.edge.trusted(ip)
+		var limit string
+		if trusted {
+			limit = s.lim.acquireGlobal()
+		} else {
+			limit = s.lim.acquire(ip)
+		}
+		if limit != "" {
 			s.rejects[limit].Inc()
 			c.Close()
 			continue
 		}
 		rt.active.Inc()
 		tc := &trackedConn{c: c, ip: ip, listener: l.name}
+		if trusted {
+			tc.ip = netip.Addr{} // no per-IP slot yet
+		}
 		s.conns.add(tc)
 		s.handlers.Add(1)
-		go s.serveConn(rt, tc, client)
+		go s.serveConn(rt, tc, client, trusted)
 	}
 }
 
 // serveConn runs the handler of one admitted connection and releases its
 // slot. A panic in a handler is logged and ends only that connection: one
-// bad connection must not take the node down.
-func (s *Server) serveConn(rt *listenerRuntime, tc *trackedConn, client netip.AddrPort) {
+// bad connection must not take the node down. trusted says the peer must
+// start with a PROXY header (see admit).
+func (s *Server) serveConn(rt *listenerRuntime, tc *trackedConn, client netip.AddrPort, trusted bool) {
 	defer s.handlers.Done()
 	defer func() {
 		if p := recover(); p != nil {
@@ -651,14 +680,21 @@ func (s *Server) serveConn(rt *listenerRuntime, tc *trackedConn, client netip.Ad
 			rt.log.Error("connection handler panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 		}
 		s.conns.remove(tc)
-		s.lim.release(tc.ip)
+		s.lim.releaseConn(tc.ip)
 		rt.active.Dec()
 	}()
+	ci := newConnInfo(tc.c, client)
+	if !s.admit(rt, tc, &ci, trusted) {
+		tc.c.Close()
+		return
+	}
 	switch rt.cfg.Protocol {
 	case "http":
-		rt.http.serveConn(s.drainCtx, tc.c, client)
+		rt.http.serve(s.drainCtx, tc.c, &ci)
+	case "auto":
+		s.serveAuto(rt, tc, &ci)
 	default:
-		s.serveTLS(rt, tc)
+		s.serveTLS(rt, tc, &ci)
 	}
 }
 
@@ -749,11 +785,9 @@ func validate(cfg Config) error {
 		}
 		names[l.Name] = true
 		switch l.Protocol {
-		case "tls", "http", "quic":
-		case "auto":
-			return bad(f+"protocol", "%q is not supported yet", l.Protocol)
+		case "tls", "http", "quic", "auto":
 		default:
-			return bad(f+"protocol", "%q: want http, tls or quic", l.Protocol)
+			return bad(f+"protocol", "%q: want http, tls, quic or auto", l.Protocol)
 		}
 		host, port, err := net.SplitHostPort(l.Address)
 		if err != nil {
@@ -782,10 +816,10 @@ func validate(cfg Config) error {
 			}
 			binds = append(binds, bindKey{l.Name, l.Protocol == "quic", ip, p})
 		}
-		if l.Upstream != "" {
-			if l.Upstream == "original" {
-				return bad(f+"upstream", "\"original\" (transparent mode) is not supported yet")
-			}
+		if err := validateEdge(l, f, bad); err != nil {
+			return err
+		}
+		if l.Upstream != "" && l.Upstream != UpstreamOriginal {
 			if _, port, err := net.SplitHostPort(l.Upstream); err != nil {
 				return bad(f+"upstream", "%q: %v", l.Upstream, err)
 			} else if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {

@@ -37,7 +37,10 @@ const (
 // decide on its server name, then either splice it to the upstream or
 // refuse it. The upstream is dialled only after a pass; a blocked
 // connection never reaches it. It closes the client connection.
-func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn) {
+//
+// ci is the connection's client, destination and (transparent mode)
+// original upstream, which wins over every other upstream.
+func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn, ci *connInfo) {
 	c := tc.c
 	hello, sc, err := sni.Read(c, helloOptions(rt))
 	if err != nil {
@@ -63,8 +66,8 @@ func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn) {
 		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
 			rt.log.Debug("tls blocked", "sni", hello.ServerName, "reason", d.Reason, "client", tc.ip.String())
 		}
-		s.blocks.Log(rt.cfg.Name, "tls", hello.ServerName, d.Reason, addrPort(c.RemoteAddr()))
-		s.obs.observe(&d, addrPort(c.LocalAddr()))
+		s.blocks.Log(rt.cfg.Name, "tls", hello.ServerName, d.Reason, ci.client)
+		s.obs.observe(&d, ci.dst)
 		rv := hello.RecordVersion
 		if rt.tlsBlock == "page" {
 			if p := s.page.Load(); p != nil {
@@ -82,8 +85,8 @@ func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn) {
 	}
 
 	addr := d.Upstream
-	if addr == "" {
-		addr = rt.cfg.Upstream
+	if addr == "" || ci.upstream != "" {
+		addr = rt.upstreamOf(ci)
 	}
 	if addr == "" {
 		// Fail closed: a pass with nowhere to go is refused like a dial
@@ -97,11 +100,10 @@ func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn) {
 		c.Close()
 		return
 	}
-	// No TCP keep-alive towards the upstream: it would cost four
-	// setsockopt calls per connection, and a relay to a dead upstream is
-	// ended by the idle watchdog anyway.
-	dialer := net.Dialer{Timeout: rt.dial, KeepAlive: -1}
-	uc, err := dialer.DialContext(s.hardCtx, "tcp", addr)
+	// No TCP keep-alive towards the upstream (the listener's dialer):
+	// it would cost four setsockopt calls per connection, and a relay to a
+	// dead upstream is ended by the idle watchdog anyway.
+	up, err := rt.edge.dialer.dial(s.hardCtx, addr, ci)
 	if err != nil {
 		if isDialTimeout(err) {
 			rt.upTimeout.Inc()
@@ -115,7 +117,6 @@ func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn) {
 		c.Close() // a FIN: the client sees the connection end, not a hang
 		return
 	}
-	up := uc.(*net.TCPConn)
 	defer up.Close()
 	defer c.Close()
 

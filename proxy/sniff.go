@@ -1,0 +1,347 @@
+package proxy
+
+// Protocol sniffing for auto listeners: a bounded peek (MSG_PEEK, nothing
+// consumed) at the client's first bytes tells TLS, HTTP and anything else
+// apart. TLS and HTTP go to their usual handlers, which read the socket
+// from its first byte; anything else follows ListenerConfig.OtherProtocols.
+//
+// The classification leans towards TLS and HTTP whenever a server could
+// read the bytes as one of them, because a connection sniffed as "other"
+// is relayed undecided: any first byte 0x16 is TLS, and any request line a
+// lenient HTTP server would serve (leading empty lines, several spaces,
+// a lower-case method, HTTP/0.9 "GET /") is HTTP. Line-based protocols
+// whose first line is not an HTTP request line, such as an SSH banner
+// with comments, IRC, SIP or RTSP, stay "other".
+//
+// A client that sends nothing for SniffTimeout is taken for a server-
+// speaks-first protocol (SSH, MySQL, SMTP, FTP): the upstream is dialled
+// and whichever side speaks first decides. When the server does, the
+// connection is relayed; when the client does after all (a slow client),
+// its bytes are sniffed as above and a TLS or HTTP start is decided as
+// usual: the early upstream connection is then closed without a byte sent
+// to it. That early dial is the one case where an upstream sees a TCP
+// handshake for a connection that is then blocked; other_protocols: block
+// avoids it.
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+)
+
+// Sniff results, the label values of EdgeMetrics.Sniffed.
+const (
+	sniffTLS         = "tls"
+	sniffHTTP        = "http"
+	sniffOther       = "other"
+	sniffSilent      = "silent"
+	sniffProxyHeader = "proxy_header"
+	sniffIncomplete  = "incomplete"
+)
+
+// sniffPeekMax bounds the bytes peeked at. A request line longer than this
+// that is still HTTP-shaped is taken for HTTP.
+const sniffPeekMax = 1024
+
+// recordTypeHandshake is the content type of a TLS handshake record, the
+// first byte a TLS client sends.
+const recordTypeHandshake = 0x16
+
+// classify returns what the first bytes b of a connection are: sniffTLS,
+// sniffHTTP, sniffProxyHeader, sniffOther, or "" while more bytes are
+// needed to tell. full reports that b is all the peek may hold.
+func classify(b []byte, full bool) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if b[0] == recordTypeHandshake {
+		return sniffTLS
+	}
+	if proxySigMore(b) {
+		if full {
+			return sniffOther
+		}
+		return ""
+	}
+	if isProxySignature(b) {
+		return sniffProxyHeader
+	}
+	k := classifyHTTP(b)
+	if k == "" && full {
+		// Still HTTP-shaped after sniffPeekMax bytes (a long target): the
+		// HTTP handler decides, or refuses it.
+		return sniffHTTP
+	}
+	return k
+}
+
+// classifyHTTP tells whether b starts an HTTP/1 request line as lenient
+// servers read it: optional empty lines, a token, one or more spaces, a
+// target, then spaces and "HTTP/" (any case), or the end of the line for
+// an HTTP/0.9 GET. It returns "" while b is a prefix of such a line.
+func classifyHTTP(b []byte) string {
+	i := 0
+	for i < len(b) && (b[i] == '\r' || b[i] == '\n') { // RFC 9112 §2.2
+		i++
+	}
+	ms := i
+	for i < len(b) && tchar[b[i]] {
+		i++
+	}
+	method := b[ms:i]
+	switch {
+	case i == len(b):
+		return ""
+	case i == ms || b[i] != ' ':
+		return sniffOther
+	}
+	for i < len(b) && b[i] == ' ' {
+		i++
+	}
+	ts := i
+	for i < len(b) && b[i] > ' ' && b[i] < 0x7f {
+		i++
+	}
+	switch {
+	case i == len(b):
+		return ""
+	case i == ts:
+		return sniffOther // a control byte where the target starts
+	case b[i] == '\r' || b[i] == '\n':
+		if string(method) == "GET" {
+			return sniffHTTP // HTTP/0.9
+		}
+		return sniffOther
+	case b[i] != ' ':
+		return sniffOther
+	}
+	for i < len(b) && b[i] == ' ' {
+		i++
+	}
+	rest := b[i:]
+	const version = "HTTP/"
+	if len(rest) < len(version) {
+		if equalFold(rest, version[:len(rest)]) {
+			return ""
+		}
+		return sniffOther
+	}
+	if equalFold(rest, version) {
+		return sniffHTTP
+	}
+	return sniffOther
+}
+
+// sniffMore is peek's condition while sniffing.
+func sniffMore(b []byte) bool { return classify(b, len(b) >= sniffPeekMax) == "" }
+
+// sniff peeks at c's first bytes: it waits sniffTimeout for the first one
+// (sniffSilent when none came) and up to hello in all for enough of them to
+// classify (sniffIncomplete when they stalled or the client closed).
+func sniff(c *net.TCPConn, sniffTimeout, hello time.Duration) string {
+	var buf [sniffPeekMax]byte
+	start := time.Now()
+	if c.SetReadDeadline(start.Add(min(sniffTimeout, hello))) != nil {
+		return sniffIncomplete
+	}
+	defer c.SetReadDeadline(time.Time{})
+	n, _, err := peek(c, buf[:], sniffMore)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		if n == 0 {
+			return sniffSilent
+		}
+		// The client has started: give it the rest of the hello timeout.
+		if c.SetReadDeadline(start.Add(hello)) != nil {
+			return sniffIncomplete
+		}
+		n, _, _ = peek(c, buf[:], sniffMore)
+	}
+	if k := classify(buf[:n], n == len(buf)); k != "" {
+		return k
+	}
+	// Stalled, closed or failed before the bytes told.
+	return sniffIncomplete
+}
+
+// serveAuto serves one connection of an auto listener.
+func (s *Server) serveAuto(rt *listenerRuntime, tc *trackedConn, ci *connInfo) {
+	e := rt.edge
+	kind := sniff(tc.c, e.sniffTimeout, rt.hello)
+	e.sniffed[kind].Inc()
+	s.serveSniffed(rt, tc, ci, kind, nil)
+}
+
+// serveSniffed serves a connection sniffed as kind. up, when not nil, is
+// an upstream connection dialled before the client spoke (see serveSilent):
+// it is used to relay "other" traffic and closed unused otherwise.
+func (s *Server) serveSniffed(rt *listenerRuntime, tc *trackedConn, ci *connInfo, kind string, up *net.TCPConn) {
+	if up != nil && kind != sniffOther {
+		up.Close() // nothing was written to it
+	}
+	switch kind {
+	case sniffTLS:
+		s.serveTLS(rt, tc, ci)
+	case sniffHTTP:
+		rt.http.serve(s.drainCtx, tc.c, ci)
+	case sniffOther:
+		s.serveOther(rt, tc, ci, up)
+	case sniffSilent:
+		s.serveSilent(rt, tc, ci)
+	case sniffProxyHeader:
+		rt.edge.ppUntrusted.Inc()
+		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
+			rt.log.Debug("PROXY header from an untrusted peer refused", "peer", ci.client.String())
+		}
+		tc.c.Close()
+	default:
+		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
+			rt.log.Debug("first bytes stalled or ended before their protocol was known", "client", ci.client.String())
+		}
+		tc.c.Close()
+	}
+}
+
+// upstreamOf returns where a connection goes without a decided upstream:
+// its original destination in transparent mode, else the listener's.
+func (rt *listenerRuntime) upstreamOf(ci *connInfo) string {
+	if ci.upstream != "" {
+		return ci.upstream
+	}
+	return rt.cfg.Upstream
+}
+
+// serveOther passes (relays) or blocks (closes) a connection that is
+// neither TLS nor HTTP, as OtherProtocols says. up is an upstream already
+// dialled, or nil.
+func (s *Server) serveOther(rt *listenerRuntime, tc *trackedConn, ci *connInfo, up *net.TCPConn) {
+	e, c := rt.edge, tc.c
+	defer c.Close()
+	if e.otherBlock {
+		e.otherBlocked.Inc()
+		if up != nil {
+			up.Close()
+		}
+		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
+			rt.log.Debug("other protocol blocked", "client", ci.client.String(), "dst", ci.dst.String())
+		}
+		return
+	}
+	e.otherPass.Inc()
+	if up == nil {
+		var ok bool
+		if up, ok = s.dialUpstream(rt, rt.upstreamOf(ci), ci); !ok {
+			return
+		}
+	}
+	defer up.Close()
+	s.conns.startRelay(tc, up, rt.idle)
+	_, _, err := relay(c, up, rt.bytesUp, rt.bytesDown)
+	if err != nil && rt.log.Enabled(context.Background(), slog.LevelDebug) {
+		rt.log.Debug("relay ended", "upstream", up.RemoteAddr().String(), "error", err)
+	}
+}
+
+// serveSilent serves a connection whose client sent nothing for the sniff
+// timeout: blocked at once by other_protocols: block; else the upstream is
+// dialled and whichever side speaks first decides (see the file comment).
+func (s *Server) serveSilent(rt *listenerRuntime, tc *trackedConn, ci *connInfo) {
+	e, c := rt.edge, tc.c
+	if e.otherBlock {
+		s.serveOther(rt, tc, ci, nil)
+		return
+	}
+	up, ok := s.dialUpstream(rt, rt.upstreamOf(ci), ci)
+	if !ok {
+		c.Close()
+		return
+	}
+	clientFirst, err := firstSpeaker(c, up, rt.idle)
+	switch {
+	case err != nil:
+		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
+			rt.log.Debug("neither side spoke", "client", ci.client.String(), "error", err)
+		}
+		up.Close()
+		c.Close()
+	case !clientFirst:
+		s.serveOther(rt, tc, ci, up)
+	default:
+		kind := sniff(c, rt.hello, rt.hello)
+		if kind == sniffSilent {
+			kind = sniffIncomplete // it did speak: this cannot happen but must not loop
+		}
+		e.sniffed[kind].Inc()
+		s.serveSniffed(rt, tc, ci, kind, up)
+	}
+}
+
+// firstSpeaker waits, up to timeout, until the client or the upstream has
+// something to read (a byte or its EOF), consuming nothing, and reports
+// whether the client was first. The upstream is watched by a second
+// goroutine; each side's wait is cut short through its read deadline.
+func firstSpeaker(c, up *net.TCPConn, timeout time.Duration) (clientFirst bool, err error) {
+	deadline := time.Now().Add(timeout)
+	if err := c.SetReadDeadline(deadline); err != nil {
+		return false, err
+	}
+	if err := up.SetReadDeadline(deadline); err != nil {
+		return false, err
+	}
+	defer c.SetReadDeadline(time.Time{})
+	defer up.SetReadDeadline(time.Time{})
+	upDone := make(chan error, 1)
+	go waitUpstreamSpeaks(c, up, upDone)
+	var b [1]byte
+	_, _, cerr := peek(c, b[:], neverMore)
+	up.SetReadDeadline(time.Now()) // stop the upstream wait, if still waiting
+	uerr := <-upDone
+	if cerr == nil {
+		return true, nil
+	}
+	if uerr == nil {
+		return false, nil
+	}
+	return false, cerr
+}
+
+// waitUpstreamSpeaks is firstSpeaker's upstream side: when the upstream
+// has something to read, it wakes the client side through its deadline.
+func waitUpstreamSpeaks(c, up *net.TCPConn, done chan<- error) {
+	var b [1]byte
+	_, _, err := peek(up, b[:], neverMore)
+	if err == nil {
+		c.SetReadDeadline(time.Now())
+	}
+	done <- err
+}
+
+func neverMore([]byte) bool { return false }
+
+// dialUpstream dials addr for ci with the listener's dialer, counting a
+// failure; ok is false when there is no upstream or the dial failed (the
+// caller closes the client: a FIN, not a hang).
+func (s *Server) dialUpstream(rt *listenerRuntime, addr string, ci *connInfo) (up *net.TCPConn, ok bool) {
+	if addr == "" {
+		rt.upNone.Inc()
+		if !rt.warnedNoUpstream.Swap(true) {
+			rt.log.Warn("passing connection has no upstream; closing such connections")
+		}
+		return nil, false
+	}
+	up, err := rt.edge.dialer.dial(s.hardCtx, addr, ci)
+	if err != nil {
+		if isDialTimeout(err) {
+			rt.upTimeout.Inc()
+		} else {
+			rt.upDial.Inc()
+		}
+		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
+			rt.log.Debug("upstream dial failed", "upstream", addr, "error", err)
+		}
+		return nil, false
+	}
+	return up, true
+}
