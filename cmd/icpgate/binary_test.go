@@ -222,8 +222,9 @@ func TestBinaryReadme(t *testing.T) {
 		tour := text.String()
 		httpAddr := regexp.MustCompile(`gateway http\s+(\S+)`).FindStringSubmatch(tour)
 		adminAddr := regexp.MustCompile(`admin\s+http://(\S+)`).FindStringSubmatch(tour)
-		if httpAddr == nil || adminAddr == nil {
-			t.Fatalf("demo output without addresses: %q", tour)
+		token := regexp.MustCompile(`export ICPGATE_TOKEN=(icpg_\S+)`).FindStringSubmatch(tour)
+		if httpAddr == nil || adminAddr == nil || token == nil {
+			t.Fatalf("demo output without addresses or token: %q", tour)
 		}
 		code, _, body := httpGet(t, httpAddr[1], "filed-demo.cn")
 		if code != 200 || !strings.Contains(body, "hello from the demo origin") {
@@ -238,6 +239,7 @@ func TestBinaryReadme(t *testing.T) {
 		for _, line := range strings.Split(tour, "\n") {
 			line = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(line), "</dev/null"))
 			line, _, _ = strings.Cut(line, " | ") // the output filter is for people
+			line = strings.ReplaceAll(line, "$ICPGATE_TOKEN", token[1])
 			args := shellSplit(line)
 			if len(args) == 0 {
 				continue
@@ -250,7 +252,14 @@ func TestBinaryReadme(t *testing.T) {
 					t.Errorf("%s: got error %v, want failure %v", line, err, blocked)
 				}
 			case args[0] == "curl":
-				if err := exec.Command(curl, append([]string{"-sS", "-o", "/dev/null", "--max-time", "5"}, args[1:]...)...).Run(); err != nil {
+				opts := []string{"-sS", "-o", "/dev/null", "--max-time", "5"}
+				if !blocked && !strings.Contains(line, " -i ") {
+					// A line meant to succeed must get a 2xx: the filed
+					// sites, the API with the token, the whitelisted
+					// domain after allow add.
+					opts = append(opts, "--fail")
+				}
+				if err := exec.Command(curl, append(opts, args[1:]...)...).Run(); err != nil {
 					t.Errorf("%s: %v", line, err)
 				}
 			case args[0] == "openssl":
@@ -265,7 +274,9 @@ func TestBinaryReadme(t *testing.T) {
 					t.Errorf("%s: got %q, want it to contain %q", line, out, want)
 				}
 			case len(args) > 3 && args[0] == "go" && args[1] == "run":
-				err := exec.Command(bin, args[3:]...).Run()
+				cmd := exec.Command(bin, args[3:]...)
+				cmd.Env = append(os.Environ(), "ICPGATE_TOKEN="+token[1])
+				err := cmd.Run()
 				code := 0
 				if ee, ok := err.(*exec.ExitError); ok {
 					code = ee.ExitCode()
@@ -278,8 +289,8 @@ func TestBinaryReadme(t *testing.T) {
 			}
 			ran++
 		}
-		if ran < 14 {
-			t.Errorf("ran %d commands of the tour, want all of them (at least 14)", ran)
+		if ran < 20 {
+			t.Errorf("ran %d commands of the tour, want all of them (at least 20)", ran)
 		}
 		hc := exec.Command(bin, "healthcheck", "-url", "http://"+adminAddr[1]+"/healthz")
 		if out, err := hc.CombinedOutput(); err != nil {

@@ -77,6 +77,7 @@ func TestDemoNamesInSample(t *testing.T) {
 		{demoCancelled, registry.ReasonCancelled},
 		{demoBlacklisted, registry.ReasonBlacklisted},
 		{demoUnfiled, registry.ReasonUnfiled},
+		{demoNoAccess, registry.ReasonNoAccess},
 	}
 	for _, tt := range tests {
 		d := reg.Decide(tt.host)

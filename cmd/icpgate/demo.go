@@ -17,9 +17,14 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"text/template"
 	"time"
+
+	"github.com/icpgate/icpgate/admin"
+	"github.com/icpgate/icpgate/admin/adminstore"
 )
 
 // Demo host names; each is in configs/registry.sample.jsonl except
@@ -29,6 +34,9 @@ const (
 	demoCancelled   = "cancelled-demo.cn"
 	demoBlacklisted = "blacklisted-demo.cn"
 	demoUnfiled     = "unfiled-demo.cn"
+	// demoNoAccess is filed with another access provider: the tour
+	// whitelists it, as support does while its access filing is under way.
+	demoNoAccess = "no-access-demo.cn"
 )
 
 // cmdDemo runs the gateway on the embedded config with two built-in demo
@@ -61,6 +69,21 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	defer origins.close()
 	cfg.Admin.Address = *adminAddr
+	// A token file of the demo's own, with an admin token the tour prints,
+	// so the console and the admin commands work at once. Overrides live
+	// in a temporary state file (admin.state ""): both go at exit.
+	tokDir, err := os.MkdirTemp("", "icpgate-demo-")
+	if err != nil {
+		fmt.Fprintf(stderr, "icpgate demo: %v\n", err)
+		return exitError
+	}
+	defer os.RemoveAll(tokDir)
+	cfg.Admin.TokensFile = filepath.Join(tokDir, "tokens.jsonl")
+	token, err := demoToken(ctx, cfg.Admin.TokensFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "icpgate demo: %v\n", err)
+		return exitError
+	}
 	for i := range cfg.Listeners {
 		switch cfg.Listeners[i].Protocol {
 		case "http":
@@ -75,12 +98,29 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	prev, _ := ctx.Value(startedKey{}).(func(*Gateway))
 	ctx = withStarted(ctx, func(g *Gateway) {
-		printDemo(stdout, g, cfg)
+		printDemo(stdout, g, cfg, token)
 		if prev != nil {
 			prev(g)
 		}
 	})
 	return serve(ctx, cfg, stderr)
+}
+
+// demoToken creates the demo's admin token in the token file at path and
+// returns its secret.
+func demoToken(ctx context.Context, path string) (string, error) {
+	tf, err := adminstore.OpenTokenFile(path)
+	if err != nil {
+		return "", err
+	}
+	secret, t, err := admin.NewToken("demo", admin.RoleAdmin, time.Now())
+	if err != nil {
+		return "", err
+	}
+	if err := tf.Create(ctx, t); err != nil {
+		return "", fmt.Errorf("demo token: %w", err)
+	}
+	return secret, nil
 }
 
 // demoOrigins are the demo's upstream servers.
@@ -167,6 +207,10 @@ icpgate demo is running (Ctrl-C to stop).
   gateway http  {{.HTTP}}  ->  demo origin {{.OriginHTTP}}
   gateway tls   {{.TLS}}  ->  demo origin {{.OriginTLS}} (self-signed)
   admin         http://{{.Admin}}
+  console       http://{{.Admin}}/  (sign in with the demo's admin token)
+
+The token also works for the API and the admin commands, until the demo stops:
+  export ICPGATE_TOKEN={{.Token}}
 
 Filed domain and its subdomains pass:
   curl -H 'Host: {{.Filed}}' http://{{.HTTP}}/
@@ -181,17 +225,24 @@ TLS is passed through untouched when filed, refused with an alert when not:
   openssl s_client -connect {{.TLS}} -servername {{.Filed}} </dev/null
   openssl s_client -connect {{.TLS}} -servername {{.Blacklisted}} </dev/null
 Why is it blocked?
-  curl 'http://{{.Admin}}/v1/explain?host=www.{{.Cancelled}}'
+  curl --oauth2-bearer $ICPGATE_TOKEN 'http://{{.Admin}}/v1/explain?host=www.{{.Cancelled}}'
   go run ./cmd/icpgate check {{.Filed}} {{.Unfiled}} {{.Blacklisted}}
   go run ./cmd/icpgate check --json www.{{.Filed}}
+Whitelist a domain while its access filing is under way, and see who did what:
+  go run ./cmd/icpgate allow add {{.NoAccess}} --ticket SR-1 --reason 'access filing passed preliminary review' --ttl 24h{{.AdminFlag}}
+  curl -H 'Host: {{.NoAccess}}' http://{{.HTTP}}/
+  go run ./cmd/icpgate explain {{.NoAccess}}{{.AdminFlag}}
+  go run ./cmd/icpgate allow ls{{.AdminFlag}}
+  go run ./cmd/icpgate audit ls{{.AdminFlag}}
+  go run ./cmd/icpgate report unfiled{{.AdminFlag}}
 Metrics and health:
   curl -s http://{{.Admin}}/metrics | grep '^icpgate_'
   curl http://{{.Admin}}/readyz
 `))
 
 // printDemo prints the commands to try against the running gateway.
-func printDemo(w io.Writer, g *Gateway, cfg *Config) {
-	var a demoAddrs
+func printDemo(w io.Writer, g *Gateway, cfg *Config, token string) {
+	a := demoAddrs{Token: token}
 	a.Admin = g.AdminAddr().String()
 	for _, l := range cfg.Listeners {
 		addr := g.ProxyAddr(l.Name)
@@ -208,9 +259,10 @@ func printDemo(w io.Writer, g *Gateway, cfg *Config) {
 	io.WriteString(w, demoTour(a))
 }
 
-// demoAddrs are the addresses the tour names.
+// demoAddrs are the addresses the tour names, and the demo's token.
 type demoAddrs struct {
 	HTTP, TLS, Admin, OriginHTTP, OriginTLS string
+	Token                                   string
 }
 
 // demoTour renders the tour for a; README.md's quick tour is this text
@@ -221,6 +273,12 @@ func demoTour(a demoAddrs) string {
 		"HTTP": a.HTTP, "TLS": a.TLS, "Admin": a.Admin, "OriginHTTP": a.OriginHTTP, "OriginTLS": a.OriginTLS,
 		"TLSHost": tlsHost, "TLSPort": tlsPort,
 		"Filed": demoFiled, "Unfiled": demoUnfiled, "Cancelled": demoCancelled, "Blacklisted": demoBlacklisted,
+		"NoAccess": demoNoAccess, "Token": a.Token, "AdminFlag": "",
+	}
+	if a.Admin != defaultAdminAddress {
+		// The admin commands find 127.0.0.1:9090 in the embedded config;
+		// elsewhere they must be told.
+		data["AdminFlag"] = " --admin http://" + a.Admin
 	}
 	var b strings.Builder
 	if err := demoText.Execute(&b, data); err != nil {

@@ -12,6 +12,11 @@
 //	icpgate db migrate|status|confirm-deletes  the filing database's schema and guard
 //	icpgate import [--dry-run] FILE            load a CSV/JSONL registry into the filing database
 //	icpgate export [-o FILE]                   write the filing database's records
+//	icpgate token create|ls|revoke             access tokens of the admin API and console
+//	icpgate allow|deny add|ls|rm|extend        overrides, through the running gateway's admin API
+//	icpgate explain HOST…                      the running gateway's decision, overrides included
+//	icpgate audit ls                           the audit log
+//	icpgate report unfiled [--csv]             blocked domains, for the filing team
 //	icpgate version
 //
 // main is thin: it hands the arguments to run, which tests drive directly.
@@ -42,17 +47,6 @@ const (
 	exitError   = 2 // usage, config or runtime error
 )
 
-// notYet lists the verbs of DESIGN.md that later issues implement, with the
-// issue that brings each.
-var notYet = map[string]int{
-	"token":   5,
-	"allow":   5,
-	"deny":    5,
-	"explain": 5,
-	"audit":   5,
-	"report":  5,
-}
-
 // run executes the subcommand in args[0] and returns the process exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -75,16 +69,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdImport(ctx, rest, stdout, stderr)
 	case "export":
 		return cmdExport(ctx, rest, stdout, stderr)
+	case "token":
+		return cmdToken(ctx, rest, stdout, stderr)
+	case "allow":
+		return cmdAllow(ctx, rest, stdout, stderr)
+	case "deny":
+		return cmdDeny(ctx, rest, stdout, stderr)
+	case "explain":
+		return cmdExplain(ctx, rest, stdout, stderr)
+	case "audit":
+		return cmdAudit(ctx, rest, stdout, stderr)
+	case "report":
+		return cmdReport(ctx, rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "icpgate %s\n", versionString())
 		return exitOK
 	case "help", "-h", "-help", "--help":
 		usage(stdout)
 		return exitOK
-	}
-	if n, ok := notYet[cmd]; ok {
-		fmt.Fprintf(stderr, "icpgate %s: not available yet: see issue %d\n", cmd, n)
-		return exitError
 	}
 	fmt.Fprintf(stderr, "icpgate: unknown command %q\n\n", cmd)
 	usage(stderr)
@@ -105,7 +107,25 @@ Commands:
   export [-format jsonl|csv] [-o FILE] write the filing database's records
   version                            print the version
 
-Without -config, serve and check use the embedded sample config and registry.
+Access tokens (written to admin.tokens_file or the filing database directly):
+  token create --role viewer|support|admin --name NAME   print a new token, once
+  token ls                           list tokens
+  token revoke NAME|ID               revoke a token at once
+
+Admin commands (through the running gateway's admin API; token in $ICPGATE_TOKEN;
+--admin URL overrides the config's admin.address; --json for scripts):
+  allow add HOST --ticket T --reason R [--ttl D | --expires T] [--scope exact|domain] [--confirm]
+  allow ls [--all|--expired] [--q TEXT]
+  allow rm ID                        remove an allow
+  allow extend ID --ttl D            set a new expiry, from now
+  deny add HOST --reason R --ttl D   block a host whatever its filing (admin role)
+  deny ls|rm|extend ...              as for allow
+  explain HOST...                    why each host passes or is blocked (exit 1: some blocked)
+  audit ls [--who W] [--action A] [--since T] [--limit N]
+  report unfiled [--n N] [--reason R] [--csv] [-o FILE]
+
+Without -config, commands use the embedded sample config and registry.
+Exit codes: 0 ok, 1 check/explain found a blocked host, 2 error.
 `)
 }
 

@@ -11,7 +11,7 @@ func tourCommands(text string) []string {
 	var out []string
 	for _, line := range strings.Split(text, "\n") {
 		line = strings.TrimSpace(line)
-		for _, p := range []string{"curl ", "openssl ", "go run ./cmd/icpgate check"} {
+		for _, p := range []string{"curl ", "openssl ", "go run ./cmd/icpgate "} {
 			if strings.HasPrefix(line, p) {
 				out = append(out, line)
 			}
@@ -41,10 +41,13 @@ func TestReadmeMatchesDemo(t *testing.T) {
 	tourPart, _, _ = strings.Cut(tourPart, "\n## ")
 	inReadme := tourCommands(tourPart)
 	tour := demoTour(demoAddrs{HTTP: "127.0.0.1:8080", TLS: "127.0.0.1:8443", Admin: "127.0.0.1:9090",
-		OriginHTTP: "127.0.0.1:18080", OriginTLS: "127.0.0.1:18443"})
+		OriginHTTP: "127.0.0.1:18080", OriginTLS: "127.0.0.1:18443", Token: "icpg_x"})
 	inDemo := tourCommands(tour)
-	if len(inDemo) < 14 {
-		t.Fatalf("demo tour: got %d commands, want at least 14:\n%s", len(inDemo), tour)
+	if len(inDemo) < 20 {
+		t.Fatalf("demo tour: got %d commands, want at least 20:\n%s", len(inDemo), tour)
+	}
+	if !strings.Contains(tour, "export ICPGATE_TOKEN=icpg_x\n") {
+		t.Errorf("demo tour does not print the token to export:\n%s", tour)
 	}
 	has := func(list []string, s string) bool {
 		for _, l := range list {

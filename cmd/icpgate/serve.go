@@ -57,6 +57,8 @@ type Gateway struct {
 	proxy    *proxy.Server
 	admin    *admin.Server
 	adminTLS *adminTLS // nil without admin.tls_names
+	// cp holds overrides, audit, tokens and the unfiled report.
+	cp *controlPlane
 	// certStore keeps tls_block: page certificates in the filing database,
 	// shared by every node; nil without registry.postgres.dsn.
 	certStore *pgCertStorage
@@ -82,11 +84,16 @@ func (g *Gateway) reloadStats() registry.ReloadStats {
 // NewGateway builds the gateway for cfg and loads the registry once. The
 // initial load failing is an error: starting with an empty registry would
 // block every site (fail closed) with no way to tell from the outside.
-func NewGateway(cfg *Config, log *slog.Logger, level *slog.LevelVar) (*Gateway, error) {
+func NewGateway(cfg *Config, log *slog.Logger, level *slog.LevelVar) (_ *Gateway, err error) {
 	if level == nil {
 		level = new(slog.LevelVar)
 	}
 	g := &Gateway{log: log, level: level, cfg: cfg, prom: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil && g.cp != nil {
+			g.cp.close()
+		}
+	}()
 	policy, err := registryPolicy(cfg)
 	if err != nil {
 		return nil, err
@@ -105,6 +112,9 @@ func NewGateway(cfg *Config, log *slog.Logger, level *slog.LevelVar) (*Gateway, 
 	if g.pg != nil {
 		g.pg.register(g.prom)
 	}
+	if g.cp, err = openControlPlane(context.Background(), cfg, g.reg, log); err != nil {
+		return nil, err
+	}
 	m := proxy.NewMetrics(g.prom)
 	if dsn := cfg.Registry.Postgres.DSN; dsn != "" {
 		if g.certStore, err = newPGCertStorage(dsn); err != nil {
@@ -115,7 +125,8 @@ func NewGateway(cfg *Config, log *slog.Logger, level *slog.LevelVar) (*Gateway, 
 	if err != nil {
 		return nil, fmt.Errorf("data plane: %w", err)
 	}
-	acfg := admin.Config{Address: cfg.Admin.Address}
+	g.proxy.SetBlockObserver(blockObserver{g.cp.report})
+	acfg := g.cp.adminConfig(cfg, admin.Config{Address: cfg.Admin.Address})
 	if len(cfg.Admin.TLSNames) > 0 {
 		if g.adminTLS, err = newAdminTLS(cfg.Admin.TLSNames, cfg.Policy.TLSPage, cfg.Admin.Address, log); err != nil {
 			return nil, err
@@ -207,6 +218,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 			g.pg.run(srcCtx)
 		}()
 	}
+	// The report's last save runs when srcCtx ends: after the data plane
+	// has drained, so it holds every block.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		g.cp.runReport(srcCtx)
+	}()
 	err := g.proxy.Serve(ctx)
 	stopSrc()
 	wg.Wait()
@@ -223,6 +241,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	if g.certStore != nil {
 		g.certStore.Close()
+	}
+	if cerr := g.cp.close(); cerr != nil {
+		g.log.Error("closing the control plane", "error", cerr)
 	}
 	return err
 }
@@ -266,6 +287,7 @@ func (g *Gateway) Reload() error {
 		g.log.Warn("config change needs a restart; keeping the running value", "key", k)
 	}
 	next.Admin = old.Admin
+	next.Report = old.Report
 	next.Registry = old.Registry
 	next.Policy.IPAccess = old.Policy.IPAccess
 	next.Log.Format = old.Log.Format
@@ -295,6 +317,10 @@ func restartOnly(a, b *Config) []string {
 	}
 	if !slices.Equal(a.Admin.TLSNames, b.Admin.TLSNames) {
 		keys = append(keys, "admin.tls_names")
+	}
+	keys = append(keys, adminRestartOnly(&a.Admin, &b.Admin)...)
+	if a.Report != b.Report {
+		keys = append(keys, "report")
 	}
 	if a.Registry != b.Registry {
 		keys = append(keys, "registry")
@@ -369,6 +395,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) int {
 	}
 	if err := g.Start(); err != nil {
 		log.Error("cannot start", "error", err)
+		g.cp.close()
 		return exitError
 	}
 	source := cfg.path

@@ -102,6 +102,7 @@ listeners:
   - {name: tls, protocol: tls, address: "127.0.0.1:0", upstream: %q}
 admin:
   address: "127.0.0.1:0"
+  tokens_file: tokens.jsonl
 timeouts:
   drain: 2s
 log:
@@ -311,6 +312,7 @@ func TestEndToEnd(t *testing.T) {
 	})
 	t.Run("admin", func(t *testing.T) {
 		admin := "http://" + g.AdminAddr().String()
+		token := newToken(t, g.Config().path, "viewer")
 		httpGet(t, httpAddr, "unfiled.cn") // at least one decision to count
 		for _, tt := range []struct {
 			path string
@@ -322,7 +324,14 @@ func TestEndToEnd(t *testing.T) {
 			{"/metrics", `icpgate_decisions_total{protocol="http",reason="unfiled",verdict="block"}`},
 			{"/metrics", `icpgate_registry_records{state="filed"} 1`},
 		} {
-			resp, err := http.Get(admin + tt.path)
+			req, err := http.NewRequest("GET", admin+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.HasPrefix(tt.path, "/v1/") {
+				req.Header.Set("Authorization", "Bearer "+token)
+			}
+			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -500,8 +509,16 @@ func TestRunVerbs(t *testing.T) {
 		{[]string{"help"}, 0, "Usage: icpgate"},
 		{nil, 2, "Usage: icpgate"},
 		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
-		{[]string{"allow", "add", "x.cn"}, 2, "not available yet: see issue"},
-		{[]string{"report", "unfiled"}, 2, "not available yet: see issue"},
+		{[]string{"allow"}, 2, "Usage: icpgate allow add|ls|rm|extend"},
+		{[]string{"allow", "frob"}, 2, `unknown subcommand "frob"`},
+		{[]string{"allow", "add"}, 2, "want exactly one HOST"},
+		{[]string{"report"}, 2, "Usage: icpgate report unfiled"},
+		{[]string{"audit"}, 2, "Usage: icpgate audit ls"},
+		{[]string{"token"}, 2, "Usage: icpgate token create"},
+		{[]string{"token", "create", "--name", "x"}, 2, `--role: role must be "viewer", "support" or "admin", got ""`},
+		{[]string{"token", "create", "--role", "admin"}, 2, "--name: required"},
+		{[]string{"token", "ls"}, 2, "admin.tokens_file is not set in the embedded config"},
+		{[]string{"explain"}, 2, "Usage: icpgate explain"},
 		{[]string{"serve", "extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"serve", "-config", "testdata/nope.yaml"}, 2, "nope.yaml"},
 		{[]string{"healthcheck", "-url", "http://127.0.0.1:1/healthz", "-timeout", "1s"}, 1, "healthcheck"},

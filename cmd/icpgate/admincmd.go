@@ -1,0 +1,653 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/icpgate/icpgate/admin"
+	"github.com/icpgate/icpgate/proxy"
+)
+
+// The admin commands (allow, deny, explain, audit, report) talk to a
+// running gateway's admin API, so they see exactly what it decides and
+// every change is checked, applied and audited by the gateway.
+
+// errUsage is returned after a usage message was printed.
+var errUsage = errors.New("usage")
+
+// adminCmd runs one admin command: f does the work; an error is printed as
+// "icpgate NAME: error" with exit code 2.
+func adminCmd(name string, stderr io.Writer, f func() (int, error)) int {
+	code, err := f()
+	if err != nil {
+		if !errors.Is(err, errUsage) && !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stderr, "icpgate %s: %v\n", name, err)
+		}
+		return exitError
+	}
+	return code
+}
+
+// usageError prints msg and the flags of fs and returns errUsage.
+func usageError(fs *flag.FlagSet, stderr io.Writer, usage, msg string) error {
+	if msg != "" {
+		fmt.Fprintf(stderr, "icpgate %s: %s\n", fs.Name(), msg)
+	}
+	fmt.Fprintf(stderr, "Usage: icpgate %s\n", usage)
+	fs.PrintDefaults()
+	return errUsage
+}
+
+// cmdAllow manages allow overrides: the support whitelist.
+func cmdAllow(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return cmdOverrides(ctx, "allow", args, stdout, stderr)
+}
+
+// cmdDeny manages deny overrides: the ops denylist (admin role).
+func cmdDeny(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return cmdOverrides(ctx, "deny", args, stdout, stderr)
+}
+
+// cmdOverrides dispatches "allow|deny add|ls|rm|extend".
+func cmdOverrides(ctx context.Context, action string, args []string, stdout, stderr io.Writer) int {
+	subs := "add|ls|rm|extend"
+	if len(args) == 0 {
+		fmt.Fprintf(stderr, "Usage: icpgate %s %s ... (icpgate %s SUBCOMMAND -h for its flags)\n", action, subs, action)
+		return exitError
+	}
+	sub, rest := args[0], args[1:]
+	name := action + " " + sub
+	return adminCmd(name, stderr, func() (int, error) {
+		switch sub {
+		case "add":
+			return overrideAdd(ctx, action, rest, stdout, stderr)
+		case "ls", "list":
+			return overrideList(ctx, action, rest, stdout, stderr)
+		case "rm", "remove":
+			return overrideRemove(ctx, action, rest, stdout, stderr)
+		case "extend":
+			return overrideExtend(ctx, action, rest, stdout, stderr)
+		}
+		return exitError, fmt.Errorf("unknown subcommand %q: want %s", sub, subs)
+	})
+}
+
+// createBody is the body of POST /v1/overrides.
+type createBody struct {
+	Host    string `json:"host"`
+	Scope   string `json:"scope,omitempty"`
+	Action  string `json:"action"`
+	Reason  string `json:"reason"`
+	Ticket  string `json:"ticket,omitempty"`
+	TTL     string `json:"ttl,omitempty"`
+	Expires string `json:"expires,omitempty"`
+	Confirm bool   `json:"confirm,omitempty"`
+}
+
+func overrideAdd(ctx context.Context, action string, args []string, stdout, stderr io.Writer) (int, error) {
+	fs := flag.NewFlagSet(action+" add", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := addClientFlags(fs)
+	var b createBody
+	fs.StringVar(&b.Reason, "reason", "", "why (required), e.g. the filing's status")
+	if action == "allow" {
+		fs.StringVar(&b.Ticket, "ticket", "", "support ticket (required for an allow)")
+		fs.BoolVar(&b.Confirm, "confirm", false, "allow even a cancelled or filing_pending domain")
+	}
+	fs.StringVar(&b.TTL, "ttl", "", "lifetime, e.g. 720h or 30d (allow default: admin.default_allow_ttl)")
+	fs.StringVar(&b.Expires, "expires", "", "expiry as an RFC 3339 time, instead of --ttl")
+	fs.StringVar(&b.Scope, "scope", "", "exact (this host only) or domain (the registrable domain and every name under it); default: domain for a registrable domain, else exact")
+	usage := action + " add HOST --reason R --ttl D [--scope exact|domain] [flags]"
+	if action == "allow" {
+		usage = "allow add HOST --ticket T --reason R [--ttl D | --expires T] [--scope exact|domain] [--confirm] [flags]"
+	}
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return exitError, errUsage
+	}
+	if len(pos) != 1 {
+		return exitError, usageError(fs, stderr, usage, "want exactly one HOST")
+	}
+	b.Host, b.Action = pos[0], action
+	c, err := newAdminClient(cf)
+	if err != nil {
+		return exitError, err
+	}
+	var o admin.OverrideJSON
+	if _, err := c.sendJSON(ctx, http.MethodPost, "/v1/overrides", b, "", &o); err != nil {
+		return exitError, err
+	}
+	if cf.json {
+		return exitOK, printJSON(stdout, o)
+	}
+	fmt.Fprintf(stdout, "%s %s (%s scope) until %s: override %s\n", verb(action), o.Host, o.Scope, fmtTime(o.Expires), o.ID)
+	return exitOK, nil
+}
+
+// verb is the past tense of an override's action.
+func verb(action string) string {
+	if action == "deny" {
+		return "denied"
+	}
+	return "allowed"
+}
+
+func overrideList(ctx context.Context, action string, args []string, stdout, stderr io.Writer) (int, error) {
+	fs := flag.NewFlagSet(action+" ls", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := addClientFlags(fs)
+	all := fs.Bool("all", false, "list expired overrides too")
+	expired := fs.Bool("expired", false, "list only expired overrides")
+	q := fs.String("q", "", "only hosts containing this text")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return exitError, errUsage
+	}
+	if len(pos) != 0 {
+		return exitError, usageError(fs, stderr, action+" ls [--all|--expired] [--q TEXT] [flags]", fmt.Sprintf("unexpected argument %q", pos[0]))
+	}
+	if *all && *expired {
+		return exitError, errors.New("--all and --expired: pick one")
+	}
+	c, err := newAdminClient(cf)
+	if err != nil {
+		return exitError, err
+	}
+	query := url.Values{"action": {action}, "limit": {"1000"}}
+	switch {
+	case *expired:
+		query.Set("active", "false")
+	case !*all:
+		query.Set("active", "true")
+	}
+	if *q != "" {
+		query.Set("q", *q)
+	}
+	var list []admin.OverrideJSON
+	// Pages of 1000; the bound only stops a server that never says "last
+	// page" from looping for ever.
+	for page := 0; page < 10000; page++ {
+		var p struct {
+			Overrides []admin.OverrideJSON `json:"overrides"`
+			Next      string               `json:"next"`
+		}
+		if _, err := c.getJSON(ctx, "/v1/overrides", query, &p); err != nil {
+			return exitError, err
+		}
+		list = append(list, p.Overrides...)
+		if p.Next == "" {
+			break
+		}
+		query.Set("after", p.Next)
+	}
+	if cf.json {
+		if list == nil {
+			list = []admin.OverrideJSON{}
+		}
+		return exitOK, printJSON(stdout, list)
+	}
+	if len(list) == 0 {
+		fmt.Fprintf(stdout, "no %s overrides\n", listWhich(action, *all, *expired))
+		return exitOK, nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tHOST\tSCOPE\tEXPIRES\tSTATUS\tTICKET\tBY\tREASON")
+	for _, o := range list {
+		status := "active"
+		if !o.Active {
+			status = "expired"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", o.ID, o.Host, o.Scope, fmtTime(o.Expires), status,
+			cell(o.Ticket), cell(o.CreatedBy), cell(o.Reason))
+	}
+	return exitOK, tw.Flush()
+}
+
+// listWhich names what an empty listing was asked for.
+func listWhich(action string, all, expired bool) string {
+	switch {
+	case all:
+		return action
+	case expired:
+		return "expired " + action
+	}
+	return "active " + action
+}
+
+// getOverride reads override id and checks it is of action, returning it
+// with its ETag for the If-Match of a change.
+func getOverride(ctx context.Context, c *adminClient, action, id string) (admin.OverrideJSON, string, error) {
+	var o admin.OverrideJSON
+	r, err := c.getJSON(ctx, "/v1/overrides/"+url.PathEscape(id), nil, &o)
+	if err != nil {
+		return o, "", err
+	}
+	if o.Action != action {
+		return o, "", fmt.Errorf("override %s is a %s, not a %s: use icpgate %s", id, o.Action, action, o.Action)
+	}
+	etag := r.header.Get("ETag")
+	if etag == "" {
+		etag = strconv.Quote(strconv.FormatInt(o.Version, 10))
+	}
+	return o, etag, nil
+}
+
+func overrideRemove(ctx context.Context, action string, args []string, stdout, stderr io.Writer) (int, error) {
+	fs := flag.NewFlagSet(action+" rm", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := addClientFlags(fs)
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return exitError, errUsage
+	}
+	if len(pos) != 1 {
+		return exitError, usageError(fs, stderr, action+" rm ID [flags]", "want exactly one override ID (see icpgate "+action+" ls)")
+	}
+	c, err := newAdminClient(cf)
+	if err != nil {
+		return exitError, err
+	}
+	_, etag, err := getOverride(ctx, c, action, pos[0])
+	if err != nil {
+		return exitError, err
+	}
+	var o admin.OverrideJSON
+	if _, err := c.sendJSON(ctx, http.MethodDelete, "/v1/overrides/"+url.PathEscape(pos[0]), nil, etag, &o); err != nil {
+		return exitError, err
+	}
+	if cf.json {
+		return exitOK, printJSON(stdout, o)
+	}
+	fmt.Fprintf(stdout, "removed %s override %s for %s (%s scope)\n", action, o.ID, o.Host, o.Scope)
+	return exitOK, nil
+}
+
+func overrideExtend(ctx context.Context, action string, args []string, stdout, stderr io.Writer) (int, error) {
+	fs := flag.NewFlagSet(action+" extend", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := addClientFlags(fs)
+	var body struct {
+		TTL     string `json:"ttl,omitempty"`
+		Expires string `json:"expires,omitempty"`
+	}
+	fs.StringVar(&body.TTL, "ttl", "", "new lifetime from now, e.g. 720h or 30d")
+	fs.StringVar(&body.Expires, "expires", "", "new expiry as an RFC 3339 time, instead of --ttl")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return exitError, errUsage
+	}
+	usage := action + " extend ID --ttl D | --expires T [flags]"
+	if len(pos) != 1 {
+		return exitError, usageError(fs, stderr, usage, "want exactly one override ID (see icpgate "+action+" ls)")
+	}
+	if (body.TTL == "") == (body.Expires == "") {
+		return exitError, usageError(fs, stderr, usage, "give --ttl or --expires")
+	}
+	c, err := newAdminClient(cf)
+	if err != nil {
+		return exitError, err
+	}
+	_, etag, err := getOverride(ctx, c, action, pos[0])
+	if err != nil {
+		return exitError, err
+	}
+	var o admin.OverrideJSON
+	if _, err := c.sendJSON(ctx, http.MethodPatch, "/v1/overrides/"+url.PathEscape(pos[0]), body, etag, &o); err != nil {
+		return exitError, err
+	}
+	if cf.json {
+		return exitOK, printJSON(stdout, o)
+	}
+	fmt.Fprintf(stdout, "%s override %s for %s now expires %s\n", action, o.ID, o.Host, fmtTime(o.Expires))
+	return exitOK, nil
+}
+
+// cmdExplain asks the gateway why each host passes or is blocked: like
+// check, but the running gateway's answer, overrides included. Exit 0 when
+// all pass, 1 when any is blocked, 2 on error.
+func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return adminCmd("explain", stderr, func() (int, error) {
+		fs := flag.NewFlagSet("explain", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		cf := addClientFlags(fs)
+		hosts, err := parseInterleaved(fs, args)
+		if err != nil {
+			return exitError, errUsage
+		}
+		if len(hosts) == 0 {
+			return exitError, usageError(fs, stderr, "explain [flags] HOST...", "")
+		}
+		c, err := newAdminClient(cf)
+		if err != nil {
+			return exitError, err
+		}
+		code := exitOK
+		for i, h := range hosts {
+			var e admin.Explanation
+			r, err := c.getJSON(ctx, "/v1/explain", url.Values{"host": {h}}, &e)
+			if err != nil {
+				return exitError, err
+			}
+			if e.Verdict != "pass" {
+				code = exitBlocked
+			}
+			if cf.json {
+				// The gateway's object as it sent it, one per line.
+				var v any
+				if err := json.Unmarshal(r.body, &v); err != nil {
+					return exitError, err
+				}
+				if err := printJSONLine(stdout, v); err != nil {
+					return exitError, err
+				}
+				continue
+			}
+			if i > 0 {
+				fmt.Fprintln(stdout)
+			}
+			for _, line := range e.Trace {
+				fmt.Fprintln(stdout, line)
+			}
+			if e.Verdict != "pass" {
+				if _, hint, ok := proxy.ReasonAdvice(e.Reason); ok {
+					fmt.Fprintf(stdout, "what to do: %s\n", hint)
+				}
+			}
+		}
+		return code, nil
+	})
+}
+
+// cmdAudit lists the audit log: "audit ls".
+func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || (args[0] != "ls" && args[0] != "list") {
+		fmt.Fprintln(stderr, "Usage: icpgate audit ls [--who W] [--action A] [--target T] [--since T] [--until T] [--limit N] [flags]")
+		return exitError
+	}
+	args = args[1:]
+	return adminCmd("audit ls", stderr, func() (int, error) {
+		fs := flag.NewFlagSet("audit ls", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		cf := addClientFlags(fs)
+		who := fs.String("who", "", "only entries by this person (token name)")
+		action := fs.String("action", "", "only this action, e.g. override.create, override.delete, login")
+		target := fs.String("target", "", "only this target (override ID or host)")
+		since := fs.String("since", "", "only entries from this time on: RFC 3339, or a duration ago such as 24h or 7d")
+		until := fs.String("until", "", "only entries before this time (RFC 3339 or a duration ago)")
+		limit := fs.Int("limit", 50, "at most this many entries, newest first")
+		pos, err := parseInterleaved(fs, args)
+		if err != nil {
+			return exitError, errUsage
+		}
+		if len(pos) != 0 {
+			return exitError, fmt.Errorf("unexpected argument %q", pos[0])
+		}
+		if *limit < 1 {
+			return exitError, fmt.Errorf("--limit: must be at least 1, got %d", *limit)
+		}
+		query := url.Values{}
+		for k, v := range map[string]string{"who": *who, "action": *action, "target": *target} {
+			if v != "" {
+				query.Set(k, v)
+			}
+		}
+		for _, t := range []struct{ name, v string }{{"since", *since}, {"until", *until}} {
+			if t.v == "" {
+				continue
+			}
+			at, err := parseWhen(t.v, time.Now())
+			if err != nil {
+				return exitError, fmt.Errorf("--%s: %w", t.name, err)
+			}
+			query.Set(t.name, at.UTC().Format(time.RFC3339Nano))
+		}
+		c, err := newAdminClient(cf)
+		if err != nil {
+			return exitError, err
+		}
+		var entries []admin.AuditEntry
+		for len(entries) < *limit {
+			query.Set("limit", strconv.Itoa(min(*limit-len(entries), 1000)))
+			var p struct {
+				Entries []admin.AuditEntry `json:"entries"`
+				Next    string             `json:"next"`
+			}
+			if _, err := c.getJSON(ctx, "/v1/audit", query, &p); err != nil {
+				return exitError, err
+			}
+			entries = append(entries, p.Entries...)
+			if p.Next == "" || len(p.Entries) == 0 {
+				break
+			}
+			query.Set("before", p.Next)
+		}
+		if len(entries) > *limit {
+			entries = entries[:*limit]
+		}
+		if cf.json {
+			if entries == nil {
+				entries = []admin.AuditEntry{}
+			}
+			return exitOK, printJSON(stdout, entries)
+		}
+		if len(entries) == 0 {
+			fmt.Fprintln(stdout, "no audit entries")
+			return exitOK, nil
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tAT\tWHO\tROLE\tFROM\tACTION\tTARGET\tOUTCOME\tDETAIL")
+		for _, e := range entries {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, fmtTime(&e.At), cell(e.Who), cell(e.Role),
+				cell(e.Remote), e.Action, cell(auditTarget(e)), e.Outcome, cell(e.Detail))
+		}
+		return exitOK, tw.Flush()
+	})
+}
+
+// auditTarget names what an entry acted on: the target and, when it is an
+// override ID, its host.
+func auditTarget(e admin.AuditEntry) string {
+	if e.Normalized != "" && e.Normalized != e.Target {
+		if e.Target == "" {
+			return e.Normalized
+		}
+		return e.Target + " " + e.Normalized
+	}
+	return e.Target
+}
+
+// parseWhen parses an RFC 3339 time, or a duration before now ("24h",
+// "7d").
+func parseWhen(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	d, err := parseDays(s)
+	if err != nil || d < 0 {
+		return time.Time{}, fmt.Errorf("want an RFC 3339 time (2026-11-27T08:00:00+08:00) or a duration ago (24h, 7d), got %q", s)
+	}
+	return now.Add(-d), nil
+}
+
+// parseDays parses a Go duration or a whole number of days ("7d").
+func parseDays(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil || days < 0 || days > 100000 {
+			return 0, fmt.Errorf("bad number of days %q", s)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(s)
+}
+
+// cmdReport prints reports: "report unfiled".
+func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "unfiled" {
+		fmt.Fprintln(stderr, "Usage: icpgate report unfiled [--n N] [--reason R] [--csv] [-o FILE] [flags]")
+		return exitError
+	}
+	args = args[1:]
+	return adminCmd("report unfiled", stderr, func() (int, error) {
+		fs := flag.NewFlagSet("report unfiled", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		cf := addClientFlags(fs)
+		n := fs.Int("n", 100, "the top N domains by hits (ignored with --csv, which writes every row)")
+		reason := fs.String("reason", "", "only this block reason, e.g. unfiled (default: every reason)")
+		asCSV := fs.Bool("csv", false, "write CSV (domain,reason,hits,hits_error,first_seen,last_seen,destinations)")
+		out := fs.String("o", "", "write to this file instead of stdout")
+		pos, err := parseInterleaved(fs, args)
+		if err != nil {
+			return exitError, errUsage
+		}
+		if len(pos) != 0 {
+			return exitError, fmt.Errorf("unexpected argument %q", pos[0])
+		}
+		if *n < 1 {
+			return exitError, fmt.Errorf("--n: must be at least 1, got %d", *n)
+		}
+		if *asCSV && cf.json {
+			return exitError, errors.New("--csv and --json: pick one")
+		}
+		c, err := newAdminClient(cf)
+		if err != nil {
+			return exitError, err
+		}
+		query := url.Values{"n": {strconv.Itoa(*n)}}
+		if *reason != "" {
+			query.Set("reason", *reason)
+		}
+		var data []byte
+		if *asCSV {
+			query.Set("format", "csv")
+			r, err := c.do(ctx, http.MethodGet, "/v1/report/unfiled", query, nil, "")
+			if err != nil {
+				return exitError, err
+			}
+			data = r.body
+		} else {
+			var p struct {
+				Rows []admin.ReportRow `json:"rows"`
+			}
+			if _, err := c.getJSON(ctx, "/v1/report/unfiled", query, &p); err != nil {
+				return exitError, err
+			}
+			var b strings.Builder
+			if cf.json {
+				if p.Rows == nil {
+					p.Rows = []admin.ReportRow{}
+				}
+				if err := printJSON(&b, p.Rows); err != nil {
+					return exitError, err
+				}
+			} else {
+				writeReportTable(&b, p.Rows)
+			}
+			data = []byte(b.String())
+		}
+		if *out == "" {
+			_, err := stdout.Write(data)
+			return exitOK, err
+		}
+		if err := writeFileAtomic(*out, data); err != nil {
+			return exitError, fmt.Errorf("-o: %w", err)
+		}
+		return exitOK, nil
+	})
+}
+
+// writeReportTable writes report rows as a table.
+func writeReportTable(w io.Writer, rows []admin.ReportRow) {
+	if len(rows) == 0 {
+		fmt.Fprintln(w, "no blocked domains seen")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "DOMAIN\tREASON\tHITS\tFIRST SEEN\tLAST SEEN\tDESTINATIONS")
+	for _, r := range rows {
+		hits := strconv.FormatUint(r.Hits, 10)
+		if r.HitsError > 0 {
+			hits += fmt.Sprintf(" (±%d)", r.HitsError)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Domain, r.Reason, hits, fmtTime(&r.FirstSeen), fmtTime(&r.LastSeen),
+			cell(strings.Join(r.Destinations, " ")))
+	}
+	tw.Flush()
+}
+
+// writeFileAtomic writes data to path through a temporary file in the
+// same directory, so a reader never sees half a report.
+func writeFileAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// printJSON writes v as indented JSON.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// printJSONLine writes v as one line of JSON.
+func printJSONLine(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// fmtTime shows a time in the local zone to the minute; nil or zero is
+// "never".
+func fmtTime(t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return "never"
+	}
+	return t.Local().Format("2006-01-02 15:04 MST")
+}
+
+// cell makes a value fit one table cell: control characters (tabs and
+// newlines break the table; escapes could drive the terminal) become
+// spaces, long text is cut, and empty is "-".
+func cell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return ' '
+		}
+		return r
+	}, s)
+	if r := []rune(s); len(r) > 60 {
+		s = string(r[:59]) + "…"
+	}
+	return s
+}
