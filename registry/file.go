@@ -353,7 +353,11 @@ func LoadFile(path string) ([]Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.records, nil
+	recs := make([]Record, 0, s.Len())
+	for r := range s.Records() {
+		recs = append(recs, *r)
+	}
+	return recs, nil
 }
 
 // LoadSnapshot is LoadFile returning a Snapshot (without overrides).
@@ -489,7 +493,7 @@ func readJSONL(br *bufio.Reader, path string, b *Builder, pairs *[]rowPair) erro
 			return lineError(path, line, err)
 		}
 		if pairs != nil {
-			*pairs = append(*pairs, rowPair{rowHash(p), b.records[len(b.records)-1].Domain})
+			*pairs = append(*pairs, rowPair{rowHash(p), b.last})
 		}
 	}
 	if err := sc.Err(); err != nil {

@@ -154,8 +154,8 @@ func diffRows(r io.Reader, path string, ix *rowIndex, old *Snapshot) (*fileChang
 	sc.Buffer(make([]byte, 0, 4096), maxLine)
 	ch := &fileChanges{}
 	seen := make([]bool, len(ix.hashes))
-	nb := NewBuilder(0) // the new and changed rows: validates, catches duplicates among them
-	var lines []int     // lines[i]: the line of nb's record i
+	var lines []int            // lines[i]: the line of upserts[i]
+	added := map[string]bool{} // domains of the new and changed rows
 	line := 0
 	for sc.Scan() {
 		line++
@@ -176,11 +176,20 @@ func diffRows(r io.Reader, path string, ix *rowIndex, old *Snapshot) (*fileChang
 		if err := decodeJSONRow(p, &fr); err != nil {
 			return nil, lineError(path, line, err)
 		}
-		if err := addRow(nb, &fr); err != nil {
+		rec, err := fr.record()
+		if err == nil {
+			err = canonicalRecord(&rec)
+		}
+		if err == nil && added[rec.Domain] {
+			err = fmt.Errorf("%w: domain %s", ErrDuplicate, rec.Domain)
+		}
+		if err != nil {
 			return nil, lineError(path, line, err)
 		}
+		added[rec.Domain] = true
+		ch.upserts = append(ch.upserts, rec)
 		lines = append(lines, line)
-		ch.added = append(ch.added, rowPair{h, nb.records[len(nb.records)-1].Domain})
+		ch.added = append(ch.added, rowPair{h, rec.Domain})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, lineError(path, line+1, fmt.Errorf("reading: %w", err))
@@ -194,18 +203,18 @@ func diffRows(r io.Reader, path string, ix *rowIndex, old *Snapshot) (*fileChang
 			gone[ix.doms[i]] = true
 		}
 	}
-	for i := range nb.records {
-		d := nb.records[i].Domain
+	for i := range ch.upserts {
+		d := ch.upserts[i].Domain
 		if old.Lookup(d) != nil && !gone[d] {
 			return nil, lineError(path, lines[i], fmt.Errorf("%w: domain %s", ErrDuplicate, d))
 		}
 	}
 	for d := range gone {
-		if _, replaced := nb.index[d]; !replaced {
+		if !added[d] {
 			ch.deletes = append(ch.deletes, d)
 		}
 	}
 	slices.Sort(ch.deletes)
-	ch.upserts, ch.seen = nb.records, seen
+	ch.seen = seen
 	return ch, nil
 }

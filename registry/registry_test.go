@@ -40,7 +40,7 @@ func TestRegistryDecideMatchesPure(t *testing.T) {
 			got := r.Decide(h)
 			want := Decide(h, r.Snapshot(), clk.Now(), Policy{})
 			if got.Verdict != want.Verdict || got.Reason != want.Reason || got.Host != want.Host ||
-				got.Domain != want.Domain || got.Record != want.Record || got.Input != h {
+				got.Domain != want.Domain || !sameRecord(got.Record, want.Record) || got.Input != h {
 				t.Errorf("round %d Decide(%q): got %+v, want %+v", round, h, got, want)
 			}
 		}
@@ -195,6 +195,7 @@ func TestSwapInvalidatesPrecisely(t *testing.T) {
 	recs := tableRecords()
 	recs[0].State = StateAccessRevoked
 	ovs := []Override{{ID: "1", Host: "x.unfiled.cn", Scope: ScopeExact, Action: ActionAllow, Expires: t0.Add(time.Hour)}}
+	old := r.Snapshot()
 	r.Swap(mustSnapshot(t, recs, ovs))
 	st := r.CacheStats()
 	if got, want := st.Invalidations, uint64(5); got != want {
@@ -215,9 +216,11 @@ func TestSwapInvalidatesPrecisely(t *testing.T) {
 	if got, want := after.Hits-st.Hits, uint64(5); got != want {
 		t.Errorf("hits for unchanged domains: got %d, want %d", got, want)
 	}
-	// Kept entries point at the new snapshot's record, not the old one's.
-	if got, want := r.Decide("cancelled.cn").Record, r.Snapshot().Lookup("cancelled.cn"); got != want {
-		t.Errorf("kept entry's Record: got %p, want %p (the new snapshot's)", got, want)
+	// Kept entries point at the new snapshot's record, not the old one's:
+	// equal, with strings in the new snapshot's arena.
+	if got, want := r.Decide("cancelled.cn").Record, r.Snapshot().Lookup("cancelled.cn"); !sameRecord(got, want) ||
+		!inArena(r.Snapshot(), got.Domain) || inArena(old, got.Domain) {
+		t.Errorf("kept entry's Record %+v is not the new snapshot's", got)
 	}
 	// A rebuilt, equal snapshot keeps every entry and re-points overrides.
 	ovSnap := r.Snapshot()
@@ -474,4 +477,23 @@ func TestGhostPromotes(t *testing.T) {
 	if got := r.CacheStats().Hits - before.Hits; got != 1 {
 		t.Errorf("x.filed.cn after the flood: got %d hits, want 1 (promoted via the ghost table)", got)
 	}
+}
+
+// sameRecord reports whether a and b are both nil or equal records.
+func sameRecord(a, b *Record) bool {
+	return (a == nil) == (b == nil) && (a == nil || a.Equal(b))
+}
+
+// inArena reports whether str's bytes lie in the packed base of s.
+func inArena(s *Snapshot, str string) bool {
+	p := uintptr(unsafe.Pointer(unsafe.StringData(str)))
+	for _, c := range s.base.chunks {
+		if len(c) > 0 {
+			lo := uintptr(unsafe.Pointer(&c[0]))
+			if p >= lo && p < lo+uintptr(len(c)) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"math"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -27,11 +26,8 @@ var ErrInvalidOverride = errors.New("invalid override")
 // NewSnapshot) and never changed, so any number of goroutines may read it
 // while a newer one is being built.
 type Snapshot struct {
-	// records holds the records by value in one slice, and index maps a
-	// domain to its position: no per-record heap object or pointer for the
-	// garbage collector to trace beyond the strings themselves.
-	records []Record
-	index   map[string]int32
+	// base holds the records as they were built, packed (packed.go).
+	base *packed
 	// delta overlays changes applied since the records were built (Apply):
 	// a domain's record, or nil when it was deleted. It is small (Apply
 	// compacts into a fresh base when it grows), so a lookup that checks it
@@ -55,7 +51,7 @@ type Snapshot struct {
 var snapshotGen atomic.Uint64
 
 // emptySnapshot is the registry before anything was loaded.
-var emptySnapshot = &Snapshot{index: map[string]int32{}}
+var emptySnapshot = &Snapshot{base: emptyPacked}
 
 // NewSnapshot validates records and overrides and builds a Snapshot. The
 // first invalid entry is reported with its position.
@@ -75,17 +71,30 @@ func NewSnapshot(records []Record, overrides []Override) (*Snapshot, error) {
 }
 
 // Lookup returns the record of a registrable domain (A-label, lower case),
-// or nil. The record must not be modified.
+// or nil. The record must not be modified. Each call may return a new
+// Record (decoded from the packed base), so compare records with Equal,
+// not by pointer.
 func (s *Snapshot) Lookup(domain string) *Record {
 	if s.delta != nil {
 		if r, ok := s.delta[domain]; ok {
 			return r
 		}
 	}
-	if i, ok := s.index[domain]; ok {
-		return &s.records[i]
+	var r Record
+	if s.base.lookup(domain, &r) {
+		return &r
 	}
 	return nil
+}
+
+// inBase reports whether domain has a record in the packed base (deleted
+// by the overlay or not).
+func (s *Snapshot) inBase(domain string) bool {
+	if s.base.n == 0 {
+		return false
+	}
+	_, ok := s.base.find(domain)
+	return ok
 }
 
 // Len returns the number of records.
@@ -110,18 +119,23 @@ func (s *Snapshot) Counts() map[State]int {
 }
 
 // Records iterates over every record, in no particular order. The records
-// must not be modified.
+// must not be modified, and a yielded *Record is valid only until the
+// next iteration (records are decoded one at a time into the same
+// Record): copy it (*r) to keep it.
 func (s *Snapshot) Records() iter.Seq[*Record] {
 	return func(yield func(*Record) bool) {
-		for i := range s.records {
+		stopped := false
+		s.base.each(func(r *Record) bool {
 			if s.delta != nil {
-				if _, changed := s.delta[s.records[i].Domain]; changed {
-					continue
+				if _, changed := s.delta[r.Domain]; changed {
+					return true
 				}
 			}
-			if !yield(&s.records[i]) {
-				return
-			}
+			stopped = !yield(r)
+			return !stopped
+		})
+		if stopped {
+			return
 		}
 		for _, r := range s.delta {
 			if r != nil && !yield(r) {
@@ -175,19 +189,13 @@ func (s *Snapshot) Apply(upserts []Record, deletes []string) (*Snapshot, error) 
 	changes := make(map[string]*Record, len(upserts)+len(deletes))
 	for i := range upserts {
 		rec := upserts[i]
-		dom, err := CanonicalDomain(rec.Domain)
-		if err != nil {
+		if err := canonicalRecord(&rec); err != nil {
 			return nil, fmt.Errorf("upsert %d: %w", i+1, err)
 		}
-		rec.Domain = dom
-		if err := validateRecord(&rec); err != nil {
-			return nil, fmt.Errorf("upsert %d: %w", i+1, err)
+		if _, dup := changes[rec.Domain]; dup {
+			return nil, fmt.Errorf("upsert %d: %w: domain %s", i+1, ErrDuplicate, rec.Domain)
 		}
-		if _, dup := changes[dom]; dup {
-			return nil, fmt.Errorf("upsert %d: %w: domain %s", i+1, ErrDuplicate, dom)
-		}
-		rec.RectifyDeadline, rec.UpdatedAt = utc(rec.RectifyDeadline), utc(rec.UpdatedAt)
-		changes[dom] = &rec
+		changes[rec.Domain] = &rec
 	}
 	for i, d := range deletes {
 		dom, err := CanonicalDomain(d)
@@ -214,7 +222,7 @@ func (s *Snapshot) Apply(upserts []Record, deletes []string) (*Snapshot, error) 
 			n.counts[r.State]++
 			n.n++
 		}
-		if _, inBase := s.index[d]; !inBase && r == nil {
+		if r == nil && !s.inBase(d) {
 			delete(n.delta, d) // nothing to hide
 			continue
 		}
@@ -223,21 +231,24 @@ func (s *Snapshot) Apply(upserts []Record, deletes []string) (*Snapshot, error) 
 	// Each Apply copies the overlay, a full compaction copies everything:
 	// 1/64 of the registry keeps both small (10M records: an overlay of at
 	// most 156k entries, a compaction every 156k changes).
-	if len(n.delta) > max(4096, len(s.records)/64) {
-		n.compact()
+	if len(n.delta) > max(4096, s.base.n/64) {
+		if err := n.compact(); err != nil {
+			return nil, err
+		}
 	}
 	return &n, nil
 }
 
 // compact folds the overlay into a fresh base.
-func (s *Snapshot) compact() {
-	recs := make([]Record, 0, s.n)
-	index := make(map[string]int32, s.n)
+func (s *Snapshot) compact() error {
+	pk := newPacker(s.n)
 	for r := range s.Records() {
-		index[r.Domain] = int32(len(recs))
-		recs = append(recs, *r)
+		if err := pk.add(r); err != nil {
+			return err
+		}
 	}
-	s.records, s.index, s.delta = recs, index, nil
+	s.base, s.delta = pk.done(), nil
+	return nil
 }
 
 // sameDomain reports whether domain decides the same in s and o: equal
@@ -260,65 +271,66 @@ func (s *Snapshot) sameDomain(o *Snapshot, domain string) bool {
 }
 
 // Builder validates records and overrides one at a time and builds a
-// Snapshot. It interns the strings that repeat across records (subject
-// type, province, upstream), so a large registry holds each only once. A
-// Builder is not safe for concurrent use.
+// Snapshot. Records are packed as they come (packed.go): the values that
+// repeat across records (subject type, province, upstream) are stored
+// once. A Builder is not safe for concurrent use.
 type Builder struct {
-	records   []Record
-	index     map[string]int32
+	pk        *packer
+	last      string // domain of the last record added
 	overrides map[string][]Override
 	nov       int
 	counts    [numStates + 1]int
-	intern    map[string]string
 }
 
 // NewBuilder returns a Builder sized for about n records.
 func NewBuilder(n int) *Builder {
-	if n < 0 {
-		n = 0
-	}
-	return &Builder{
-		records: make([]Record, 0, n),
-		index:   make(map[string]int32, n),
-		intern:  make(map[string]string),
-	}
+	return &Builder{pk: newPacker(max(n, 0))}
 }
 
 // Len returns the number of records added so far.
-func (b *Builder) Len() int { return len(b.records) }
+func (b *Builder) Len() int {
+	if b.pk == nil {
+		return 0
+	}
+	return b.pk.p.n
+}
 
 // Add validates rec and adds it. The domain may be given in Unicode
 // (例子.中国) and is stored as an A-label; otherwise it must already be in
 // normal form. Errors wrap ErrInvalidRecord (naming the field) or
 // ErrDuplicate.
 func (b *Builder) Add(rec Record) error {
-	if b.index == nil {
-		b.index = make(map[string]int32)
-		b.intern = make(map[string]string)
+	if b.pk == nil {
+		b.pk = newPacker(0)
 	}
+	if err := canonicalRecord(&rec); err != nil {
+		return err
+	}
+	if b.pk.p.n > 0 {
+		if _, dup := b.pk.p.find(rec.Domain); dup {
+			return fmt.Errorf("%w: domain %s", ErrDuplicate, rec.Domain)
+		}
+	}
+	if err := b.pk.add(&rec); err != nil {
+		return err
+	}
+	b.last = rec.Domain
+	b.counts[rec.State]++
+	return nil
+}
+
+// canonicalRecord puts rec's domain in A-label form and validates the
+// rest; times become UTC (no *Location to keep alive; the same instant).
+func canonicalRecord(rec *Record) error {
 	dom, err := CanonicalDomain(rec.Domain)
 	if err != nil {
 		return err
 	}
 	rec.Domain = dom
-	if err := validateRecord(&rec); err != nil {
+	if err := validateRecord(rec); err != nil {
 		return err
 	}
-	if _, dup := b.index[rec.Domain]; dup {
-		return fmt.Errorf("%w: domain %s", ErrDuplicate, rec.Domain)
-	}
-	if len(b.records) >= math.MaxInt32 {
-		return fmt.Errorf("%w: too many records", ErrInvalidRecord)
-	}
-	rec.SubjectType = b.internString(rec.SubjectType)
-	rec.Province = b.internString(rec.Province)
-	rec.Upstream = b.internString(rec.Upstream)
-	// Times in UTC carry no *Location to keep alive; the instant is the same.
-	rec.RectifyDeadline = utc(rec.RectifyDeadline)
-	rec.UpdatedAt = utc(rec.UpdatedAt)
-	b.index[rec.Domain] = int32(len(b.records))
-	b.records = append(b.records, rec)
-	b.counts[rec.State]++
+	rec.RectifyDeadline, rec.UpdatedAt = utc(rec.RectifyDeadline), utc(rec.UpdatedAt)
 	return nil
 }
 
@@ -327,21 +339,6 @@ func utc(t time.Time) time.Time {
 		return time.Time{}
 	}
 	return t.UTC()
-}
-
-func (b *Builder) internString(s string) string {
-	if s == "" {
-		return ""
-	}
-	if v, ok := b.intern[s]; ok {
-		return v
-	}
-	// Bound the table: free-form values (a unique upstream per record) would
-	// otherwise make it as large as the registry for no gain.
-	if len(b.intern) < 4096 {
-		b.intern[s] = s
-	}
-	return s
 }
 
 // CanonicalDomain returns the A-label form of a record's registrable domain.
@@ -444,17 +441,17 @@ func (b *Builder) AddOverride(o Override) error {
 
 // Build returns the Snapshot. The Builder must not be used afterwards.
 func (b *Builder) Build() *Snapshot {
+	if b.pk == nil {
+		b.pk = newPacker(0)
+	}
+	n := b.pk.p.n
 	s := &Snapshot{
-		n:         len(b.records),
-		records:   b.records,
-		index:     b.index,
+		n:         n,
+		base:      b.pk.done(),
 		overrides: b.overrides,
 		nov:       b.nov,
 		counts:    b.counts,
 		gen:       snapshotGen.Add(1),
-	}
-	if s.index == nil {
-		s.index = map[string]int32{}
 	}
 	for d, ovs := range s.overrides {
 		// A stable order makes equal override sets compare equal in diffs.

@@ -144,7 +144,7 @@ func TestWithOverrides(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s2.Lookup("filed.cn") != s.Lookup("filed.cn") {
+	if s2.base != s.base {
 		t.Errorf("records not shared")
 	}
 	got := s2.Overrides()
@@ -347,8 +347,8 @@ func TestApplyCompacts(t *testing.T) {
 	if s2.delta != nil {
 		t.Errorf("overlay of %d changes not compacted", len(ups)+1)
 	}
-	if got, want := s2.Len(), 100+4100-1; got != want || len(s2.records) != want {
-		t.Errorf("Len: got %d (base %d), want %d", got, len(s2.records), want)
+	if got, want := s2.Len(), 100+4100-1; got != want || s2.base.n != want {
+		t.Errorf("Len: got %d (base %d), want %d", got, s2.base.n, want)
 	}
 	if s2.Lookup("site0000000.cn") != nil || s2.Lookup("new4099.cn") == nil || s2.Lookup("site0000099.cn") == nil {
 		t.Errorf("compacted snapshot lost or kept the wrong records")
