@@ -93,35 +93,57 @@ func openBolt(path string) (db *bolt.DB, err error) {
 // init creates the buckets of a new file, checks the format of an old one
 // and checks that the whole file reads.
 func (b *Bolt) init() error {
-	err := b.update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if meta == nil {
-			if tx.Bucket(bucketOverrides) != nil || tx.Bucket(bucketAudit) != nil {
-				return fmt.Errorf("%w: meta bucket missing", ErrCorrupt)
-			}
-			m, err := tx.CreateBucket(bucketMeta)
-			if err != nil {
-				return err
-			}
-			if err := m.Put(keyFormat, binary.BigEndian.AppendUint32(nil, boltFormat)); err != nil {
-				return err
-			}
-			meta = m
-		}
-		if v := meta.Get(keyFormat); len(v) != 4 || binary.BigEndian.Uint32(v) != boltFormat {
-			return fmt.Errorf("%w: format %x, this icpgate reads %d", ErrCorrupt, v, boltFormat)
-		}
-		for _, name := range [][]byte{bucketOverrides, bucketAudit} {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return err
-			}
-		}
+	// Write only to a new file: a damaged one is left exactly as it is.
+	fresh := false
+	err := b.view(func(tx *bolt.Tx) error {
+		fresh = tx.Bucket(bucketMeta) == nil && tx.Bucket(bucketOverrides) == nil && tx.Bucket(bucketAudit) == nil
 		return nil
 	})
 	if err != nil {
 		return err
 	}
+	if !fresh {
+		if err := b.view(func(tx *bolt.Tx) error { return checkLayout(tx) }); err != nil {
+			return err
+		}
+		return b.check()
+	}
+	err = b.update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucket(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if err := meta.Put(keyFormat, binary.BigEndian.AppendUint32(nil, boltFormat)); err != nil {
+			return err
+		}
+		for _, name := range [][]byte{bucketOverrides, bucketAudit} {
+			if _, err := tx.CreateBucket(name); err != nil {
+				return err
+			}
+		}
+		return checkLayout(tx)
+	})
+	if err != nil {
+		return err
+	}
 	return b.check()
+}
+
+// checkLayout checks the format number and that every bucket is there.
+func checkLayout(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return fmt.Errorf("%w: meta bucket missing", ErrCorrupt)
+	}
+	if v := meta.Get(keyFormat); len(v) != 4 || binary.BigEndian.Uint32(v) != boltFormat {
+		return fmt.Errorf("%w: format %x, this icpgate reads %d", ErrCorrupt, v, boltFormat)
+	}
+	for _, name := range [][]byte{bucketOverrides, bucketAudit} {
+		if tx.Bucket(name) == nil {
+			return fmt.Errorf("%w: %s bucket missing", ErrCorrupt, name)
+		}
+	}
+	return nil
 }
 
 // check reads the whole file: every override and audit entry decodes, and
@@ -280,21 +302,51 @@ func decodeOverride(k, v []byte) (admin.Override, error) {
 	return o, nil
 }
 
+// boltAudit is an audit entry as stored: admin.AuditEntry with the input
+// as a string, because encoding/json would compact a RawMessage and the
+// input is kept exactly as it was sent.
+type boltAudit struct {
+	ID         int64           `json:"id"`
+	At         time.Time       `json:"at"`
+	Who        string          `json:"who"`
+	Role       string          `json:"role,omitempty"`
+	Remote     string          `json:"remote,omitempty"`
+	Action     string          `json:"action"`
+	Target     string          `json:"target,omitempty"`
+	Input      string          `json:"input,omitempty"`
+	Normalized string          `json:"normalized,omitempty"`
+	Before     json.RawMessage `json:"before,omitempty"`
+	After      json.RawMessage `json:"after,omitempty"`
+	Outcome    string          `json:"outcome"`
+	Detail     string          `json:"detail,omitempty"`
+}
+
+func encodeAudit(e *admin.AuditEntry) ([]byte, error) {
+	return json.Marshal(boltAudit{ID: e.ID, At: e.At, Who: e.Who, Role: e.Role, Remote: e.Remote,
+		Action: e.Action, Target: e.Target, Input: string(e.Input), Normalized: e.Normalized,
+		Before: e.Before, After: e.After, Outcome: e.Outcome, Detail: e.Detail})
+}
+
 func decodeAudit(k, v []byte) (admin.AuditEntry, error) {
-	var e admin.AuditEntry
 	if len(k) != 8 {
-		return e, fmt.Errorf("%w: audit key %x: not 8 bytes", ErrCorrupt, k)
+		return admin.AuditEntry{}, fmt.Errorf("%w: audit key %x: not 8 bytes", ErrCorrupt, k)
 	}
 	id := binary.BigEndian.Uint64(k)
+	var s boltAudit
 	d := json.NewDecoder(strings.NewReader(string(v)))
 	d.DisallowUnknownFields()
-	if err := d.Decode(&e); err != nil {
-		return e, fmt.Errorf("%w: audit entry %d: %v", ErrCorrupt, id, err)
+	if err := d.Decode(&s); err != nil {
+		return admin.AuditEntry{}, fmt.Errorf("%w: audit entry %d: %v", ErrCorrupt, id, err)
 	}
-	if e.ID != int64(id) {
-		return e, fmt.Errorf("%w: audit entry %d: holds id %d", ErrCorrupt, id, e.ID)
+	if s.ID != int64(id) {
+		return admin.AuditEntry{}, fmt.Errorf("%w: audit entry %d: holds id %d", ErrCorrupt, id, s.ID)
 	}
-	e.At = e.At.UTC()
+	e := admin.AuditEntry{ID: s.ID, At: s.At.UTC(), Who: s.Who, Role: s.Role, Remote: s.Remote,
+		Action: s.Action, Target: s.Target, Normalized: s.Normalized, Before: s.Before, After: s.After,
+		Outcome: s.Outcome, Detail: s.Detail}
+	if s.Input != "" {
+		e.Input = json.RawMessage(s.Input)
+	}
 	return e, nil
 }
 
@@ -321,8 +373,8 @@ func appendAudit(tx *bolt.Tx, e *admin.AuditEntry) error {
 		return err
 	}
 	e.ID = int64(seq)
-	v, err := json.Marshal(e)
-	if err != nil { // Input, Before, After are valid JSON (prepareAudit)
+	v, err := encodeAudit(e)
+	if err != nil { // Before and After are valid JSON (prepareAudit)
 		return callerError{fmt.Errorf("audit entry: %w", err)}
 	}
 	return ab.Put(idKey(seq), v)

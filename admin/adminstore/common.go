@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/icpgate/icpgate/admin"
 	"github.com/icpgate/icpgate/registry"
@@ -70,8 +71,14 @@ func checkOverride(o registry.Override) (registry.Override, error) {
 		return o, fmt.Errorf("%w: host %q: %w", registry.ErrInvalidOverride, o.Host, err)
 	}
 	o.Host = n
-	if len(o.Reason) > 4096 || len(o.Ticket) > 4096 || len(o.Who) > 4096 {
-		return o, fmt.Errorf("%w: reason, ticket and who are at most 4096 bytes", registry.ErrInvalidOverride)
+	for _, f := range []struct{ name, v string }{{"reason", o.Reason}, {"ticket", o.Ticket}, {"who", o.Who}} {
+		switch {
+		case len(f.v) > 4096:
+			return o, fmt.Errorf("%w: %s: more than 4096 bytes", registry.ErrInvalidOverride, f.name)
+		case !utf8.ValidString(f.v) || strings.IndexByte(f.v, 0) >= 0:
+			// PostgreSQL text holds neither; refuse in both backends.
+			return o, fmt.Errorf("%w: %s: not valid UTF-8 text", registry.ErrInvalidOverride, f.name)
+		}
 	}
 	o.Expires = stamp(o.Expires)
 	o.Created = stamp(o.Created)
@@ -129,20 +136,33 @@ func prepareAudit(e *admin.AuditEntry, now time.Time, mutation bool) error {
 	default:
 		return fmt.Errorf("audit entry: outcome %q: must be ok, denied or rejected", e.Outcome)
 	}
+	// The audit log records hostile input too: text PostgreSQL cannot
+	// hold (NUL, invalid UTF-8) is replaced rather than losing the entry.
+	for _, p := range []*string{&e.Who, &e.Role, &e.Remote, &e.Action, &e.Target, &e.Normalized, &e.Detail} {
+		*p = cleanText(*p)
+	}
 	e.Input = validJSON(e.Input)
 	e.Before = validJSON(e.Before)
 	e.After = validJSON(e.After)
 	return nil
 }
 
-// validJSON returns raw unchanged when it is empty or valid JSON, and
-// otherwise as a JSON string: a request body that did not parse is still
-// recorded (it is the attempt the audit log is for), just quoted.
+// cleanText returns s with invalid UTF-8 and NUL bytes replaced by U+FFFD.
+func cleanText(s string) string {
+	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// validJSON returns raw unchanged when it is empty or valid JSON in
+// UTF-8, and otherwise as a JSON string: a request body that did not parse
+// is still recorded (it is the attempt the audit log is for), just quoted.
 func validJSON(raw json.RawMessage) json.RawMessage {
 	if len(raw) == 0 {
 		return nil
 	}
-	if json.Valid(raw) {
+	if json.Valid(raw) && utf8.Valid(raw) {
 		return raw
 	}
 	b, _ := json.Marshal(string(raw)) // invalid UTF-8 becomes U+FFFD
