@@ -118,10 +118,10 @@ func testBackend(t *testing.T, b admin.Backend) {
 		before := auditCount(t, b)
 		for _, o := range []registry.Override{
 			{Host: "example.cn", Scope: registry.ScopeDomain, Action: registry.ActionAllow, Reason: "r", Ticket: "t"}, // allow without expiry
-			{Host: "com.cn", Scope: registry.ScopeDomain, Action: registry.ActionDeny, Reason: "r"},                    // public suffix
-			{Host: "www.example.cn", Scope: registry.ScopeDomain, Action: registry.ActionDeny, Reason: "r"},            // domain scope on a subdomain
-			{Host: "1.2.3.4", Scope: registry.ScopeExact, Action: registry.ActionDeny, Reason: "r"},                    // IP literal
-			{Host: "example.cn", Scope: registry.ScopeExact, Action: registry.ActionDeny, Reason: "a\x00b"},            // NUL
+			{Host: "com.cn", Scope: registry.ScopeDomain, Action: registry.ActionDeny, Reason: "r"},                   // public suffix
+			{Host: "www.example.cn", Scope: registry.ScopeDomain, Action: registry.ActionDeny, Reason: "r"},           // domain scope on a subdomain
+			{Host: "1.2.3.4", Scope: registry.ScopeExact, Action: registry.ActionDeny, Reason: "r"},                   // IP literal
+			{Host: "example.cn", Scope: registry.ScopeExact, Action: registry.ActionDeny, Reason: "a\x00b"},           // NUL
 			{Host: "example.cn", Scope: registry.ScopeExact, Reason: "r"},                                             // no action
 		} {
 			_, err := b.CreateOverride(ctx, o, admin.AuditEntry{Who: "x", Action: "override.create"})

@@ -78,8 +78,8 @@ func TestUpgradeFrom1(t *testing.T) {
 	}
 	for _, sql := range []string{
 		`INSERT INTO icpgate_tokens (id, name, role, hash) VALUES ('a3', 'li.wei', 'viewer', sha256('3'))`, // live name taken
-		`INSERT INTO icpgate_tokens (id, name, role, hash) VALUES ('a4', 'x', 'root', sha256('4'))`,       // role
-		`INSERT INTO icpgate_tokens (id, name, role, hash) VALUES ('a5', 'x y', 'viewer', sha256('5'))`,   // name
+		`INSERT INTO icpgate_tokens (id, name, role, hash) VALUES ('a4', 'x', 'root', sha256('4'))`,        // role
+		`INSERT INTO icpgate_tokens (id, name, role, hash) VALUES ('a5', 'x y', 'viewer', sha256('5'))`,    // name
 		`INSERT INTO icpgate_tokens (id, name, role, hash) VALUES ('a6', 'x', 'viewer', '\x00')`,           // hash length
 	} {
 		if _, err := conn.Exec(ctx, sql); err == nil {
