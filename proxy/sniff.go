@@ -102,34 +102,34 @@ func classifyHTTP(b []byte) string {
 		i++
 	}
 	ts := i
-	for i < len(b) && b[i] > ' ' && b[i] < 0x7f {
+	// Any byte but a space or line end may be part of a target as some
+	// server reads it (net/http takes raw UTF-8, for one).
+	for i < len(b) && b[i] != ' ' && b[i] != '\r' && b[i] != '\n' {
 		i++
 	}
 	switch {
 	case i == len(b):
 		return ""
 	case i == ts:
-		return sniffOther // a control byte where the target starts
+		return sniffOther // a line end where the target starts
 	case b[i] == '\r' || b[i] == '\n':
 		if string(method) == "GET" {
 			return sniffHTTP // HTTP/0.9
 		}
-		return sniffOther
-	case b[i] != ' ':
 		return sniffOther
 	}
 	for i < len(b) && b[i] == ' ' {
 		i++
 	}
 	rest := b[i:]
-	const version = "HTTP/"
+	const version = "http/" // lower case: equalFold's convention
 	if len(rest) < len(version) {
 		if equalFold(rest, version[:len(rest)]) {
 			return ""
 		}
 		return sniffOther
 	}
-	if equalFold(rest, version) {
+	if hasPrefixFold(rest, version) {
 		return sniffHTTP
 	}
 	return sniffOther
