@@ -415,4 +415,3 @@ func BenchmarkClassify(b *testing.B) {
 		classify(req, false)
 	}
 }
-
