@@ -266,9 +266,11 @@ func (g *Gateway) Config() *Config {
 
 // Reload re-reads the config file and the registry, as SIGHUP does. A
 // config that fails to load or validate is refused with the reason and the
-// running one stays. Settings that need new sockets or a new registry
-// (admin.address, registry.*, policy.ip_access) are kept as they are, with
-// a warning; listeners, policy, timeouts, limits and log.level apply.
+// running one stays. Settings that need new sockets, a new registry or
+// the control plane rebuilt (admin.*, report.*, registry.*,
+// policy.ip_access) are kept as they are, with a warning naming each;
+// listeners, policy, timeouts, limits and log.level apply. Overrides stay
+// applied across the registry reload (the file source carries them).
 func (g *Gateway) Reload() error {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
