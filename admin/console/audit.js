@@ -142,16 +142,24 @@ function rowNodes(e) {
   });
   const row = el(
     "tr",
-    { dataset: { id: String(e.id), action: e.action, who: e.who || "", target: e.target || "", outcome: e.outcome } },
+    { dataset: { id: String(e.id), action: e.action, who: e.who || "", target: e.target || "", host: e.normalized || e.target || "", outcome: e.outcome } },
     el("td", {}, timeNode(e.at)),
     el("td", {}, e.who ? el("span", { class: "who", text: e.who }) : el("span", { class: "muted", text: t("audit.who_unknown") }), e.role ? el("div", { class: "sub", text: label("role.", e.role) }) : null),
     el("td", {}, el("span", { text: label("audit.action.", e.action) }), el("div", { class: "sub" }, el("code", { text: e.action }))),
-    el("td", {}, e.target ? el("code", { class: "host", text: e.target }) : "—", e.normalized && e.normalized !== e.target ? el("div", { class: "sub" }, el("code", { text: e.normalized })) : null),
+    el("td", {}, targetNode(e)),
     el("td", {}, el("span", { class: "badge badge-outcome-" + e.outcome, text: label("audit.outcome.", e.outcome) }), e.detail ? el("div", { class: "sub verbatim", text: e.detail }) : null),
     el("td", {}, toggle),
   );
   const detail = el("tr", { id: detailID, class: "detail", hidden: !isOpen }, el("td", { colspan: "6" }, detailNode(e)));
   return [row, detail];
+}
+
+// targetNode shows the host acted on first (what support staff search
+// for) and the override ID under it.
+function targetNode(e) {
+  const host = e.normalized || e.target;
+  if (!host) return "—";
+  return [el("code", { class: "host", text: host }), e.target && e.target !== host ? el("div", { class: "sub", text: t("audit.entry_id", { id: e.target }) }) : null];
 }
 
 function detailNode(e) {

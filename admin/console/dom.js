@@ -25,8 +25,8 @@ export function el(tag, attrs, ...children) {
 }
 
 /** append adds children (nodes, strings, nested arrays) to parent. */
-export function append(parent, children) {
-  for (const c of [children].flat(Infinity)) {
+export function append(parent, ...children) {
+  for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null || c === false) continue;
     parent.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
