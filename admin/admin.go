@@ -1,20 +1,37 @@
 // Package admin is icpgate's control plane over HTTP: Prometheus metrics,
-// health and readiness probes, and the decision API that support staff and
-// `icpgate check` use to answer "why is this site blocked?".
+// health and readiness probes, the admin API that support staff, the
+// console and the `icpgate allow|deny|explain|audit|report` commands use
+// (docs/admin-api.md is its contract), and the support console.
 //
 // It imports registry (never proxy; a dependency test enforces this) and is
 // wired by cmd/icpgate:
 //
-//	srv := admin.New(admin.Config{Address: "127.0.0.1:9090"}, reg, promReg, ready, log)
+//	srv := admin.New(admin.Config{
+//		Address: "127.0.0.1:9090",
+//		Backend: backend,              // adminstore.OpenBolt or OpenPostgres
+//		Tokens:  tokens,               // adminstore.OpenTokenFile or OpenPostgres
+//		Apply:   pushOverridesIntoReg, // file mode; nil with PostgreSQL
+//		Report:  unfiledReport,
+//	}, reg, promReg, ready, log)
 //	if err := srv.Start(); err != nil { ... }
 //	defer srv.Shutdown(ctx)
 //
-// Endpoints (GET and HEAD only):
+// Endpoints:
 //
-//	/metrics                 Prometheus exposition of the gatherer
-//	/healthz                 200 "ok" while the process serves HTTP
-//	/readyz                  200 once the registry has loaded, else 503 + JSON detail
-//	/v1/explain?host=NAME    the decision for NAME with its trace, as JSON
+//	/metrics                 Prometheus exposition of the gatherer (open, GET/HEAD)
+//	/healthz                 200 "ok" while the process serves HTTP (open, GET/HEAD)
+//	/readyz                  200 once the registry has loaded, else 503 + JSON detail (open, GET/HEAD)
+//	/v1/explain?host=NAME    the decision for NAME with its trace (viewer)
+//	/v1/session              console sign-in (POST), who am I (GET), sign-out (DELETE)
+//	/v1/overrides[/{id}]     the support whitelist and ops denylist (viewer reads; support/admin write)
+//	/v1/overrides/bulk       many creates at once (admin)
+//	/v1/audit                the audit log (viewer)
+//	/v1/report/unfiled       the unfiled-site report, JSON or CSV (viewer)
+//	/, /console/             the support console
+//
+// Every /v1/ request is authenticated (a Bearer token or a console session
+// cookie), checked against its role, and every mutation attempt, whatever
+// its outcome, lands in the audit log.
 package admin
 
 import (
@@ -50,6 +67,81 @@ type Config struct {
 	ReadHeaderTimeout time.Duration
 	// TLSConfig, when set, serves HTTPS with it. Default nil: plain HTTP.
 	TLSConfig *tls.Config
+
+	// Backend stores overrides and the audit log. Nil: the override and
+	// audit endpoints answer 503 unavailable (explain and reports work).
+	Backend Backend
+	// Tokens authenticates API tokens. Nil: no one can authenticate, so
+	// every /v1/ request answers 401.
+	Tokens TokenStore
+	// Apply runs after each successful override mutation; in file mode it
+	// pushes the stored overrides into the registry. An error is logged and
+	// the request still succeeds (the change is stored). Nil: nothing to do
+	// (PostgreSQL mode: gateways pick changes up by NOTIFY).
+	Apply func(context.Context) error
+	// Report answers the unfiled-site report. Nil: /v1/report/ answers 404.
+	Report Reporter
+	// Hosts are the DNS names accepted in Host on /v1/ and the console
+	// besides "localhost" (admin.hosts plus admin.tls_names); IP literals
+	// are always accepted. Default none.
+	Hosts []string
+	// DefaultAllowTTL is an allow's lifetime when the request gives none.
+	// Default 45 days.
+	DefaultAllowTTL time.Duration
+	// MaxAllowTTL caps an allow's expiry, measured from now. Default 90 days.
+	MaxAllowTTL time.Duration
+	// MaxDenyTTL caps a deny's expiry, measured from now. Default 365 days.
+	MaxDenyTTL time.Duration
+	// MutationsPerMinute limits mutations per token (burst 20, or the rate
+	// when lower). Default 60.
+	MutationsPerMinute int
+	// FailedLoginsPerMinute limits failed authentications per client IP
+	// (IPv6 per /64); over it every attempt from there gets 429 until the
+	// bucket refills. Default 10 (also the burst).
+	FailedLoginsPerMinute int
+	// Now is the clock. Default time.Now; tests inject one.
+	Now func() time.Time
+}
+
+// Defaults of Config.
+const (
+	DefaultAllowTTL              = 45 * 24 * time.Hour
+	DefaultMaxAllowTTL           = 90 * 24 * time.Hour
+	DefaultMaxDenyTTL            = 365 * 24 * time.Hour
+	DefaultMutationsPerMinute    = 60
+	DefaultFailedLoginsPerMinute = 10
+	// mutationBurst is the mutation limiter's burst.
+	mutationBurst = 20
+)
+
+// withDefaults returns cfg with every zero (or negative) field set to its
+// default, in one place.
+func (cfg Config) withDefaults() Config {
+	if cfg.Address == "" {
+		cfg.Address = DefaultAddress
+	}
+	if cfg.ReadHeaderTimeout <= 0 {
+		cfg.ReadHeaderTimeout = 5 * time.Second
+	}
+	if cfg.DefaultAllowTTL <= 0 {
+		cfg.DefaultAllowTTL = DefaultAllowTTL
+	}
+	if cfg.MaxAllowTTL <= 0 {
+		cfg.MaxAllowTTL = DefaultMaxAllowTTL
+	}
+	if cfg.MaxDenyTTL <= 0 {
+		cfg.MaxDenyTTL = DefaultMaxDenyTTL
+	}
+	if cfg.MutationsPerMinute <= 0 {
+		cfg.MutationsPerMinute = DefaultMutationsPerMinute
+	}
+	if cfg.FailedLoginsPerMinute <= 0 {
+		cfg.FailedLoginsPerMinute = DefaultFailedLoginsPerMinute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return cfg
 }
 
 // DefaultAddress is the admin listener's default address: loopback only.
@@ -64,6 +156,12 @@ type Server struct {
 	log      *slog.Logger
 	handler  http.Handler
 
+	hosts    map[string]bool // Config.Hosts, lower case, no trailing dot
+	sessions *sessionStore
+	failures *limiterSet[string]   // failed authentications per client IP (/64)
+	mutators *limiterSet[[32]byte] // mutations per token hash
+	applyMu  sync.Mutex            // serialises Config.Apply calls
+
 	mu   sync.Mutex // guards ln and srv
 	ln   net.Listener
 	srv  *http.Server
@@ -75,12 +173,7 @@ type Server struct {
 // ready and, when not, why). A nil ready means always ready; a nil log
 // discards log lines.
 func New(cfg Config, reg *registry.Registry, gatherer prometheus.Gatherer, ready func() (bool, string), log *slog.Logger) *Server {
-	if cfg.Address == "" {
-		cfg.Address = DefaultAddress
-	}
-	if cfg.ReadHeaderTimeout == 0 {
-		cfg.ReadHeaderTimeout = 5 * time.Second
-	}
+	cfg = cfg.withDefaults()
 	if ready == nil {
 		ready = func() (bool, string) { return true, "" }
 	}
@@ -88,12 +181,17 @@ func New(cfg Config, reg *registry.Registry, gatherer prometheus.Gatherer, ready
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, reg: reg, gatherer: gatherer, ready: ready, log: log.With("component", "admin")}
+	s.initAPI()
+	open := http.NewServeMux()
+	open.Handle("/metrics", metrics.Handler(gatherer))
+	open.HandleFunc("/healthz", s.healthz)
+	open.HandleFunc("/readyz", s.readyz)
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", metrics.Handler(gatherer))
-	mux.HandleFunc("/healthz", s.healthz)
-	mux.HandleFunc("/readyz", s.readyz)
-	mux.HandleFunc("/v1/explain", s.explain)
-	s.handler = onlyGet(mux)
+	mux.Handle("/metrics", onlyGet(open))
+	mux.Handle("/healthz", onlyGet(open))
+	mux.Handle("/readyz", onlyGet(open))
+	s.routeAPI(mux)
+	s.handler = mux
 	return s
 }
 
@@ -123,8 +221,10 @@ func (s *Server) Start() error {
 	s.srv = &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		// Bodies are small (at most 4 MiB); a client trickling one is cut.
+		ReadTimeout: time.Minute,
+		IdleTimeout: 2 * time.Minute,
+		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	s.done = make(chan struct{})
 	go s.serveAdmin(s.srv, ln, s.done)
@@ -175,7 +275,7 @@ func onlyGet(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
-			writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: "method not allowed"})
+			writeError(w, errMethod("GET, HEAD"))
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -201,22 +301,6 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusServiceUnavailable
 	}
 	writeJSON(w, status, readyBody{Ready: ok, Detail: detail})
-}
-
-// errorBody is the JSON body of every admin error response.
-type errorBody struct {
-	Error string `json:"error"`
-}
-
-func (s *Server) explain(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	if _, ok := q["host"]; !ok {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "missing query parameter host"})
-		return
-	}
-	host := q.Get("host")
-	d := s.reg.Decide(host)
-	writeJSON(w, http.StatusOK, Explain(&d))
 }
 
 // writeJSON writes v as indented JSON with status.
