@@ -62,8 +62,7 @@ func (r *Report) Save() error {
 	defer r.saveMu.Unlock()
 	rs, observed := r.rows("", true)
 	f := savedFile{Version: fileVersion, SavedAt: r.now().UTC(), Observed: observed, Domains: make([]savedRow, len(rs))}
-	for i := range rs {
-		x := &rs[i]
+	for i, x := range rs {
 		d := make([]string, len(x.dests))
 		for j, a := range x.dests {
 			d[j] = a.String()

@@ -93,7 +93,7 @@ func TestSaveLoad(t *testing.T) {
 }
 
 // rawRows returns every row with the fields the API does not show.
-func (r *Report) rawRows() []row {
+func (r *Report) rawRows() []*row {
 	rs, _ := r.rows("", false)
 	return rs
 }

@@ -369,11 +369,12 @@ type row struct {
 }
 
 // rows copies the entries with reason (every entry when reason is ""),
-// hits descending then domain ascending, and the observed count. When
-// forSave is set it also clears the changed flag.
-func (r *Report) rows(reason string, forSave bool) ([]row, uint64) {
+// and returns them hits descending then domain ascending, with the
+// observed count. Only the copy holds r.mu: the data plane waits on it.
+// When forSave is set it also clears the changed flag.
+func (r *Report) rows(reason string, forSave bool) ([]*row, uint64) {
 	r.mu.Lock()
-	out := make([]row, 0, len(r.entries))
+	rs := make([]row, 0, len(r.entries))
 	var nd int
 	for i := range r.entries {
 		if e := &r.entries[i]; reason == "" || e.reason == reason {
@@ -388,7 +389,7 @@ func (r *Report) rows(reason string, forSave bool) ([]row, uint64) {
 		}
 		k := len(flat)
 		flat = append(flat, e.dests...)
-		out = append(out, row{domain: e.domain, reason: e.reason, hits: e.hits, hitsErr: e.hitsErr,
+		rs = append(rs, row{domain: e.domain, reason: e.reason, hits: e.hits, hitsErr: e.hitsErr,
 			first: e.first, last: e.last, dests: flat[k:len(flat):len(flat)], otherDests: e.otherDests})
 	}
 	observed := r.observed
@@ -396,14 +397,17 @@ func (r *Report) rows(reason string, forSave bool) ([]row, uint64) {
 		r.changed = false
 	}
 	r.mu.Unlock()
-	// Sorted outside the lock: the data plane waits on r.mu.
-	slices.SortFunc(out, func(a, b row) int {
+	ps := make([]*row, len(rs))
+	for i := range rs {
+		ps[i] = &rs[i]
+	}
+	slices.SortFunc(ps, func(a, b *row) int {
 		if c := cmp.Compare(b.hits, a.hits); c != 0 {
 			return c
 		}
 		return strings.Compare(a.domain, b.domain)
 	})
-	return out, observed
+	return ps, observed
 }
 
 // Top returns up to n rows by hits descending (ties by domain), only
@@ -415,8 +419,8 @@ func (r *Report) Top(n int, reason string) []admin.ReportRow {
 		rs = rs[:n]
 	}
 	out := make([]admin.ReportRow, len(rs))
-	for i := range rs {
-		out[i] = rs[i].reportRow()
+	for i, x := range rs {
+		out[i] = x.reportRow()
 	}
 	return out
 }
@@ -453,8 +457,7 @@ func (r *Report) WriteCSV(w io.Writer, reason string) error {
 	}
 	var rec [7]string
 	var dests []byte
-	for i := range rs {
-		x := &rs[i]
+	for _, x := range rs {
 		dests = dests[:0]
 		for j, a := range x.dests {
 			if j > 0 {
