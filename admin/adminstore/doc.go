@@ -29,10 +29,15 @@
 //
 // Usage:
 //
-//	b, err := adminstore.OpenBolt("data/admin.db") // or OpenPostgres(ctx, dsn)
+//	b, err := adminstore.OpenBolt("data/admin.db") // file mode
 //	...
 //	defer b.Close()
 //	tokens, err := adminstore.OpenTokenFile("data/tokens.jsonl")
 //	...
-//	api := admin.New(..., b, tokens, ...)
+//	srv := admin.New(admin.Config{Backend: b, Tokens: tokens, ...}, ...)
+//
+//	pg, err := adminstore.OpenPostgres(ctx, dsn) // PostgreSQL mode: both
+//	...
+//	defer pg.Close()
+//	srv := admin.New(admin.Config{Backend: pg, Tokens: pg, ...}, ...)
 package adminstore
