@@ -100,13 +100,22 @@ func OpenStore(path string, log *slog.Logger) (*Store, error) {
 // checked first (checkBoltFile: the common case, a short file), and a fault
 // that still happens becomes a recovered panic.
 func openBolt(path string) (db *bolt.DB, err error) {
-	if err := checkBoltFile(path); err != nil {
+	return OpenBoltFile(path, ErrCorruptStore)
+}
+
+// OpenBoltFile opens the bbolt file at path as the local store does: a
+// damaged or truncated file is an error wrapping corrupt (never a SIGBUS
+// from bbolt's mmap), and a file locked by another process is an error
+// (wrapping bolt.ErrTimeout) after about a second instead of a hang. The
+// control plane's own bbolt file (admin/adminstore) opens the same way.
+func OpenBoltFile(path string, corrupt error) (db *bolt.DB, err error) {
+	if err := checkBoltFile(path, corrupt); err != nil {
 		return nil, err
 	}
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %v", ErrCorruptStore, r)
+			err = fmt.Errorf("%w: %v", corrupt, r)
 		}
 	}()
 	// The timeout: a second process on the same store fails instead of
@@ -117,7 +126,7 @@ func openBolt(path string) (db *bolt.DB, err error) {
 // checkBoltFile checks an existing bbolt file's meta pages (magic, format
 // version, checksum) and that the file is as long as the highest page they
 // claim. A missing or empty file passes: bbolt initialises it.
-func checkBoltFile(path string) error {
+func checkBoltFile(path string, corrupt error) error {
 	f, err := os.Open(path)
 	if os.IsNotExist(err) {
 		return nil
@@ -159,10 +168,10 @@ func checkBoltFile(path string) error {
 		ok, need = true, int64(pages1)*int64(ps)
 	}
 	if !ok {
-		return fmt.Errorf("%w: not a bbolt file (no valid meta page)", ErrCorruptStore)
+		return fmt.Errorf("%w: not a bbolt file (no valid meta page)", corrupt)
 	}
 	if fi.Size() < need {
-		return fmt.Errorf("%w: file is %d bytes, its pages need %d (truncated)", ErrCorruptStore, fi.Size(), need)
+		return fmt.Errorf("%w: file is %d bytes, its pages need %d (truncated)", corrupt, fi.Size(), need)
 	}
 	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -57,10 +56,7 @@ func OpenBolt(path string) (*Bolt, error) {
 			return nil, fmt.Errorf("adminstore: creating the directory of %s: %w", path, err)
 		}
 	}
-	if err := checkBoltFile(path); err != nil {
-		return nil, fmt.Errorf("adminstore: %s: %w", path, err)
-	}
-	db, err := openBolt(path)
+	db, err := registry.OpenBoltFile(path, ErrCorrupt)
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("adminstore: %s is locked by another process (another icpgate using the same file?): %w", path, err)
 	}
@@ -73,21 +69,6 @@ func OpenBolt(path string) (*Bolt, error) {
 		return nil, err
 	}
 	return b, nil
-}
-
-// openBolt opens a bbolt file with bbolt's mmap faults turned into an
-// error (see registry.openBolt: a page past the end of a truncated file is
-// a SIGBUS that would kill the process).
-func openBolt(path string) (db *bolt.DB, err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %v", ErrCorrupt, r)
-		}
-	}()
-	// The timeout: a second process on the file fails instead of hanging
-	// on its lock.
-	return bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 }
 
 // init creates the buckets of a new file, checks the format of an old one
@@ -622,57 +603,3 @@ func (b *Bolt) ListAudit(ctx context.Context, f admin.AuditFilter) ([]admin.Audi
 	return out, err
 }
 
-// checkBoltFile checks an existing bbolt file's meta pages (magic, format
-// version, checksum) and that the file is as long as the highest page they
-// claim, so that a truncated file is an error before bbolt maps it. A
-// missing or empty file passes: bbolt initialises it. (The same check as
-// the registry's local store, which keeps its copy unexported.)
-func checkBoltFile(path string) error {
-	f, err := os.Open(path)
-	if os.IsNotExist(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || fi.Size() == 0 {
-		return err
-	}
-	const hdr = 16 // page header: id, flags, count, overflow
-	readMeta := func(off int64) (pageSize uint32, pages, txid uint64, ok bool) {
-		var m [64]byte
-		if _, err := f.ReadAt(m[:], off+hdr); err != nil {
-			return 0, 0, 0, false
-		}
-		le := binary.NativeEndian // bbolt writes its meta in native byte order
-		if le.Uint32(m[0:]) != 0xED0CDAED || le.Uint32(m[4:]) != 2 {
-			return 0, 0, 0, false
-		}
-		h := fnv.New64a()
-		h.Write(m[:56])
-		if h.Sum64() != le.Uint64(m[56:]) {
-			return 0, 0, 0, false
-		}
-		return le.Uint32(m[8:]), le.Uint64(m[40:]), le.Uint64(m[48:]), true
-	}
-	best, ok := uint64(0), false
-	var need int64
-	ps, pages, txid, ok0 := readMeta(0)
-	if ok0 {
-		best, ok, need = txid, true, int64(pages)*int64(ps)
-	} else {
-		ps = uint32(os.Getpagesize())
-	}
-	if _, pages1, txid1, ok1 := readMeta(int64(ps)); ok1 && (!ok || txid1 > best) {
-		ok, need = true, int64(pages1)*int64(ps)
-	}
-	if !ok {
-		return fmt.Errorf("%w: not a bbolt file (no valid meta page)", ErrCorrupt)
-	}
-	if fi.Size() < need {
-		return fmt.Errorf("%w: file is %d bytes, its pages need %d (truncated)", ErrCorrupt, fi.Size(), need)
-	}
-	return nil
-}
