@@ -602,4 +602,3 @@ func (b *Bolt) ListAudit(ctx context.Context, f admin.AuditFilter) ([]admin.Audi
 	})
 	return out, err
 }
-
