@@ -18,7 +18,8 @@
 //   - a row's Hits never understate the true count and overstate it by
 //     at most HitsError (true count is in [Hits-HitsError, Hits]);
 //     HitsError is 0 for a domain tracked since its first block;
-//   - the counts add up to N exactly, and the smallest is at most N/m.
+//   - the counts add up to N exactly (less the rows a Load into a smaller
+//     Capacity dropped), and the smallest is at most N/m.
 //
 // FirstSeen is when the domain entered the sketch (it may have been seen,
 // and evicted, before). Destinations are the first MaxDestinations
