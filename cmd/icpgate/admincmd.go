@@ -28,26 +28,60 @@ import (
 var errUsage = errors.New("usage")
 
 // adminCmd runs one admin command: f does the work; an error is printed as
-// "icpgate NAME: error" with exit code 2.
+// "icpgate NAME: error" with exit code 2. -h prints the flags and exits 0.
 func adminCmd(name string, stderr io.Writer, f func() (int, error)) int {
 	code, err := f()
-	if err != nil {
-		if !errors.Is(err, errUsage) && !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stderr, "icpgate %s: %v\n", name, err)
-		}
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case errors.Is(err, errUsage):
+		return exitError
+	case err != nil:
+		fmt.Fprintf(stderr, "icpgate %s: %v\n", name, err)
 		return exitError
 	}
 	return code
 }
 
-// usageError prints msg and the flags of fs and returns errUsage.
-func usageError(fs *flag.FlagSet, stderr io.Writer, usage, msg string) error {
+// parseFlags parses flags anywhere among the arguments and returns the
+// positional ones; flag.ErrHelp for -h, errUsage after a flag error (the
+// flag package printed it).
+func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	pos, err := parseInterleaved(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, errUsage
+	}
+	return pos, nil
+}
+
+// withUsage makes fs print "Usage: icpgate USAGE" before its flags.
+func withUsage(fs *flag.FlagSet, stderr io.Writer, usage string) *flag.FlagSet {
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: icpgate %s\n", usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// usageError prints msg and the usage of fs and returns errUsage.
+func usageError(fs *flag.FlagSet, stderr io.Writer, msg string) error {
 	if msg != "" {
 		fmt.Fprintf(stderr, "icpgate %s: %s\n", fs.Name(), msg)
 	}
-	fmt.Fprintf(stderr, "Usage: icpgate %s\n", usage)
-	fs.PrintDefaults()
+	fs.Usage()
 	return errUsage
+}
+
+// addUsage is the usage line of "allow add" or "deny add".
+func addUsage(action string) string {
+	if action == "allow" {
+		return "allow add HOST --ticket T --reason R [--ttl D | --expires T] [--scope exact|domain] [--confirm] [-config FILE] [--admin URL] [--json]"
+	}
+	return action + " add HOST --reason R --ttl D | --expires T [--scope exact|domain] [-config FILE] [--admin URL] [--json]"
 }
 
 // cmdAllow manages allow overrides: the support whitelist.
@@ -97,8 +131,7 @@ type createBody struct {
 }
 
 func overrideAdd(ctx context.Context, action string, args []string, stdout, stderr io.Writer) (int, error) {
-	fs := flag.NewFlagSet(action+" add", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := withUsage(flag.NewFlagSet(action+" add", flag.ContinueOnError), stderr, addUsage(action))
 	cf := addClientFlags(fs)
 	var b createBody
 	fs.StringVar(&b.Reason, "reason", "", "why (required), e.g. the filing's status")
@@ -109,16 +142,12 @@ func overrideAdd(ctx context.Context, action string, args []string, stdout, stde
 	fs.StringVar(&b.TTL, "ttl", "", "lifetime, e.g. 720h or 30d (allow default: admin.default_allow_ttl)")
 	fs.StringVar(&b.Expires, "expires", "", "expiry as an RFC 3339 time, instead of --ttl")
 	fs.StringVar(&b.Scope, "scope", "", "exact (this host only) or domain (the registrable domain and every name under it); default: domain for a registrable domain, else exact")
-	usage := action + " add HOST --reason R --ttl D [--scope exact|domain] [flags]"
-	if action == "allow" {
-		usage = "allow add HOST --ticket T --reason R [--ttl D | --expires T] [--scope exact|domain] [--confirm] [flags]"
-	}
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseFlags(fs, args)
 	if err != nil {
-		return exitError, errUsage
+		return exitError, err
 	}
 	if len(pos) != 1 {
-		return exitError, usageError(fs, stderr, usage, "want exactly one HOST")
+		return exitError, usageError(fs, stderr, "want exactly one HOST")
 	}
 	b.Host, b.Action = pos[0], action
 	c, err := newAdminClient(cf)
@@ -145,18 +174,17 @@ func verb(action string) string {
 }
 
 func overrideList(ctx context.Context, action string, args []string, stdout, stderr io.Writer) (int, error) {
-	fs := flag.NewFlagSet(action+" ls", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := withUsage(flag.NewFlagSet(action+" ls", flag.ContinueOnError), stderr, action+" ls [--all|--expired] [--q TEXT] [-config FILE] [--admin URL] [--json]")
 	cf := addClientFlags(fs)
 	all := fs.Bool("all", false, "list expired overrides too")
 	expired := fs.Bool("expired", false, "list only expired overrides")
 	q := fs.String("q", "", "only hosts containing this text")
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseFlags(fs, args)
 	if err != nil {
-		return exitError, errUsage
+		return exitError, err
 	}
 	if len(pos) != 0 {
-		return exitError, usageError(fs, stderr, action+" ls [--all|--expired] [--q TEXT] [flags]", fmt.Sprintf("unexpected argument %q", pos[0]))
+		return exitError, usageError(fs, stderr, fmt.Sprintf("unexpected argument %q", pos[0]))
 	}
 	if *all && *expired {
 		return exitError, errors.New("--all and --expired: pick one")
@@ -245,15 +273,14 @@ func getOverride(ctx context.Context, c *adminClient, action, id string) (admin.
 }
 
 func overrideRemove(ctx context.Context, action string, args []string, stdout, stderr io.Writer) (int, error) {
-	fs := flag.NewFlagSet(action+" rm", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := withUsage(flag.NewFlagSet(action+" rm", flag.ContinueOnError), stderr, action+" rm ID [-config FILE] [--admin URL] [--json]")
 	cf := addClientFlags(fs)
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseFlags(fs, args)
 	if err != nil {
-		return exitError, errUsage
+		return exitError, err
 	}
 	if len(pos) != 1 {
-		return exitError, usageError(fs, stderr, action+" rm ID [flags]", "want exactly one override ID (see icpgate "+action+" ls)")
+		return exitError, usageError(fs, stderr, "want exactly one override ID (see icpgate "+action+" ls)")
 	}
 	c, err := newAdminClient(cf)
 	if err != nil {
@@ -275,8 +302,7 @@ func overrideRemove(ctx context.Context, action string, args []string, stdout, s
 }
 
 func overrideExtend(ctx context.Context, action string, args []string, stdout, stderr io.Writer) (int, error) {
-	fs := flag.NewFlagSet(action+" extend", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := withUsage(flag.NewFlagSet(action+" extend", flag.ContinueOnError), stderr, action+" extend ID --ttl D | --expires T [-config FILE] [--admin URL] [--json]")
 	cf := addClientFlags(fs)
 	var body struct {
 		TTL     string `json:"ttl,omitempty"`
@@ -284,16 +310,15 @@ func overrideExtend(ctx context.Context, action string, args []string, stdout, s
 	}
 	fs.StringVar(&body.TTL, "ttl", "", "new lifetime from now, e.g. 720h or 30d")
 	fs.StringVar(&body.Expires, "expires", "", "new expiry as an RFC 3339 time, instead of --ttl")
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseFlags(fs, args)
 	if err != nil {
-		return exitError, errUsage
+		return exitError, err
 	}
-	usage := action + " extend ID --ttl D | --expires T [flags]"
 	if len(pos) != 1 {
-		return exitError, usageError(fs, stderr, usage, "want exactly one override ID (see icpgate "+action+" ls)")
+		return exitError, usageError(fs, stderr, "want exactly one override ID (see icpgate "+action+" ls)")
 	}
 	if (body.TTL == "") == (body.Expires == "") {
-		return exitError, usageError(fs, stderr, usage, "give --ttl or --expires")
+		return exitError, usageError(fs, stderr, "give --ttl or --expires")
 	}
 	c, err := newAdminClient(cf)
 	if err != nil {
@@ -319,15 +344,14 @@ func overrideExtend(ctx context.Context, action string, args []string, stdout, s
 // all pass, 1 when any is blocked, 2 on error.
 func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return adminCmd("explain", stderr, func() (int, error) {
-		fs := flag.NewFlagSet("explain", flag.ContinueOnError)
-		fs.SetOutput(stderr)
+		fs := withUsage(flag.NewFlagSet("explain", flag.ContinueOnError), stderr, "explain [-config FILE] [--admin URL] [--json] HOST...")
 		cf := addClientFlags(fs)
-		hosts, err := parseInterleaved(fs, args)
+		hosts, err := parseFlags(fs, args)
 		if err != nil {
-			return exitError, errUsage
+			return exitError, err
 		}
 		if len(hosts) == 0 {
-			return exitError, usageError(fs, stderr, "explain [flags] HOST...", "")
+			return exitError, usageError(fs, stderr, "")
 		}
 		c, err := newAdminClient(cf)
 		if err != nil {
@@ -378,8 +402,7 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	args = args[1:]
 	return adminCmd("audit ls", stderr, func() (int, error) {
-		fs := flag.NewFlagSet("audit ls", flag.ContinueOnError)
-		fs.SetOutput(stderr)
+		fs := withUsage(flag.NewFlagSet("audit ls", flag.ContinueOnError), stderr, "audit ls [--who W] [--action A] [--target T] [--since T] [--until T] [--limit N] [-config FILE] [--admin URL] [--json]")
 		cf := addClientFlags(fs)
 		who := fs.String("who", "", "only entries by this person (token name)")
 		action := fs.String("action", "", "only this action, e.g. override.create, override.delete, login")
@@ -387,9 +410,9 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		since := fs.String("since", "", "only entries from this time on: RFC 3339, or a duration ago such as 24h or 7d")
 		until := fs.String("until", "", "only entries before this time (RFC 3339 or a duration ago)")
 		limit := fs.Int("limit", 50, "at most this many entries, newest first")
-		pos, err := parseInterleaved(fs, args)
+		pos, err := parseFlags(fs, args)
 		if err != nil {
-			return exitError, errUsage
+			return exitError, err
 		}
 		if len(pos) != 0 {
 			return exitError, fmt.Errorf("unexpected argument %q", pos[0])
@@ -501,16 +524,15 @@ func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	args = args[1:]
 	return adminCmd("report unfiled", stderr, func() (int, error) {
-		fs := flag.NewFlagSet("report unfiled", flag.ContinueOnError)
-		fs.SetOutput(stderr)
+		fs := withUsage(flag.NewFlagSet("report unfiled", flag.ContinueOnError), stderr, "report unfiled [--n N] [--reason R] [--csv] [-o FILE] [-config FILE] [--admin URL] [--json]")
 		cf := addClientFlags(fs)
 		n := fs.Int("n", 100, "the top N domains by hits (ignored with --csv, which writes every row)")
 		reason := fs.String("reason", "", "only this block reason, e.g. unfiled (default: every reason)")
 		asCSV := fs.Bool("csv", false, "write CSV (domain,reason,hits,hits_error,first_seen,last_seen,destinations)")
 		out := fs.String("o", "", "write to this file instead of stdout")
-		pos, err := parseInterleaved(fs, args)
+		pos, err := parseFlags(fs, args)
 		if err != nil {
-			return exitError, errUsage
+			return exitError, err
 		}
 		if len(pos) != 0 {
 			return exitError, fmt.Errorf("unexpected argument %q", pos[0])

@@ -106,22 +106,20 @@ type tokenJSON struct {
 }
 
 func tokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
-	fs := flag.NewFlagSet("token create", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := withUsage(flag.NewFlagSet("token create", flag.ContinueOnError), stderr, "token create --role viewer|support|admin --name NAME [-config FILE] [--json]")
 	path := fs.String("config", "", "config file naming the token store (admin.tokens_file or registry.postgres.dsn)")
 	roleFlag := fs.String("role", "", "viewer, support or admin (required)")
 	name := fs.String("name", "", "the person the token is for, e.g. li.wei (required; 1-64 of A-Z a-z 0-9 . _ @ -)")
 	asJSON := fs.Bool("json", false, "print the token as JSON")
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseFlags(fs, args)
 	if err != nil {
-		return exitError, errUsage
+		return exitError, err
 	}
-	usage := "token create --role viewer|support|admin --name NAME [-config FILE] [--json]"
 	if len(pos) != 0 {
-		return exitError, usageError(fs, stderr, usage, fmt.Sprintf("unexpected argument %q", pos[0]))
+		return exitError, usageError(fs, stderr, fmt.Sprintf("unexpected argument %q", pos[0]))
 	}
 	if *name == "" {
-		return exitError, usageError(fs, stderr, usage, "--name: required")
+		return exitError, usageError(fs, stderr, "--name: required")
 	}
 	role, err := admin.ParseRole(*roleFlag)
 	if err != nil {
@@ -156,16 +154,15 @@ func tokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer) (
 }
 
 func tokenList(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
-	fs := flag.NewFlagSet("token ls", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := withUsage(flag.NewFlagSet("token ls", flag.ContinueOnError), stderr, "token ls [-config FILE] [--json]")
 	path := fs.String("config", "", "config file naming the token store")
 	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseFlags(fs, args)
 	if err != nil {
-		return exitError, errUsage
+		return exitError, err
 	}
 	if len(pos) != 0 {
-		return exitError, usageError(fs, stderr, "token ls [-config FILE] [--json]", fmt.Sprintf("unexpected argument %q", pos[0]))
+		return exitError, usageError(fs, stderr, fmt.Sprintf("unexpected argument %q", pos[0]))
 	}
 	st, err := openTokenStore(ctx, *path)
 	if err != nil {
@@ -200,15 +197,14 @@ func tokenList(ctx context.Context, args []string, stdout, stderr io.Writer) (in
 }
 
 func tokenRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
-	fs := flag.NewFlagSet("token revoke", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := withUsage(flag.NewFlagSet("token revoke", flag.ContinueOnError), stderr, "token revoke NAME|ID [-config FILE]")
 	path := fs.String("config", "", "config file naming the token store")
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseFlags(fs, args)
 	if err != nil {
-		return exitError, errUsage
+		return exitError, err
 	}
 	if len(pos) != 1 {
-		return exitError, usageError(fs, stderr, "token revoke NAME|ID [-config FILE]", "want exactly one token name or ID (see icpgate token ls)")
+		return exitError, usageError(fs, stderr, "want exactly one token name or ID (see icpgate token ls)")
 	}
 	st, err := openTokenStore(ctx, *path)
 	if err != nil {
