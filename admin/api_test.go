@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/icpgate/icpgate/admin"
 	"github.com/icpgate/icpgate/admin/adminstore"
+	"github.com/icpgate/icpgate/admin/unfiled"
 	"github.com/icpgate/icpgate/registry"
 )
 
@@ -1234,6 +1236,61 @@ func TestExplainNeedsViewer(t *testing.T) {
 func TestReportDisabled(t *testing.T) {
 	e := newEnv(t, nil)
 	wantError(t, e.do(req{method: "GET", path: "/v1/report/unfiled", token: e.secret["viewer"]}), 404, "not_found", "")
+}
+
+// TestReport answers the unfiled-site report from the real unfiled
+// package, as JSON and CSV.
+func TestReport(t *testing.T) {
+	var rep *unfiled.Report
+	e := newEnv(t, func(c *admin.Config) {
+		rep = unfiled.New(unfiled.Options{Now: c.Now})
+		c.Report = rep
+	})
+	dst := netip.MustParseAddrPort("203.0.113.7:443")
+	for range 3 {
+		rep.Observe("unfiled", "many.cn", dst)
+	}
+	rep.Observe("unfiled", "once.cn", dst)
+	rep.Observe("cancelled", "cancelled.cn", netip.MustParseAddrPort("203.0.113.8:80"))
+
+	r := e.do(req{method: "GET", path: "/v1/report/unfiled", token: e.secret["viewer"]})
+	var out struct {
+		Rows []admin.ReportRow `json:"rows"`
+	}
+	if err := json.Unmarshal([]byte(r.body), &out); err != nil || r.status != 200 {
+		t.Fatalf("report: %d %s %v", r.status, r.body, err)
+	}
+	if len(out.Rows) != 3 || out.Rows[0].Domain != "many.cn" || out.Rows[0].Hits != 3 ||
+		len(out.Rows[0].Destinations) != 1 || out.Rows[0].Destinations[0] != dst.String() || !out.Rows[0].FirstSeen.Equal(t0) {
+		t.Errorf("report rows: got %+v", out.Rows)
+	}
+	r = e.do(req{method: "GET", path: "/v1/report/unfiled?n=1&reason=unfiled", token: e.secret["viewer"]})
+	if err := json.Unmarshal([]byte(r.body), &out); err != nil || len(out.Rows) != 1 || out.Rows[0].Domain != "many.cn" {
+		t.Errorf("n=1 reason=unfiled: got %s", r.body)
+	}
+	r = e.do(req{method: "GET", path: "/v1/report/unfiled?reason=cancelled", token: e.secret["viewer"]})
+	if err := json.Unmarshal([]byte(r.body), &out); err != nil || len(out.Rows) != 1 || out.Rows[0].Domain != "cancelled.cn" {
+		t.Errorf("reason=cancelled: got %s", r.body)
+	}
+	wantError(t, e.do(req{method: "GET", path: "/v1/report/unfiled?reason=filed", token: e.secret["viewer"]}), 400, "invalid", "reason")
+	wantError(t, e.do(req{method: "GET", path: "/v1/report/unfiled?n=0", token: e.secret["viewer"]}), 400, "invalid", "n")
+	wantError(t, e.do(req{method: "GET", path: "/v1/report/unfiled?format=xml", token: e.secret["viewer"]}), 400, "invalid", "format")
+	wantError(t, e.do(req{method: "GET", path: "/v1/report/unfiled"}), 401, "unauthenticated", "")
+
+	for _, q := range []req{
+		{method: "GET", path: "/v1/report/unfiled?format=csv", token: e.secret["viewer"]},
+		{method: "GET", path: "/v1/report/unfiled", token: e.secret["viewer"], header: map[string]string{"Accept": "text/csv;q=0.9, */*;q=0.1"}},
+	} {
+		r := e.do(q)
+		if r.status != 200 || !strings.HasPrefix(r.header.Get("Content-Type"), "text/csv") {
+			t.Fatalf("csv: got %d %q", r.status, r.header.Get("Content-Type"))
+		}
+		lines := strings.Split(strings.TrimSpace(r.body), "\n")
+		if len(lines) != 4 || lines[0] != "domain,reason,hits,hits_error,first_seen,last_seen,destinations" ||
+			!strings.HasPrefix(lines[1], "many.cn,unfiled,3,0,"+t0.Format(time.RFC3339)) {
+			t.Errorf("csv: got %q", r.body)
+		}
+	}
 }
 
 // compact returns JSON without insignificant white space.
