@@ -77,21 +77,49 @@ type RegistryConfig struct {
 	Postgres PostgresConfig `yaml:"postgres"`
 }
 
-// ListenerConfig is one data-plane listener.
+// ListenerConfig is one data-plane listener (edge-deployment keys:
+// listeners.go, docs/transparent.md).
 type ListenerConfig struct {
 	// Name labels the listener in logs and metrics; unique. Required.
 	Name string `yaml:"name"`
-	// Protocol is "http", "tls" or "quic" (UDP: the SNI of QUIC Initials;
-	// it may share a tls listener's port number). Required.
+	// Protocol is "http", "tls", "quic" (UDP: the SNI of QUIC Initials;
+	// it may share a tls listener's port number) or "auto" (sniffs TLS,
+	// HTTP and other protocols on any port). Required.
 	Protocol string `yaml:"protocol"`
 	// Address is the host:port to listen on; port 0 picks a free port.
 	// Required.
 	Address string `yaml:"address"`
-	// Upstream is the host:port passing traffic goes to. Required.
+	// Upstream is the host:port passing traffic goes to, or "original":
+	// each connection's original destination (transparent mode). Required.
 	Upstream string `yaml:"upstream"`
-	// ForwardedProto is the X-Forwarded-Proto an http listener sends
-	// upstream: "http" or "https". Default "http"; ignored for tls.
+	// ForwardedProto is the X-Forwarded-Proto an http (or auto) listener
+	// sends upstream: "http" or "https". Default "http"; ignored for tls.
 	ForwardedProto string `yaml:"forwarded_proto"`
+	// Transparent is how upstream "original" learns the original
+	// destination: "tproxy" (TPROXY rules, IP_TRANSPARENT listener) or
+	// "redirect" (NAT REDIRECT rules, SO_ORIGINAL_DST). Required with
+	// upstream "original". Default "".
+	Transparent string `yaml:"transparent"`
+	// SpoofSource dials the hosted server from the client's own address
+	// (needs the policy routing of docs/transparent.md). Default false.
+	SpoofSource bool `yaml:"spoof_source"`
+	// AllowedDestinations are the CIDRs of the hosted networks a
+	// transparent listener may pass to. Default []: any address but the
+	// gateway's own.
+	AllowedDestinations []string `yaml:"allowed_destinations"`
+	// OtherProtocols is what an auto listener does with traffic that is
+	// neither TLS nor HTTP (SSH, MySQL, ...): "pass" or "block". Default
+	// "pass"; ignored by other protocols.
+	OtherProtocols string `yaml:"other_protocols"`
+	// SniffTimeout is how long an auto listener waits for the client's
+	// first byte before taking it for a server-speaks-first protocol.
+	// Default 300ms; ignored by other protocols.
+	SniffTimeout time.Duration `yaml:"sniff_timeout"`
+	// ProxyProtocol accepts and sends PROXY protocol headers.
+	ProxyProtocol ProxyProtocolConfig `yaml:"proxy_protocol"`
+
+	// Parsed by validateEdge.
+	allowed, acceptFrom []netip.Prefix
 }
 
 // AdminConfig configures the admin listener.
@@ -260,9 +288,7 @@ func (c *Config) setDefaults() {
 	orDefault(&c.Registry.MaxDeleteFraction, defaultMaxDelete)
 	c.Registry.Postgres.setDefaults()
 	for i := range c.Listeners {
-		if c.Listeners[i].ForwardedProto == "" && c.Listeners[i].Protocol == "http" {
-			c.Listeners[i].ForwardedProto = defaultForwardedProto
-		}
+		c.Listeners[i].setListenerDefaults()
 	}
 	orDefault(&c.Admin.Address, defaultAdminAddress)
 	orDefault(&c.Admin.DefaultAllowTTL, defaultAllowTTL)
@@ -395,20 +421,20 @@ func (c *Config) validate() error {
 		}
 		seen[l.Name] = i
 		switch l.Protocol {
-		case "http", "tls", "quic":
-		case "auto":
-			return fmt.Errorf("%s.protocol: %q is not available yet", field, l.Protocol)
+		case "http", "tls", "quic", "auto":
 		default:
-			return fmt.Errorf("%s.protocol: must be http, tls or quic, got %q", field, l.Protocol)
+			return fmt.Errorf("%s.protocol: must be http, tls, quic or auto, got %q", field, l.Protocol)
 		}
 		if err := checkHostPort(l.Address, true); err != nil {
 			return fmt.Errorf("%s.address: %w", field, err)
 		}
-		if l.Upstream == "original" {
-			return fmt.Errorf("%s.upstream: \"original\" is not available yet", field)
+		if l.Upstream != proxy.UpstreamOriginal {
+			if err := checkHostPort(l.Upstream, false); err != nil {
+				return fmt.Errorf("%s.upstream: %w", field, err)
+			}
 		}
-		if err := checkHostPort(l.Upstream, false); err != nil {
-			return fmt.Errorf("%s.upstream: %w", field, err)
+		if err := c.Listeners[i].validateEdge(field); err != nil {
+			return err
 		}
 		switch l.ForwardedProto {
 		case "", "http", "https":
@@ -559,14 +585,8 @@ func (c *Config) ProxyConfig() proxy.Config {
 			MaxQUICFlows:   c.Limits.MaxQUICFlows,
 		},
 	}
-	for _, l := range c.Listeners {
-		pc.Listeners = append(pc.Listeners, proxy.ListenerConfig{
-			Name:           l.Name,
-			Protocol:       l.Protocol,
-			Address:        l.Address,
-			Upstream:       l.Upstream,
-			ForwardedProto: l.ForwardedProto,
-		})
+	for i := range c.Listeners {
+		pc.Listeners = append(pc.Listeners, c.Listeners[i].proxyListener())
 	}
 	return pc
 }

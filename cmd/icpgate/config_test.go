@@ -287,8 +287,8 @@ func TestConfigErrors(t *testing.T) {
 		{"two documents", minimal + "---\nnode: x\n", []string{"more than one YAML document"}},
 		{"empty", "", []string{"registry.file: required"}},
 		{"no listeners", "registry: {file: r.jsonl}\n", []string{"listeners: at least one listener"}},
-		{"bad protocol", strings.Replace(minimal, "protocol: http", "protocol: ftp", 1), []string{"listeners[0].protocol: must be http, tls or quic"}},
-		{"auto not yet", strings.Replace(minimal, "protocol: http", "protocol: auto", 1), []string{"listeners[0].protocol", "not available yet"}},
+		{"bad protocol", strings.Replace(minimal, "protocol: http", "protocol: ftp", 1), []string{"listeners[0].protocol: must be http, tls, quic or auto"}},
+		{"original without transparent", strings.Replace(minimal, `upstream: "127.0.0.1:18080"`, "upstream: original", 1), []string{"listeners[0].transparent", "required"}},
 		{"second listener address", minimal[:len(minimal)-len("registry:\n  file: reg.jsonl\n")] +
 			"  - {name: b, protocol: tls, address: \"nohost\", upstream: \"127.0.0.1:1\"}\nregistry: {file: r.jsonl}\n",
 			[]string{"listeners[1].address: must be host:port"}},
