@@ -26,6 +26,7 @@ async function boot() {
   applyI18n();
   $("lang-switch").addEventListener("click", () => setLang(otherLang()));
   onLangChange(() => {
+    $("status").hidden = true; // it was said in the other language
     updateLangButton();
     updateWhoami();
     if (current) VIEWS[current].rerender();

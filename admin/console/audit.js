@@ -74,7 +74,12 @@ function reload() {
   return load();
 }
 
+// seq numbers the requests; only the latest one's answer is shown, so a
+// slow first page cannot overwrite a filter applied after it.
+let seq = 0;
+
 async function load() {
+  const my = ++seq;
   const form = $("audit-filter");
   const msg = $("audit-msg");
   clearErrors(form, msg);
@@ -94,17 +99,22 @@ async function load() {
     limit: PAGE_SIZE,
   };
   $("audit-table").setAttribute("aria-busy", "true");
+  let data, err;
   try {
-    const { data } = await api("GET", "/v1/audit" + query(params));
+    ({ data } = await api("GET", "/v1/audit" + query(params)));
+  } catch (e) {
+    err = e;
+  }
+  if (my !== seq) return; // superseded
+  $("audit-table").removeAttribute("aria-busy");
+  if (err) {
+    entries = [];
+    next = "";
+    showError(msg, err, form);
+  } else {
     entries = data.entries || [];
     next = data.next ? String(data.next) : "";
     loaded = true;
-  } catch (e) {
-    entries = [];
-    next = "";
-    showError(msg, e, form);
-  } finally {
-    $("audit-table").removeAttribute("aria-busy");
   }
   renderRows();
 }

@@ -76,20 +76,31 @@ function onSubmit(ev) {
   go("explain", { host });
 }
 
+// seq numbers the lookups; only the latest one's answer is shown (the
+// hash can change while one is in flight).
+let seq = 0;
+
 async function lookup(host) {
+  const my = ++seq;
   lastHost = host;
   const form = $("explain-form");
   clearErrors(form, $("explain-msg"));
   await busy(form, async () => {
+    let data, err;
     try {
-      const { data } = await api("GET", "/v1/explain" + query({ host }));
-      last = data;
-      render(data);
+      ({ data } = await api("GET", "/v1/explain" + query({ host })));
     } catch (e) {
+      err = e;
+    }
+    if (my !== seq) return; // superseded
+    if (err) {
       last = null;
       $("explain-result").replaceChildren();
-      showError($("explain-msg"), e, form);
+      showError($("explain-msg"), err, form);
+      return;
     }
+    last = data;
+    render(data);
   });
 }
 

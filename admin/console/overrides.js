@@ -165,7 +165,12 @@ function reload() {
   return load();
 }
 
+// seq numbers the list requests; only the latest one's answer is shown,
+// so a slow earlier page cannot overwrite a newer filter or reload.
+let seq = 0;
+
 async function load() {
+  const my = ++seq;
   const msg = $("ov-list-msg");
   clearErrors(null, msg);
   const params = {
@@ -176,17 +181,22 @@ async function load() {
     limit: PAGE_SIZE,
   };
   $("ov-table").setAttribute("aria-busy", "true");
+  let data, err;
   try {
-    const { data } = await api("GET", "/v1/overrides" + query(params));
+    ({ data } = await api("GET", "/v1/overrides" + query(params)));
+  } catch (e) {
+    err = e;
+  }
+  if (my !== seq) return; // superseded
+  $("ov-table").removeAttribute("aria-busy");
+  if (err) {
+    rows = [];
+    next = "";
+    showError(msg, err);
+  } else {
     rows = data.overrides || [];
     next = data.next || "";
     loaded = true;
-  } catch (e) {
-    rows = [];
-    next = "";
-    showError(msg, e);
-  } finally {
-    $("ov-table").removeAttribute("aria-busy");
   }
   renderRows();
 }
@@ -217,11 +227,22 @@ function rowNode(o) {
     { dataset: { id: o.id, host: o.host }, class: o.active ? "" : "inactive" },
     el("td", {}, el("code", { class: "host", text: o.host }), el("div", { class: "sub", text: t("ov.scope_short_" + o.scope) })),
     el("td", {}, el("span", { class: "badge badge-" + o.action, text: t("ov.action_" + o.action) })),
-    el("td", {}, timeNode(o.expires, { relative: true }), o.active ? null : el("div", { class: "sub" }, el("span", { class: "badge badge-expired", text: t("ov.expired") }))),
+    el("td", {}, timeNode(o.expires, { relative: true }), expiryBadge(o)),
     el("td", {}, el("div", { class: "ticket", text: o.ticket || "—" }), el("div", { class: "sub", text: o.reason })),
     el("td", {}, el("div", { text: o.created_by }), el("div", { class: "sub" }, timeNode(o.created))),
     el("td", {}, ops),
   );
+}
+
+// SOON is how close an expiry must be for the list to flag it.
+const SOON = 7 * 24 * 3600 * 1000;
+
+function expiryBadge(o) {
+  if (!o.active) return el("div", { class: "sub" }, el("span", { class: "badge badge-expired", text: t("ov.expired") }));
+  if (o.expires && new Date(o.expires).getTime() - Date.now() < SOON) {
+    return el("div", { class: "sub" }, el("span", { class: "badge badge-soon", text: t("ov.expiring_soon") }));
+  }
+  return null;
 }
 
 async function extend(o) {

@@ -42,20 +42,29 @@ function updateCSV() {
   $("report-csv").setAttribute("href", "/v1/report/unfiled" + query({ format: "csv", reason: $("report-reason").value }));
 }
 
+// seq numbers the requests; only the latest one's answer is shown.
+let seq = 0;
+
 async function load() {
+  const my = ++seq;
   const msg = $("report-msg");
   clearErrors(null, msg);
   updateCSV();
   $("report-table").setAttribute("aria-busy", "true");
+  let data, err;
   try {
-    const { data } = await api("GET", "/v1/report/unfiled" + query({ n: $("report-n").value, reason: $("report-reason").value }));
+    ({ data } = await api("GET", "/v1/report/unfiled" + query({ n: $("report-n").value, reason: $("report-reason").value })));
+  } catch (e) {
+    err = e;
+  }
+  if (my !== seq) return; // superseded
+  $("report-table").removeAttribute("aria-busy");
+  if (err) {
+    rows = [];
+    showError(msg, err);
+  } else {
     rows = data.rows || [];
     loaded = true;
-  } catch (e) {
-    rows = [];
-    showError(msg, e);
-  } finally {
-    $("report-table").removeAttribute("aria-busy");
   }
   renderRows();
 }
