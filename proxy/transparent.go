@@ -223,13 +223,17 @@ func newEdgeRuntime(lc ListenerConfig, dial time.Duration, m *Metrics, log *slog
 	if e.transparent != "" {
 		e.local = localAddrs(log)
 	}
+	// Series exist only for the features a listener uses.
 	em, n := m.Edge, lc.Name
-	e.ppAccepted = em.ProxyHeaders.WithLabelValues(n, "accepted")
-	e.ppLocal = em.ProxyHeaders.WithLabelValues(n, "local")
-	e.ppMissing = em.ProxyHeaders.WithLabelValues(n, "missing")
-	e.ppInvalid = em.ProxyHeaders.WithLabelValues(n, "invalid")
-	e.ppTimeout = em.ProxyHeaders.WithLabelValues(n, "timeout")
-	e.ppUntrusted = em.ProxyHeaders.WithLabelValues(n, "untrusted")
+	e.ppAccepted, e.ppLocal, e.ppMissing, e.ppInvalid, e.ppTimeout, e.ppUntrusted = nopCounter, nopCounter, nopCounter, nopCounter, nopCounter, nopCounter
+	if len(e.acceptFrom) > 0 {
+		e.ppAccepted = em.ProxyHeaders.WithLabelValues(n, "accepted")
+		e.ppLocal = em.ProxyHeaders.WithLabelValues(n, "local")
+		e.ppMissing = em.ProxyHeaders.WithLabelValues(n, "missing")
+		e.ppInvalid = em.ProxyHeaders.WithLabelValues(n, "invalid")
+		e.ppTimeout = em.ProxyHeaders.WithLabelValues(n, "timeout")
+		e.ppUntrusted = em.ProxyHeaders.WithLabelValues(n, "untrusted")
+	}
 	if lc.Protocol == "auto" {
 		e.sniffed = make(map[string]prometheus.Counter, len(sniffKinds))
 		for _, k := range sniffKinds {
@@ -238,13 +242,19 @@ func newEdgeRuntime(lc ListenerConfig, dial time.Duration, m *Metrics, log *slog
 		e.otherPass = em.OtherProtocols.WithLabelValues(n, "pass")
 		e.otherBlocked = em.OtherProtocols.WithLabelValues(n, "block")
 	}
-	e.refused = map[string]prometheus.Counter{
-		refusedNoOriginalDst: em.TransparentRefused.WithLabelValues(n, refusedNoOriginalDst),
-		refusedLoop:          em.TransparentRefused.WithLabelValues(n, refusedLoop),
-		refusedNotAllowed:    em.TransparentRefused.WithLabelValues(n, refusedNotAllowed),
+	if e.transparent != "" {
+		e.refused = map[string]prometheus.Counter{
+			refusedNoOriginalDst: em.TransparentRefused.WithLabelValues(n, refusedNoOriginalDst),
+			refusedLoop:          em.TransparentRefused.WithLabelValues(n, refusedLoop),
+			refusedNotAllowed:    em.TransparentRefused.WithLabelValues(n, refusedNotAllowed),
+		}
 	}
 	return e
 }
+
+// nopCounter stands in for the counters of a feature a listener does not
+// use, so that it exports no series for it.
+var nopCounter prometheus.Counter = prometheus.NewCounter(prometheus.CounterOpts{Name: "unused", Help: "Never registered."})
 
 // localAddrs returns the addresses of this host's interfaces (in its
 // network namespace), the destinations a transparent listener never dials:

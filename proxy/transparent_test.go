@@ -136,8 +136,9 @@ func TestIsLoop(t *testing.T) {
 //	server ns  s0 10.77.2.10,.11 fd77:2::10,::11 ──veth── g2 10.77.2.1 fd77:2::1
 //
 // In the gateway ns, nftables TPROXYs TCP ports 80 and 443 of 10.77.2.10
-// and fd77:2::10 to auto listeners with spoof_source, and REDIRECTs those of
-// 10.77.2.11 and fd77:2::11 to auto listeners without it. The gateway runs
+// and fd77:2::10 to one dual-stack auto listener with spoof_source, and
+// REDIRECTs those of 10.77.2.11 and fd77:2::11 to an IPv4 and an IPv6 auto
+// listener without it. The gateway runs
 // as a re-exec of this test binary under "ip netns exec"; the servers and
 // the client run on OS threads of this process switched into their
 // namespaces with setns.
@@ -224,7 +225,7 @@ table inet icpgate {
 		type filter hook prerouting priority mangle; policy accept;
 		meta l4proto tcp socket transparent 1 meta mark set 0x1 accept
 		ip daddr 10.77.2.10 tcp dport { 80, 443 } tproxy ip to :15001 meta mark set 0x1 accept
-		ip6 daddr fd77:2::10 tcp dport { 80, 443 } tproxy ip6 to :15002 meta mark set 0x1 accept
+		ip6 daddr fd77:2::10 tcp dport { 80, 443 } tproxy ip6 to :15001 meta mark set 0x1 accept
 	}
 	chain nat {
 		type nat hook prerouting priority dstnat; policy accept;
@@ -241,10 +242,9 @@ table inet icpgate {
 
 	srv := startNetnsServers(t, sns)
 	helperLog := startNetnsGateway(t, gns, []ListenerConfig{
-		{Name: "tproxy4", Protocol: "auto", Address: "0.0.0.0:15001", Upstream: UpstreamOriginal, Transparent: "tproxy", SpoofSource: true,
-			AllowedDestinations: []netip.Prefix{netip.MustParsePrefix("10.77.2.0/24")}},
-		{Name: "tproxy6", Protocol: "auto", Address: "[::]:15002", Upstream: UpstreamOriginal, Transparent: "tproxy", SpoofSource: true,
-			AllowedDestinations: []netip.Prefix{netip.MustParsePrefix("fd77:2::/64")}},
+		// One dual-stack listener takes the TPROXYed traffic of both families.
+		{Name: "tproxy", Protocol: "auto", Address: "[::]:15001", Upstream: UpstreamOriginal, Transparent: "tproxy", SpoofSource: true,
+			AllowedDestinations: []netip.Prefix{netip.MustParsePrefix("10.77.2.0/24"), netip.MustParsePrefix("fd77:2::/64")}},
 		{Name: "redirect4", Protocol: "auto", Address: "0.0.0.0:15003", Upstream: UpstreamOriginal, Transparent: "redirect"},
 		{Name: "redirect6", Protocol: "auto", Address: "[::]:15004", Upstream: UpstreamOriginal, Transparent: "redirect"},
 	})
@@ -310,7 +310,7 @@ table inet icpgate {
 		})
 	}
 	t.Run("direct connection to the listener", func(t *testing.T) {
-		for _, addr := range []string{"10.77.1.1:15001", "10.77.1.1:15003", "[fd77:1::1]:15004"} {
+		for _, addr := range []string{"10.77.1.1:15001", "[fd77:1::1]:15001", "10.77.1.1:15003", "[fd77:1::1]:15004"} {
 			c := netnsDial(t, cns, addr)
 			io.WriteString(c, "GET / HTTP/1.1\r\nHost: filed.cn\r\n\r\n")
 			if got := readClosed(t, c); got != "" {
@@ -318,14 +318,14 @@ table inet icpgate {
 			}
 			c.Close()
 		}
-		waitFor(t, "three loop refusals in the gateway log", func() bool {
+		waitFor(t, "four loop refusals in the gateway log", func() bool {
 			n := 0
 			for _, l := range helperLog.lines("transparent connection refused") {
 				if l["reason"] == refusedLoop {
 					n++
 				}
 			}
-			return n == 3
+			return n == 4
 		})
 	})
 }
