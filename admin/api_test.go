@@ -633,7 +633,8 @@ func TestMutationRateLimit(t *testing.T) {
 func TestCreateValidation(t *testing.T) {
 	e := newEnv(t, nil)
 	long := strings.Repeat("a", 63)
-	tooLong := strings.Join([]string{long, long, long, strings.Repeat("b", 58)}, ".") + ".cn" // 254 bytes
+	longest := strings.Join([]string{long, long, long, strings.Repeat("b", 58)}, ".") + ".cn" // 253 bytes
+	tooLong := strings.Join([]string{long, long, long, strings.Repeat("b", 59)}, ".") + ".cn" // 254 bytes
 	type row struct {
 		name   string
 		role   string
@@ -688,6 +689,7 @@ func TestCreateValidation(t *testing.T) {
 		{"IPv4 literal", "support", allow("1.2.3.4", ""), 400, "invalid", "host", nil},
 		{"IPv6 literal", "support", allow("[2001:db8::1]", ""), 400, "invalid", "host", nil},
 		{"wildcard", "support", allow("*.unfiled.cn", ""), 400, "invalid", "host", nil},
+		{"253 bytes", "support", allow(longest, ""), 201, "", "", wantHost(longest, "exact")},
 		{"over 253 bytes", "support", allow(tooLong, ""), 400, "invalid", "host", nil},
 		{"public suffix", "support", allow("com.cn", ""), 400, "invalid", "host", nil},
 		{"top-level domain", "support", allow("cn", ""), 400, "invalid", "host", nil},
