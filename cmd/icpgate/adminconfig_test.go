@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -145,4 +147,48 @@ func FuzzParseWhen(f *testing.F) {
 			t.Errorf("parseWhen(%q) = %v: a duration ago is in the future", s, at)
 		}
 	})
+}
+
+// TestControlPlaneWithoutFiles: file mode without admin.state or
+// admin.tokens_file starts, warns that whitelist changes are not persisted
+// and that no one can sign in, and removes its temporary state at close.
+func TestControlPlaneWithoutFiles(t *testing.T) {
+	o := startOrigin(t)
+	dir := t.TempDir()
+	path := writeConfig(t, dir, o, "")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = bytes.Replace(b, []byte("  tokens_file: tokens.jsonl\n"), nil, 1)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logBuf syncBuffer
+	g, err := NewGateway(cfg, slog.New(slog.NewJSONHandler(&logBuf, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"whitelist changes are not persisted", "no one can sign in"} {
+		if !strings.Contains(logBuf.String(), want) {
+			t.Errorf("log: no warning %q in\n%s", want, logBuf.String())
+		}
+	}
+	tmp := g.cp.tmpDir
+	if st, err := os.Stat(filepath.Join(tmp, "admin.db")); err != nil || st.Mode().Perm()&0o077 != 0 {
+		t.Errorf("temporary state: %v %v, want a private file", st, err)
+	}
+	if dst, err := os.Stat(tmp); err != nil || dst.Mode().Perm() != 0o700 {
+		t.Errorf("temporary state directory: %v %v, want mode 0700", dst, err)
+	}
+	if err := g.cp.close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
+		t.Errorf("temporary state directory %s left behind: %v", tmp, err)
+	}
 }
