@@ -326,3 +326,36 @@ func BenchmarkReadProxyHeader(b *testing.B) {
 		}
 	}
 }
+
+// FuzzProxyHeaderFraming checks the framing that decides how many bytes of
+// a connection are the PROXY header against go-proxyproto's own reader:
+// whenever the library parses a header from b, the framing must need no
+// more bytes and name exactly the length the library consumed.
+func FuzzProxyHeaderFraming(f *testing.F) {
+	for _, s := range []string{
+		"PROXY TCP4 203.0.113.1 198.51.100.1 4242 80\r\nGET / HTTP/1.1\r\n",
+		"PROXY TCP6 2001:db8::1 2001:db8::2 1 2\r\n",
+		"PROXY UNKNOWN\r\n",
+		string(proxyV2Sig) + "\x21\x11\x00\x0c\xcb\x00\x71\x01\xc6\x33\x64\x01\x10\x92\x00\x50rest",
+		string(proxyV2Sig) + "\x20\x00\x00\x00",
+		"GET / HTTP/1.1\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		peeked := b[:min(len(b), proxyV1MaxLen)]
+		more := proxyHeaderMore(peeked)
+		n, ferr := proxyHeaderLen(peeked)
+		r := bytes.NewReader(b)
+		br := bufio.NewReaderSize(r, 70000)
+		if _, err := proxyproto.Read(br); err == nil {
+			consumed := len(b) - r.Len() - br.Buffered()
+			if more && len(peeked) < proxyV1MaxLen {
+				t.Fatalf("library parsed a header from %q, framing still wants more", b)
+			}
+			if ferr != nil || n != consumed {
+				t.Fatalf("library consumed %d bytes of %q, framing says %d, %v", consumed, b, n, ferr)
+			}
+		}
+	})
+}
