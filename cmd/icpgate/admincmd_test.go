@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/icpgate/icpgate/admin"
+	"github.com/icpgate/icpgate/internal/pebbletest"
 	"github.com/icpgate/icpgate/internal/pgtest"
 )
 
@@ -577,5 +580,52 @@ log:
 	code, out, _ = cli(t, token, "audit", "ls", "--json", "--action", "token.create", "--admin", "http://"+gB.AdminAddr().String())
 	if err := json.Unmarshal([]byte(out), &entries); code != exitOK || err != nil || len(entries) != 1 || entries[0].Target != "support.user" {
 		t.Errorf("token.create audit: got %d %q %v", code, out, err)
+	}
+}
+
+// TestAdminClientHTTPS: with admin.tls_names the commands reach the admin
+// listener over HTTPS under its name (SNI and Host) at admin.address, with
+// a certificate from a real ACME CA (pebble).
+func TestAdminClientHTTPS(t *testing.T) {
+	port := pebbletest.FreePorts(t, 1)[0]
+	ca := pebbletest.Start(t, port)
+	o := startOrigin(t)
+	dir := t.TempDir()
+	path := writeConfig(t, dir, o, fmt.Sprintf("policy:\n  tls_page:\n    acme_directory: %q\n    ca_roots_file: %q\n", ca.Directory, ca.TLSRootsFile))
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = bytes.Replace(b, []byte(`address: "127.0.0.1:0"`+"\n  tokens_file"),
+		fmt.Appendf(nil, "address: \"127.0.0.1:%d\"\n  tls_names: [admin.example.cn]\n  tokens_file", port), 1)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runServe(t, path)
+	t.Setenv(tokenEnv, newToken(t, path, "viewer"))
+	c, err := newAdminClient(&clientFlags{config: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.base.String(), fmt.Sprintf("https://admin.example.cn:%d", port); got != want {
+		t.Fatalf("base URL: got %s, want %s", got, want)
+	}
+	// The system roots do not hold pebble's: trust its root as an
+	// operator would with SSL_CERT_FILE.
+	c.hc.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: ca.Roots}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var e admin.Explanation
+		_, err := c.getJSON(context.Background(), "/v1/explain", url.Values{"host": {"www.filed.cn"}}, &e)
+		if err == nil {
+			if e.Reason != "filed" {
+				t.Errorf("explain over HTTPS: got %+v, want reason filed", e)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("explain over HTTPS: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
