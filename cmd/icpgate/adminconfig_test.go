@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -190,5 +191,37 @@ func TestControlPlaneWithoutFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
 		t.Errorf("temporary state directory %s left behind: %v", tmp, err)
+	}
+}
+
+// TestTokenFileOwner: root running `icpgate token create` leaves the token
+// file to the owner of its directory (the gateway's user), not to root.
+func TestTokenFileOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create a file for another user")
+	}
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	if err := os.Mkdir(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	const uid, gid = 65534, 65534 // nobody
+	if err := os.Chown(state, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "icpgate.yaml")
+	if err := os.WriteFile(path, []byte(minimal+"admin: {tokens_file: state/tokens.jsonl}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	newToken(t, path, "admin")
+	for _, p := range []string{"tokens.jsonl", "tokens.jsonl.lock"} {
+		fi, err := os.Stat(filepath.Join(state, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid != uid || st.Gid != gid || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: got uid %d gid %d mode %v, want %d:%d 0600", p, st.Uid, st.Gid, fi.Mode().Perm(), uid, gid)
+		}
 	}
 }
