@@ -158,7 +158,9 @@ type AuditEntry struct {
 
 // AuditFilter selects audit entries, newest first.
 type AuditFilter struct {
-	Who, Action, Target string // exact matches when set
+	// Exact matches when set; Target also matches the normalised host,
+	// so a search by domain finds creates (whose target is the new ID).
+	Who, Action, Target string
 	Since, Until        time.Time
 	// Before is a pagination cursor: only entries with a smaller ID; 0
 	// starts from the newest.

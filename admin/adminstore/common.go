@@ -201,7 +201,7 @@ func matchAudit(e *admin.AuditEntry, f *admin.AuditFilter) bool {
 	if f.Action != "" && e.Action != f.Action {
 		return false
 	}
-	if f.Target != "" && e.Target != f.Target {
+	if f.Target != "" && e.Target != f.Target && e.Normalized != f.Target {
 		return false
 	}
 	if !f.Since.IsZero() && e.At.Before(f.Since) {

@@ -365,7 +365,7 @@ func testBackend(t *testing.T, b admin.Backend) {
 		// A valid body is kept byte for byte, duplicate keys and all.
 		raw := `{"host": "a.cn", "action":"allow", "action":"deny"}`
 		if err := b.AppendAudit(ctx, admin.AuditEntry{Who: "li.wei", Action: "override.create", Input: json.RawMessage(raw),
-			Outcome: "rejected", Detail: "ambiguous", At: t0.Add(5 * time.Hour)}); err != nil {
+			Normalized: "a.cn", Outcome: "rejected", Detail: "ambiguous", At: t0.Add(5 * time.Hour)}); err != nil {
 			t.Fatal(err)
 		}
 		es, _ = b.ListAudit(ctx, admin.AuditFilter{Limit: 1})
@@ -416,6 +416,8 @@ func testBackend(t *testing.T, b admin.Backend) {
 		count(admin.AuditFilter{Action: "override.update"}, func(e admin.AuditEntry) bool { return e.Action == "override.update" })
 		target := made["xn--fsqu00a.xn--fiqs8s"].ID
 		count(admin.AuditFilter{Target: target}, func(e admin.AuditEntry) bool { return e.Target == target })
+		// A search by host finds entries whose target is an ID.
+		count(admin.AuditFilter{Target: "a.cn"}, func(e admin.AuditEntry) bool { return e.Target == "a.cn" || e.Normalized == "a.cn" })
 		count(admin.AuditFilter{Who: "ops", Action: "override.create"}, func(e admin.AuditEntry) bool {
 			return e.Who == "ops" && e.Action == "override.create"
 		})

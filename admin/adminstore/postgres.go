@@ -389,7 +389,7 @@ func (p *Postgres) ListAudit(ctx context.Context, f admin.AuditFilter) ([]admin.
 		WHERE ($1 = 0 OR id < $1)
 		  AND ($2 = '' OR who = $2)
 		  AND ($3 = '' OR action = $3)
-		  AND ($4 = '' OR target = $4)
+		  AND ($4 = '' OR target = $4 OR normalized = $4)
 		  AND ($5::timestamptz IS NULL OR at >= $5)
 		  AND ($6::timestamptz IS NULL OR at < $6)
 		ORDER BY id DESC LIMIT $7`,

@@ -33,6 +33,7 @@ ALTER TABLE icpgate_audit
     ADD COLUMN message    text NOT NULL DEFAULT '';
 CREATE INDEX icpgate_audit_who ON icpgate_audit (who, id);
 CREATE INDEX icpgate_audit_target ON icpgate_audit (target, id);
+CREATE INDEX icpgate_audit_normalized ON icpgate_audit (normalized, id);
 
 -- The audit log is append-only: no UPDATE, DELETE or TRUNCATE, whatever
 -- the row. Statement-level, so even a statement that matches no row is
