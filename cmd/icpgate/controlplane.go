@@ -93,7 +93,7 @@ func openControlPlane(ctx context.Context, cfg *Config, reg *registry.Registry, 
 		Capacity:        cfg.Report.Capacity,
 		MaxDestinations: cfg.Report.MaxDestinations,
 		File:            cfg.Report.File,
-		Log:             log.With("component", "unfiled"),
+		Log:             log, // unfiled.New adds component=unfiled
 	})
 	if err := cp.report.Load(); err != nil {
 		// The report is a statistic: losing it must not stop the gateway.

@@ -218,15 +218,18 @@ func (g *Gateway) Run(ctx context.Context) error {
 			g.pg.run(srcCtx)
 		}()
 	}
-	// The report's last save runs when srcCtx ends: after the data plane
-	// has drained, so it holds every block.
+	// The report runs until the data plane has drained (not until ctx
+	// ends, which starts the drain), so its last save holds every block.
+	repCtx, stopRep := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRep()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		g.cp.runReport(srcCtx)
+		g.cp.runReport(repCtx)
 	}()
 	err := g.proxy.Serve(ctx)
 	stopSrc()
+	stopRep()
 	wg.Wait()
 	g.reloadMu.Lock()
 	drain := g.cfg.Timeouts.Drain
