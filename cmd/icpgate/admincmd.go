@@ -272,6 +272,23 @@ func getOverride(ctx context.Context, c *adminClient, action, id string) (admin.
 	return o, etag, nil
 }
 
+// changeOverride reads override id (of action) and sends method with body
+// to it under If-Match of the version read, so a change made by someone
+// else in between is refused (412) rather than overwritten.
+func changeOverride(ctx context.Context, cf *clientFlags, action, id, method string, body any) (admin.OverrideJSON, error) {
+	var o admin.OverrideJSON
+	c, err := newAdminClient(cf)
+	if err != nil {
+		return o, err
+	}
+	_, etag, err := getOverride(ctx, c, action, id)
+	if err != nil {
+		return o, err
+	}
+	_, err = c.sendJSON(ctx, method, "/v1/overrides/"+url.PathEscape(id), body, etag, &o)
+	return o, err
+}
+
 func overrideRemove(ctx context.Context, action string, args []string, stdout, stderr io.Writer) (int, error) {
 	fs := withUsage(flag.NewFlagSet(action+" rm", flag.ContinueOnError), stderr, action+" rm ID [-config FILE] [--admin URL] [--json]")
 	cf := addClientFlags(fs)
@@ -282,16 +299,8 @@ func overrideRemove(ctx context.Context, action string, args []string, stdout, s
 	if len(pos) != 1 {
 		return exitError, usageError(fs, stderr, "want exactly one override ID (see icpgate "+action+" ls)")
 	}
-	c, err := newAdminClient(cf)
+	o, err := changeOverride(ctx, cf, action, pos[0], http.MethodDelete, nil)
 	if err != nil {
-		return exitError, err
-	}
-	_, etag, err := getOverride(ctx, c, action, pos[0])
-	if err != nil {
-		return exitError, err
-	}
-	var o admin.OverrideJSON
-	if _, err := c.sendJSON(ctx, http.MethodDelete, "/v1/overrides/"+url.PathEscape(pos[0]), nil, etag, &o); err != nil {
 		return exitError, err
 	}
 	if cf.json {
@@ -320,16 +329,8 @@ func overrideExtend(ctx context.Context, action string, args []string, stdout, s
 	if (body.TTL == "") == (body.Expires == "") {
 		return exitError, usageError(fs, stderr, "give --ttl or --expires")
 	}
-	c, err := newAdminClient(cf)
+	o, err := changeOverride(ctx, cf, action, pos[0], http.MethodPatch, body)
 	if err != nil {
-		return exitError, err
-	}
-	_, etag, err := getOverride(ctx, c, action, pos[0])
-	if err != nil {
-		return exitError, err
-	}
-	var o admin.OverrideJSON
-	if _, err := c.sendJSON(ctx, http.MethodPatch, "/v1/overrides/"+url.PathEscape(pos[0]), body, etag, &o); err != nil {
 		return exitError, err
 	}
 	if cf.json {
