@@ -5,6 +5,7 @@ import (
 	"errors"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -100,12 +101,8 @@ func (s *Server) listOverrides(c *call) {
 		return
 	}
 	var e *apiError
-	if f.After, e = parseCursor("after", q.Get("after")); e != nil {
-		writeError(c.w, e)
-		return
-	}
-	limit, e := parseLimit("limit", q.Get("limit"), 100, maxListLimit)
-	if e != nil {
+	var limit int
+	if f.After, limit, e = parsePage(q, "after"); e != nil {
 		writeError(c.w, e)
 		return
 	}
@@ -414,16 +411,12 @@ func (s *Server) listAudit(c *call) {
 		*t.dst = at
 	}
 	var e *apiError
-	if f.Before, e = parseCursor("before", q.Get("before")); e != nil {
+	var limit int
+	if f.Before, limit, e = parsePage(q, "before"); e != nil {
 		writeError(c.w, e)
 		return
 	}
-	limit, e := parseLimit("limit", q.Get("limit"), 100, maxListLimit)
-	if e != nil {
-		writeError(c.w, e)
-		return
-	}
-	f.Limit = limit + 1
+	f.Limit = limit + 1 // one more tells whether there is a next page
 	entries, err := s.cfg.Backend.ListAudit(c.r.Context(), f)
 	if err != nil {
 		writeError(c.w, s.storeError(err, "reading the audit log"))
@@ -517,4 +510,18 @@ func acceptsCSV(accept string) bool {
 		}
 	}
 	return false
+}
+
+// parsePage reads a list's cursor (the query parameter named cursor) and
+// limit.
+func parsePage(q url.Values, cursor string) (int64, int, *apiError) {
+	c, e := parseCursor(cursor, q.Get(cursor))
+	if e != nil {
+		return 0, 0, e
+	}
+	limit, e := parseLimit("limit", q.Get("limit"), 100, maxListLimit)
+	if e != nil {
+		return 0, 0, e
+	}
+	return c, limit, nil
 }
