@@ -65,9 +65,11 @@ type Store struct {
 	closed bool
 }
 
-// OpenStore opens (or creates) the store at path. A file that bbolt cannot
-// open (not a bbolt file, damaged header) is discarded and replaced by an
-// empty store, with a warning: the node then loads in full.
+// OpenStore opens (or creates) the store at path. A damaged file (not a
+// bbolt file, a bad header, truncated) is discarded and replaced by an
+// empty store, with a warning: the node then loads in full. Any other
+// failure (locked by another process, no permission, a read-only disk) is
+// an error and leaves the file alone.
 func OpenStore(path string, log *slog.Logger) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -80,8 +82,13 @@ func OpenStore(path string, log *slog.Logger) (*Store, error) {
 	}
 	os.Remove(path + ".tmp") // a full save cut short
 	db, err := openBolt(path)
+	if err != nil && !errors.Is(err, ErrCorruptStore) {
+		// Locked by another process, permission denied, a read-only
+		// disk: the file may be fine, so it is never deleted for these.
+		return nil, fmt.Errorf("opening the store: %w", err)
+	}
 	if err != nil {
-		s.log.Warn("local store unreadable; discarding it", "error", err.Error())
+		s.log.Warn("local store damaged; discarding it", "error", err.Error())
 		if rerr := os.Remove(path); rerr != nil && !os.IsNotExist(rerr) {
 			return nil, fmt.Errorf("discarding the store: %w", rerr)
 		}

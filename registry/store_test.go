@@ -259,6 +259,40 @@ func TestStoreLeftoverTemp(t *testing.T) {
 	}
 }
 
+// TestStoreLockedKept: a store another process (here, another Store)
+// holds is an error, and the file, which is fine, is not discarded.
+func TestStoreLockedKept(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "icpgate.db")
+	s, err := registry.OpenStore(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := storeSnapshot(t)
+	if err := s.SaveFull(want, registry.StoreState{Cursor: 7}); err != nil {
+		t.Fatal(err)
+	}
+	if s2, err := registry.OpenStore(path, nil); err == nil {
+		s2.Close()
+		t.Fatal("a second OpenStore of a held store succeeded")
+	} else if errors.Is(err, registry.ErrCorruptStore) {
+		t.Fatalf("a held store reported as damaged: %v", err)
+	}
+	s.Close()
+	s, err = registry.OpenStore(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	snap, st, err := s.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameSnapshot(t, snap, want)
+	if st.Cursor != 7 {
+		t.Errorf("cursor: got %d, want 7 (the store was discarded)", st.Cursor)
+	}
+}
+
 func BenchmarkStoreSaveFull(b *testing.B) {
 	bld := registry.NewBuilder(100000)
 	for i := range 100000 {

@@ -87,11 +87,15 @@ func newPGSource(pc PostgresConfig, storePath string, reg *registry.Registry, lo
 		Buckets: metrics.LatencyBuckets,
 	})
 	if storePath != "" {
-		st, err := registry.OpenStore(storePath, log)
-		if err != nil {
-			return nil, fmt.Errorf("registry.store: %w", err)
+		// The store is a cache of the database: a node that cannot use it
+		// (a read-only disk, another process holding it) still serves,
+		// from the database, and says so.
+		if st, err := registry.OpenStore(storePath, log); err != nil {
+			log.Error("registry.store unusable: serving without a local store (no cold start with the database down)",
+				"path", storePath, "error", err.Error())
+		} else {
+			p.store = st
 		}
-		p.store = st
 	}
 	var err error
 	p.src, err = registry.NewPostgresSource(reg, registry.PostgresOptions{
