@@ -78,15 +78,21 @@ func newPacker(hint int) *packer {
 // find returns the table slot of domain and whether it holds it (else the
 // empty slot where it would go).
 func (p *packed) find(domain string) (slot uint64, ok bool) {
-	h := maphash.String(tableSeed, domain)
+	slot, _, ok = p.findHash(domain)
+	return slot, ok
+}
+
+// findHash is find that also returns the domain's hash.
+func (p *packed) findHash(domain string) (slot, h uint64, ok bool) {
+	h = maphash.String(tableSeed, domain)
 	tag := h >> 33
 	for i := h & p.mask; ; i = (i + 1) & p.mask {
 		e := p.table[i]
 		if e == 0 {
-			return i, false
+			return i, h, false
 		}
 		if e>>33 == tag && p.domainAt(uint32(e)) == domain {
-			return i, true
+			return i, h, true
 		}
 	}
 }
@@ -128,8 +134,16 @@ func (p *packed) each(f func(r *Record) bool) {
 	}
 }
 
-// add encodes rec (valid, canonical, not yet present) and indexes it.
+// add encodes rec (valid, canonical) and indexes it; a domain already
+// present is ErrDuplicate.
 func (b *packer) add(rec *Record) error {
+	if (b.p.n+1)*4 > len(b.p.table)*3 {
+		b.grow()
+	}
+	slot, h, dup := b.p.findHash(rec.Domain)
+	if dup {
+		return fmt.Errorf("%w: domain %s", ErrDuplicate, rec.Domain)
+	}
 	e := b.scratch[:0]
 	if len(rec.Domain) > 255 {
 		return fmt.Errorf("%w: domain: longer than 255 bytes", ErrInvalidRecord)
@@ -149,11 +163,7 @@ func (b *packer) add(rec *Record) error {
 	if err != nil {
 		return err
 	}
-	if (b.p.n+1)*4 > len(b.p.table)*3 {
-		b.grow()
-	}
-	slot, _ := b.p.find(rec.Domain)
-	b.p.table[slot] = maphash.String(tableSeed, rec.Domain)>>33<<33 | 1<<32 | uint64(ref)
+	b.p.table[slot] = h>>33<<33 | 1<<32 | uint64(ref)
 	b.p.n++
 	return nil
 }

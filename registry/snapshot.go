@@ -306,11 +306,6 @@ func (b *Builder) Add(rec Record) error {
 	if err := canonicalRecord(&rec); err != nil {
 		return err
 	}
-	if b.pk.p.n > 0 {
-		if _, dup := b.pk.p.find(rec.Domain); dup {
-			return fmt.Errorf("%w: domain %s", ErrDuplicate, rec.Domain)
-		}
-	}
 	if err := b.pk.add(&rec); err != nil {
 		return err
 	}
