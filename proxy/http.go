@@ -129,6 +129,12 @@ type httpHandler struct {
 
 	conns sync.Pool // *httpConn
 
+	// pool is the Server's shared pool of idle upstream connections, nil
+	// when this listener's upstream connections must not be shared
+	// (spoofed source, PROXY header) or when no Server runs the handler:
+	// then an upstream connection lives only as long as its client's.
+	pool *upstreamPool
+
 	blocks *blockLog      // the Server's block log; nil writes nothing
 	dialer upstreamDialer // dials upstreams (transparent source, PROXY header: transparent.go)
 	obs    *observerSlot  // the Server's block observer; nil observes nothing
@@ -301,8 +307,9 @@ type httpConn struct {
 	upIn connBuf // from the upstream
 	out  []byte  // head being written
 
-	up     *net.TCPConn
-	upAddr string
+	up      *net.TCPConn
+	upAddr  string
+	upClean bool // up has relayed a complete keep-alive response and nothing since
 
 	req, resp   msgHead
 	reqF, respF []hdrField
@@ -345,11 +352,13 @@ func (h *httpHandler) serve(ctx context.Context, c *net.TCPConn, ci *connInfo) {
 		} else {
 			hc.wakeDone.Wait() // drainWake started: let it finish before reuse
 		}
+		// The upstream connection first: a client that saw the end of
+		// its response may come straight back on a new connection.
+		hc.releaseUpstream()
 		if hc.linger {
 			lingerClose(c)
 		}
 		c.Close()
-		hc.closeUpstream()
 		hc.reset()
 		h.conns.Put(hc)
 	}()
@@ -401,6 +410,27 @@ func (hc *httpConn) closeUpstream() {
 		hc.up, hc.upAddr = nil, ""
 		hc.upIn.r, hc.upIn.w = 0, 0
 	}
+	hc.upClean = false
+}
+
+// releaseUpstream lets go of the upstream connection: back into the shared
+// pool when it is clean (its last response was complete and well framed,
+// allowed keep-alive, and nothing from the upstream is buffered), else
+// closed.
+func (hc *httpConn) releaseUpstream() {
+	if hc.up == nil {
+		return
+	}
+	if p := hc.h.pool; p != nil && hc.upClean && len(hc.upIn.buffered()) == 0 {
+		// Deadlines set while relaying must not fire on the next user.
+		if hc.up.SetDeadline(time.Time{}) == nil {
+			p.put(hc.upAddr, hc.up)
+			hc.up, hc.upAddr, hc.upClean = nil, "", false
+			hc.upIn.r, hc.upIn.w = 0, 0
+			return
+		}
+	}
+	hc.closeUpstream()
 }
 
 // refuse answers a request refused before any decision and counts it.
@@ -611,15 +641,15 @@ func (hc *httpConn) serveRequest(first bool) bool {
 	// does), which saves a syscall per request; anything else is sent
 	// only after a non-blocking liveness peek.
 	retryable := !req.chunked && req.contentLength <= 0 && !(req.hasUpgrade && req.conn&connUpgrade != 0) && idempotent(req.method.of(head))
-	reused := hc.up != nil && hc.upAddr == upstream && len(hc.upIn.buffered()) == 0
-	err = hc.ensureUpstream(upstream, !retryable)
+	reused, err := hc.ensureUpstream(upstream, !retryable)
 	hc.nUp, hc.nDown = 0, 0
 	var keep bool
 	if err == nil {
 		keep, err = hc.forward(head, isHead, reused && retryable)
 		if errors.Is(err, errStaleUpstream) {
 			hc.closeUpstream()
-			if err = hc.ensureUpstream(upstream, false); err == nil {
+			// A fresh connection: the pool's next one may be as stale.
+			if err = hc.dialUpstream(upstream); err == nil {
 				keep, err = hc.forward(head, isHead, false)
 			}
 		}
@@ -722,25 +752,46 @@ func idempotent(m []byte) bool {
 	return false
 }
 
-// ensureUpstream makes hc.up a connection to addr, reusing the pooled one
-// when it is to addr and clean; check also peeks that it is still open.
-func (hc *httpConn) ensureUpstream(addr string, check bool) error {
+// ensureUpstream makes hc.up a connection to addr: the one this client
+// connection already holds when it is to addr and clean (check also peeks
+// that it is still open), else an idle one from the shared pool (always
+// peeked), else a new one. reused reports a connection that carried
+// requests before, which the upstream may close at any moment.
+func (hc *httpConn) ensureUpstream(addr string, check bool) (reused bool, err error) {
 	if hc.up != nil && hc.upAddr == addr && len(hc.upIn.buffered()) == 0 && (!check || upstreamAlive(hc.up)) {
-		return nil
+		return true, nil
 	}
-	hc.closeUpstream()
-	if hc.upIn.b == nil {
-		// Allocated on the first passing request: connections that are
-		// only ever blocked or refused never need it.
-		hc.upIn.b = make([]byte, httpBufSize)
+	if hc.up != nil && hc.upAddr == addr {
+		hc.closeUpstream() // dead, or bytes the upstream should not have sent
 	}
+	hc.releaseUpstream() // another upstream's: back to the pool when clean
+	if p := hc.h.pool; p != nil {
+		if c := p.get(addr); c != nil {
+			hc.allocUpstreamBuf()
+			hc.up, hc.upAddr, hc.upClean = c, addr, false
+			return true, nil
+		}
+	}
+	return false, hc.dialUpstream(addr)
+}
+
+// dialUpstream makes hc.up a new connection to addr. hc.up must be nil.
+func (hc *httpConn) dialUpstream(addr string) error {
+	hc.allocUpstreamBuf()
 	c, err := hc.h.dialer.dial(context.Background(), addr, &hc.ci)
 	if err != nil {
 		return fmt.Errorf("%w %s: %w", errDial, addr, err)
 	}
-	hc.up = c
-	hc.upAddr = addr
+	hc.up, hc.upAddr, hc.upClean = c, addr, false
 	return nil
+}
+
+// allocUpstreamBuf allocates the upstream read buffer on the first passing
+// request: connections that are only ever blocked or refused never need it.
+func (hc *httpConn) allocUpstreamBuf() {
+	if hc.upIn.b == nil {
+		hc.upIn.b = make([]byte, httpBufSize)
+	}
 }
 
 // upstreamAlive checks a pooled upstream connection without blocking: a
@@ -770,6 +821,7 @@ func (hc *httpConn) forward(head []byte, isHead, canRetry bool) (bool, error) {
 	req := &hc.req
 	b := head
 	upgrade := req.hasUpgrade && req.conn&connUpgrade != 0 && !req.h2c
+	hc.upClean = false // until a complete response says otherwise
 	req.markDropped(b, isHopByHop)
 
 	// Request line: origin-form for an absolute-form target.
@@ -1161,6 +1213,8 @@ func (hc *httpConn) relayFinal(b []byte, n int, isHead bool) (bool, error) {
 	}
 	if !upKeep {
 		hc.closeUpstream()
+	} else {
+		hc.upClean = true
 	}
 	return clientKeep, nil
 }

@@ -91,6 +91,10 @@ type Server struct {
 
 	echTLS prometheus.Counter // ECHHellos{protocol="tls"}, resolved once
 
+	// upPool holds idle upstream connections of http listeners, shared by
+	// their client connections and kept across Reloads (upstreampool.go).
+	upPool *upstreamPool
+
 	mu      sync.Mutex // guards the fields below
 	cfg     Config
 	lns     map[string]*listener
@@ -170,9 +174,10 @@ func NewServer(cfg Config, d Decider, m *Metrics, log *slog.Logger) (*Server, er
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		log: log.With("component", "proxy"),
-		m:   m,
-		lim: newConnLimiter(),
+		log:    log.With("component", "proxy"),
+		m:      m,
+		lim:    newConnLimiter(),
+		upPool: newUpstreamPool(),
 	}
 	s.dec.store(d)
 	s.blocks = newBlockLog(s.log, blockLogRate, blockLogBurst)
@@ -293,6 +298,11 @@ func (s *Server) newRuntime(cfg Config, lc ListenerConfig) *listenerRuntime {
 		// connections; the rest of the dialer is the listener's.
 		rt.http.dialer = rt.edge.dialer
 		rt.http.dialer.keepAlive = 0
+		// A connection from the client's own address or announcing the
+		// client in a PROXY header belongs to that client: never shared.
+		if !rt.http.dialer.spoof && rt.http.dialer.send == 0 {
+			rt.http.pool = s.upPool
+		}
 	}
 	return rt
 }
@@ -604,6 +614,7 @@ func (s *Server) shutdown() {
 		<-done
 	}
 	s.hardCancel()
+	s.upPool.close()
 	s.mu.Lock()
 	pages := s.pages
 	s.pages = nil
@@ -710,6 +721,7 @@ func (s *Server) idleWatchdog(stop <-chan struct{}) {
 			return
 		case <-t.C:
 		}
+		s.upPool.evictExpired()
 		now := time.Now()
 		due = s.conns.due(now.UnixNano(), due[:0])
 		if len(due) > 0 {
