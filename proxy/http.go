@@ -719,6 +719,31 @@ func (hc *httpConn) block(dec *Decision, head []byte, isHead bool) {
 	if err != nil && h.log.Enabled(context.Background(), slog.LevelDebug) {
 		h.log.Debug("writing block response", "client", hc.client.String(), "error", err)
 	}
+	// Linger only when the client may still be sending (nginx's
+	// "lingering_close on" heuristic): a body follows the head, bytes are
+	// buffered or pending, or the peek fails. A blocked GET, the common
+	// case, is closed at once with a FIN: no shutdown, no read deadline,
+	// no wait for the client's FIN.
+	req := &hc.req
+	hc.linger = err != nil || req.chunked || req.contentLength > 0 || len(hc.in.buffered()) > 0 || !clientQuiet(hc.c)
+}
+
+// clientQuiet reports, without blocking, that c has nothing unread: no
+// byte pending (EAGAIN) or only the client's FIN. A close then sends a FIN,
+// not a reset that could destroy the response in flight.
+func clientQuiet(c *net.TCPConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	quiet := false
+	var b [1]byte
+	rerr := rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		quiet = n == 0 || n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
+		return true
+	})
+	return rerr == nil && quiet
 }
 
 // lingerClose lets a final response reach the client before the close: a

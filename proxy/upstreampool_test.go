@@ -412,3 +412,43 @@ func BenchmarkHTTPNewConn(b *testing.B) {
 	}
 	b.ReportMetric(float64(dials.Load())/float64(b.N), "dials/op")
 }
+
+// TestHTTPBlockedClose: a blocked request is answered completely and then
+// closed with a FIN (io.EOF, never a reset), whether the client sent only a
+// head (closed at once) or a body the gateway never reads (lingering close,
+// so the unread body does not turn the close into a reset).
+func TestHTTPBlockedClose(t *testing.T) {
+	g := poolGateway(t, "127.0.0.1:1") // never dialled: every request is blocked
+	body := strings.Repeat("b", 256<<10)
+	for _, tc := range []struct{ name, req string }{
+		{"GET", "GET / HTTP/1.1\r\nHost: unfiled.cn\r\n\r\n"},
+		{"pipelined", "GET / HTTP/1.1\r\nHost: unfiled.cn\r\n\r\nGET / HTTP/1.1\r\nHost: www.filed.cn\r\n\r\n"},
+		{"POST body", "POST / HTTP/1.1\r\nHost: unfiled.cn\r\nContent-Length: " + fmt.Sprint(len(body)) + "\r\n\r\n" + body},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", g.addr("http"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			errc := make(chan error, 1)
+			go func() { _, err := io.WriteString(c, tc.req); errc <- err }()
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("reading the block response: %v", err)
+			}
+			if _, err := io.ReadAll(resp.Body); err != nil {
+				t.Fatalf("reading the block page: %v", err)
+			}
+			if resp.StatusCode != 403 {
+				t.Fatalf("status: got %d, want 403", resp.StatusCode)
+			}
+			if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
+				t.Errorf("after the response: got %q, %v; want nothing, then EOF", rest, err)
+			}
+			<-errc
+		})
+	}
+}
