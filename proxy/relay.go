@@ -3,7 +3,6 @@ package proxy
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -47,7 +46,7 @@ func relay(client, up *net.TCPConn, bytesUp, bytesDown prometheus.Counter) (nUp,
 		client.Close()
 		up.Close()
 	} else {
-		up.CloseWrite() // the upstream sees EOF and may still answer
+		rawCloseWrite(up) // the upstream sees EOF and may still answer
 	}
 	wg.Wait()
 	if errUp != nil {
@@ -68,27 +67,36 @@ func relayDownstream(client, up *net.TCPConn, bytesDown prometheus.Counter) (int
 		up.Close()
 		return n, err
 	}
-	client.CloseWrite()
+	rawCloseWrite(client)
 	return n, nil
 }
 
 // spliceCopy copies src to dst until EOF on src (nil error) or an error,
-// relayChunk bytes per ReadFrom, adding each run's bytes to count.
+// with splice(2) through a cached pipe (splice.go), adding the bytes moved
+// to count every relayChunk bytes and at the end.
 func spliceCopy(dst, src *net.TCPConn, count prometheus.Counter) (int64, error) {
-	lr := &io.LimitedReader{R: src}
+	srcRC, err := src.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	dstRC, err := dst.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	s, err := getSplicer()
+	if err != nil {
+		return 0, err
+	}
+	defer putSplicer(s)
 	var total int64
 	for {
-		lr.N = relayChunk
-		n, err := dst.ReadFrom(lr)
+		n, done, err := s.copyRun(dstRC, srcRC, relayChunk)
 		if n > 0 {
 			total += n
 			count.Add(float64(n))
 		}
-		if err != nil {
+		if err != nil || done {
 			return total, err
-		}
-		if lr.N > 0 { // the run ended before its limit: EOF on src
-			return total, nil
 		}
 	}
 }

@@ -122,7 +122,7 @@ func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn, ci *connInfo) {
 
 	// Replay the bytes the hello reader consumed, hand its buffer back to
 	// the pool (a long relay should not hold it), then splice the rest.
-	_, err = up.Write(sc.Buffered())
+	_, err = rawWrite(up, sc.Buffered())
 	sc.Release()
 	if err != nil {
 		if rt.log.Enabled(context.Background(), slog.LevelDebug) {

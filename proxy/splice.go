@@ -1,0 +1,199 @@
+package proxy
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Why the relay does its own splice(2) instead of TCPConn.ReadFrom.
+//
+// The runtime's network I/O enters each system call through
+// syscall.Syscall, which marks the goroutine's P as in a system call and,
+// when the scheduler's monitor thread (sysmon) is in its deep sleep because
+// every P was idle, wakes it. sysmon then polls every 20 µs until it sees
+// every P idle again. A passthrough gateway pinned to one core is exactly
+// that case: its P goes idle between the few messages of every connection
+// (ClientHello, server flight, client Finished, request, response, FIN), so
+// each message woke sysmon, a futex wake and then context switches on the
+// same core. perf on bench/run's TLS new-connection workload put a quarter
+// of the gateway's CPU in runtime.sysmon.
+//
+// splice with SPLICE_F_NONBLOCK on non-blocking sockets and a non-blocking
+// pipe never blocks, so it is issued with RawSyscall, which does not enter
+// the scheduler's system-call state; waiting for readiness still goes
+// through the runtime poller (syscall.RawConn Read/Write), so deadlines,
+// Close from another goroutine and the drain work as with net.Conn. The
+// pipe and the callbacks are cached with their splicer, so a relay
+// allocates nothing per chunk (Go's own splice path takes a pipe from a
+// sync.Pool with a finalizer, and its pipes are closed when the GC drops
+// them).
+
+// Limits of the splicer cache: idle pipes kept for the next relays. Each
+// is two descriptors; 256 covers 128 busy relays' worth of churn.
+const maxIdleSplicers = 256
+
+// maxSpliceRun is the most bytes one splice(2) call is asked to move; the
+// kernel moves at most a pipe's capacity (64 KiB by default) anyway.
+const maxSpliceRun = 1 << 20
+
+// splicer moves bytes from one socket to another through its pipe.
+type splicer struct {
+	r, w   int // pipe ends
+	inPipe int // bytes in the pipe, not yet written to dst
+
+	n     int           // result of the last splice call
+	errno syscall.Errno // its error
+
+	fill  func(fd uintptr) bool // src -> pipe, for RawConn.Read
+	drain func(fd uintptr) bool // pipe -> dst, for RawConn.Write
+}
+
+var splicers struct {
+	mu   sync.Mutex
+	idle []*splicer // guarded by mu
+}
+
+// getSplicer returns an idle splicer or a new one with a new pipe.
+func getSplicer() (*splicer, error) {
+	splicers.mu.Lock()
+	if n := len(splicers.idle); n > 0 {
+		s := splicers.idle[n-1]
+		splicers.idle[n-1] = nil
+		splicers.idle = splicers.idle[:n-1]
+		splicers.mu.Unlock()
+		return s, nil
+	}
+	splicers.mu.Unlock()
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("creating splice pipe: %w", err)
+	}
+	s := &splicer{r: p[0], w: p[1]}
+	s.fill = func(fd uintptr) bool {
+		s.n, s.errno = rawSplice(int(fd), s.w, maxSpliceRun)
+		return s.errno != unix.EAGAIN
+	}
+	s.drain = func(fd uintptr) bool {
+		s.n, s.errno = rawSplice(s.r, int(fd), s.inPipe)
+		return s.errno != unix.EAGAIN
+	}
+	return s, nil
+}
+
+// putSplicer caches s for another relay, or closes its pipe when the cache
+// is full or bytes are stranded in it (an error in mid-run): those must
+// never reach another connection.
+func putSplicer(s *splicer) {
+	if s.inPipe == 0 {
+		splicers.mu.Lock()
+		if len(splicers.idle) < maxIdleSplicers {
+			splicers.idle = append(splicers.idle, s)
+			splicers.mu.Unlock()
+			return
+		}
+		splicers.mu.Unlock()
+	}
+	unix.Close(s.r)
+	unix.Close(s.w)
+}
+
+// rawSplice is one non-blocking splice(2), retried on EINTR.
+func rawSplice(in, out, n int) (int, syscall.Errno) {
+	for {
+		r, _, e := syscall.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+		if e != unix.EINTR {
+			return int(r), e
+		}
+	}
+}
+
+// copyRun moves bytes from src to dst until EOF on src (done true), an
+// error, or at least limit bytes moved. It returns the bytes moved.
+func (s *splicer) copyRun(dst, src syscall.RawConn, limit int64) (moved int64, done bool, err error) {
+	for moved < limit {
+		if err := src.Read(s.fill); err != nil {
+			return moved, false, err // closed or past a deadline
+		}
+		if s.errno != 0 {
+			return moved, false, &net.OpError{Op: "splice", Net: "tcp", Err: s.errno}
+		}
+		if s.n == 0 {
+			return moved, true, nil // EOF: the pipe was empty, so only EOF reads nothing
+		}
+		s.inPipe = s.n
+		for s.inPipe > 0 {
+			if err := dst.Write(s.drain); err != nil {
+				return moved, false, err
+			}
+			if s.errno != 0 {
+				return moved, false, &net.OpError{Op: "splice", Net: "tcp", Err: s.errno}
+			}
+			if s.n == 0 {
+				return moved, false, io.ErrShortWrite // never seen: the pipe has data
+			}
+			s.inPipe -= s.n
+			moved += int64(s.n)
+		}
+	}
+	return moved, false, nil
+}
+
+// rawWrite writes all of b to c like c.Write, with RawSyscall (see the top
+// of this file): for the replayed ClientHello, the one write of a
+// passthrough connection outside the splice runs.
+func rawWrite(c *net.TCPConn, b []byte) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	written := 0
+	var errno syscall.Errno
+	werr := rc.Write(func(fd uintptr) bool {
+		for written < len(b) {
+			r, _, e := syscall.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[written])), uintptr(len(b)-written))
+			switch e {
+			case 0:
+				written += int(r)
+				continue
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false // wait until writable
+			}
+			errno = e
+			return true
+		}
+		return true
+	})
+	if werr != nil {
+		return written, werr
+	}
+	if errno != 0 {
+		return written, &net.OpError{Op: "write", Net: "tcp", Err: errno}
+	}
+	return written, nil
+}
+
+// rawCloseWrite is c.CloseWrite with RawSyscall: shutdown(2) never blocks.
+func rawCloseWrite(c *net.TCPConn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var errno syscall.Errno
+	if err := rc.Control(func(fd uintptr) {
+		_, _, errno = syscall.RawSyscall(unix.SYS_SHUTDOWN, fd, unix.SHUT_WR, 0)
+	}); err != nil {
+		return err
+	}
+	if errno != 0 {
+		return &net.OpError{Op: "shutdown", Net: "tcp", Err: errno}
+	}
+	return nil
+}
