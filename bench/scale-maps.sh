@@ -16,12 +16,12 @@
 # map on the stats socket, after the same file edit); icpgate: edit the
 # registry file (it polls the file and applies the changed rows).
 #
-# Not a unit test. At 10M names nginx alone needs minutes per load: while
-# parsing a map, nginx checks every name for a duplicate by a linear scan of
-# one of 10007 buckets (ngx_hash_add_key, NGX_HASH_LARGE_HSIZE), so the parse
-# is quadratic in the number of names; the whole run takes 20-30 minutes
-# and up to about 8 GiB (nginx during its reload). TARGETS=haproxy,icpgate
-# takes about 6 minutes.
+# Not a unit test. At 10M names nginx alone needs minutes per load: its map
+# parse grows faster than linearly (user CPU x3.2-3.4 per doubling of the
+# names; ngx_hash_add_key checks each name for a duplicate by scanning one
+# of 10007 buckets), about 7 minutes per load at 10M on a busy 2-core
+# machine. The whole run at 10M takes about 20 minutes and up to about
+# 7 GiB (nginx during its reload); TARGETS=haproxy,icpgate about 6 minutes.
 #
 #   bench/scale-maps.sh                     # 10M names
 #   N=1000000 bench/scale-maps.sh           # 1M
@@ -39,8 +39,8 @@ export PATH=$PATH:/usr/local/go/bin
 N=${N:-10000000}
 CHANGES=${CHANGES:-4}  # cheap changes (icpgate, HAProxy runtime API)
 RELOADS=${RELOADS:-2}  # changes through a reload (HAProxy; nginx below 2M names)
-# nginx parses a map in time quadratic in its size (below), about 8 minutes
-# per load at 10M names on a busy 2-core machine: one reload above 2M names.
+# nginx's map parse grows faster than linearly (above), about 7 minutes per
+# load at 10M names on a busy 2-core machine: one reload above 2M names.
 NGINX_RELOADS=${NGINX_RELOADS:-$(((N > 2000000)) && echo 1 || echo "$RELOADS")}
 TARGETS=${TARGETS:-nginx,haproxy,icpgate}
 NGINX_STREAM=${NGINX_STREAM:-0}
