@@ -21,9 +21,9 @@ const relayChunk = 1 << 20
 // relay moves bytes between client and up in both directions until both
 // have ended, counting them in bytesUp (client to upstream) and bytesDown.
 //
-// Both ends are *net.TCPConn, so each direction is TCPConn.ReadFrom of an
-// io.LimitedReader over a *net.TCPConn, which the runtime serves with
-// splice(2): the payload never enters user space. When one side ends its
+// Both ends are *net.TCPConn, so each direction is splice(2) through a
+// pipe (spliceCopy, splice.go): the payload never enters user space. When
+// one side ends its
 // stream (EOF), relay half-closes the other side with CloseWrite and keeps
 // the opposite direction running, so a client can send a request, shut its
 // write side and still read the whole response. Any error in one direction
