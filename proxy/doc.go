@@ -38,9 +38,10 @@
 // (tlspage.go); either way the upstream is never dialled. A hello carrying
 // ECH is counted and decided on its outer name, the only one readable. A passing
 // one is dialled to Decision.Upstream or the listener's default, the hello
-// bytes are replayed, and then both directions are moved with splice(2):
-// both ends stay *net.TCPConn, so TCPConn.ReadFrom keeps the payload in
-// the kernel. When one side finishes, the other is half-closed with
+// bytes are replayed, and then both directions are moved with splice(2)
+// through a cached pipe (splice.go): the payload stays in the kernel, and
+// the calls do not wake the Go scheduler's monitor thread. When one side
+// finishes, the other is half-closed with
 // CloseWrite and the reverse direction keeps running.
 //
 // QUIC. A quic listener (quic.go) decrypts each new flow's Initial packets
