@@ -16,8 +16,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -33,7 +31,6 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/http3"
 )
 
 // evRequest is one request the HTTP origin handled to its end.
@@ -874,57 +871,9 @@ func TestEvasionSmuggling(t *testing.T) {
 // name reaches the HTTP/3 origin, an unfiled one is refused with
 // CRYPTO_ERROR access_denied in a v2 Initial and never reaches it.
 func TestEvasionQUICv2(t *testing.T) {
-	cert, err := selfSigned([]string{"filed.cn", "*.filed.cn", "unfiled.cn"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc := &countingPC{PacketConn: c}
-	h3 := &http3.Server{
-		TLSConfig:  http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}}),
-		QUICConfig: &quic.Config{Versions: []quic.Version{quic.Version2, quic.Version1}},
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "origin saw %s over %s", r.Host, r.Proto)
-		}),
-	}
-	served := make(chan struct{})
-	go func() { defer close(served); h3.Serve(pc) }()
-	t.Cleanup(func() { h3.Close(); c.Close(); <-served })
-	tl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := tl.Addr().(*net.TCPAddr).Port
-	tl.Close()
-	o := startOrigin(t)
-	path := writeConfig(t, t.TempDir(), o, "")
-	writeQUICConfig(t, path, o, port, c.LocalAddr().String())
-	g := runServe(t, path)
-	addr := g.ProxyAddr("quic").String()
-
-	get := func(host string) (string, error) {
-		tr := &http3.Transport{
-			TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: host},
-			QUICConfig:      &quic.Config{HandshakeIdleTimeout: 10 * time.Second, Versions: []quic.Version{quic.Version2}},
-			Dial: func(ctx context.Context, _ string, tc *tls.Config, qc *quic.Config) (*quic.Conn, error) {
-				return quic.DialAddr(ctx, addr, tc, qc)
-			},
-		}
-		defer tr.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+host+"/", nil)
-		resp, err := tr.RoundTrip(req)
-		if err != nil {
-			return "", err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		return string(b), err
-	}
+	q := startQUICGateway(t, []quic.Version{quic.Version2, quic.Version1})
+	pc := q.origin
+	get := func(host string) (string, error) { return q.get(host, 10*time.Second, []quic.Version{quic.Version2}) }
 	body, err := get("www.filed.cn")
 	if err != nil {
 		t.Fatalf("filed over QUIC v2: %v", err)
