@@ -361,13 +361,26 @@ func appendAudit(tx *bolt.Tx, e *admin.AuditEntry) error {
 	return ab.Put(idKey(seq), v)
 }
 
-// mutationTime is the instant a change happens: the audit entry's At when
-// the caller set it, else now.
-func mutationTime(audit *admin.AuditEntry) time.Time {
+// beginMutation returns the instant a change happens (the audit entry's
+// At when the caller set it, else now) with its audit entry prepared.
+func beginMutation(audit *admin.AuditEntry) (time.Time, error) {
+	at := stamp(time.Now())
 	if !audit.At.IsZero() {
-		return stamp(audit.At)
+		at = stamp(audit.At)
 	}
-	return stamp(time.Now())
+	return at, prepareAudit(audit, at, true)
+}
+
+// beginCreate is beginMutation for a new override, which it also checks
+// (normalised host) and stamps as created then.
+func beginCreate(o *registry.Override, audit *admin.AuditEntry) (time.Time, error) {
+	at, err := beginMutation(audit)
+	if err != nil {
+		return at, err
+	}
+	o.Created = at
+	*o, err = checkOverride(*o)
+	return at, err
 }
 
 // ListOverrides returns overrides matching f, by ID ascending.
@@ -417,13 +430,8 @@ func (b *Bolt) CreateOverride(ctx context.Context, o registry.Override, audit ad
 	if err := ctx.Err(); err != nil {
 		return admin.Override{}, err
 	}
-	at := mutationTime(&audit)
-	o.Created = at
-	o, err := checkOverride(o)
+	at, err := beginCreate(&o, &audit)
 	if err != nil {
-		return admin.Override{}, err
-	}
-	if err := prepareAudit(&audit, at, true); err != nil {
 		return admin.Override{}, err
 	}
 	var stored admin.Override
@@ -457,12 +465,12 @@ func (b *Bolt) UpdateOverride(ctx context.Context, id string, version int64, cha
 	if err := ctx.Err(); err != nil {
 		return admin.Override{}, err
 	}
-	at := mutationTime(&audit)
-	if err := prepareAudit(&audit, at, true); err != nil {
+	at, err := beginMutation(&audit)
+	if err != nil {
 		return admin.Override{}, err
 	}
 	var stored admin.Override
-	err := b.update(func(tx *bolt.Tx) error {
+	err = b.update(func(tx *bolt.Tx) error {
 		cur, k, err := getOverride(tx, id)
 		if err != nil {
 			return err
@@ -510,12 +518,12 @@ func (b *Bolt) DeleteOverride(ctx context.Context, id string, version int64, aud
 	if err := ctx.Err(); err != nil {
 		return admin.Override{}, err
 	}
-	at := mutationTime(&audit)
-	if err := prepareAudit(&audit, at, true); err != nil {
+	at, err := beginMutation(&audit)
+	if err != nil {
 		return admin.Override{}, err
 	}
 	var cur admin.Override
-	err := b.update(func(tx *bolt.Tx) error {
+	err = b.update(func(tx *bolt.Tx) error {
 		var k []byte
 		var err error
 		cur, k, err = getOverride(tx, id)

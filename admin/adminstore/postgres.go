@@ -215,13 +215,8 @@ func (p *Postgres) GetOverride(ctx context.Context, id string) (admin.Override, 
 // CreateOverride stores o with a new ID, Created now (audit.At when set)
 // and Version 1, and its audit entry, in one transaction.
 func (p *Postgres) CreateOverride(ctx context.Context, o registry.Override, audit admin.AuditEntry) (admin.Override, error) {
-	at := mutationTime(&audit)
-	o.Created = at
-	o, err := checkOverride(o)
+	at, err := beginCreate(&o, &audit)
 	if err != nil {
-		return admin.Override{}, err
-	}
-	if err := prepareAudit(&audit, at, true); err != nil {
 		return admin.Override{}, err
 	}
 	var stored admin.Override
@@ -271,12 +266,12 @@ func (p *Postgres) UpdateOverride(ctx context.Context, id string, version int64,
 	if !ok {
 		return admin.Override{}, admin.ErrNotFound
 	}
-	at := mutationTime(&audit)
-	if err := prepareAudit(&audit, at, true); err != nil {
+	at, err := beginMutation(&audit)
+	if err != nil {
 		return admin.Override{}, err
 	}
 	var stored admin.Override
-	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
 		cur, err := scanOverride(tx.QueryRow(ctx, `SELECT `+overrideCols+` FROM icpgate_overrides WHERE id = $1`, n))
 		if errors.Is(err, pgx.ErrNoRows) {
 			return admin.ErrNotFound
@@ -324,12 +319,12 @@ func (p *Postgres) DeleteOverride(ctx context.Context, id string, version int64,
 	if !ok {
 		return admin.Override{}, admin.ErrNotFound
 	}
-	at := mutationTime(&audit)
-	if err := prepareAudit(&audit, at, true); err != nil {
+	at, err := beginMutation(&audit)
+	if err != nil {
 		return admin.Override{}, err
 	}
 	var cur admin.Override
-	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
 		var err error
 		cur, err = scanOverride(tx.QueryRow(ctx, `DELETE FROM icpgate_overrides
 			WHERE id = $1 AND version = $2 RETURNING `+overrideCols, n, version))
