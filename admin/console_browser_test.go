@@ -389,6 +389,12 @@ func TestConsoleBrowser(t *testing.T) {
 		chromedp.WaitVisible(css(`#audit-table tr[data-action="override.delete"][data-who="li.wei"][data-outcome="ok"]`)),
 		chromedp.WaitVisible(css(`#audit-table tr[data-action="login"][data-who="li.wei"]`)),
 	)
+	// One page of fewer than 50 entries: no way back or forward, page 1.
+	if got := browsertest.Run(t, b, "audit pager", chromedp.Evaluate[string](
+		`[document.getElementById("audit-prev").disabled, document.getElementById("audit-next").disabled,
+		  document.getElementById("audit-page").textContent.includes("1")].join()`)); got != "true,true,true" {
+		t.Errorf("audit pager (prev disabled, next disabled, page 1): got %s", got)
+	}
 	b.Do(t, "audit details",
 		chromedp.Click(css(`#audit-table tr[data-action="override.create"][data-host="unfiled-shop.cn"][data-outcome="ok"] button`)),
 		chromedp.WaitVisible(css(`#audit-table tr.detail:not([hidden]) pre.json`)),

@@ -4,14 +4,12 @@
 import { api, query } from "./api.js";
 import { el, $, append, show as showEl } from "./dom.js";
 import { t, has } from "./i18n.js";
-import { clearErrors, showError, markField, timeNode } from "./ui.js";
+import { clearErrors, showError, markField, timeNode, Pager } from "./ui.js";
 
 const PAGE_SIZE = 50;
 
 let entries = [];
-let cursors = [""]; // cursors[i] is the "before" of page i
-let page = 0;
-let next = "";
+let pager; // position in the cursor-paged list
 let loaded = false;
 const open = new Set(); // IDs of entries whose details are shown
 
@@ -21,19 +19,7 @@ export function init() {
     ev.preventDefault();
     reload();
   });
-  $("audit-prev").addEventListener("click", () => {
-    if (page > 0) {
-      page--;
-      load();
-    }
-  });
-  $("audit-next").addEventListener("click", () => {
-    if (next) {
-      cursors[page + 1] = next;
-      page++;
-      load();
-    }
-  });
+  pager = new Pager("audit", load);
 }
 
 /** onSession forgets the previous person's view. */
@@ -69,8 +55,7 @@ function dayStart(v, plusDays = 0) {
 }
 
 function reload() {
-  cursors = [""];
-  page = 0;
+  pager.reset();
   return load();
 }
 
@@ -95,7 +80,7 @@ async function load() {
     target: form.elements.target.value.trim(),
     since: since ? dayStart(since) : "",
     until: until ? dayStart(until, 1) : "",
-    before: cursors[page],
+    before: pager.cursor,
     limit: PAGE_SIZE,
   };
   $("audit-table").setAttribute("aria-busy", "true");
@@ -109,11 +94,11 @@ async function load() {
   $("audit-table").removeAttribute("aria-busy");
   if (err) {
     entries = [];
-    next = "";
+    pager.next = "";
     showError(msg, err, form);
   } else {
     entries = data.entries || [];
-    next = data.next ? String(data.next) : "";
+    pager.next = data.next ? String(data.next) : "";
     loaded = true;
   }
   renderRows();
@@ -128,9 +113,7 @@ function renderRows() {
   tbody.replaceChildren();
   for (const e of entries) append(tbody, rowNodes(e));
   showEl($("audit-empty"), loaded && entries.length === 0);
-  $("audit-prev").disabled = page === 0;
-  $("audit-next").disabled = !next;
-  $("audit-page").textContent = loaded ? t("common.page", { n: page + 1 }) : "";
+  pager.render(loaded);
 }
 
 function rowNodes(e) {

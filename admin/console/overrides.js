@@ -6,15 +6,13 @@
 import { api, can, query, ApiError } from "./api.js";
 import { el, $, append, show as showEl } from "./dom.js";
 import { t, has, fmtTime } from "./i18n.js";
-import { clearErrors, showError, showOK, markField, busy, timeNode, dialog, status, ttlRadios } from "./ui.js";
+import { clearErrors, showError, showOK, markField, busy, timeNode, dialog, status, ttlRadios, Pager } from "./ui.js";
 
 const PAGE_SIZE = 50;
 
 let go = () => {};
 let rows = []; // the page shown
-let cursors = [""]; // cursors[i] is the "after" of page i
-let page = 0;
-let next = "";
+let pager; // position in the cursor-paged list
 let loaded = false;
 let focusTicket = false; // set by prefill: the next show focuses the ticket field
 
@@ -26,19 +24,7 @@ export function init(ctx) {
     ev.preventDefault();
     reload();
   });
-  $("ov-prev").addEventListener("click", () => {
-    if (page > 0) {
-      page--;
-      load();
-    }
-  });
-  $("ov-next").addEventListener("click", () => {
-    if (next) {
-      cursors[page + 1] = next;
-      page++;
-      load();
-    }
-  });
+  pager = new Pager("ov", load);
 }
 
 /** onSession shows the form only to roles that may use it. */
@@ -160,8 +146,7 @@ async function send(form, msg, body) {
 }
 
 function reload() {
-  cursors = [""];
-  page = 0;
+  pager.reset();
   return load();
 }
 
@@ -177,7 +162,7 @@ async function load() {
     q: $("ov-q").value.trim(),
     action: $("ov-action").value,
     active: $("ov-active").value,
-    after: cursors[page],
+    after: pager.cursor,
     limit: PAGE_SIZE,
   };
   $("ov-table").setAttribute("aria-busy", "true");
@@ -191,11 +176,11 @@ async function load() {
   $("ov-table").removeAttribute("aria-busy");
   if (err) {
     rows = [];
-    next = "";
+    pager.next = "";
     showError(msg, err);
   } else {
     rows = data.overrides || [];
-    next = data.next || "";
+    pager.next = data.next || "";
     loaded = true;
   }
   renderRows();
@@ -206,9 +191,7 @@ function renderRows() {
   tbody.replaceChildren();
   for (const o of rows) append(tbody, rowNode(o));
   showEl($("ov-empty"), loaded && rows.length === 0);
-  $("ov-prev").disabled = page === 0;
-  $("ov-next").disabled = !next;
-  $("ov-page").textContent = loaded ? t("common.page", { n: page + 1 }) : "";
+  pager.render(loaded);
 }
 
 function rowNode(o) {

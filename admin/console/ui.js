@@ -193,3 +193,47 @@ export function ttlRadios(idPrefix, checkedDays = 45) {
     );
   });
 }
+
+/**
+ * Pager keeps a cursor-paged list's position: the cursor of each page
+ * seen (the API's "next" of the page before), and wires the
+ * PREFIX-prev / PREFIX-next buttons to load.
+ */
+export class Pager {
+  constructor(prefix, load) {
+    this.prefix = prefix;
+    this.reset();
+    $(prefix + "-prev").addEventListener("click", () => {
+      if (this.page > 0) {
+        this.page--;
+        load();
+      }
+    });
+    $(prefix + "-next").addEventListener("click", () => {
+      if (this.next) {
+        this.cursors[this.page + 1] = this.next;
+        this.page++;
+        load();
+      }
+    });
+  }
+
+  /** reset goes back to the first page. */
+  reset() {
+    this.cursors = [""];
+    this.page = 0;
+    this.next = "";
+  }
+
+  /** cursor is the cursor of the page to load. */
+  get cursor() {
+    return this.cursors[this.page];
+  }
+
+  /** render updates the buttons and the page number. */
+  render(loaded) {
+    $(this.prefix + "-prev").disabled = this.page === 0;
+    $(this.prefix + "-next").disabled = !this.next;
+    $(this.prefix + "-page").textContent = loaded ? t("common.page", { n: this.page + 1 }) : "";
+  }
+}
