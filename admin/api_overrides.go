@@ -100,13 +100,11 @@ func (s *Server) listOverrides(c *call) {
 		writeError(c.w, invalid("active", "active must be true or false, got %q", a))
 		return
 	}
-	var e *apiError
-	var limit int
-	if f.After, limit, e = parsePage(q, "after"); e != nil {
+	limit, e := parsePage(q, "after", &f.After, &f.Limit)
+	if e != nil {
 		writeError(c.w, e)
 		return
 	}
-	f.Limit = limit + 1 // one more tells whether there is a next page
 	ovs, err := s.cfg.Backend.ListOverrides(c.r.Context(), f)
 	if err != nil {
 		writeError(c.w, s.storeError(err, "listing overrides"))
@@ -410,13 +408,11 @@ func (s *Server) listAudit(c *call) {
 		}
 		*t.dst = at
 	}
-	var e *apiError
-	var limit int
-	if f.Before, limit, e = parsePage(q, "before"); e != nil {
+	limit, e := parsePage(q, "before", &f.Before, &f.Limit)
+	if e != nil {
 		writeError(c.w, e)
 		return
 	}
-	f.Limit = limit + 1 // one more tells whether there is a next page
 	entries, err := s.cfg.Backend.ListAudit(c.r.Context(), f)
 	if err != nil {
 		writeError(c.w, s.storeError(err, "reading the audit log"))
@@ -512,16 +508,18 @@ func acceptsCSV(accept string) bool {
 	return false
 }
 
-// parsePage reads a list's cursor (the query parameter named cursor) and
-// limit.
-func parsePage(q url.Values, cursor string) (int64, int, *apiError) {
+// parsePage reads a list's cursor (the query parameter named cursor) into
+// *cur and its limit, which it returns; *fetch is set one higher: the extra
+// row tells whether there is a next page.
+func parsePage(q url.Values, cursor string, cur *int64, fetch *int) (int, *apiError) {
 	c, e := parseCursor(cursor, q.Get(cursor))
 	if e != nil {
-		return 0, 0, e
+		return 0, e
 	}
 	limit, e := parseLimit("limit", q.Get("limit"), 100, maxListLimit)
 	if e != nil {
-		return 0, 0, e
+		return 0, e
 	}
-	return c, limit, nil
+	*cur, *fetch = c, limit+1
+	return limit, nil
 }
