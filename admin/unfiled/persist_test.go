@@ -12,9 +12,10 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/icpgate/icpgate/internal/syncbuf"
 )
 
 // filledReport returns a report with a few domains, reasons and
@@ -325,22 +326,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = syncbuf.Buffer
 
 // FuzzLoad: Load's parser never panics; what it accepts leaves a
 // well-formed sketch within capacity that survives a save and load.

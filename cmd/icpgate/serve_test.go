@@ -22,6 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/icpgate/icpgate/internal/syncbuf"
 	"github.com/icpgate/icpgate/registry"
 )
 
@@ -146,22 +147,7 @@ func runServe(t *testing.T, path string) *Gateway {
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = syncbuf.Buffer
 
 // httpGet sends one request with Host host to addr on a fresh connection.
 func httpGet(t *testing.T, addr, host string) (int, string, string) {

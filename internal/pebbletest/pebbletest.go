@@ -18,7 +18,6 @@
 package pebbletest
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -35,9 +34,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/icpgate/icpgate/internal/syncbuf"
 )
 
 // CA is a running pebble.
@@ -166,22 +166,7 @@ func run(t testing.TB, out *syncBuffer, env []string, bin string, args ...string
 }
 
 // syncBuffer is a bytes.Buffer safe for child processes' pipes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = syncbuf.Buffer
 
 // loopbackCert makes a CA and a certificate for 127.0.0.1 and localhost
 // signed by it (for pebble's own HTTPS listeners), as PEM.
