@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -209,21 +210,30 @@ func loopbackCert(t testing.TB) (caPEM, certPEM, keyPEM []byte) {
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
 }
 
-// FreePorts returns n loopback TCP ports that were free a moment ago.
+// FreePorts returns n distinct loopback TCP ports that were free a moment
+// ago, for servers the test starts later (pebble, a gateway). They are
+// drawn from 10000-19999, below the kernel's ephemeral range (32768 and up
+// by default): a port from ":0" is ephemeral, and between its release and
+// the server binding it any outgoing connection on the machine may take it.
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var ports []int
 	var lns []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	for try := 0; len(ports) < n; try++ {
+		if try == 1000 {
+			t.Fatalf("no %d free ports in 10000-19999", n)
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 10000+mrand.IntN(10000)))
 		if err != nil {
-			t.Fatal(err)
+			continue // taken; listeners held meanwhile keep the picks distinct
 		}
 		lns = append(lns, ln)
 		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
 	}
 	return ports
 }
