@@ -1,17 +1,29 @@
 // Command loadgen is the benchmark's own load generator for what wrk cannot
 // do: new TLS connections with a chosen SNI (full handshake, one request,
-// close), and bulk downloads over plain HTTP or TLS with a chosen Host/SNI.
-// Every run is bounded by a duration and a count; only loopback addresses are
-// accepted.
+// close), bulk downloads over plain HTTP or TLS with a chosen Host/SNI, and
+// many idle connections held open. Every run is bounded by a duration and a
+// count; only loopback addresses are accepted.
 //
 // Usage:
 //
 //	loadgen -mode tlsconn -addr 127.0.0.77:27743 -host www.site0500000.cn -c 32 -d 10s
 //	loadgen -mode bulk -tls -addr 127.0.0.77:27743 -host www.site0500000.cn -path /100m.bin -c 4 -d 10s
+//	loadgen -mode idle -kind tls -addr 127.0.0.77:27743 -host www.site0500000.cn -c 10000 -d 2m
 //
-// It prints one line of key=value pairs: requests, errors, seconds, rate
-// (requests/s), p50_ms, p99_ms, bytes, mbps (MB/s, 10^6 bytes), and
-// first_error when there was one.
+// tlsconn and bulk print one line of key=value pairs: requests, errors,
+// seconds, rate (requests/s), p50_ms, p99_ms, bytes, mbps (MB/s, 10^6
+// bytes), and first_error when there was one.
+//
+// idle opens -c connections, -p at a time, and holds them: kind tls does a
+// full TLS handshake with the SNI -host and then nothing (through a
+// passthrough proxy the tunnel and its upstream connection stay open); kind
+// http sends one keep-alive GET and reads the answer. It raises its own
+// RLIMIT_NOFILE to fit -c and fails if it cannot. When every connection has
+// been tried it prints "ready opened=N errors=E open_seconds=S" (and
+// first_error), then holds until -d has passed since the start or until
+// SIGINT or SIGTERM, counts the connections still established (the peer
+// neither closed nor reset them), closes all and prints "opened=N errors=E
+// held=H open_seconds=S seconds=T".
 package main
 
 import (
@@ -25,10 +37,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -40,15 +54,17 @@ var ErrStatus = errors.New("unexpected status")
 
 // options are the command-line flags.
 type options struct {
-	mode   string
-	addr   string
-	host   string
-	path   string
-	useTLS bool
-	conns  int
-	dur    time.Duration
-	max    int
-	status int
+	mode     string
+	kind     string // idle: tls or http
+	parallel int    // idle: connections being opened at once
+	addr     string
+	host     string
+	path     string
+	useTLS   bool
+	conns    int
+	dur      time.Duration
+	max      int
+	status   int
 }
 
 // result is what one run measured.
@@ -63,19 +79,24 @@ type result struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.mode, "mode", "tlsconn", "tlsconn (new TLS connection per request) or bulk (keep-alive downloads)")
+	flag.StringVar(&o.mode, "mode", "tlsconn", "tlsconn (new TLS connection per request), bulk (keep-alive downloads) or idle (hold -c connections)")
+	flag.StringVar(&o.kind, "kind", "tls", "idle: tls (handshake, then idle) or http (one keep-alive request, then idle)")
+	flag.IntVar(&o.parallel, "p", 64, "idle: connections being opened at once")
 	flag.StringVar(&o.addr, "addr", "", "host:port to connect to (loopback only)")
 	flag.StringVar(&o.host, "host", "", "TLS SNI and HTTP Host")
 	flag.StringVar(&o.path, "path", "/", "request path")
 	flag.BoolVar(&o.useTLS, "tls", false, "bulk over TLS (tlsconn always uses TLS)")
-	flag.IntVar(&o.conns, "c", 16, "concurrent connections")
-	flag.DurationVar(&o.dur, "d", 10*time.Second, "duration")
+	flag.IntVar(&o.conns, "c", 16, "concurrent connections (idle: connections to hold)")
+	flag.DurationVar(&o.dur, "d", 10*time.Second, "duration (idle: most time from the start to the release)")
 	flag.IntVar(&o.max, "n", 1_000_000, "most requests in all")
 	flag.IntVar(&o.status, "status", 200, "expected response status")
 	flag.Parse()
 	if err := o.check(); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(2)
+	}
+	if o.mode == "idle" {
+		os.Exit(mainIdle(o))
 	}
 	var r result
 	switch o.mode {
@@ -87,16 +108,48 @@ func main() {
 	fmt.Println(r.format())
 }
 
+// mainIdle runs -mode idle: ready line, hold, result line. It returns the
+// exit status: 1 when the descriptor limit cannot fit -c.
+func mainIdle(o options) int {
+	// The connections, plus stdio, the runtime's epoll and a margin.
+	if err := raiseNofile(uint64(o.conns) + 64); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, o.dur)
+	defer cancel()
+	r := runIdle(ctx, o, func(r idleResult) { fmt.Println(r.readyLine()) })
+	fmt.Println(r.format())
+	return 0
+}
+
+// maxIdleConns bounds -c in idle mode.
+const maxIdleConns = 200_000
+
 // check validates the options.
 func (o *options) check() error {
-	if o.mode != "tlsconn" && o.mode != "bulk" {
-		return fmt.Errorf("-mode: want tlsconn or bulk, got %q", o.mode)
+	switch o.mode {
+	case "tlsconn", "bulk":
+		if o.conns < 1 || o.conns > 1000 {
+			return fmt.Errorf("-c: want 1..1000, got %d", o.conns)
+		}
+	case "idle":
+		if o.kind != "tls" && o.kind != "http" {
+			return fmt.Errorf("-kind: want tls or http, got %q", o.kind)
+		}
+		if o.conns < 1 || o.conns > maxIdleConns {
+			return fmt.Errorf("-c: want 1..%d, got %d", maxIdleConns, o.conns)
+		}
+		if o.parallel < 1 || o.parallel > 1000 {
+			return fmt.Errorf("-p: want 1..1000, got %d", o.parallel)
+		}
+	default:
+		return fmt.Errorf("-mode: want tlsconn, bulk or idle, got %q", o.mode)
 	}
 	if o.host == "" {
 		return errors.New("-host: required")
-	}
-	if o.conns < 1 || o.conns > 1000 {
-		return fmt.Errorf("-c: want 1..1000, got %d", o.conns)
 	}
 	if o.dur <= 0 || o.dur > 5*time.Minute {
 		return fmt.Errorf("-d: want up to 5m, got %v", o.dur)
