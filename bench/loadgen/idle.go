@@ -62,10 +62,14 @@ type idleConn struct {
 
 // runIdle opens o.conns connections, at most o.parallel at a time, each one
 // made idle by openIdle; calls ready once every connection has been tried
-// (or ctx ended); holds them until ctx ends; then counts those still
-// established, closes them all and returns. The caller bounds ctx by -d.
+// (or o.openFor has passed, or ctx ended: attempts cut off count as errors,
+// the ones not begun as nothing); holds them until ctx ends; then counts
+// those still established, closes them all and returns. The caller bounds
+// ctx by -d.
 func runIdle(ctx context.Context, o options, ready func(idleResult)) idleResult {
 	start := time.Now()
+	openCtx, stopOpening := context.WithTimeout(ctx, o.openFor)
+	defer stopOpening()
 	conns := make([]idleConn, o.conns)
 	var next atomic.Int64
 	var mu sync.Mutex
@@ -75,10 +79,10 @@ func runIdle(ctx context.Context, o options, ready func(idleResult)) idleResult 
 		wg.Go(func() {
 			for {
 				i := next.Add(1) - 1
-				if i >= int64(len(conns)) || ctx.Err() != nil {
+				if i >= int64(len(conns)) || openCtx.Err() != nil {
 					return
 				}
-				c, err := openIdle(ctx, o)
+				c, err := openIdle(openCtx, o)
 				mu.Lock()
 				if err != nil {
 					r.errors++

@@ -148,6 +148,9 @@ func TestIdleStopsOpeningAtDeadline(t *testing.T) {
 	})
 	o := options{mode: "idle", kind: "http", addr: s.Listener.Addr().String(), host: "www.site0000000.cn",
 		path: "/", conns: 1000, parallel: 1, dur: time.Minute, max: 1, status: 200}
+	if err := o.check(); err != nil {
+		t.Fatal(err)
+	}
 	readies := 0
 	r := runIdle(ctx, o, func(idleResult) { readies++ })
 	if readies != 1 {
@@ -158,6 +161,47 @@ func TestIdleStopsOpeningAtDeadline(t *testing.T) {
 	}
 	if !s.waitOpen(0) {
 		t.Errorf("after the run: server has %d connections open, want 0", s.open.Load())
+	}
+}
+
+// TestIdleOpenFor: a peer that accepts but never answers the handshake
+// holds every attempt until -open-for ends them; the run then reports ready
+// with them as errors instead of waiting for -d.
+func TestIdleOpenFor(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		var held []net.Conn // accepted and never answered
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	o := options{mode: "idle", kind: "tls", addr: ln.Addr().String(), host: "www.site0000000.cn",
+		conns: 5, parallel: 5, dur: time.Minute, openFor: 200 * time.Millisecond, max: 1}
+	if err := o.check(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var ready idleResult
+	r := runIdle(ctx, o, func(r idleResult) { ready = r; cancel() })
+	if ready.opened != 0 || ready.errors != 5 {
+		t.Errorf("ready: got opened=%d errors=%d, want 0 and 5", ready.opened, ready.errors)
+	}
+	if !strings.Contains(r.firstErr, "handshake") {
+		t.Errorf("first error: got %q, want a handshake error", r.firstErr)
 	}
 }
 
@@ -175,6 +219,7 @@ func TestIdleCheck(t *testing.T) {
 		{"no parallel", func(o *options) { o.parallel = 0 }, "-p"},
 		{"not loopback", func(o *options) { o.addr = "10.1.1.1:443" }, "loopback"},
 		{"tlsconn keeps its bound", func(o *options) { o.mode = "tlsconn" }, "-c"},
+		{"open-for over -d", func(o *options) { o.openFor = 2 * time.Minute }, "-open-for"},
 	} {
 		o := base
 		tc.edit(&o)

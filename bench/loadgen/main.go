@@ -14,7 +14,8 @@
 // seconds, rate (requests/s), p50_ms, p99_ms, bytes, mbps (MB/s, 10^6
 // bytes), and first_error when there was one.
 //
-// idle opens -c connections, -p at a time, and holds them: kind tls does a
+// idle opens -c connections, -p at a time (for at most -open-for), and holds
+// them: kind tls does a
 // full TLS handshake with the SNI -host and then nothing (through a
 // passthrough proxy the tunnel and its upstream connection stay open); kind
 // http sends one keep-alive GET and reads the answer. It raises its own
@@ -55,8 +56,9 @@ var ErrStatus = errors.New("unexpected status")
 // options are the command-line flags.
 type options struct {
 	mode     string
-	kind     string // idle: tls or http
-	parallel int    // idle: connections being opened at once
+	kind     string        // idle: tls or http
+	parallel int           // idle: connections being opened at once
+	openFor  time.Duration // idle: most time for opening; 0 is half of dur
 	addr     string
 	host     string
 	path     string
@@ -82,6 +84,7 @@ func main() {
 	flag.StringVar(&o.mode, "mode", "tlsconn", "tlsconn (new TLS connection per request), bulk (keep-alive downloads) or idle (hold -c connections)")
 	flag.StringVar(&o.kind, "kind", "tls", "idle: tls (handshake, then idle) or http (one keep-alive request, then idle)")
 	flag.IntVar(&o.parallel, "p", 64, "idle: connections being opened at once")
+	flag.DurationVar(&o.openFor, "open-for", 0, "idle: most time for opening them, then hold what is open (default half of -d)")
 	flag.StringVar(&o.addr, "addr", "", "host:port to connect to (loopback only)")
 	flag.StringVar(&o.host, "host", "", "TLS SNI and HTTP Host")
 	flag.StringVar(&o.path, "path", "/", "request path")
@@ -144,6 +147,12 @@ func (o *options) check() error {
 		}
 		if o.parallel < 1 || o.parallel > 1000 {
 			return fmt.Errorf("-p: want 1..1000, got %d", o.parallel)
+		}
+		if o.openFor < 0 || o.openFor > o.dur {
+			return fmt.Errorf("-open-for: want 0..%v (-d), got %v", o.dur, o.openFor)
+		}
+		if o.openFor == 0 {
+			o.openFor = o.dur / 2
 		}
 	default:
 		return fmt.Errorf("-mode: want tlsconn, bulk or idle, got %q", o.mode)
