@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -98,6 +99,7 @@ type Server struct {
 	mu      sync.Mutex // guards the fields below
 	cfg     Config
 	lns     map[string]*listener
+	engines []*engine  // passthrough engines (engine.go), made by the first listener that needs them
 	pages   []*tlsPage // every page server built, stopped after the drain
 	started bool
 	serving bool
@@ -113,6 +115,7 @@ type listener struct {
 	pc                      *net.UDPConn     // nil until bound (quic)
 	rt                      atomic.Pointer[listenerRuntime]
 	closing                 atomic.Bool
+	engines                 []*engine // the engines accepting on ln; nil when acceptLoop does
 }
 
 // listenerRuntime is the immutable per-listener state a connection is
@@ -408,6 +411,9 @@ func listenControl(network, address string, c syscall.RawConn) error {
 			what               string
 		}{
 			{unix.SOL_SOCKET, unix.SO_REUSEPORT, 1, "SO_REUSEPORT"},
+			// Inherited by accepted sockets: the passthrough engine
+			// relays small messages at once without a setsockopt each.
+			{unix.IPPROTO_TCP, unix.TCP_NODELAY, 1, "TCP_NODELAY"},
 			{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1, "SO_KEEPALIVE"},
 			{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, keepAliveIdleSeconds, "TCP_KEEPIDLE"},
 			{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, keepAliveIntervalSeconds, "TCP_KEEPINTVL"},
@@ -521,6 +527,9 @@ func (s *Server) Reload(cfg Config, d Decider) error {
 // close stops accepting on l; its open connections are not touched.
 func (l *listener) close() {
 	l.closing.Store(true)
+	for _, e := range l.engines {
+		e.call(func() { e.removeListener(l) }) // before the socket closes
+	}
 	if l.ln != nil {
 		l.ln.Close()
 	}
@@ -568,8 +577,16 @@ func (s *Server) Serve(ctx context.Context) error {
 	return nil
 }
 
-// startAccept starts the accept loop of l. s.mu must be held.
+// startAccept starts the accept loop of l, or has the passthrough engines
+// accept on it when its config lets them. s.mu must be held.
 func (s *Server) startAccept(l *listener) {
+	if l.ln != nil && l.rt.Load().engineServes() {
+		if err := s.engineAccept(l); err == nil {
+			return
+		} else {
+			s.log.Warn("passthrough engine unavailable, serving the listener with a goroutine per connection", "listener", l.name, "error", err)
+		}
+	}
 	s.accepts.Add(1)
 	go func() {
 		defer s.accepts.Done()
@@ -595,7 +612,7 @@ func (s *Server) shutdown() {
 	}
 	s.accepts.Wait()
 	s.drainCancel()
-	open := s.conns.len()
+	open := s.openConns()
 	s.log.Info("proxy draining", "connections", open, "deadline_seconds", drain.Seconds())
 
 	done := make(chan struct{})
@@ -609,6 +626,11 @@ func (s *Server) shutdown() {
 	case <-done:
 	case <-t.C:
 		n := s.conns.closeAll()
+		s.mu.Lock()
+		for _, e := range s.engines {
+			e.call(func() { n += e.closeAll() })
+		}
+		s.mu.Unlock()
 		s.hardCancel()
 		s.log.Warn("drain deadline reached, closed open connections", "connections", n)
 		<-done
@@ -616,6 +638,7 @@ func (s *Server) shutdown() {
 	s.hardCancel()
 	s.upPool.close()
 	s.mu.Lock()
+	s.stopEngines()
 	pages := s.pages
 	s.pages = nil
 	s.mu.Unlock()
@@ -648,35 +671,92 @@ func (s *Server) acceptLoop(l *listener) {
 		backoff = 0
 		rt := l.rt.Load()
 		rt.connections.Inc()
-		var client netip.AddrPort
-		if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-			client = a.AddrPort()
-		}
-		ip := client.Addr().Unmap()
-		// A trusted PROXY sender (a load balancer) carries many clients:
-		// its connections take a global slot now and a per-IP slot for
-		// the client its header names (admit), never one for itself.
-		trusted := rt.edge.trusted(ip)
-		var limit string
-		if trusted {
-			limit = s.lim.acquireGlobal()
-		} else {
-			limit = s.lim.acquire(ip)
-		}
-		if limit != "" {
-			s.rejects[limit].Inc()
-			c.Close()
-			continue
-		}
-		rt.active.Inc()
-		tc := &trackedConn{c: c, ip: ip, listener: l.name}
-		if trusted {
-			tc.ip = netip.Addr{} // no per-IP slot yet
-		}
-		s.conns.add(tc)
-		s.handlers.Add(1)
-		go s.serveConn(rt, tc, client, trusted)
+		s.admitConn(l, rt, c)
 	}
+}
+
+// engineAccept makes every engine accept on l, starting the engines the
+// first time. s.mu must be held.
+func (s *Server) engineAccept(l *listener) error {
+	if s.engines == nil {
+		n := runtime.GOMAXPROCS(0)
+		for range n {
+			e, err := newEngine(s)
+			if err != nil {
+				s.stopEngines()
+				return err
+			}
+			s.engines = append(s.engines, e)
+		}
+	}
+	for _, e := range s.engines {
+		var err error
+		e.call(func() { err = e.addListener(l) })
+		if err != nil {
+			for _, added := range l.engines {
+				added.call(func() { added.removeListener(l) })
+			}
+			l.engines = nil
+			return err
+		}
+		l.engines = append(l.engines, e)
+	}
+	return nil
+}
+
+// stopEngines stops the passthrough engines. s.mu must be held.
+func (s *Server) stopEngines() {
+	for _, e := range s.engines {
+		e.stop()
+	}
+	s.engines = nil
+}
+
+// openConns reports the open client connections.
+func (s *Server) openConns() int { return s.conns.len() + s.engineConns() }
+
+// engineConns reports the connections the engines serve.
+func (s *Server) engineConns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, e := range s.engines {
+		n += int(e.open.Load())
+	}
+	return n
+}
+
+// admitConn applies the connection limits to c, accepted on l, and starts
+// its handler.
+func (s *Server) admitConn(l *listener, rt *listenerRuntime, c *net.TCPConn) {
+	var client netip.AddrPort
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		client = a.AddrPort()
+	}
+	ip := client.Addr().Unmap()
+	// A trusted PROXY sender (a load balancer) carries many clients:
+	// its connections take a global slot now and a per-IP slot for
+	// the client its header names (admit), never one for itself.
+	trusted := rt.edge.trusted(ip)
+	var limit string
+	if trusted {
+		limit = s.lim.acquireGlobal()
+	} else {
+		limit = s.lim.acquire(ip)
+	}
+	if limit != "" {
+		s.rejects[limit].Inc()
+		c.Close()
+		return
+	}
+	rt.active.Inc()
+	tc := &trackedConn{c: c, ip: ip, listener: l.name}
+	if trusted {
+		tc.ip = netip.Addr{} // no per-IP slot yet
+	}
+	s.conns.add(tc)
+	s.handlers.Add(1)
+	go s.serveConn(rt, tc, client, trusted)
 }
 
 // serveConn runs the handler of one admitted connection and releases its

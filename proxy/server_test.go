@@ -495,7 +495,7 @@ func TestServeDrain(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Serve did not return after the drain deadline")
 	}
-	if n := g.srv.conns.len(); n != 0 {
+	if n := g.srv.openConns(); n != 0 {
 		t.Errorf("tracked connections after Serve: got %d, want 0", n)
 	}
 	if got := testutil.ToFloat64(g.m.ActiveConnections.WithLabelValues("tls")); got != 0 {

@@ -1,0 +1,1126 @@
+package proxy
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/icpgate/icpgate/sni"
+)
+
+// The passthrough engine: an event loop for plain TLS passthrough.
+//
+// A goroutine per connection (plus one per relay direction) costs a Go
+// proxy most of its gap to nginx and HAProxy on short TLS connections, and
+// not in Go code: in the kernel, switching threads. Every socket system
+// call through package net enters the scheduler's system-call state, which
+// wakes the runtime's monitor thread when it sleeps and lets it hand the P
+// to a second thread when the call is slow (loopback sends run the
+// receiver's TCP stack inline); on one core each of those is a context
+// switch. perf on bench/run's TLS new-connection workload had the gateway
+// at 9 context switches and 34 system calls per connection against
+// nginx's 7 and 21.
+//
+// So tls listeners that need nothing but accept, read the hello, decide,
+// dial, replay and relay are served by engines, nginx-style: each engine
+// is one goroutine with its own epoll set holding the listening sockets
+// (EPOLLEXCLUSIVE, so one engine wakes per connection) and every socket of
+// its connections (edge-triggered, registered once, never modified). All
+// of its socket calls are raw, non-blocking system calls (rawsys.go); it
+// waits in the runtime's poller on the epoll descriptor itself, so the
+// rest of the process (HTTP, QUIC, admin) shares the cores as usual.
+// Connections have no goroutine, no per-connection allocation once warm
+// (their state is a reused slot) and, idle, no buffer and no pipe.
+//
+// A direction relays through a read and a write of a shared scratch buffer
+// while it is small (the handshake, a request, a response), two system
+// calls a message, and switches to splice(2) through a pipe after
+// spliceAfter bytes, so bulk transfers never enter user space. Bytes a
+// slow receiver cannot take yet wait in a buffer of their own (copy mode)
+// or in the pipe (splice mode) and the source is not read meanwhile.
+//
+// A listener whose config needs more (PROXY protocol, transparent mode,
+// the TLS block page, sending a PROXY header, spoofed sources) keeps the
+// goroutine-per-connection path; a Reload that gives an engine listener
+// such a config hands its new connections to that path.
+
+// Engine sizes.
+const (
+	engineEvents     = 256      // events collected per turn
+	engineScratch    = 16 << 10 // read buffer shared by an engine's connections (a TLS record)
+	spliceAfter      = 64 << 10 // bytes a direction copies before it switches to splice
+	pumpBudget       = 1 << 20  // most bytes a direction moves per turn before others get theirs
+	engineSweep      = 50 * time.Millisecond
+	engineAcceptRun  = 64 // most accepts per listener event
+	engineMaxBackoff = time.Second
+	engineIdleBufs   = 64 // idle pending-bytes buffers kept per engine
+)
+
+// Connection states.
+const (
+	stHello   uint8 = iota // reading the ClientHello
+	stResolve              // resolving an upstream name
+	stDial                 // connecting to the upstream
+	stRelay                // relaying
+	stLinger               // blocked: alert sent, waiting for the client to close
+)
+
+// Event kinds, in the low bits of an event's Pad; the rest is the slot's
+// generation.
+const (
+	evClient = iota
+	evUpstream
+	evListener
+	evWake
+)
+
+// engineClock is the engines' monotonic clock: nanoseconds since start.
+var engineStart = time.Now()
+
+func engineNow() int64 { return int64(time.Since(engineStart)) }
+
+// engine is one event loop. Its fields are owned by its goroutine, except
+// the task queue and open.
+type engine struct {
+	s      *Server
+	epfd   int
+	ep     *os.File // epfd in the runtime poller
+	rc     syscall.RawConn
+	wakefd int
+
+	evs     []unix.EpollEvent
+	nev     int
+	pollFn  func(uintptr) bool
+	scratch []byte
+	scan    sni.Scanner
+
+	slots []*pconn
+	free  []int32
+	again []pconnRef // directions that used up their budget, pumped next turn
+	pipes [][2]int   // idle splice pipes
+	bufs  [][]byte   // idle pending buffers (engineScratch each)
+
+	lns    map[int32]*engListener
+	nextLn int32
+
+	now       int64
+	nextSweep int64
+	deadline  int64 // the poller read deadline set, 0 for none
+
+	open atomic.Int64 // connections served, for the drain log and tests
+
+	mu      sync.Mutex
+	tasks   []func() // guarded by mu
+	stopped bool
+	done    chan struct{}
+}
+
+// engListener is a listening socket in an engine's epoll set.
+type engListener struct {
+	id       int32
+	l        *listener
+	rc       syscall.RawConn
+	fd       int
+	acceptFn func(uintptr)
+	nfd      int
+	peer     netip.AddrPort
+	errno    syscall.Errno
+	backoff  time.Duration
+	paused   int64 // engine clock when a paused listener is watched again, 0 if not paused
+}
+
+type pconnRef struct {
+	c   *pconn
+	gen int32
+}
+
+// pconn is one connection of an engine, in a reused slot.
+type pconn struct {
+	slot, gen int32
+	state     uint8
+	queued    bool // in engine.again
+	cfd, ufd  int
+	rt        *listenerRuntime
+	ip        netip.Addr // per-IP limit key
+	client    netip.AddrPort
+	buf       []byte // hello bytes read so far (stHello, stResolve, stDial)
+	deadline  int64  // end of the hello, resolve, dial or linger phase
+	last      int64  // last progress while relaying
+	lingered  int    // bytes discarded while lingering
+	upAddr    string // upstream, for debug logs
+
+	cr, cw, ur, uw bool // readiness: client readable/writable, upstream
+	crHup, urHup   bool // the peer has closed its side (EPOLLRDHUP seen)
+	up, down       pdir
+}
+
+// pdir is one relay direction.
+type pdir struct {
+	pipe      [2]int // read, write end; pipe[0] < 0 in copy mode
+	inPipe    int
+	pend      []byte // copy mode: bytes read, not yet written
+	pendOff   int
+	moved     int64
+	uncounted int64
+	eof       bool // the source ended
+	shut      bool // the destination's write side is shut
+}
+
+func (d *pdir) reset() {
+	*d = pdir{pipe: [2]int{-1, -1}}
+}
+
+func (d *pdir) done() bool { return d.shut }
+
+// engineServes reports whether the engine can serve connections of rt.
+func (rt *listenerRuntime) engineServes() bool {
+	e := rt.edge
+	return rt.cfg.Protocol == "tls" && rt.tlsBlock != "page" && len(e.acceptFrom) == 0 &&
+		e.transparent == "" && !rt.original && !e.dialer.spoof && e.dialer.send == 0
+}
+
+// newEngine creates an engine and starts its goroutine.
+func newEngine(s *Server) (*engine, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("passthrough engine: epoll_create1: %w", err)
+	}
+	wakefd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("passthrough engine: eventfd: %w", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Pad: evWake}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakefd)
+		return nil, fmt.Errorf("passthrough engine: epoll_ctl: %w", err)
+	}
+	// The epoll descriptor itself is readable while events are ready:
+	// non-blocking, it can wait in the runtime's poller like a socket.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakefd)
+		return nil, fmt.Errorf("passthrough engine: %w", err)
+	}
+	e := &engine{
+		s: s, epfd: epfd, wakefd: wakefd,
+		ep:      os.NewFile(uintptr(epfd), "epoll"),
+		evs:     make([]unix.EpollEvent, engineEvents),
+		scratch: make([]byte, engineScratch),
+		lns:     make(map[int32]*engListener),
+		done:    make(chan struct{}),
+	}
+	rc, err := e.ep.SyscallConn()
+	if err == nil {
+		err = e.ep.SetReadDeadline(time.Time{}) // fails unless the runtime poller took it
+	}
+	if err != nil {
+		e.ep.Close()
+		unix.Close(wakefd)
+		return nil, fmt.Errorf("passthrough engine: %w", err)
+	}
+	e.rc = rc
+	e.pollFn = func(uintptr) bool {
+		n, errno := rawEpollPoll(e.epfd, e.evs)
+		if errno != 0 {
+			n = 0
+		}
+		e.nev = n
+		return n > 0 || len(e.again) > 0
+	}
+	go e.run()
+	return e, nil
+}
+
+// call runs f on the engine's goroutine and waits for it. It returns
+// false, without running f, when the engine has stopped.
+func (e *engine) call(f func()) bool {
+	ran := make(chan struct{})
+	e.mu.Lock()
+	if e.stopped {
+		e.mu.Unlock()
+		return false
+	}
+	e.tasks = append(e.tasks, func() { f(); close(ran) })
+	e.mu.Unlock()
+	e.wake()
+	<-ran
+	return true
+}
+
+// run is the engine's goroutine.
+func (e *engine) run() {
+	defer close(e.done)
+	for {
+		e.wait()
+		e.now = engineNow()
+		for i := 0; i < e.nev; i++ {
+			e.dispatch(&e.evs[i])
+		}
+		e.nev = 0
+		if len(e.again) > 0 {
+			e.pumpAgain()
+		}
+		if e.now >= e.nextSweep {
+			e.sweep()
+			e.nextSweep = e.now + int64(engineSweep)
+		}
+		e.mu.Lock()
+		stopped := e.stopped
+		e.mu.Unlock()
+		if stopped {
+			e.release()
+			return
+		}
+	}
+}
+
+// wait collects ready events in e.evs[:e.nev], waiting in the runtime
+// poller when there are none and no direction is due for another turn,
+// at most until the next sweep while connections are open.
+func (e *engine) wait() {
+	want := int64(0)
+	if e.open.Load() > 0 || e.paused() {
+		want = e.nextSweep
+	}
+	if want != e.deadline {
+		var t time.Time
+		if want != 0 {
+			t = engineStart.Add(time.Duration(want))
+		}
+		e.ep.SetReadDeadline(t)
+		e.deadline = want
+	}
+	if err := e.rc.Read(e.pollFn); err != nil {
+		// The sweep deadline passed; the epoll descriptor never closes
+		// while the engine runs.
+		e.deadline = -1 // set it again
+	}
+}
+
+func (e *engine) paused() bool {
+	for _, el := range e.lns {
+		if el.paused != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// dispatch handles one event.
+func (e *engine) dispatch(ev *unix.EpollEvent) {
+	kind := ev.Pad & 3
+	switch kind {
+	case evWake:
+		e.runTasks()
+		return
+	case evListener:
+		if el := e.lns[ev.Fd]; el != nil {
+			e.accept(el)
+		}
+		return
+	}
+	if int(ev.Fd) >= len(e.slots) {
+		return
+	}
+	c := e.slots[ev.Fd]
+	if c == nil || c.gen != ev.Pad>>2 {
+		return // closed earlier in this batch
+	}
+	e.handle(c, kind, ev.Events)
+}
+
+// handle runs a connection's event; a panic ends that connection only.
+func (e *engine) handle(c *pconn, kind int32, events uint32) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.rt.log.Error("connection handler panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			e.finish(c)
+		}
+	}()
+	in := events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
+	out := events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0
+	hup := events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
+	if kind == evClient {
+		c.cr, c.cw, c.crHup = c.cr || in, c.cw || out, c.crHup || hup
+	} else {
+		c.ur, c.uw, c.urHup = c.ur || in, c.uw || out, c.urHup || hup
+	}
+	switch c.state {
+	case stHello:
+		if c.cr {
+			e.readHello(c)
+		}
+	case stDial:
+		if c.uw {
+			e.connected(c)
+		}
+	case stRelay:
+		e.pump(c)
+	case stLinger:
+		if c.cr {
+			e.linger(c)
+		}
+	}
+}
+
+func (e *engine) runTasks() {
+	var b [8]byte
+	rawRead(e.wakefd, b[:])
+	e.mu.Lock()
+	tasks := e.tasks
+	e.tasks = nil
+	e.mu.Unlock()
+	for _, t := range tasks {
+		t()
+	}
+}
+
+// addListener starts accepting on l. Run on the engine goroutine.
+func (e *engine) addListener(l *listener) error {
+	rc, err := l.ln.SyscallConn()
+	if err != nil {
+		return err
+	}
+	el := &engListener{id: e.nextLn, l: l, rc: rc}
+	e.nextLn++
+	if err := rc.Control(func(fd uintptr) { el.fd = int(fd) }); err != nil {
+		return err
+	}
+	el.acceptFn = func(fd uintptr) {
+		el.nfd, el.peer, el.errno = rawAccept(int(fd))
+	}
+	if err := e.watch(el); err != nil {
+		return err
+	}
+	e.lns[el.id] = el
+	return nil
+}
+
+// watch adds el's socket to the epoll set.
+func (e *engine) watch(el *engListener) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: el.id, Pad: evListener}
+	var err error
+	if cerr := el.rc.Control(func(fd uintptr) {
+		if errno := rawEpollCtl(e.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev); errno != 0 {
+			err = errno
+		}
+	}); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// removeListener stops accepting on l. Run on the engine goroutine, before
+// l's socket is closed.
+func (e *engine) removeListener(l *listener) {
+	for id, el := range e.lns {
+		if el.l == l {
+			if el.paused == 0 {
+				el.rc.Control(func(fd uintptr) { rawEpollCtl(e.epfd, unix.EPOLL_CTL_DEL, int(fd), nil) })
+			}
+			delete(e.lns, id)
+		}
+	}
+}
+
+// accept accepts the connections waiting on el.
+func (e *engine) accept(el *engListener) {
+	s := e.s
+	for range engineAcceptRun {
+		// Control, not Read (a listener's RawConn has none): it holds the
+		// descriptor open for the call, so a concurrent Close cannot
+		// hand its number to another socket meanwhile.
+		if err := el.rc.Control(el.acceptFn); err != nil {
+			return // closed by a Reload or the drain
+		}
+		switch el.errno {
+		case 0:
+		case unix.EAGAIN, unix.ECONNABORTED:
+			return
+		default:
+			// Out of descriptors and the like: stop watching the socket
+			// for a while rather than spin on it, like acceptLoop.
+			if el.backoff == 0 {
+				el.backoff = 5 * time.Millisecond
+				s.log.Warn("accept failed, backing off", "listener", el.l.name, "error", el.errno)
+			} else {
+				el.backoff = min(2*el.backoff, engineMaxBackoff)
+			}
+			el.rc.Control(func(fd uintptr) { rawEpollCtl(e.epfd, unix.EPOLL_CTL_DEL, int(fd), nil) })
+			el.paused = e.now + int64(el.backoff)
+			return
+		}
+		el.backoff = 0
+		fd, peer := el.nfd, el.peer
+		rt := el.l.rt.Load()
+		rt.connections.Inc()
+		if !rt.engineServes() {
+			e.handOff(el.l, rt, fd)
+			continue
+		}
+		ip := peer.Addr()
+		if limit := s.lim.acquire(ip); limit != "" {
+			s.rejects[limit].Inc()
+			rawClose(fd)
+			continue
+		}
+		rt.active.Inc()
+		s.handlers.Add(1)
+		e.open.Add(1)
+		c := e.newConn()
+		c.cfd, c.rt, c.ip, c.client = fd, rt, ip, peer
+		c.state, c.deadline = stHello, e.now+int64(rt.hello)
+		if !e.register(c, fd, evClient) {
+			e.finish(c)
+		}
+	}
+}
+
+// handOff gives a connection the engine cannot serve (its listener's
+// config changed by a Reload) to the goroutine-per-connection path.
+func (e *engine) handOff(l *listener, rt *listenerRuntime, fd int) {
+	f := os.NewFile(uintptr(fd), "")
+	nc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		rt.log.Warn("handing a connection to its handler failed", "error", err)
+		return
+	}
+	e.s.admitConn(l, rt, nc.(*net.TCPConn))
+}
+
+// newConn takes a free slot.
+func (e *engine) newConn() *pconn {
+	var c *pconn
+	if n := len(e.free); n > 0 {
+		c = e.slots[e.free[n-1]]
+		e.free = e.free[:n-1]
+	} else {
+		c = &pconn{slot: int32(len(e.slots))}
+		e.slots = append(e.slots, c)
+	}
+	gen := c.gen
+	*c = pconn{slot: c.slot, gen: gen, cfd: -1, ufd: -1}
+	c.up.reset()
+	c.down.reset()
+	return c
+}
+
+// register adds fd of c to the epoll set.
+func (e *engine) register(c *pconn, fd int, kind int32) bool {
+	ev := unix.EpollEvent{Events: epollAll, Fd: c.slot, Pad: c.gen<<2 | kind}
+	return rawEpollCtl(e.epfd, unix.EPOLL_CTL_ADD, fd, &ev) == 0
+}
+
+// wake makes the engine goroutine run its tasks.
+func (e *engine) wake() {
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
+	rawWriteFD(e.wakefd, one[:])
+}
+
+// finish closes c and frees its slot.
+func (e *engine) finish(c *pconn) {
+	if c.rt == nil {
+		return // already free
+	}
+	if c.cfd >= 0 {
+		rawClose(c.cfd)
+	}
+	if c.ufd >= 0 {
+		rawClose(c.ufd)
+	}
+	e.endDir(&c.up)
+	e.endDir(&c.down)
+	if c.buf != nil {
+		e.putBuf(c.buf)
+	}
+	rt := c.rt
+	if c.up.uncounted > 0 {
+		rt.bytesUp.Add(float64(c.up.uncounted))
+	}
+	if c.down.uncounted > 0 {
+		rt.bytesDown.Add(float64(c.down.uncounted))
+	}
+	e.s.lim.releaseConn(c.ip)
+	rt.active.Dec()
+	e.open.Add(-1)
+	e.s.handlers.Done()
+	gen := (c.gen + 1) & (1<<29 - 1)
+	*c = pconn{slot: c.slot, gen: gen, cfd: -1, ufd: -1}
+	e.free = append(e.free, c.slot)
+}
+
+// endDir releases a direction's pipe and buffer.
+func (e *engine) endDir(d *pdir) {
+	if d.pipe[0] >= 0 {
+		if d.inPipe == 0 && len(e.pipes) < maxIdleSplicers {
+			e.pipes = append(e.pipes, d.pipe)
+		} else {
+			rawClose(d.pipe[0])
+			rawClose(d.pipe[1])
+		}
+	}
+	if d.pend != nil {
+		e.putBuf(d.pend)
+	}
+}
+
+func (e *engine) getBuf(n int) []byte {
+	if n <= engineScratch {
+		if k := len(e.bufs); k > 0 {
+			b := e.bufs[k-1]
+			e.bufs = e.bufs[:k-1]
+			return b[:n]
+		}
+		return make([]byte, n, engineScratch)
+	}
+	return make([]byte, n)
+}
+
+func (e *engine) putBuf(b []byte) {
+	if cap(b) == engineScratch && len(e.bufs) < engineIdleBufs {
+		e.bufs = append(e.bufs, b[:0])
+	}
+}
+
+// readHello reads what the client sent and, once the hello is complete,
+// decides.
+func (e *engine) readHello(c *pconn) {
+	for c.cr {
+		var dst []byte
+		if c.buf == nil {
+			dst = e.scratch
+		} else {
+			if len(c.buf) == cap(c.buf) {
+				if len(c.buf) >= sni.DefaultMaxBytes {
+					e.helloFailed(c, helloTooLarge, errHelloTooLarge)
+					return
+				}
+				nb := make([]byte, len(c.buf), min(2*cap(c.buf), sni.DefaultMaxBytes))
+				copy(nb, c.buf)
+				e.putBuf(c.buf)
+				c.buf = nb
+			}
+			dst = c.buf[len(c.buf):cap(c.buf)]
+		}
+		n, errno := rawRead(c.cfd, dst)
+		switch {
+		case errno == unix.EAGAIN:
+			c.cr = false
+			return
+		case errno != 0:
+			e.helloFailed(c, helloClosed, errno)
+			return
+		case n == 0:
+			e.helloFailed(c, helloClosed, errHelloEOF)
+			return
+		}
+		if n < len(dst) && !c.crHup {
+			c.cr = false // drained: TCP returns all it has
+		}
+		got := dst[:n]
+		if c.buf != nil {
+			c.buf = c.buf[:len(c.buf)+n]
+			got = c.buf
+		}
+		hello, err := e.scan.Scan(got, 0)
+		if errors.Is(err, sni.ErrIncomplete) {
+			if c.buf == nil {
+				c.buf = append(e.getBuf(0), got...)
+			}
+			continue
+		}
+		if err != nil {
+			e.helloFailed(c, helloErrorKind(err), err)
+			return
+		}
+		if c.buf == nil {
+			c.buf = append(e.getBuf(0), got...) // replayed to the upstream
+		}
+		e.decide(c, &hello)
+		return
+	}
+}
+
+var (
+	errHelloEOF      = errors.New("client closed before its hello was complete")
+	errHelloTooLarge = fmt.Errorf("hello over %d bytes: %w", sni.DefaultMaxBytes, sni.ErrTooLarge)
+)
+
+func (e *engine) helloFailed(c *pconn, kind string, err error) {
+	rt := c.rt
+	rt.helloErrs[kind].Inc()
+	if rt.log.Enabled(context.Background(), slog.LevelDebug) {
+		rt.log.Debug("client hello not read", "kind", kind, "client", c.ip.String(), "error", err)
+	}
+	e.finish(c)
+}
+
+// decide decides on the hello's server name: dial the upstream on a pass,
+// refuse otherwise.
+func (e *engine) decide(c *pconn, hello *sni.Hello) {
+	s, rt := e.s, c.rt
+	if hello.ECH {
+		s.echTLS.Inc()
+	}
+	d := s.dec.Decide(hello.ServerName)
+	s.countDecision("tls", &d)
+	if !d.Pass {
+		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
+			rt.log.Debug("tls blocked", "sni", hello.ServerName, "reason", d.Reason, "client", c.ip.String())
+		}
+		s.blocks.Log(rt.cfg.Name, "tls", hello.ServerName, d.Reason, c.client)
+		if d.Domain != "" && s.obs.p.Load() != nil {
+			s.obs.observe(&d, rawLocalAddr(c.cfd))
+		}
+		e.block(c, hello.RecordVersion)
+		return
+	}
+	addr := d.Upstream
+	if addr == "" {
+		addr = rt.cfg.Upstream
+	}
+	if addr == "" {
+		rt.upNone.Inc()
+		if !rt.warnedNoUpstream.Swap(true) {
+			rt.log.Warn("passing connection has no upstream: the listener has none and the decision named none; closing such connections",
+				"domain", d.Domain, "reason", d.Reason)
+		}
+		e.finish(c)
+		return
+	}
+	c.upAddr = addr
+	c.deadline = e.now + int64(rt.dial)
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		e.dial(c, unmapAddrPort(ap))
+		return
+	}
+	// A name: resolved off the loop, then dialled by it.
+	c.state = stResolve
+	ref := pconnRef{c, c.gen}
+	go e.resolve(ref, addr, rt.dial)
+}
+
+// resolve looks up the upstream host of addr and posts the result back.
+func (e *engine) resolve(ref pconnRef, addr string, timeout time.Duration) {
+	var ap netip.AddrPort
+	host, port, err := net.SplitHostPort(addr)
+	var p uint64
+	if err == nil {
+		p, err = parsePort(port)
+	}
+	if err == nil {
+		ctx, cancel := context.WithTimeout(e.s.hardCtx, timeout)
+		var ips []netip.Addr
+		ips, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		cancel()
+		if err == nil && len(ips) > 0 {
+			ap = netip.AddrPortFrom(ips[0].Unmap(), uint16(p))
+		} else if err == nil {
+			err = fmt.Errorf("no address for %s", host)
+		}
+	}
+	e.post(func() {
+		c := ref.c
+		if c.gen != ref.gen || c.state != stResolve {
+			return // timed out or closed meanwhile
+		}
+		if err != nil {
+			e.dialFailed(c, err, isDialTimeout(err))
+			return
+		}
+		e.dial(c, ap)
+	})
+}
+
+func parsePort(s string) (uint64, error) {
+	var p uint64
+	if s == "" || len(s) > 5 {
+		return 0, fmt.Errorf("bad port %q", s)
+	}
+	for _, ch := range []byte(s) {
+		if ch < '0' || ch > '9' {
+			return 0, fmt.Errorf("bad port %q", s)
+		}
+		p = p*10 + uint64(ch-'0')
+	}
+	if p > 65535 {
+		return 0, fmt.Errorf("bad port %q", s)
+	}
+	return p, nil
+}
+
+// post queues f for the engine goroutine without waiting.
+func (e *engine) post(f func()) {
+	e.mu.Lock()
+	if e.stopped {
+		e.mu.Unlock()
+		return
+	}
+	e.tasks = append(e.tasks, f)
+	e.mu.Unlock()
+	e.wake()
+}
+
+// dial starts connecting c to its upstream.
+func (e *engine) dial(c *pconn, ap netip.AddrPort) {
+	fd, errno := rawConnect(ap)
+	if fd < 0 {
+		e.dialFailed(c, errno, false)
+		return
+	}
+	c.ufd = fd
+	c.state = stDial
+	if !e.register(c, fd, evUpstream) {
+		e.dialFailed(c, errno, false)
+	}
+}
+
+// connected runs when the upstream socket is writable: the connect ended.
+func (e *engine) connected(c *pconn) {
+	if errno := rawSocketError(c.ufd); errno != 0 {
+		e.dialFailed(c, errno, errno == unix.ETIMEDOUT)
+		return
+	}
+	c.state, c.last = stRelay, e.now
+	// The hello (and whatever followed it) goes first, as pending bytes
+	// of the upstream direction.
+	c.up.pend, c.buf = c.buf, nil
+	e.pump(c)
+}
+
+func (e *engine) dialFailed(c *pconn, err error, timeout bool) {
+	rt := c.rt
+	if timeout {
+		rt.upTimeout.Inc()
+	} else {
+		rt.upDial.Inc()
+	}
+	if rt.log.Enabled(context.Background(), slog.LevelDebug) {
+		rt.log.Debug("upstream dial failed", "upstream", c.upAddr, "error", err)
+	}
+	e.finish(c) // a FIN: the client sees the connection end, not a hang
+}
+
+// block refuses c as the listener's TLS block mode says (blockTLS).
+func (e *engine) block(c *pconn, recordVersion uint16) {
+	if c.rt.tlsBlock == "reset" {
+		rawResetClose(c.cfd)
+		c.cfd = -1
+		e.finish(c)
+		return
+	}
+	if recordVersion == 0 {
+		recordVersion = defaultHelloRecord
+	}
+	alert := [7]byte{recordTypeAlert, byte(recordVersion >> 8), byte(recordVersion), 0, 2, alertLevelFatal, alertAccessDenied}
+	if n, errno := rawWriteFD(c.cfd, alert[:]); errno != 0 || n != len(alert) {
+		e.finish(c)
+		return
+	}
+	rawShutdownWrite(c.cfd)
+	e.putBuf(c.buf)
+	c.buf = nil
+	c.state, c.deadline = stLinger, e.now+int64(tlsLingerTimeout)
+	if c.cr {
+		e.linger(c)
+	}
+}
+
+// linger discards what a blocked client still sends until it closes.
+func (e *engine) linger(c *pconn) {
+	for {
+		n, errno := rawRead(c.cfd, e.scratch)
+		if errno == unix.EAGAIN {
+			c.cr = false
+			return
+		}
+		c.lingered += n
+		if errno != 0 || n == 0 || c.lingered >= tlsLingerMaxBytes {
+			e.finish(c)
+			return
+		}
+	}
+}
+
+// pump moves what it can in both directions and closes c when both have
+// ended or one failed.
+func (e *engine) pump(c *pconn) {
+	errUp := e.pumpDir(c, &c.up, c.cfd, c.ufd, &c.cr, &c.uw, c.crHup)
+	if c.up.uncounted >= relayChunk {
+		c.rt.bytesUp.Add(float64(c.up.uncounted))
+		c.up.uncounted = 0
+	}
+	var errDown syscall.Errno
+	if errUp == 0 {
+		errDown = e.pumpDir(c, &c.down, c.ufd, c.cfd, &c.ur, &c.cw, c.urHup)
+		if c.down.uncounted >= relayChunk {
+			c.rt.bytesDown.Add(float64(c.down.uncounted))
+			c.down.uncounted = 0
+		}
+	}
+	if errUp != 0 || errDown != 0 {
+		if c.rt.log.Enabled(context.Background(), slog.LevelDebug) {
+			what, err := "client to upstream", errUp
+			if errUp == 0 {
+				what, err = "upstream to client", errDown
+			}
+			c.rt.log.Debug("relay ended", "upstream", c.upAddr, "error", fmt.Errorf("relaying %s: %w", what, err))
+		}
+		e.finish(c)
+		return
+	}
+	if c.up.done() && c.down.done() {
+		e.finish(c)
+	}
+}
+
+// pumpDir moves bytes from src to dst until src has nothing more, dst
+// takes nothing more, or the turn's budget is spent (then c is queued for
+// the next turn). sr and dw are the readiness flags of src and dst; hup
+// says src's peer has closed, so a short read does not mean drained.
+func (e *engine) pumpDir(c *pconn, d *pdir, src, dst int, sr, dw *bool, hup bool) syscall.Errno {
+	budget := pumpBudget
+	for {
+		// First what is waiting for dst.
+		if d.inPipe > 0 {
+			if !*dw {
+				return 0
+			}
+			n, errno := rawSplice(d.pipe[0], dst, d.inPipe)
+			if errno == unix.EAGAIN {
+				*dw = false
+				return 0
+			}
+			if errno != 0 {
+				return errno
+			}
+			d.inPipe -= n
+			d.uncounted += int64(n)
+			c.last = e.now
+			continue
+		}
+		if d.pend != nil {
+			if !*dw {
+				return 0
+			}
+			n, errno := rawWriteFD(dst, d.pend[d.pendOff:])
+			if errno == unix.EAGAIN {
+				*dw = false
+				return 0
+			}
+			if errno != 0 {
+				return errno
+			}
+			d.pendOff += n
+			d.uncounted += int64(n)
+			c.last = e.now
+			if d.pendOff == len(d.pend) {
+				e.putBuf(d.pend)
+				d.pend, d.pendOff = nil, 0
+			}
+			continue
+		}
+		if d.eof {
+			if !d.shut {
+				d.shut = true
+				if errno := rawShutdownWrite(dst); errno != 0 && errno != unix.ENOTCONN {
+					return errno
+				}
+			}
+			return 0
+		}
+		if !*sr {
+			return 0
+		}
+		if budget <= 0 {
+			if !c.queued {
+				c.queued = true
+				e.again = append(e.again, pconnRef{c, c.gen})
+			}
+			return 0
+		}
+		if d.pipe[0] < 0 && d.moved >= spliceAfter {
+			d.pipe = e.getPipe()
+		}
+		if d.pipe[0] >= 0 {
+			n, errno := rawSplice(src, d.pipe[1], maxSpliceRun)
+			switch {
+			case errno == unix.EAGAIN:
+				*sr = false
+				return 0
+			case errno != 0:
+				return errno
+			case n == 0:
+				d.eof = true
+				continue
+			}
+			d.inPipe = n
+			d.moved += int64(n)
+			budget -= n
+			c.last = e.now
+			continue
+		}
+		n, errno := rawRead(src, e.scratch)
+		switch {
+		case errno == unix.EAGAIN:
+			*sr = false
+			return 0
+		case errno != 0:
+			return errno
+		case n == 0:
+			d.eof = true
+			continue
+		}
+		if n < len(e.scratch) && !hup {
+			*sr = false // drained: TCP returns all it has
+		}
+		d.moved += int64(n)
+		budget -= n
+		c.last = e.now
+		w := 0
+		if *dw {
+			var werr syscall.Errno
+			w, werr = rawWriteFD(dst, e.scratch[:n])
+			switch {
+			case werr == unix.EAGAIN:
+				*dw, w = false, 0
+			case werr != 0:
+				return werr
+			}
+			d.uncounted += int64(w)
+		}
+		if w < n {
+			d.pend = append(e.getBuf(0), e.scratch[w:n]...)
+		}
+	}
+}
+
+// getPipe returns an idle pipe or a new one; [-1 -1] when none can be
+// made (the direction stays in copy mode).
+func (e *engine) getPipe() [2]int {
+	if n := len(e.pipes); n > 0 {
+		p := e.pipes[n-1]
+		e.pipes = e.pipes[:n-1]
+		return p
+	}
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		return [2]int{-1, -1}
+	}
+	return p
+}
+
+// pumpAgain gives the queued directions their next turn.
+func (e *engine) pumpAgain() {
+	q := e.again
+	e.again = nil
+	for _, r := range q {
+		if r.c.gen == r.gen && r.c.state == stRelay {
+			r.c.queued = false
+			e.handle(r.c, evClient, 0)
+		}
+	}
+	if e.again == nil {
+		e.again = q[:0]
+	}
+}
+
+// sweep ends the phases that ran out of time and the idle relays.
+func (e *engine) sweep() {
+	now := e.now
+	for _, el := range e.lns {
+		if el.paused != 0 && now >= el.paused {
+			el.paused = 0
+			if err := e.watch(el); err != nil {
+				el.paused = now + int64(el.backoff)
+			}
+		}
+	}
+	if e.open.Load() == 0 {
+		return
+	}
+	for _, c := range e.slots {
+		if c.rt == nil {
+			continue
+		}
+		switch c.state {
+		case stHello:
+			if now >= c.deadline {
+				e.helloFailed(c, helloTimeout, sni.ErrTimeout)
+			}
+		case stResolve, stDial:
+			if now >= c.deadline {
+				e.dialFailed(c, errDialTimeout, true)
+			}
+		case stLinger:
+			if now >= c.deadline {
+				e.finish(c)
+			}
+		case stRelay:
+			if idle := int64(c.rt.idle); idle > 0 && now-c.last >= idle {
+				e.s.countIdle(c.rt.cfg.Name)
+				e.finish(c)
+			}
+		}
+	}
+}
+
+var errDialTimeout = errors.New("upstream connect timed out")
+
+// closeAll closes every connection: the drain deadline.
+func (e *engine) closeAll() int {
+	n := 0
+	for _, c := range e.slots {
+		if c.rt != nil {
+			e.finish(c)
+			n++
+		}
+	}
+	return n
+}
+
+// stop ends the engine goroutine (after the drain) and waits for it.
+func (e *engine) stop() {
+	e.mu.Lock()
+	if e.stopped {
+		e.mu.Unlock()
+		return
+	}
+	e.stopped = true
+	e.mu.Unlock()
+	e.wake()
+	<-e.done
+}
+
+// release closes what the engine holds. Run by its goroutine as it ends.
+// Tasks queued before the stop still run, so no call waits forever.
+func (e *engine) release() {
+	e.runTasks()
+	e.closeAll()
+	for _, el := range e.lns {
+		el.rc.Control(func(fd uintptr) { rawEpollCtl(e.epfd, unix.EPOLL_CTL_DEL, int(fd), nil) })
+	}
+	for _, p := range e.pipes {
+		rawClose(p[0])
+		rawClose(p[1])
+	}
+	e.pipes = nil
+	e.ep.Close()
+	unix.Close(e.wakefd)
+}

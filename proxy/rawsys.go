@@ -1,0 +1,177 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Raw system calls of the passthrough engine (engine.go). Every one of
+// them is non-blocking on a non-blocking descriptor, so it is issued with
+// RawSyscall: the goroutine never enters the scheduler's system-call state,
+// which is what wakes the runtime's monitor thread and hands the P to
+// another thread (see the top of splice.go). Each retries EINTR itself.
+
+func rawCall(trap, a1, a2, a3 uintptr) (uintptr, syscall.Errno) {
+	for {
+		r, _, e := syscall.RawSyscall(trap, a1, a2, a3)
+		if e != unix.EINTR {
+			return r, e
+		}
+	}
+}
+
+func rawCall6(trap, a1, a2, a3, a4, a5, a6 uintptr) (uintptr, syscall.Errno) {
+	for {
+		r, _, e := syscall.RawSyscall6(trap, a1, a2, a3, a4, a5, a6)
+		if e != unix.EINTR {
+			return r, e
+		}
+	}
+}
+
+// rawRead reads into b; 0 bytes with no error is EOF.
+func rawRead(fd int, b []byte) (int, syscall.Errno) {
+	if len(b) == 0 {
+		return 0, 0
+	}
+	r, e := rawCall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	return int(r), e
+}
+
+// rawWriteFD writes b (a part of it when the socket buffer fills).
+func rawWriteFD(fd int, b []byte) (int, syscall.Errno) {
+	if len(b) == 0 {
+		return 0, 0
+	}
+	r, e := rawCall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	return int(r), e
+}
+
+// rawClose closes fd. close(2) of a socket never blocks unless SO_LINGER
+// has a timeout, which the engine never sets.
+func rawClose(fd int) {
+	syscall.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+}
+
+func rawShutdownWrite(fd int) syscall.Errno {
+	_, e := rawCall(unix.SYS_SHUTDOWN, uintptr(fd), unix.SHUT_WR, 0)
+	return e
+}
+
+// rawAccept accepts one connection on the listening socket fd, non-blocking
+// and close-on-exec, and returns its peer address (unmapped).
+func rawAccept(fd int) (int, netip.AddrPort, syscall.Errno) {
+	var sa unix.RawSockaddrAny
+	l := uint32(unix.SizeofSockaddrAny)
+	r, e := rawCall6(unix.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&l)),
+		unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	if e != 0 {
+		return -1, netip.AddrPort{}, e
+	}
+	return int(r), sockaddrAddrPort(&sa), 0
+}
+
+// rawLocalAddr returns the local address of the socket fd (unmapped).
+func rawLocalAddr(fd int) netip.AddrPort {
+	var sa unix.RawSockaddrAny
+	l := uint32(unix.SizeofSockaddrAny)
+	if _, e := rawCall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&l))); e != 0 {
+		return netip.AddrPort{}
+	}
+	return sockaddrAddrPort(&sa)
+}
+
+// sockaddrAddrPort decodes an AF_INET or AF_INET6 socket address; a
+// v4-mapped IPv6 address comes back as IPv4.
+func sockaddrAddrPort(sa *unix.RawSockaddrAny) netip.AddrPort {
+	switch sa.Addr.Family {
+	case unix.AF_INET:
+		p := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&p.Port))[:])
+		return netip.AddrPortFrom(netip.AddrFrom4(p.Addr), port)
+	case unix.AF_INET6:
+		p := (*unix.RawSockaddrInet6)(unsafe.Pointer(sa))
+		port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&p.Port))[:])
+		return netip.AddrPortFrom(netip.AddrFrom16(p.Addr).Unmap(), port)
+	}
+	return netip.AddrPort{}
+}
+
+// rawConnect starts a non-blocking connection to addr from a new socket.
+// It returns the socket and 0 when connected at once (loopback can be), or
+// EINPROGRESS when the connection completes later (wait for writability,
+// then rawSocketError); on any other error the socket is already closed.
+func rawConnect(addr netip.AddrPort) (int, syscall.Errno) {
+	family := unix.AF_INET
+	if addr.Addr().Is6() {
+		family = unix.AF_INET6
+	}
+	r, e := rawCall(unix.SYS_SOCKET, uintptr(family), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if e != 0 {
+		return -1, e
+	}
+	fd := int(r)
+	// As Go's dialer does: small relayed messages go out at once.
+	one := int32(1)
+	rawCall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
+	var sa unix.RawSockaddrAny
+	var l uintptr
+	port := addr.Port()
+	if family == unix.AF_INET {
+		p := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
+		p.Family = unix.AF_INET
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&p.Port))[:], port)
+		p.Addr = addr.Addr().As4()
+		l = unix.SizeofSockaddrInet4
+	} else {
+		p := (*unix.RawSockaddrInet6)(unsafe.Pointer(&sa))
+		p.Family = unix.AF_INET6
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&p.Port))[:], port)
+		p.Addr = addr.Addr().As16()
+		l = unix.SizeofSockaddrInet6
+	}
+	_, e = rawCall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), l)
+	if e != 0 && e != unix.EINPROGRESS {
+		rawClose(fd)
+		return -1, e
+	}
+	return fd, e
+}
+
+// rawSocketError reads and clears SO_ERROR: the outcome of a non-blocking
+// connect once the socket is writable.
+func rawSocketError(fd int) syscall.Errno {
+	var v int32
+	l := uint32(4)
+	if _, e := rawCall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_ERROR, uintptr(unsafe.Pointer(&v)), uintptr(unsafe.Pointer(&l)), 0); e != 0 {
+		return e
+	}
+	return syscall.Errno(v)
+}
+
+// rawResetClose closes fd with an RST (SO_LINGER 0): the "reset" block.
+func rawResetClose(fd int) {
+	lg := unix.Linger{Onoff: 1, Linger: 0}
+	rawCall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_LINGER, uintptr(unsafe.Pointer(&lg)), unsafe.Sizeof(lg), 0)
+	rawClose(fd)
+}
+
+// Edge-triggered interest in everything: a socket is registered once and
+// never modified; the engine keeps its own readiness flags.
+const epollAll = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+
+func rawEpollCtl(epfd, op, fd int, ev *unix.EpollEvent) syscall.Errno {
+	_, e := rawCall6(unix.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
+	return e
+}
+
+// rawEpollPoll collects the ready events without waiting (timeout 0): the
+// engine waits in the runtime's poller, on the epoll descriptor itself.
+func rawEpollPoll(epfd int, evs []unix.EpollEvent) (int, syscall.Errno) {
+	r, e := rawCall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&evs[0])), uintptr(len(evs)), 0, 0, 0)
+	return int(r), e
+}
