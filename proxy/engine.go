@@ -861,14 +861,14 @@ func (e *engine) linger(c *pconn) {
 // pump moves what it can in both directions and closes c when both have
 // ended or one failed.
 func (e *engine) pump(c *pconn) {
-	errUp := e.pumpDir(c, &c.up, c.cfd, c.ufd, &c.cr, &c.uw, c.crHup)
+	errUp := e.pumpDir(c, &c.up, &c.down, c.cfd, c.ufd, &c.cr, &c.uw, c.crHup)
 	if c.up.uncounted >= relayChunk {
 		c.rt.bytesUp.Add(float64(c.up.uncounted))
 		c.up.uncounted = 0
 	}
 	var errDown syscall.Errno
 	if errUp == 0 {
-		errDown = e.pumpDir(c, &c.down, c.ufd, c.cfd, &c.ur, &c.cw, c.urHup)
+		errDown = e.pumpDir(c, &c.down, &c.up, c.ufd, c.cfd, &c.ur, &c.cw, c.urHup)
 		if c.down.uncounted >= relayChunk {
 			c.rt.bytesDown.Add(float64(c.down.uncounted))
 			c.down.uncounted = 0
@@ -890,11 +890,11 @@ func (e *engine) pump(c *pconn) {
 	}
 }
 
-// pumpDir moves bytes from src to dst until src has nothing more, dst
+// pumpDir moves bytes of direction d (other is the opposite one) from src to dst until src has nothing more, dst
 // takes nothing more, or the turn's budget is spent (then c is queued for
 // the next turn). sr and dw are the readiness flags of src and dst; hup
 // says src's peer has closed, so a short read does not mean drained.
-func (e *engine) pumpDir(c *pconn, d *pdir, src, dst int, sr, dw *bool, hup bool) syscall.Errno {
+func (e *engine) pumpDir(c *pconn, d, other *pdir, src, dst int, sr, dw *bool, hup bool) syscall.Errno {
 	budget := pumpBudget
 	for {
 		// First what is waiting for dst.
@@ -939,8 +939,12 @@ func (e *engine) pumpDir(c *pconn, d *pdir, src, dst int, sr, dw *bool, hup bool
 		if d.eof {
 			if !d.shut {
 				d.shut = true
-				if errno := rawShutdownWrite(dst); errno != 0 && errno != unix.ENOTCONN {
-					return errno
+				// When the other direction has ended too, the close
+				// that follows sends the FIN: no shutdown call.
+				if !other.shut {
+					if errno := rawShutdownWrite(dst); errno != 0 && errno != unix.ENOTCONN {
+						return errno
+					}
 				}
 			}
 			return 0
