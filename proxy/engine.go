@@ -58,10 +58,21 @@ import (
 
 // Engine sizes.
 const (
-	engineEvents     = 256      // events collected per turn
-	engineScratch    = 16 << 10 // read buffer shared by an engine's connections (a TLS record)
-	spliceAfter      = 64 << 10 // bytes a direction copies before it switches to splice
-	pumpBudget       = 1 << 20  // most bytes a direction moves per turn before others get theirs
+	engineEvents  = 256      // events collected per turn
+	engineScratch = 16 << 10 // read buffer shared by an engine's connections (a TLS record)
+	spliceAfter   = 64 << 10 // bytes a direction copies before it switches to splice
+	// bulkBurst: a splice run this large means a burst is streaming.
+	// While it does, the destination socket runs with Nagle's algorithm
+	// (TCP_NODELAY off), so the kernel sends full segments instead of
+	// every fragment the moment the window opens: on loopback that took
+	// bulk TLS through one core from about 0.73x to 0.85x of a direct
+	// connection. A direction that has written nothing for tailPush gets
+	// TCP_NODELAY back, which sends a held tail at once: the end of a
+	// burst waits at most that long (usually the peer's ACK releases it
+	// sooner), never a delayed-ACK timeout.
+	bulkBurst        = 64 << 10
+	tailPush         = 2 * time.Millisecond
+	pumpBudget       = 1 << 20 // most bytes a direction moves per turn before others get theirs
 	engineSweep      = 50 * time.Millisecond
 	engineAcceptRun  = 64 // most accepts per listener event
 	engineMaxBackoff = time.Second
@@ -109,8 +120,12 @@ type engine struct {
 	slots []*pconn
 	free  []int32
 	again []pconnRef // directions that used up their budget, pumped next turn
-	pipes [][2]int   // idle splice pipes
-	bufs  [][]byte   // idle pending buffers (engineScratch each)
+	// pushes are the connections with a direction in a burst (Nagle on);
+	// at pushAt (engine clock, 0 for none) the quiet ones get TCP_NODELAY.
+	pushes []pconnRef
+	pushAt int64
+	pipes  [][2]int // idle splice pipes
+	bufs   [][]byte // idle pending buffers (engineScratch each)
 
 	lns    map[int32]*engListener
 	nextLn int32
@@ -151,6 +166,7 @@ type pconn struct {
 	slot, gen int32
 	state     uint8
 	queued    bool // in engine.again
+	pushing   bool // in engine.pushes
 	cfd, ufd  int
 	rt        *listenerRuntime
 	ip        netip.Addr // per-IP limit key
@@ -174,8 +190,10 @@ type pdir struct {
 	pendOff   int
 	moved     int64
 	uncounted int64
-	eof       bool // the source ended
-	shut      bool // the destination's write side is shut
+	eof       bool  // the source ended
+	shut      bool  // the destination's write side is shut
+	nagle     bool  // TCP_NODELAY is off on the destination: a burst runs
+	wrote     int64 // engine clock of the last write while nagle
 }
 
 func (d *pdir) reset() {
@@ -274,6 +292,9 @@ func (e *engine) run() {
 		if len(e.again) > 0 {
 			e.pumpAgain()
 		}
+		if e.pushAt != 0 && e.now >= e.pushAt {
+			e.pushTails()
+		}
 		if e.now >= e.nextSweep {
 			e.sweep()
 			e.nextSweep = e.now + int64(engineSweep)
@@ -295,6 +316,9 @@ func (e *engine) wait() {
 	want := int64(0)
 	if e.open.Load() > 0 || e.paused() {
 		want = e.nextSweep
+	}
+	if e.pushAt != 0 && (want == 0 || e.pushAt < want) {
+		want = e.pushAt
 	}
 	if want != e.deadline {
 		var t time.Time
@@ -913,6 +937,10 @@ func (e *engine) pumpDir(c *pconn, d, other *pdir, src, dst int, sr, dw *bool, h
 			d.inPipe -= n
 			d.uncounted += int64(n)
 			c.last = e.now
+			if d.nagle {
+				d.wrote = e.now
+				e.armPush(c)
+			}
 			continue
 		}
 		if d.pend != nil {
@@ -978,6 +1006,10 @@ func (e *engine) pumpDir(c *pconn, d, other *pdir, src, dst int, sr, dw *bool, h
 			d.moved += int64(n)
 			budget -= n
 			c.last = e.now
+			if n >= bulkBurst && !d.nagle {
+				rawSetNoDelay(dst, false) // a burst: see bulkBurst
+				d.nagle = true
+			}
 			continue
 		}
 		n, errno := rawRead(src, e.scratch)
@@ -1027,7 +1059,62 @@ func (e *engine) getPipe() [2]int {
 	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
 		return [2]int{-1, -1}
 	}
+	growPipe(p[1])
 	return p
+}
+
+// armPush makes sure c's bursts are checked at the next tail push.
+func (e *engine) armPush(c *pconn) {
+	if !c.pushing {
+		c.pushing = true
+		e.pushes = append(e.pushes, pconnRef{c, c.gen})
+	}
+	if e.pushAt == 0 {
+		e.pushAt = e.now + int64(tailPush)
+	}
+}
+
+// pushTails ends the bursts that have written nothing for tailPush:
+// TCP_NODELAY goes back on, which sends what Nagle held.
+func (e *engine) pushTails() {
+	next := int64(0)
+	keep := e.pushes[:0]
+	for _, r := range e.pushes {
+		c := r.c
+		if c.gen != r.gen || c.state != stRelay {
+			continue
+		}
+		busy := false
+		for _, x := range [2]struct {
+			d   *pdir
+			dst int
+		}{{&c.up, c.ufd}, {&c.down, c.cfd}} {
+			d := x.d
+			if !d.nagle {
+				continue
+			}
+			if at := d.wrote + int64(tailPush); d.inPipe > 0 || at > e.now {
+				busy = true
+				if next == 0 || at < next {
+					next = at
+				}
+				continue
+			}
+			rawSetNoDelay(x.dst, true)
+			d.nagle = false
+		}
+		if busy {
+			keep = append(keep, r)
+		} else {
+			c.pushing = false
+		}
+	}
+	clear(e.pushes[len(keep):])
+	e.pushes = keep
+	if next != 0 && next <= e.now {
+		next = e.now + int64(tailPush)
+	}
+	e.pushAt = next
 }
 
 // pumpAgain gives the queued directions their next turn.

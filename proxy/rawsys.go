@@ -175,3 +175,12 @@ func rawEpollPoll(epfd int, evs []unix.EpollEvent) (int, syscall.Errno) {
 	r, e := rawCall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&evs[0])), uintptr(len(evs)), 0, 0, 0)
 	return int(r), e
 }
+
+// rawSetNoDelay sets TCP_NODELAY on fd; turning it on sends what is queued.
+func rawSetNoDelay(fd int, on bool) {
+	v := int32(0)
+	if on {
+		v = 1
+	}
+	rawCall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, uintptr(unsafe.Pointer(&v)), 4, 0)
+}
