@@ -284,7 +284,7 @@ func (cb *connBuf) compact() {
 }
 
 // fill reads once from c, compacting first when the buffer's tail is full.
-func (cb *connBuf) fill(c *net.TCPConn) (int, error) {
+func (cb *connBuf) fill(c io.Reader) (int, error) {
 	if cb.w == len(cb.b) {
 		cb.compact()
 		if cb.w == len(cb.b) {
@@ -311,6 +311,8 @@ type httpConn struct {
 	out  []byte  // head being written
 
 	up      *net.TCPConn
+	cio     rawIO // reads and writes of c
+	uio     rawIO // of up
 	upAddr  string
 	upClean bool // up has relayed a complete keep-alive response and nothing since
 
@@ -375,8 +377,23 @@ func (h *httpHandler) serve(ctx context.Context, c *net.TCPConn, ci *connInfo) {
 	}
 }
 
+// io returns the raw reader and writer of c, hc's client or upstream
+// socket.
+func (hc *httpConn) io(c *net.TCPConn) *rawIO {
+	if c == hc.c {
+		hc.cio.bind(c)
+		return &hc.cio
+	}
+	hc.uio.bind(c)
+	return &hc.uio
+}
+
+var continueLine = []byte("HTTP/1.1 100 Continue\r\n\r\n")
+
 func (hc *httpConn) reset() {
 	hc.h, hc.c, hc.ci = nil, nil, connInfo{}
+	hc.cio.bind(nil)
+	hc.uio.bind(nil)
 	hc.in.r, hc.in.w = 0, 0
 	hc.upIn.r, hc.upIn.w = 0, 0
 	hc.out = hc.out[:0]
@@ -539,7 +556,7 @@ func (hc *httpConn) readHead(first bool) (n int, ok bool, err error) {
 				in.grow(h.maxHeaderBytes + 1)
 			}
 		}
-		nr, rerr := in.fill(hc.c)
+		nr, rerr := in.fill(hc.io(hc.c))
 		if nr > 0 && waiting {
 			waiting = false
 			hc.mu.Lock()
@@ -903,7 +920,7 @@ func (hc *httpConn) forward(head []byte, isHead, canRetry bool) (bool, error) {
 	hasBody := req.chunked || req.contentLength > 0
 	if req.expect100 && hasBody && req.minor == 1 {
 		hc.c.SetWriteDeadline(time.Now().Add(h.idle))
-		if _, err := hc.c.Write([]byte("HTTP/1.1 100 Continue\r\n\r\n")); err != nil {
+		if _, err := hc.io(hc.c).Write(continueLine); err != nil {
 			return false, fmt.Errorf("writing 100 continue: %w", err)
 		}
 	}
@@ -947,7 +964,7 @@ func (hc *httpConn) flushOut(dst *net.TCPConn, count *int64) error {
 	if len(hc.out) == 0 {
 		return nil
 	}
-	n, err := dst.Write(hc.out)
+	n, err := hc.io(dst).Write(hc.out)
 	*count += int64(n)
 	hc.out = hc.out[:0]
 	return err
@@ -970,7 +987,7 @@ func (hc *httpConn) relayLength(n int64, src *connBuf, srcConn, dst *net.TCPConn
 		if err := hc.flushOut(dst, count); err != nil {
 			return err
 		}
-		w, err := dst.Write(buf[:take])
+		w, err := hc.io(dst).Write(buf[:take])
 		*count += int64(w)
 		if err != nil {
 			return err
@@ -1034,7 +1051,7 @@ func (hc *httpConn) relayChunked(k *chunkReader, src *connBuf, srcConn, dst *net
 				src.r, src.w = 0, 0
 			}
 			srcConn.SetReadDeadline(time.Now().Add(hc.h.idle))
-			nr, rerr := src.fill(srcConn)
+			nr, rerr := src.fill(hc.io(srcConn))
 			if rerr != nil && nr == 0 {
 				if errors.Is(rerr, errBufferFull) {
 					return badRequest("chunk line too long")
@@ -1057,7 +1074,7 @@ func (hc *httpConn) relayChunked(k *chunkReader, src *connBuf, srcConn, dst *net
 			}
 		}
 		if n > outFlushThresh {
-			w, err := dst.Write(p[:n])
+			w, err := hc.io(dst).Write(p[:n])
 			*count += int64(w)
 			if err != nil {
 				return err
@@ -1171,7 +1188,7 @@ func (hc *httpConn) readResponseHead() (int, error) {
 		if up.w == len(up.b) {
 			up.grow(h.maxHeaderBytes + 1)
 		}
-		nr, err := up.fill(hc.up)
+		nr, err := up.fill(hc.io(hc.up))
 		if err != nil && nr == 0 {
 			return 0, fmt.Errorf("reading response head: %w", err)
 		}
@@ -1276,7 +1293,7 @@ func (hc *httpConn) tunnel() {
 	// Bytes the client pipelined behind the upgrade request belong to the
 	// new protocol.
 	if rest := hc.in.buffered(); len(rest) > 0 {
-		w, err := hc.up.Write(rest)
+		w, err := hc.io(hc.up).Write(rest)
 		hc.nUp += int64(w)
 		hc.in.r = hc.in.w
 		if err != nil {

@@ -2,7 +2,10 @@ package proxy
 
 import (
 	"encoding/binary"
+	"io"
+	"net"
 	"net/netip"
+	"os"
 	"syscall"
 	"unsafe"
 
@@ -183,4 +186,92 @@ func rawSetNoDelay(fd int, on bool) {
 		v = 1
 	}
 	rawCall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, uintptr(unsafe.Pointer(&v)), 4, 0)
+}
+
+// rawIO reads and writes one socket of package net with RawSyscall, for
+// the HTTP handler's small messages: like net.Conn's Read and Write (the
+// runtime poller waits, deadlines and a Close from another goroutine work
+// the same) but without entering the scheduler's system-call state for
+// each call (see the top of splice.go). An httpConn keeps one per socket,
+// with its callbacks, so a call allocates nothing.
+type rawIO struct {
+	c     *net.TCPConn
+	rc    syscall.RawConn
+	b     []byte
+	n     int
+	errno syscall.Errno
+
+	readFn, writeFn func(uintptr) bool
+}
+
+// bind points r at c (nil to let go of it).
+func (r *rawIO) bind(c *net.TCPConn) {
+	if r.c == c {
+		return
+	}
+	r.c, r.rc = c, nil
+	if c != nil {
+		r.rc, _ = c.SyscallConn() // never fails for a *net.TCPConn
+	}
+	if r.readFn == nil {
+		r.readFn = func(fd uintptr) bool {
+			n, errno := rawRead(int(fd), r.b)
+			if errno == unix.EAGAIN {
+				return false
+			}
+			r.n, r.errno = n, errno
+			return true
+		}
+		r.writeFn = func(fd uintptr) bool {
+			for r.n < len(r.b) {
+				n, errno := rawWriteFD(int(fd), r.b[r.n:])
+				if errno == unix.EAGAIN {
+					return false
+				}
+				if errno != 0 {
+					r.errno = errno
+					return true
+				}
+				r.n += n
+			}
+			return true
+		}
+	}
+}
+
+// Read is net.Conn's Read.
+func (r *rawIO) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	r.b, r.n, r.errno = b, 0, 0
+	err := r.rc.Read(r.readFn)
+	r.b = nil
+	switch {
+	case err != nil:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: err}
+	case r.errno != 0:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", r.errno)}
+	case r.n == 0:
+		return 0, io.EOF
+	}
+	return r.n, nil
+}
+
+// Write is net.Conn's Write: all of b, or an error.
+func (r *rawIO) Write(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	r.b, r.n, r.errno = b, 0, 0
+	err := r.rc.Write(r.writeFn)
+	n := r.n
+	r.b = nil
+	switch {
+	case err != nil:
+		return n, &net.OpError{Op: "write", Net: "tcp", Err: err}
+	case r.errno != 0:
+		return n, &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", r.errno)}
+	}
+	return n, nil
 }
