@@ -85,8 +85,10 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -485,7 +487,7 @@ func (hc *httpConn) writeError(status int, kind, host string, head bool) {
 	h := hc.h
 	hc.linger = true
 	hc.c.SetWriteDeadline(time.Now().Add(h.hello))
-	err := WriteBlock(hc.c, BlockRequest{
+	err := WriteBlock(hc.io(hc.c), BlockRequest{
 		Host: host, RequestID: string(hc.nextID()), Node: h.node, Status: status,
 		Error: kind, HeadOnly: head, Page: h.page, Accept: hc.accept(),
 	})
@@ -731,7 +733,7 @@ func (hc *httpConn) block(dec *Decision, head []byte, isHead bool) {
 		status = 0 // 302
 	}
 	hc.c.SetWriteDeadline(time.Now().Add(h.hello))
-	err := WriteBlock(hc.c, BlockRequest{
+	err := WriteBlock(hc.io(hc.c), BlockRequest{
 		Host: hc.host, Decision: *dec, RequestID: string(hc.id), Node: h.node,
 		Accept: hc.accept(), Status: status, RedirectURL: h.redirect,
 		HeadOnly: isHead, Page: h.page, Time: time.Now(),
@@ -759,8 +761,8 @@ func clientQuiet(c *net.TCPConn) bool {
 	quiet := false
 	var b [1]byte
 	rerr := rc.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		quiet = n == 0 || n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
+		n, errno := rawCall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1, syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		quiet = errno == syscall.EAGAIN || errno == 0 && n == 0
 		return true
 	})
 	return rerr == nil && quiet
