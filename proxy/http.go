@@ -754,18 +754,25 @@ func (hc *httpConn) block(dec *Decision, head []byte, isHead bool) {
 // byte pending (EAGAIN) or only the client's FIN. A close then sends a FIN,
 // not a reset that could destroy the response in flight.
 func clientQuiet(c *net.TCPConn) bool {
+	n, errno, ok := peekOne(c)
+	return ok && (errno == syscall.EAGAIN || errno == 0 && n == 0)
+}
+
+// peekOne peeks at one byte of c without blocking or consuming it, with a
+// raw recvfrom(2): n bytes available (0 at EOF) or the errno, EAGAIN when
+// nothing is pending. ok is false when c is closed.
+func peekOne(c *net.TCPConn) (n int, errno syscall.Errno, ok bool) {
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return false
+		return 0, 0, false
 	}
-	quiet := false
 	var b [1]byte
 	rerr := rc.Read(func(fd uintptr) bool {
-		n, errno := rawCall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1, syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-		quiet = errno == syscall.EAGAIN || errno == 0 && n == 0
+		r, e := rawCall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1, syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		n, errno = int(r), e
 		return true
 	})
-	return rerr == nil && quiet
+	return n, errno, rerr == nil
 }
 
 // lingerClose lets a final response reach the client before the close: a
@@ -844,18 +851,8 @@ func (hc *httpConn) allocUpstreamBuf() {
 // upstreamAlive checks a pooled upstream connection without blocking: a
 // pending EOF, reset or stray byte means it must not be reused.
 func upstreamAlive(c *net.TCPConn) bool {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return false
-	}
-	alive := false
-	var b [1]byte
-	rerr := rc.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		alive = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
-		return true
-	})
-	return rerr == nil && alive
+	_, errno, ok := peekOne(c)
+	return ok && errno == syscall.EAGAIN
 }
 
 // forward sends the passing request upstream, relays its body and the
