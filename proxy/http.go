@@ -103,7 +103,24 @@ const (
 	maxTrailers    = 100
 	spliceStep     = 1 << 20 // bytes per ReadFrom between deadline refreshes
 	outFlushThresh = 32 << 10
+	// idleRelease: a keep-alive client that has sent nothing for this long
+	// gives back what it holds while it waits: its upstream connection
+	// goes to the shared pool (as nginx's keepalive does after every
+	// response) and its buffers to httpBufs, so thousands of idle clients
+	// hold neither upstream connections nor buffers.
+	idleRelease = 100 * time.Millisecond
 )
+
+// httpBufs holds the httpBufSize buffers idle connections gave back.
+var httpBufs = sync.Pool{New: func() any { b := make([]byte, httpBufSize); return &b }}
+
+func getHTTPBuf() []byte { return *httpBufs.Get().(*[]byte) }
+
+func putHTTPBuf(b []byte) {
+	if len(b) == httpBufSize {
+		httpBufs.Put(&b)
+	}
+}
 
 // httpHandler serves the connections of one http listener.
 type httpHandler struct {
@@ -414,6 +431,31 @@ func (hc *httpConn) reset() {
 	}
 }
 
+// idleWait is the rest (d) of a keep-alive client's idle wait after
+// idleRelease: the upstream connection and both buffers are given back
+// and the wait holds neither. It reports whether the client has something
+// to read; false when the wait timed out, the server is draining or the
+// connection was closed.
+func (hc *httpConn) idleWait(d time.Duration) bool {
+	hc.mu.Lock()
+	if hc.draining {
+		hc.mu.Unlock()
+		return false
+	}
+	hc.c.SetReadDeadline(time.Now().Add(d))
+	hc.mu.Unlock()
+	hc.releaseUpstream()
+	if hc.up == nil && hc.upIn.b != nil {
+		putHTTPBuf(hc.upIn.b)
+		hc.upIn.b = nil
+	}
+	putHTTPBuf(hc.in.b)
+	hc.in = connBuf{}
+	ok := hc.io(hc.c).waitReadable()
+	hc.in.b = getHTTPBuf()
+	return ok
+}
+
 // drainWake runs when the server starts draining: a connection waiting for
 // its next request is woken and closes; one serving a request finishes it.
 func (hc *httpConn) drainWake() {
@@ -518,10 +560,13 @@ func (hc *httpConn) readHead(first bool) (n int, ok bool, err error) {
 		in.compact()
 	}
 	waiting := len(in.buffered()) == 0
+	var rest time.Duration // of the idle wait after idleRelease, when it applies
 	if waiting {
 		d := h.idle
 		if first {
 			d = h.hello
+		} else if d > idleRelease {
+			d, rest = idleRelease, d-idleRelease
 		}
 		hc.mu.Lock()
 		if hc.draining {
@@ -568,6 +613,13 @@ func (hc *httpConn) readHead(first bool) (n int, ok bool, err error) {
 		}
 		if rerr != nil && nr == 0 {
 			if len(in.buffered()) == 0 {
+				if rest > 0 && errors.Is(rerr, os.ErrDeadlineExceeded) {
+					d := rest
+					rest = 0
+					if hc.idleWait(d) {
+						continue // the client sent something (or closed): read it
+					}
+				}
 				return 0, false, nil // closed, idle timeout or drain between requests
 			}
 			if errors.Is(rerr, os.ErrDeadlineExceeded) {
@@ -844,7 +896,7 @@ func (hc *httpConn) dialUpstream(addr string) error {
 // request: connections that are only ever blocked or refused never need it.
 func (hc *httpConn) allocUpstreamBuf() {
 	if hc.upIn.b == nil {
-		hc.upIn.b = make([]byte, httpBufSize)
+		hc.upIn.b = getHTTPBuf()
 	}
 }
 

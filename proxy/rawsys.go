@@ -201,7 +201,7 @@ type rawIO struct {
 	n     int
 	errno syscall.Errno
 
-	readFn, writeFn func(uintptr) bool
+	readFn, writeFn, peekFn func(uintptr) bool
 }
 
 // bind points r at c (nil to let go of it).
@@ -221,6 +221,11 @@ func (r *rawIO) bind(c *net.TCPConn) {
 			}
 			r.n, r.errno = n, errno
 			return true
+		}
+		r.peekFn = func(fd uintptr) bool {
+			var b [1]byte
+			_, errno := rawCall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+			return errno != unix.EAGAIN
 		}
 		r.writeFn = func(fd uintptr) bool {
 			for r.n < len(r.b) {
@@ -256,6 +261,13 @@ func (r *rawIO) Read(b []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return r.n, nil
+}
+
+// waitReadable waits, holding no buffer, until the socket has something to
+// read (bytes, EOF or an error): false when the deadline passed or the
+// socket was closed meanwhile.
+func (r *rawIO) waitReadable() bool {
+	return r.rc.Read(r.peekFn) == nil
 }
 
 // Write is net.Conn's Write: all of b, or an error.

@@ -452,3 +452,49 @@ func TestHTTPBlockedClose(t *testing.T) {
 		})
 	}
 }
+
+// TestHTTPIdleClientReleasesUpstream: keep-alive clients that go quiet
+// give their upstream connection back to the pool (after idleRelease), so
+// a crowd of idle clients holds one upstream connection, not one each; a
+// quiet client's next request still works.
+func TestHTTPIdleClientReleasesUpstream(t *testing.T) {
+	u := startRawHTTPUpstream(t, func(n int32, head string) string {
+		body := fmt.Sprintf("response %d", n)
+		return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	})
+	g := poolGateway(t, u.addr)
+	get := func(c net.Conn, br *bufio.Reader) string {
+		t.Helper()
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: filed.cn\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	const clients = 5
+	var conns []net.Conn
+	var readers []*bufio.Reader
+	for i := range clients {
+		c, err := net.Dial("tcp", g.addr("http"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		if body := get(c, br); body != fmt.Sprintf("response %d", i+1) {
+			t.Fatalf("client %d: got %q", i, body)
+		}
+		conns, readers = append(conns, c), append(readers, br)
+		// Quiet: its upstream goes back to the pool for the next client.
+		waitFor(t, "the idle client's upstream back in the pool", func() bool { return g.srv.upPool.len() == 1 })
+	}
+	if n := u.conns.Load(); n != 1 {
+		t.Errorf("upstream connections for %d idle keep-alive clients: got %d, want 1", clients, n)
+	}
+	if body := get(conns[0], readers[0]); body != fmt.Sprintf("response %d", clients+1) {
+		t.Errorf("a quiet client's next request: got %q", body)
+	}
+}
