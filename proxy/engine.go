@@ -699,19 +699,8 @@ func (e *engine) helloFailed(c *pconn, kind string, err error) {
 // refuse otherwise.
 func (e *engine) decide(c *pconn, hello *sni.Hello) {
 	s, rt := e.s, c.rt
-	if hello.ECH {
-		s.echTLS.Inc()
-	}
-	d := s.dec.Decide(hello.ServerName)
-	s.countDecision("tls", &d)
+	d := s.decideHello(rt, hello, c.ip, c.client, func() netip.AddrPort { return rawLocalAddr(c.cfd) })
 	if !d.Pass {
-		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
-			rt.log.Debug("tls blocked", "sni", hello.ServerName, "reason", d.Reason, "client", c.ip.String())
-		}
-		s.blocks.Log(rt.cfg.Name, "tls", hello.ServerName, d.Reason, c.client)
-		if d.Domain != "" && s.obs.p.Load() != nil {
-			s.obs.observe(&d, rawLocalAddr(c.cfd))
-		}
 		e.block(c, hello.RecordVersion)
 		return
 	}

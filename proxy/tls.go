@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"syscall"
 	"time"
 
@@ -56,18 +57,8 @@ func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn, ci *connInfo) {
 	// hello's strings alias sc's pooled buffer: everything that uses them
 	// happens before sc.Release below. Decide must not retain its argument
 	// (the registry clones what it caches).
-	if hello.ECH {
-		// Decided on the outer (public) name: the only one we can read.
-		s.echTLS.Inc()
-	}
-	d := s.dec.Decide(hello.ServerName)
-	s.countDecision("tls", &d)
+	d := s.decideHello(rt, &hello, tc.ip, ci.client, func() netip.AddrPort { return ci.dst })
 	if !d.Pass {
-		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
-			rt.log.Debug("tls blocked", "sni", hello.ServerName, "reason", d.Reason, "client", tc.ip.String())
-		}
-		s.blocks.Log(rt.cfg.Name, "tls", hello.ServerName, d.Reason, ci.client)
-		s.obs.observe(&d, ci.dst)
 		rv := hello.RecordVersion
 		if rt.tlsBlock == "page" {
 			if p := s.page.Load(); p != nil {
@@ -135,6 +126,29 @@ func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn, ci *connInfo) {
 	if err != nil && rt.log.Enabled(context.Background(), slog.LevelDebug) {
 		rt.log.Debug("relay ended", "upstream", addr, "error", err)
 	}
+}
+
+// decideHello decides a ClientHello read on listener rt and counts the
+// decision; a block is also logged (sampled) and shown to the block
+// observer, with the destination dst returns (called only when an
+// observer wants it). ip and client are the connection's client.
+func (s *Server) decideHello(rt *listenerRuntime, hello *sni.Hello, ip netip.Addr, client netip.AddrPort, dst func() netip.AddrPort) Decision {
+	if hello.ECH {
+		// Decided on the outer (public) name: the only one we can read.
+		s.echTLS.Inc()
+	}
+	d := s.dec.Decide(hello.ServerName)
+	s.countDecision("tls", &d)
+	if !d.Pass {
+		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
+			rt.log.Debug("tls blocked", "sni", hello.ServerName, "reason", d.Reason, "client", ip.String())
+		}
+		s.blocks.Log(rt.cfg.Name, "tls", hello.ServerName, d.Reason, client)
+		if d.Domain != "" && s.obs.p.Load() != nil {
+			s.obs.observe(&d, dst())
+		}
+	}
+	return d
 }
 
 // helloOptions are the sni.Read options of a listener.
