@@ -69,7 +69,17 @@ type Server struct {
 	// handlers counts running connection handlers; Add happens only in
 	// accept loops, which have all returned before shutdown Waits.
 	handlers sync.WaitGroup
-	accepts  sync.WaitGroup
+
+	// Handler goroutines are reused (startHandler): a goroutine that has
+	// served a connection waits on jobs for the next, up to
+	// maxIdleWorkers of them, so a new connection neither starts a
+	// goroutine nor grows a fresh stack. stopWorkers ends the idle ones
+	// after the drain; workers counts them all.
+	jobs        chan connJob
+	idleWorkers atomic.Int32
+	stopWorkers chan struct{}
+	workers     sync.WaitGroup
+	accepts     sync.WaitGroup
 
 	// drainCtx is cancelled when draining starts (handlers finish the
 	// request in progress); hardCtx at the drain deadline (aborts dials).
@@ -181,6 +191,9 @@ func NewServer(cfg Config, d Decider, m *Metrics, log *slog.Logger) (*Server, er
 		m:      m,
 		lim:    newConnLimiter(),
 		upPool: newUpstreamPool(),
+
+		jobs:        make(chan connJob),
+		stopWorkers: make(chan struct{}),
 	}
 	s.dec.store(d)
 	s.blocks = newBlockLog(s.log, blockLogRate, blockLogBurst)
@@ -636,6 +649,8 @@ func (s *Server) shutdown() {
 		<-done
 	}
 	s.hardCancel()
+	close(s.stopWorkers)
+	s.workers.Wait()
 	s.upPool.close()
 	s.mu.Lock()
 	s.stopEngines()
@@ -756,7 +771,52 @@ func (s *Server) admitConn(l *listener, rt *listenerRuntime, c *net.TCPConn) {
 	}
 	s.conns.add(tc)
 	s.handlers.Add(1)
-	go s.serveConn(rt, tc, client, trusted)
+	s.startHandler(connJob{rt, tc, client, trusted})
+}
+
+// maxIdleWorkers caps the handler goroutines kept waiting for a
+// connection: enough for a burst of new connections on a busy node, about
+// 8 KiB of stack each.
+const maxIdleWorkers = 256
+
+// connJob is a connection for a handler goroutine: serveConn's arguments.
+type connJob struct {
+	rt      *listenerRuntime
+	tc      *trackedConn
+	client  netip.AddrPort
+	trusted bool
+}
+
+// startHandler serves j on an idle handler goroutine, or a new one.
+func (s *Server) startHandler(j connJob) {
+	select {
+	case s.jobs <- j:
+		return
+	default:
+	}
+	s.workers.Add(1)
+	go s.worker(j)
+}
+
+// worker serves connections: j, then the ones startHandler hands it while
+// it waits idle, until too many wait or the server has stopped.
+func (s *Server) worker(j connJob) {
+	defer s.workers.Done()
+	for {
+		s.serveConn(j.rt, j.tc, j.client, j.trusted)
+		j = connJob{}
+		if s.idleWorkers.Add(1) > maxIdleWorkers {
+			s.idleWorkers.Add(-1)
+			return
+		}
+		select {
+		case j = <-s.jobs:
+			s.idleWorkers.Add(-1)
+		case <-s.stopWorkers:
+			s.idleWorkers.Add(-1)
+			return
+		}
+	}
 }
 
 // serveConn runs the handler of one admitted connection and releases its
