@@ -194,6 +194,7 @@ type pdir struct {
 	shut      bool  // the destination's write side is shut
 	nagle     bool  // TCP_NODELAY is off on the destination: a burst runs
 	wrote     int64 // engine clock of the last write while nagle
+	noPipe    bool  // no pipe could be made: copy mode to the end
 }
 
 func (d *pdir) reset() {
@@ -976,8 +977,9 @@ func (e *engine) pumpDir(c *pconn, d, other *pdir, src, dst int, sr, dw *bool, h
 			}
 			return 0
 		}
-		if d.pipe[0] < 0 && d.moved >= spliceAfter {
+		if d.pipe[0] < 0 && d.moved >= spliceAfter && !d.noPipe {
 			d.pipe = e.getPipe()
+			d.noPipe = d.pipe[0] < 0 // out of descriptors: this direction copies on
 		}
 		if d.pipe[0] >= 0 {
 			n, errno := rawSplice(src, d.pipe[1], maxSpliceRun)
