@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -72,6 +73,7 @@ type msgHead struct {
 	ntokens int
 
 	contentLength int64 // -1: none
+	clValue       span  // the first Content-Length field's value
 	chunked       bool
 	teOther       bool // response: a transfer coding other than final chunked
 	upgrade       span // Upgrade field value
@@ -465,10 +467,13 @@ func parseFields(b []byte, i int, h *msgHead, maxFields int, request bool) error
 				if !ok {
 					return badRequest("invalid Content-Length")
 				}
-				if h.contentLength >= 0 && cl != h.contentLength {
+				// Repeats must be the same text, not only the same number:
+				// "5" and "05" read differently elsewhere (net/http refuses
+				// them), which is room for request smuggling.
+				if h.contentLength >= 0 && (cl != h.contentLength || !bytes.Equal(v, h.clValue.of(b))) {
 					return badRequest("differing Content-Length fields")
 				}
-				h.contentLength = cl
+				h.contentLength, h.clValue = cl, f.value
 			}
 		case 17:
 			if equalFold(n, "transfer-encoding") {

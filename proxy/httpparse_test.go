@@ -137,6 +137,7 @@ var httpDiffCases = []struct {
 	{name: "options asterisk", raw: "OPTIONS * HTTP/1.1\r\nHost: filed.cn\r\n\r\n", ok: true, host: "filed.cn"},
 	{name: "content-length body", raw: "POST /f HTTP/1.1\r\nHost: a.cn\r\nContent-Length: 5\r\n\r\nhello", ok: true, host: "a.cn"},
 	{name: "identical duplicate content-length", raw: "POST /f HTTP/1.1\r\nHost: a.cn\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", ok: true, host: "a.cn"},
+	{name: "duplicate content-length, same number, other text", raw: "POST /f HTTP/1.1\r\nHost: a.cn\r\nContent-Length: 5\r\nContent-Length: 05\r\n\r\nhello"},
 	{name: "chunked body", raw: "POST / HTTP/1.1\r\nHost: a.cn\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", ok: true, host: "a.cn"},
 	{name: "chunked upper case hex, extension, trailer", raw: "POST / HTTP/1.1\r\nHost: a.cn\r\nTransfer-Encoding: Chunked\r\n\r\nA;name=val\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n", ok: true, host: "a.cn"},
 	{name: "obs-text in value", raw: "GET / HTTP/1.1\r\nHost: a.cn\r\nX-Name: caf\xc3\xa9\r\n\r\n", ok: true, host: "a.cn"},
