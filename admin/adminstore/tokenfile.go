@@ -229,6 +229,11 @@ func parseTokenLine(line []byte) (admin.Token, error) {
 	if l.Created.IsZero() {
 		return admin.Token{}, errors.New("created: required")
 	}
+	// In UTC, as it is written back: "0000-01-01T00:00:00+01:00" is in
+	// year -1, which no RFC 3339 line can hold.
+	if y := t.Created.Year(); y < 1 || y > 9999 {
+		return admin.Token{}, fmt.Errorf("created: year %d in UTC, want 1 to 9999", y)
+	}
 	return t, nil
 }
 
