@@ -306,6 +306,12 @@ func TestFileSourceReload(t *testing.T) {
 			writeInPlace(t, path, f.v3) // in place, same inode
 			took = waitFor(t, "v3", func() bool { return r.Decide("a.cn").Reason == ReasonNoAccess })
 			t.Logf("in-place write took effect in %v", took)
+			// The stats and OnReload follow the swap of the snapshot, an
+			// instant later.
+			waitFor(t, "the reload's stats", func() bool {
+				st := fs.Stats()
+				return st.LastError == nil && st.Successes >= 3 && reloads.Load() >= 4
+			})
 			st = fs.Stats()
 			if st.LastError != nil || st.Successes < 3 || st.LastSuccess.IsZero() {
 				t.Errorf("stats: got %+v", st)
