@@ -839,10 +839,7 @@ func (e *engine) block(c *pconn, recordVersion uint16) {
 		e.finish(c)
 		return
 	}
-	if recordVersion == 0 {
-		recordVersion = defaultHelloRecord
-	}
-	alert := [7]byte{recordTypeAlert, byte(recordVersion >> 8), byte(recordVersion), 0, 2, alertLevelFatal, alertAccessDenied}
+	alert := accessDeniedAlert(recordVersion)
 	if n, errno := rawWriteFD(c.cfd, alert[:]); errno != 0 || n != len(alert) {
 		e.finish(c)
 		return
@@ -981,29 +978,15 @@ func (e *engine) pumpDir(c *pconn, d, other *pdir, src, dst int, sr, dw *bool, h
 			d.pipe = e.getPipe()
 			d.noPipe = d.pipe[0] < 0 // out of descriptors: this direction copies on
 		}
-		if d.pipe[0] >= 0 {
-			n, errno := rawSplice(src, d.pipe[1], maxSpliceRun)
-			switch {
-			case errno == unix.EAGAIN:
-				*sr = false
-				return 0
-			case errno != 0:
-				return errno
-			case n == 0:
-				d.eof = true
-				continue
-			}
-			d.inPipe = n
-			d.moved += int64(n)
-			budget -= n
-			c.last = e.now
-			if n >= bulkBurst && !d.nagle {
-				rawSetNoDelay(dst, false) // a burst: see bulkBurst
-				d.nagle = true
-			}
-			continue
+		// Fill: into the pipe in splice mode, the scratch buffer in copy mode.
+		splicing := d.pipe[0] >= 0
+		var n int
+		var errno syscall.Errno
+		if splicing {
+			n, errno = rawSplice(src, d.pipe[1], maxSpliceRun)
+		} else {
+			n, errno = rawRead(src, e.scratch)
 		}
-		n, errno := rawRead(src, e.scratch)
 		switch {
 		case errno == unix.EAGAIN:
 			*sr = false
@@ -1014,12 +997,20 @@ func (e *engine) pumpDir(c *pconn, d, other *pdir, src, dst int, sr, dw *bool, h
 			d.eof = true
 			continue
 		}
-		if n < len(e.scratch) && !hup {
-			*sr = false // drained: TCP returns all it has
-		}
 		d.moved += int64(n)
 		budget -= n
 		c.last = e.now
+		if splicing {
+			d.inPipe = n
+			if n >= bulkBurst && !d.nagle {
+				rawSetNoDelay(dst, false) // a burst: see bulkBurst
+				d.nagle = true
+			}
+			continue
+		}
+		if n < len(e.scratch) && !hup {
+			*sr = false // drained: TCP returns all it has
+		}
 		w := 0
 		if *dw {
 			var werr syscall.Errno
@@ -1046,11 +1037,10 @@ func (e *engine) getPipe() [2]int {
 		e.pipes = e.pipes[:n-1]
 		return p
 	}
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+	p, err := newPipe()
+	if err != nil {
 		return [2]int{-1, -1}
 	}
-	growPipe(p[1])
 	return p
 }
 

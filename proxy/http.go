@@ -85,10 +85,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sys/unix"
 )
 
 const (
@@ -818,10 +816,8 @@ func peekOne(c *net.TCPConn) (n int, errno syscall.Errno, ok bool) {
 	if err != nil {
 		return 0, 0, false
 	}
-	var b [1]byte
 	rerr := rc.Read(func(fd uintptr) bool {
-		r, e := rawCall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1, syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-		n, errno = int(r), e
+		n, errno = rawPeek(int(fd))
 		return true
 	})
 	return n, errno, rerr == nil

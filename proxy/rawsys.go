@@ -188,6 +188,14 @@ func rawSetNoDelay(fd int, on bool) {
 	rawCall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, uintptr(unsafe.Pointer(&v)), 4, 0)
 }
 
+// rawPeek looks at the next byte of fd without taking it: 1, 0 at EOF, or
+// an errno (EAGAIN: nothing pending).
+func rawPeek(fd int) (int, syscall.Errno) {
+	var b [1]byte
+	r, e := rawCall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	return int(r), e
+}
+
 // rawIO reads and writes one socket of package net with RawSyscall, for
 // the HTTP handler's small messages: like net.Conn's Read and Write (the
 // runtime poller waits, deadlines and a Close from another goroutine work
@@ -223,8 +231,7 @@ func (r *rawIO) bind(c *net.TCPConn) {
 			return true
 		}
 		r.peekFn = func(fd uintptr) bool {
-			var b [1]byte
-			_, errno := rawCall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+			_, errno := rawPeek(int(fd))
 			return errno != unix.EAGAIN
 		}
 		r.writeFn = func(fd uintptr) bool {

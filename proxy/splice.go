@@ -6,7 +6,6 @@ import (
 	"net"
 	"sync"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -52,6 +51,16 @@ func growPipe(fd int) {
 	unix.FcntlInt(uintptr(fd), unix.F_SETPIPE_SZ, maxSpliceRun)
 }
 
+// newPipe makes a non-blocking splice pipe (read end, write end), grown.
+func newPipe() ([2]int, error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		return p, fmt.Errorf("creating splice pipe: %w", err)
+	}
+	growPipe(p[1])
+	return p, nil
+}
+
 // splicer moves bytes from one socket to another through its pipe.
 type splicer struct {
 	r, w   int // pipe ends
@@ -80,11 +89,10 @@ func getSplicer() (*splicer, error) {
 		return s, nil
 	}
 	splicers.mu.Unlock()
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
-		return nil, fmt.Errorf("creating splice pipe: %w", err)
+	p, err := newPipe()
+	if err != nil {
+		return nil, err
 	}
-	growPipe(p[1])
 	s := &splicer{r: p[0], w: p[1]}
 	s.fill = func(fd uintptr) bool {
 		s.n, s.errno = rawSplice(int(fd), s.w, maxSpliceRun)
@@ -116,12 +124,8 @@ func putSplicer(s *splicer) {
 
 // rawSplice is one non-blocking splice(2), retried on EINTR.
 func rawSplice(in, out, n int) (int, syscall.Errno) {
-	for {
-		r, _, e := syscall.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
-		if e != unix.EINTR {
-			return int(r), e
-		}
-	}
+	r, e := rawCall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+	return int(r), e
 }
 
 // copyRun moves bytes from src to dst until EOF on src (done true), an
@@ -155,42 +159,6 @@ func (s *splicer) copyRun(dst, src syscall.RawConn, limit int64) (moved int64, d
 	return moved, false, nil
 }
 
-// rawWrite writes all of b to c like c.Write, with RawSyscall (see the top
-// of this file): for the replayed ClientHello, the one write of a
-// passthrough connection outside the splice runs.
-func rawWrite(c *net.TCPConn, b []byte) (int, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	written := 0
-	var errno syscall.Errno
-	werr := rc.Write(func(fd uintptr) bool {
-		for written < len(b) {
-			r, _, e := syscall.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[written])), uintptr(len(b)-written))
-			switch e {
-			case 0:
-				written += int(r)
-				continue
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false // wait until writable
-			}
-			errno = e
-			return true
-		}
-		return true
-	})
-	if werr != nil {
-		return written, werr
-	}
-	if errno != 0 {
-		return written, &net.OpError{Op: "write", Net: "tcp", Err: errno}
-	}
-	return written, nil
-}
-
 // rawCloseWrite is c.CloseWrite with RawSyscall: shutdown(2) never blocks.
 func rawCloseWrite(c *net.TCPConn) error {
 	rc, err := c.SyscallConn()
@@ -198,9 +166,7 @@ func rawCloseWrite(c *net.TCPConn) error {
 		return err
 	}
 	var errno syscall.Errno
-	if err := rc.Control(func(fd uintptr) {
-		_, _, errno = syscall.RawSyscall(unix.SYS_SHUTDOWN, fd, unix.SHUT_WR, 0)
-	}); err != nil {
+	if err := rc.Control(func(fd uintptr) { errno = rawShutdownWrite(int(fd)) }); err != nil {
 		return err
 	}
 	if errno != 0 {

@@ -113,7 +113,9 @@ func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn, ci *connInfo) {
 
 	// Replay the bytes the hello reader consumed, hand its buffer back to
 	// the pool (a long relay should not hold it), then splice the rest.
-	_, err = rawWrite(up, sc.Buffered())
+	var w rawIO
+	w.bind(up)
+	_, err = w.Write(sc.Buffered())
 	sc.Release()
 	if err != nil {
 		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -210,12 +212,18 @@ func blockTLS(c *net.TCPConn, mode string, recordVersion uint16) {
 // writeAccessDenied writes a fatal access_denied alert record in the given
 // record version (0 means TLS 1.0's, what a hello without one gets).
 func writeAccessDenied(c *net.TCPConn, recordVersion uint16) error {
+	alert := accessDeniedAlert(recordVersion)
+	_, err := c.Write(alert[:])
+	return err
+}
+
+// accessDeniedAlert is the fatal access_denied alert record in the given
+// record version (0 means TLS 1.0's, what a hello without one gets).
+func accessDeniedAlert(recordVersion uint16) [7]byte {
 	if recordVersion == 0 {
 		recordVersion = defaultHelloRecord
 	}
-	alert := [7]byte{recordTypeAlert, byte(recordVersion >> 8), byte(recordVersion), 0, 2, alertLevelFatal, alertAccessDenied}
-	_, err := c.Write(alert[:])
-	return err
+	return [7]byte{recordTypeAlert, byte(recordVersion >> 8), byte(recordVersion), 0, 2, alertLevelFatal, alertAccessDenied}
 }
 
 // lingerAfterAlert half-closes c after an alert, discards what the client
