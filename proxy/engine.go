@@ -112,8 +112,7 @@ type engine struct {
 	wakefd int
 
 	evs     []unix.EpollEvent
-	nev     int
-	pollFn  func(uintptr) bool
+	turnFn  func(uintptr) bool
 	scratch []byte
 	scan    sni.Scanner
 
@@ -137,8 +136,9 @@ type engine struct {
 	open atomic.Int64 // connections served, for the drain log and tests
 
 	mu      sync.Mutex
-	tasks   []func() // guarded by mu
-	stopped bool
+	tasks   []func()    // guarded by mu
+	stopped bool        // guarded by mu: no task is queued once it is set
+	halt    atomic.Bool // stopped, for the loop's check each turn
 	done    chan struct{}
 }
 
@@ -252,14 +252,7 @@ func newEngine(s *Server) (*engine, error) {
 		return nil, fmt.Errorf("passthrough engine: %w", err)
 	}
 	e.rc = rc
-	e.pollFn = func(uintptr) bool {
-		n, errno := rawEpollPoll(e.epfd, e.evs)
-		if errno != 0 {
-			n = 0
-		}
-		e.nev = n
-		return n > 0 || len(e.again) > 0
-	}
+	e.turnFn = func(uintptr) bool { return e.turn() }
 	go e.run()
 	return e, nil
 }
@@ -281,39 +274,74 @@ func (e *engine) call(f func()) bool {
 }
 
 // run is the engine's goroutine.
+//
+// The loop's work happens inside e.rc.Read's callback (turn), which
+// returns false to wait and true to leave Read. Staying in one Read call
+// saves a system call a turn: Read clears the descriptor's pending
+// readiness when it starts, so a fresh Read must poll the epoll set before
+// it may wait, but inside one Read a readiness report that came while the
+// batch was handled stays pending and the wait returns at once. So a turn
+// that collected fewer events than it had room for goes straight to the
+// wait, with no second, empty epoll_wait to prove the set drained.
 func (e *engine) run() {
 	defer close(e.done)
+	for !e.halt.Load() {
+		e.arm()
+		if err := e.rc.Read(e.turnFn); err != nil {
+			// The timer deadline passed; the epoll descriptor never
+			// closes while the engine runs.
+			e.deadline = -1 // set it again
+			e.now = engineNow()
+			e.timers()
+		}
+	}
+	e.release()
+}
+
+// turn collects the ready events and handles them, with the timers that
+// are due, until the set is drained. It reports whether run must leave
+// the poller: the engine stopped.
+func (e *engine) turn() bool {
 	for {
-		e.wait()
+		n, errno := rawEpollPoll(e.epfd, e.evs)
+		if errno != 0 {
+			n = 0
+		}
 		e.now = engineNow()
-		for i := 0; i < e.nev; i++ {
+		for i := 0; i < n; i++ {
 			e.dispatch(&e.evs[i])
 		}
-		e.nev = 0
 		if len(e.again) > 0 {
 			e.pumpAgain()
 		}
-		if e.pushAt != 0 && e.now >= e.pushAt {
-			e.pushTails()
+		e.timers()
+		if e.halt.Load() {
+			return true
 		}
-		if e.now >= e.nextSweep {
-			e.sweep()
-			e.nextSweep = e.now + int64(engineSweep)
-		}
-		e.mu.Lock()
-		stopped := e.stopped
-		e.mu.Unlock()
-		if stopped {
-			e.release()
-			return
+		// A full batch may have left events behind; a queued direction
+		// must not wait for an event.
+		if n < len(e.evs) && len(e.again) == 0 {
+			e.arm()
+			return false
 		}
 	}
 }
 
-// wait collects ready events in e.evs[:e.nev], waiting in the runtime
-// poller when there are none and no direction is due for another turn,
-// at most until the next sweep while connections are open.
-func (e *engine) wait() {
+// timers runs the tail push and the sweep when they are due.
+func (e *engine) timers() {
+	if e.pushAt != 0 && e.now >= e.pushAt {
+		e.pushTails()
+	}
+	if e.now >= e.nextSweep {
+		e.sweep()
+		e.nextSweep = e.now + int64(engineSweep)
+	}
+}
+
+// arm sets the poller's read deadline to the next timer: the sweep while
+// connections are open or a listener is paused, the tail push while a
+// burst runs.
+func (e *engine) arm() {
 	want := int64(0)
 	if e.open.Load() > 0 || e.paused() {
 		want = e.nextSweep
@@ -328,11 +356,6 @@ func (e *engine) wait() {
 		}
 		e.ep.SetReadDeadline(t)
 		e.deadline = want
-	}
-	if err := e.rc.Read(e.pollFn); err != nil {
-		// The sweep deadline passed; the epoll descriptor never closes
-		// while the engine runs.
-		e.deadline = -1 // set it again
 	}
 }
 
@@ -806,15 +829,29 @@ func (e *engine) dial(c *pconn, ap netip.AddrPort) {
 }
 
 // connected runs when the upstream socket is writable: the connect ended.
+// The hello (and whatever followed it) is written at once; the write
+// fails with the connect's error if it failed, so no SO_ERROR query is
+// needed.
 func (e *engine) connected(c *pconn) {
-	if errno := rawSocketError(c.ufd); errno != 0 {
+	n, errno := rawWriteFD(c.ufd, c.buf)
+	switch errno {
+	case 0:
+	case unix.EAGAIN:
+		c.uw = false // not connected yet after all: wait for the next report
+		return
+	default:
 		e.dialFailed(c, errno, errno == unix.ETIMEDOUT)
 		return
 	}
 	c.state, c.last = stRelay, e.now
-	// The hello (and whatever followed it) goes first, as pending bytes
-	// of the upstream direction.
-	c.up.pend, c.buf = c.buf, nil
+	c.up.uncounted += int64(n)
+	if n < len(c.buf) {
+		// The rest waits as pending bytes of the upstream direction.
+		c.up.pend, c.up.pendOff = c.buf, n
+	} else {
+		e.putBuf(c.buf)
+	}
+	c.buf = nil
 	e.pump(c)
 }
 
@@ -1175,6 +1212,7 @@ func (e *engine) stop() {
 		return
 	}
 	e.stopped = true
+	e.halt.Store(true)
 	e.mu.Unlock()
 	e.wake()
 	<-e.done
