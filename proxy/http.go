@@ -343,6 +343,11 @@ type httpConn struct {
 
 	nUp, nDown int64 // bytes relayed for the current request
 
+	// canPark: run may park the idle client (it has a parker); parkFor
+	// is then set by readHead to the rest of an idle timeout to park for.
+	canPark bool
+	parkFor time.Duration
+
 	mu       sync.Mutex // guards idle, draining and the client read deadline while idle
 	idle     bool
 	draining bool
@@ -362,36 +367,75 @@ func (h *httpHandler) serveConn(ctx context.Context, c *net.TCPConn, client neti
 // its client (possibly from a PROXY header), its destination and, in
 // transparent mode, the upstream every request goes to.
 func (h *httpHandler) serve(ctx context.Context, c *net.TCPConn, ci *connInfo) {
-	client := ci.client
+	h.run(ctx, c, ci, "", true, nil, nil)
+}
+
+// run serves c from its first request (first) or, resumed by the parker,
+// from its next one (host is then the last one decided). Given a parker p
+// and the connection's job j, a keep-alive client idle past idleRelease is
+// parked (see park.go): run then reports true and c belongs to p.
+// Otherwise run closes c.
+func (h *httpHandler) run(ctx context.Context, c *net.TCPConn, ci *connInfo, host string, first bool, p *parker, j *connJob) (parked bool) {
 	hc := h.conns.Get().(*httpConn)
-	hc.h, hc.c, hc.client, hc.ci = h, c, client, *ci
-	hc.ip = client.Addr().Unmap().AppendTo(hc.ip[:0])
+	hc.h, hc.c, hc.client, hc.ci, hc.host = h, c, ci.client, *ci, host
+	hc.canPark = p != nil
+	hc.ip = ci.client.Addr().Unmap().AppendTo(hc.ip[:0])
 	hc.wakeDone.Add(1)
 	stop := context.AfterFunc(ctx, hc.drainWake)
 	defer func() {
-		if stop() {
-			hc.wakeDone.Done()
-		} else {
-			hc.wakeDone.Wait() // drainWake started: let it finish before reuse
+		if !parked {
+			if stop() {
+				hc.wakeDone.Done()
+			} else {
+				hc.wakeDone.Wait() // drainWake started: let it finish before reuse
+			}
+			// The upstream connection first: a client that saw the end
+			// of its response may come straight back on a new connection.
+			hc.releaseUpstream()
+			if hc.linger {
+				lingerClose(c)
+			}
+			c.Close()
 		}
-		// The upstream connection first: a client that saw the end of
-		// its response may come straight back on a new connection.
-		hc.releaseUpstream()
-		if hc.linger {
-			lingerClose(c)
-		}
-		c.Close()
 		hc.reset()
 		h.conns.Put(hc)
 	}()
-	for first := true; ; first = false {
+	for ; ; first = false {
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 		if !hc.serveRequest(first) {
-			return
+			return hc.parkFor > 0 && hc.park(p, j, stop)
 		}
 	}
+}
+
+// park parks hc's idle client with p for the rest of its idle timeout
+// (hc.parkFor), giving back the upstream connection. It reports false when
+// p did not take it; run then closes the connection, as the end of the
+// idle wait would.
+func (hc *httpConn) park(p *parker, j *connJob, stop func() bool) bool {
+	rest := hc.parkFor
+	hc.parkFor = 0
+	if !stop() {
+		return false // draining: drainWake ran (run's cleanup waits for it)
+	}
+	hc.wakeDone.Done()
+	hc.releaseUpstream()
+	pc := &parkedConn{job: *j, ci: hc.ci, host: hc.host, fd: -1, expires: time.Now().Add(rest).UnixNano()}
+	pc.job.resume = nil
+	hc.io(hc.c).rc.Control(func(fd uintptr) { pc.fd = int(fd) })
+	return pc.fd >= 0 && p.park(pc)
+}
+
+// resume serves a connection the parker resumed (see run).
+func (h *httpHandler) resume(ctx context.Context, pc *parkedConn, p *parker) (parked bool) {
+	c := pc.job.tc.c
+	if pc.expired {
+		c.Close() // the idle timeout passed while parked
+		return false
+	}
+	return h.run(ctx, c, &pc.ci, pc.host, false, p, &pc.job)
 }
 
 // io returns the raw reader and writer of c, hc's client or upstream
@@ -416,6 +460,7 @@ func (hc *httpConn) reset() {
 	hc.out = hc.out[:0]
 	hc.host = ""
 	hc.idle, hc.draining, hc.linger = false, false, false
+	hc.canPark, hc.parkFor = false, 0
 	hc.lr = io.LimitedReader{}
 	// A buffer grown for a huge head is not kept in the pool.
 	if len(hc.in.b) > httpBufSize {
@@ -614,6 +659,10 @@ func (hc *httpConn) readHead(first bool) (n int, ok bool, err error) {
 				if rest > 0 && errors.Is(rerr, os.ErrDeadlineExceeded) {
 					d := rest
 					rest = 0
+					if hc.canPark {
+						hc.parkFor = d // run parks the connection
+						return 0, false, nil
+					}
 					if hc.idleWait(d) {
 						continue // the client sent something (or closed): read it
 					}

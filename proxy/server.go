@@ -78,8 +78,11 @@ type Server struct {
 	jobs        chan connJob
 	idleWorkers atomic.Int32
 	stopWorkers chan struct{}
-	workers     sync.WaitGroup
-	accepts     sync.WaitGroup
+	// park holds idle HTTP keep-alive connections without a goroutine
+	// (park.go).
+	park    parker
+	workers sync.WaitGroup
+	accepts sync.WaitGroup
 
 	// drainCtx is cancelled when draining starts (handlers finish the
 	// request in progress); hardCtx at the drain deadline (aborts dials).
@@ -202,6 +205,7 @@ func NewServer(cfg Config, d Decider, m *Metrics, log *slog.Logger) (*Server, er
 		limitGlobal: m.LimitRejects.WithLabelValues(limitGlobal),
 		limitPerIP:  m.LimitRejects.WithLabelValues(limitPerIP),
 	}
+	s.park.s = s
 	s.drainCtx, s.drainCancel = context.WithCancel(context.Background())
 	s.hardCtx, s.hardCancel = context.WithCancel(context.Background())
 	empty := map[string]*[2]prometheus.Counter{}
@@ -625,6 +629,7 @@ func (s *Server) shutdown() {
 	}
 	s.accepts.Wait()
 	s.drainCancel()
+	s.park.drain() // parked idle clients close like waiting ones
 	open := s.openConns()
 	s.log.Info("proxy draining", "connections", open, "deadline_seconds", drain.Seconds())
 
@@ -649,6 +654,7 @@ func (s *Server) shutdown() {
 		<-done
 	}
 	s.hardCancel()
+	s.park.close()
 	close(s.stopWorkers)
 	s.workers.Wait()
 	s.upPool.close()
@@ -771,7 +777,7 @@ func (s *Server) admitConn(l *listener, rt *listenerRuntime, c *net.TCPConn) {
 	}
 	s.conns.add(tc)
 	s.handlers.Add(1)
-	s.startHandler(connJob{rt, tc, client, trusted})
+	s.startHandler(connJob{rt: rt, tc: tc, client: client, trusted: trusted})
 }
 
 // maxIdleWorkers caps the handler goroutines kept waiting for a
@@ -785,6 +791,7 @@ type connJob struct {
 	tc      *trackedConn
 	client  netip.AddrPort
 	trusted bool
+	resume  *parkedConn // a parked HTTP connection to serve again
 }
 
 // startHandler serves j on an idle handler goroutine, or a new one.
@@ -803,7 +810,7 @@ func (s *Server) startHandler(j connJob) {
 func (s *Server) worker(j connJob) {
 	defer s.workers.Done()
 	for {
-		s.serveConn(j.rt, j.tc, j.client, j.trusted)
+		s.serveConn(&j)
 		j = connJob{}
 		if s.idleWorkers.Add(1) > maxIdleWorkers {
 			s.idleWorkers.Add(-1)
@@ -820,28 +827,40 @@ func (s *Server) worker(j connJob) {
 }
 
 // serveConn runs the handler of one admitted connection and releases its
-// slot. A panic in a handler is logged and ends only that connection: one
-// bad connection must not take the node down. trusted says the peer must
+// slot, unless the handler parked it (an idle HTTP keep-alive client: the
+// slot stays taken until the parker resumes it and a handler ends it). A
+// panic in a handler is logged and ends only that connection: one bad
+// connection must not take the node down. j.trusted says the peer must
 // start with a PROXY header (see admit).
-func (s *Server) serveConn(rt *listenerRuntime, tc *trackedConn, client netip.AddrPort, trusted bool) {
-	defer s.handlers.Done()
+func (s *Server) serveConn(j *connJob) {
+	rt, tc := j.rt, j.tc
+	parked := false
 	defer func() {
 		if p := recover(); p != nil {
+			parked = false
 			tc.c.Close()
 			rt.log.Error("connection handler panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		}
+		if parked {
+			return
 		}
 		s.conns.remove(tc)
 		s.lim.releaseConn(tc.ip)
 		rt.active.Dec()
+		s.handlers.Done()
 	}()
-	ci := newConnInfo(tc.c, client)
-	if !s.admit(rt, tc, &ci, trusted) {
+	if pc := j.resume; pc != nil {
+		parked = rt.http.resume(s.drainCtx, pc, &s.park)
+		return
+	}
+	ci := newConnInfo(tc.c, j.client)
+	if !s.admit(rt, tc, &ci, j.trusted) {
 		tc.c.Close()
 		return
 	}
 	switch rt.cfg.Protocol {
 	case "http":
-		rt.http.serve(s.drainCtx, tc.c, &ci)
+		parked = rt.http.run(s.drainCtx, tc.c, &ci, "", true, &s.park, j)
 	case "auto":
 		s.serveAuto(rt, tc, &ci)
 	default:
