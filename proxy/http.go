@@ -475,8 +475,9 @@ func (hc *httpConn) reset() {
 }
 
 // idleWait is the rest (d) of a keep-alive client's idle wait after
-// idleRelease: the upstream connection and both buffers are given back
-// and the wait holds neither. It reports whether the client has something
+// idleRelease when it cannot be parked (an auto listener's HTTP, or a
+// handler serving without a Server): the upstream connection and both
+// buffers are given back and the wait holds neither, only the goroutine. It reports whether the client has something
 // to read; false when the wait timed out, the server is draining or the
 // connection was closed.
 func (hc *httpConn) idleWait(d time.Duration) bool {
