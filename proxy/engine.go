@@ -212,49 +212,56 @@ func (rt *listenerRuntime) engineServes() bool {
 
 // newEngine creates an engine and starts its goroutine.
 func newEngine(s *Server) (*engine, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	epfd, ep, rc, err := newPolledEpoll("epoll")
 	if err != nil {
-		return nil, fmt.Errorf("passthrough engine: epoll_create1: %w", err)
+		return nil, fmt.Errorf("passthrough engine: %w", err)
 	}
 	wakefd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	if err != nil {
-		unix.Close(epfd)
+		ep.Close()
 		return nil, fmt.Errorf("passthrough engine: eventfd: %w", err)
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Pad: evWake}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
-		unix.Close(epfd)
+		ep.Close()
 		unix.Close(wakefd)
 		return nil, fmt.Errorf("passthrough engine: epoll_ctl: %w", err)
 	}
-	// The epoll descriptor itself is readable while events are ready:
-	// non-blocking, it can wait in the runtime's poller like a socket.
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		unix.Close(epfd)
-		unix.Close(wakefd)
-		return nil, fmt.Errorf("passthrough engine: %w", err)
-	}
 	e := &engine{
-		s: s, epfd: epfd, wakefd: wakefd,
-		ep:      os.NewFile(uintptr(epfd), "epoll"),
+		s: s, epfd: epfd, wakefd: wakefd, ep: ep, rc: rc,
 		evs:     make([]unix.EpollEvent, engineEvents),
 		scratch: make([]byte, engineScratch),
 		lns:     make(map[int32]*engListener),
 		done:    make(chan struct{}),
 	}
-	rc, err := e.ep.SyscallConn()
-	if err == nil {
-		err = e.ep.SetReadDeadline(time.Time{}) // fails unless the runtime poller took it
-	}
-	if err != nil {
-		e.ep.Close()
-		unix.Close(wakefd)
-		return nil, fmt.Errorf("passthrough engine: %w", err)
-	}
-	e.rc = rc
 	e.turnFn = func(uintptr) bool { return e.turn() }
 	go e.run()
 	return e, nil
+}
+
+// newPolledEpoll creates an epoll set that waits in the runtime's poller:
+// the epoll descriptor itself is readable while events are ready, so,
+// non-blocking, it can be read-waited (with deadlines) like a socket
+// through rc. Closing f closes epfd.
+func newPolledEpoll(name string) (epfd int, f *os.File, rc syscall.RawConn, err error) {
+	epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return -1, nil, nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	if err = unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return -1, nil, nil, err
+	}
+	f = os.NewFile(uintptr(epfd), name)
+	rc, err = f.SyscallConn()
+	if err == nil {
+		err = f.SetReadDeadline(time.Time{}) // fails unless the runtime poller took it
+	}
+	if err != nil {
+		f.Close()
+		return -1, nil, nil, err
+	}
+	return epfd, f, rc, nil
 }
 
 // call runs f on the engine's goroutine and waits for it. It returns

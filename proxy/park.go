@@ -44,6 +44,7 @@ type parker struct {
 	ep     *os.File
 	rc     syscall.RawConn
 	evs    []unix.EpollEvent
+	ready  []*parkedConn // a turn's resumed connections, reused
 	turnFn func(uintptr) bool
 
 	mu       sync.Mutex
@@ -68,25 +69,9 @@ type parkedConn struct {
 // held.
 func (p *parker) start() error {
 	p.once.Do(func() {
-		epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-		if err == nil {
-			err = unix.SetNonblock(epfd, true)
-			if err != nil {
-				unix.Close(epfd)
-			}
-		}
+		var err error
+		p.epfd, p.ep, p.rc, err = newPolledEpoll("parker")
 		if err != nil {
-			p.err = fmt.Errorf("parker: %w", err)
-			return
-		}
-		p.epfd = epfd
-		p.ep = os.NewFile(uintptr(epfd), "parker")
-		p.rc, err = p.ep.SyscallConn()
-		if err == nil {
-			err = p.ep.SetReadDeadline(time.Time{}) // fails unless the runtime poller took it
-		}
-		if err != nil {
-			p.ep.Close()
 			p.err = fmt.Errorf("parker: %w", err)
 			return
 		}
@@ -188,7 +173,7 @@ func (p *parker) turn() bool {
 		if errno != 0 {
 			n = 0
 		}
-		var ready []*parkedConn
+		ready := p.ready[:0]
 		p.mu.Lock()
 		if p.draining {
 			p.mu.Unlock()
@@ -203,6 +188,8 @@ func (p *parker) turn() bool {
 		for _, pc := range ready {
 			p.resume(pc)
 		}
+		clear(ready)
+		p.ready = ready
 		if n < len(p.evs) {
 			return false
 		}
