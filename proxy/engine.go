@@ -37,8 +37,9 @@ import (
 // dial, replay and relay are served by engines, nginx-style: each engine
 // is one goroutine with its own epoll set holding the listening sockets
 // (EPOLLEXCLUSIVE, so one engine wakes per connection) and every socket of
-// its connections (edge-triggered, registered once, never modified). All
-// of its socket calls are raw, non-blocking system calls (rawsys.go); it
+// its connections (edge-triggered, registered for reading, and for writing
+// only once a write found a buffer full). All of its socket calls are raw,
+// non-blocking system calls (rawsys.go); it
 // waits in the runtime's poller on the epoll descriptor itself, so the
 // rest of the process (HTTP, QUIC, admin) shares the cores as usual.
 // Connections have no goroutine, no per-connection allocation once warm
@@ -179,6 +180,7 @@ type pconn struct {
 
 	cr, cw, ur, uw bool // readiness: client readable/writable, upstream
 	crHup, urHup   bool // the peer has closed its side (EPOLLRDHUP seen)
+	cOut, uOut     bool // EPOLLOUT is in the socket's registration (watchOut)
 	up, down       pdir
 }
 
@@ -539,7 +541,8 @@ func (e *engine) accept(el *engListener) {
 		c := e.newConn()
 		c.cfd, c.rt, c.ip, c.client = fd, rt, ip, peer
 		c.state, c.deadline = stHello, e.now+int64(rt.hello)
-		if !e.register(c, fd, evClient) {
+		c.cw = true // a new socket is writable
+		if !e.register(c, fd, evClient, false) {
 			e.finish(c)
 		}
 	}
@@ -575,10 +578,43 @@ func (e *engine) newConn() *pconn {
 	return c
 }
 
-// register adds fd of c to the epoll set.
-func (e *engine) register(c *pconn, fd int, kind int32) bool {
-	ev := unix.EpollEvent{Events: epollAll, Fd: c.slot, Pad: c.gen<<2 | kind}
+// register adds fd of c to the epoll set, for reading and, with out, for
+// writing.
+//
+// A socket is registered without EPOLLOUT while its writes go through: a
+// writable socket added with it reports EPOLLOUT at once, and every
+// connection would pay a turn of the loop (two epoll_waits and a park of
+// the goroutine) for that report on each of its sockets. watchOut adds
+// EPOLLOUT the first time a write finds the socket's buffer full.
+func (e *engine) register(c *pconn, fd int, kind int32, out bool) bool {
+	ev := unix.EpollEvent{Events: epollIn, Fd: c.slot, Pad: c.gen<<2 | kind}
+	if out {
+		ev.Events = epollAll
+	}
 	return rawEpollCtl(e.epfd, unix.EPOLL_CTL_ADD, fd, &ev) == 0
+}
+
+// watchOut adds EPOLLOUT to the registration of each socket of c whose
+// write found its buffer full (its writable flag is down), so the report
+// that it drained comes. Edge-triggered, it stays for the connection's
+// life. It reports false when the change failed: c must end.
+func (e *engine) watchOut(c *pconn) bool {
+	ev := unix.EpollEvent{Events: epollAll, Fd: c.slot}
+	if !c.cw && !c.cOut && c.cfd >= 0 {
+		c.cOut = true
+		ev.Pad = c.gen<<2 | evClient
+		if rawEpollCtl(e.epfd, unix.EPOLL_CTL_MOD, c.cfd, &ev) != 0 {
+			return false
+		}
+	}
+	if !c.uw && !c.uOut && c.ufd >= 0 {
+		c.uOut = true
+		ev.Pad = c.gen<<2 | evUpstream
+		if rawEpollCtl(e.epfd, unix.EPOLL_CTL_MOD, c.ufd, &ev) != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // wake makes the engine goroutine run its tasks.
@@ -822,6 +858,14 @@ func (e *engine) post(f func()) {
 }
 
 // dial starts connecting c to its upstream.
+//
+// The hello is written right after connect(2): to a nearby upstream (the
+// usual case, loopback or the datacentre's network) the handshake is
+// often done by then, and the write proves it, so the connection goes
+// straight to relaying with no wait for the socket's first writable
+// report. A connect still in progress fails the write with EAGAIN; then
+// the socket is registered for writing too and connected runs on the
+// report.
 func (e *engine) dial(c *pconn, ap netip.AddrPort) {
 	fd, errno := rawConnect(ap)
 	if fd < 0 {
@@ -830,8 +874,20 @@ func (e *engine) dial(c *pconn, ap netip.AddrPort) {
 	}
 	c.ufd = fd
 	c.state = stDial
-	if !e.register(c, fd, evUpstream) {
+	n, errno := rawWriteFD(fd, c.buf)
+	if errno != 0 && errno != unix.EAGAIN {
+		e.dialFailed(c, errno, errno == unix.ETIMEDOUT)
+		return
+	}
+	wait := errno == unix.EAGAIN
+	c.uOut = wait
+	if !e.register(c, fd, evUpstream, wait) {
 		e.dialFailed(c, errno, false)
+		return
+	}
+	if !wait {
+		c.uw = true
+		e.relayFrom(c, n)
 	}
 }
 
@@ -850,6 +906,12 @@ func (e *engine) connected(c *pconn) {
 		e.dialFailed(c, errno, errno == unix.ETIMEDOUT)
 		return
 	}
+	e.relayFrom(c, n)
+}
+
+// relayFrom starts relaying c once n bytes of its hello reached the
+// upstream.
+func (e *engine) relayFrom(c *pconn, n int) {
 	c.state, c.last = stRelay, e.now
 	c.up.uncounted += int64(n)
 	if n < len(c.buf) {
@@ -941,6 +1003,10 @@ func (e *engine) pump(c *pconn) {
 		return
 	}
 	if c.up.done() && c.down.done() {
+		e.finish(c)
+		return
+	}
+	if !e.watchOut(c) {
 		e.finish(c)
 	}
 }

@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/sys/unix"
 )
 
 // enginesOf returns the engines of g's server, failing when the tls
@@ -171,4 +173,169 @@ func TestEngineHandOff(t *testing.T) {
 func httpGetTLS(c *tls.Conn, host string) (string, error) {
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	return httpGet(c, bufio.NewReader(c), host)
+}
+
+// anyConn reports whether an open connection of the engines satisfies f.
+func anyConn(engines []*engine, f func(pc *pconn) bool) bool {
+	found := false
+	for _, e := range engines {
+		e.call(func() {
+			for _, pc := range e.slots {
+				if pc.rt != nil && f(pc) {
+					found = true
+				}
+			}
+		})
+	}
+	return found
+}
+
+// TestEngineSlowReaders stalls each receiver in turn while 8 MiB come at
+// it (with a 64 KiB receive buffer, so the engine's writes to it fill its
+// socket): the write that finds the buffer full puts EPOLLOUT in that
+// socket's registration (watchOut; sockets start without it), and once the
+// receiver reads again every byte arrives.
+func TestEngineSlowReaders(t *testing.T) {
+	const size = 8 << 20
+	payload := make([]byte, size)
+	for i := range payload {
+		payload[i] = byte(i*13 + i>>9)
+	}
+	want := sha256.Sum256(payload)
+	resume := make(chan struct{})
+	up := newTLSUpstream(t, "A", func(c *tls.Conn, raw *net.TCPConn) {
+		raw.SetReadBuffer(64 << 10)
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		if c.Handshake() != nil {
+			return
+		}
+		select { // the upload stalls here
+		case <-resume:
+		case <-time.After(30 * time.Second):
+			return
+		}
+		h := sha256.New()
+		if _, err := io.CopyN(h, c, size); err != nil {
+			return
+		}
+		if !bytes.Equal(h.Sum(nil), want[:]) {
+			fmt.Fprint(c, "BAD")
+			return
+		}
+		fmt.Fprint(c, "OK!")
+		c.Write(payload)
+		io.Copy(io.Discard, c)
+	})
+	g := startGateway(t, tlsListener(up.addr()), filedOnly)
+	engines := enginesOf(t, g)
+	if anyConn(engines, func(*pconn) bool { return true }) {
+		t.Fatal("a connection is open before the test's")
+	}
+	raw := dialRaw(t, g.addr("tls"))
+	raw.SetReadBuffer(64 << 10)
+	_, pool := testCert(t)
+	c := tls.Client(raw, &tls.Config{ServerName: "filed.cn", RootCAs: pool})
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if anyConn(engines, func(pc *pconn) bool { return pc.cOut || pc.uOut }) {
+		t.Fatal("EPOLLOUT registered before any write found a full buffer")
+	}
+	go c.Write(payload)
+	waitFor(t, "a write to the stalled upstream to find its buffer full", func() bool {
+		return anyConn(engines, func(pc *pconn) bool { return pc.uOut })
+	})
+	close(resume)
+	verdict := make([]byte, 3)
+	if _, err := io.ReadFull(c, verdict); err != nil || string(verdict) != "OK!" {
+		t.Fatalf("upload: got %q, %v; want OK!", verdict, err)
+	}
+	// The client does not read: the download stalls at the engine.
+	waitFor(t, "a write to the stalled client to find its buffer full", func() bool {
+		return anyConn(engines, func(pc *pconn) bool { return pc.cOut })
+	})
+	h := sha256.New()
+	if _, err := io.CopyN(h, c, size); err != nil {
+		t.Fatalf("download: %v", err)
+	}
+	if !bytes.Equal(h.Sum(nil), want[:]) {
+		t.Fatal("download: the bytes differ")
+	}
+}
+
+// TestEngineConnectInProgress dials an upstream whose accept queue is full,
+// so its SYN is dropped and connect(2) is still in progress when the
+// engine writes the hello: the write fails with EAGAIN, the socket waits
+// for its writable report, and when the queue has room (the SYN is sent
+// again after about a second) the hello goes out and the request is
+// answered.
+func TestEngineConnectInProgress(t *testing.T) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil { // room for one waiting connection
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "backlog0")
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fill the accept queue: dial until a connect does not finish.
+	var fillers []net.Conn
+	defer func() {
+		for _, c := range fillers {
+			c.Close()
+		}
+	}()
+	for len(fillers) < 8 {
+		c, err := net.DialTimeout("tcp", ln.Addr().String(), 300*time.Millisecond)
+		if err != nil {
+			break
+		}
+		fillers = append(fillers, c)
+	}
+	if len(fillers) == 8 {
+		t.Skip("the kernel did not cap the accept queue")
+	}
+	g := startGateway(t, tlsListener(ln.Addr().String()), filedOnly)
+	engines := enginesOf(t, g)
+	type result struct {
+		body string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := dialTLS(g.addr("tls"), "filed.cn")
+		if err != nil {
+			done <- result{"", err}
+			return
+		}
+		defer c.Close()
+		body, err := httpGetTLS(c, "filed.cn")
+		done <- result{body, err}
+	}()
+	waitFor(t, "the engine to wait for the upstream connect", func() bool {
+		return anyConn(engines, func(pc *pconn) bool { return pc.state == stDial && pc.uOut })
+	})
+	// Serve: the queued fillers are accepted first (and closed), then the
+	// engine's connection once its SYN comes again.
+	newTLSUpstreamOn(t, ln, "queued", nil)
+	select {
+	case r := <-done:
+		if r.err != nil || r.body != "hello filed.cn from queued" {
+			t.Fatalf("got %q, %v", r.body, r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no answer through the delayed connect")
+	}
 }

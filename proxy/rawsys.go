@@ -163,9 +163,14 @@ func rawResetClose(fd int) {
 	rawClose(fd)
 }
 
-// Edge-triggered interest in everything: a socket is registered once and
-// never modified; the engine keeps its own readiness flags.
-const epollAll = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+// Edge-triggered interest: a socket is registered for reading (epollIn)
+// and gains EPOLLOUT (epollAll) at most once, the first time a write finds
+// its buffer full (engine.watchOut); the engine keeps its own readiness
+// flags.
+const (
+	epollIn  = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET
+	epollAll = epollIn | unix.EPOLLOUT
+)
 
 func rawEpollCtl(epfd, op, fd int, ev *unix.EpollEvent) syscall.Errno {
 	_, e := rawCall6(unix.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)

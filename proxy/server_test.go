@@ -106,11 +106,17 @@ type tlsUpstream struct {
 // answers HTTP/1.1 keep-alive requests with "hello <name> from <tag>".
 func newTLSUpstream(t testing.TB, tag string, handler func(c *tls.Conn, raw *net.TCPConn)) *tlsUpstream {
 	t.Helper()
-	cert, _ := testCert(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newTLSUpstreamOn(t, ln, tag, handler)
+}
+
+// newTLSUpstreamOn is newTLSUpstream on a listener of the caller's.
+func newTLSUpstreamOn(t testing.TB, ln net.Listener, tag string, handler func(c *tls.Conn, raw *net.TCPConn)) *tlsUpstream {
+	t.Helper()
+	cert, _ := testCert(t)
 	u := &tlsUpstream{ln: ln}
 	if handler == nil {
 		handler = func(c *tls.Conn, _ *net.TCPConn) { serveHTTPEcho(c, tag) }
