@@ -37,27 +37,9 @@ func enginesOf(t *testing.T, g *gateway) []*engine {
 // end: TCP_NODELAY is back on (the tail push) and no pipe is held.
 func TestEngineBulkBothWays(t *testing.T) {
 	const size = 3 << 20
-	payload := make([]byte, size)
-	for i := range payload {
-		payload[i] = byte(i*7 + i>>11)
-	}
-	want := sha256.Sum256(payload)
-	up := newTLSUpstream(t, "A", func(c *tls.Conn, _ *net.TCPConn) {
-		c.SetDeadline(time.Now().Add(60 * time.Second))
-		h := sha256.New()
-		if _, err := io.CopyN(h, c, size); err != nil {
-			return
-		}
-		if !bytes.Equal(h.Sum(nil), want[:]) {
-			fmt.Fprint(c, "BAD")
-			return
-		}
-		fmt.Fprint(c, "OK!")
-		c.Write(payload)
-		// Then one small message after the burst: it must arrive.
-		fmt.Fprint(c, "tail")
-		io.Copy(io.Discard, c)
-	})
+	payload, want := bulkPayload(size)
+	// One small message after the burst: it must arrive.
+	up := newTLSUpstream(t, "A", bulkUpstream(payload, nil, "tail"))
 	g := startGateway(t, tlsListener(up.addr()), filedOnly)
 	engines := enginesOf(t, g)
 	c, err := dialTLS(g.addr("tls"), "filed.cn")
@@ -84,17 +66,7 @@ func TestEngineBulkBothWays(t *testing.T) {
 	}
 	// Both bursts end: the directions leave Nagle (tail push).
 	waitFor(t, "the bursts to end", func() bool {
-		bursts := 0
-		for _, e := range engines {
-			e.call(func() {
-				for _, pc := range e.slots {
-					if pc.rt != nil && (pc.up.nagle || pc.down.nagle) {
-						bursts++
-					}
-				}
-			})
-		}
-		return bursts == 0
+		return !anyConn(engines, func(pc *pconn) bool { return pc.up.nagle || pc.down.nagle })
 	})
 	c.Close()
 	waitFor(t, "the connection to close", func() bool { return g.srv.openConns() == 0 })
@@ -103,6 +75,41 @@ func TestEngineBulkBothWays(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(g.m.Bytes.WithLabelValues("tls", "downstream")); got < size {
 		t.Errorf("bytes downstream: got %v, want at least %d", got, size)
+	}
+}
+
+// bulkPayload returns size patterned bytes and their SHA-256.
+func bulkPayload(size int) ([]byte, [32]byte) {
+	payload := make([]byte, size)
+	for i := range payload {
+		payload[i] = byte(i*7 + i>>11)
+	}
+	return payload, sha256.Sum256(payload)
+}
+
+// bulkUpstream is an upstream handler for bulk tests: after before (if
+// any, which may stop it), it reads len(payload) bytes and answers "OK!"
+// when they are payload ("BAD" otherwise), then sends payload and tail,
+// and discards what else comes.
+func bulkUpstream(payload []byte, before func(c *tls.Conn, raw *net.TCPConn) bool, tail string) func(c *tls.Conn, raw *net.TCPConn) {
+	want := sha256.Sum256(payload)
+	return func(c *tls.Conn, raw *net.TCPConn) {
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		if before != nil && !before(c, raw) {
+			return
+		}
+		h := sha256.New()
+		if _, err := io.CopyN(h, c, int64(len(payload))); err != nil {
+			return
+		}
+		if !bytes.Equal(h.Sum(nil), want[:]) {
+			fmt.Fprint(c, "BAD")
+			return
+		}
+		fmt.Fprint(c, "OK!")
+		c.Write(payload)
+		fmt.Fprint(c, tail)
+		io.Copy(io.Discard, c)
 	}
 }
 
@@ -197,35 +204,20 @@ func anyConn(engines []*engine, f func(pc *pconn) bool) bool {
 // receiver reads again every byte arrives.
 func TestEngineSlowReaders(t *testing.T) {
 	const size = 8 << 20
-	payload := make([]byte, size)
-	for i := range payload {
-		payload[i] = byte(i*13 + i>>9)
-	}
-	want := sha256.Sum256(payload)
+	payload, want := bulkPayload(size)
 	resume := make(chan struct{})
-	up := newTLSUpstream(t, "A", func(c *tls.Conn, raw *net.TCPConn) {
+	up := newTLSUpstream(t, "A", bulkUpstream(payload, func(c *tls.Conn, raw *net.TCPConn) bool {
 		raw.SetReadBuffer(64 << 10)
-		c.SetDeadline(time.Now().Add(60 * time.Second))
 		if c.Handshake() != nil {
-			return
+			return false
 		}
 		select { // the upload stalls here
 		case <-resume:
+			return true
 		case <-time.After(30 * time.Second):
-			return
+			return false
 		}
-		h := sha256.New()
-		if _, err := io.CopyN(h, c, size); err != nil {
-			return
-		}
-		if !bytes.Equal(h.Sum(nil), want[:]) {
-			fmt.Fprint(c, "BAD")
-			return
-		}
-		fmt.Fprint(c, "OK!")
-		c.Write(payload)
-		io.Copy(io.Discard, c)
-	})
+	}, ""))
 	g := startGateway(t, tlsListener(up.addr()), filedOnly)
 	engines := enginesOf(t, g)
 	if anyConn(engines, func(*pconn) bool { return true }) {
