@@ -288,6 +288,9 @@ func (g *requestIDs) next(dst []byte) []byte {
 type connBuf struct {
 	b    []byte
 	r, w int
+	// full: the last read filled all the room it had, so more bytes may
+	// be waiting in the socket (a short read means TCP had no more).
+	full bool
 }
 
 func (cb *connBuf) buffered() []byte { return cb.b[cb.r:cb.w] }
@@ -309,6 +312,7 @@ func (cb *connBuf) fill(c io.Reader) (int, error) {
 		}
 	}
 	n, err := c.Read(cb.b[cb.w:])
+	cb.full = cb.w+n == len(cb.b)
 	cb.w += n
 	return n, err
 }
@@ -842,20 +846,13 @@ func (hc *httpConn) block(dec *Decision, head []byte, isHead bool) {
 		h.log.Debug("writing block response", "client", hc.client.String(), "error", err)
 	}
 	// Linger only when the client may still be sending (nginx's
-	// "lingering_close on" heuristic): a body follows the head, bytes are
-	// buffered or pending, or the peek fails. A blocked GET, the common
-	// case, is closed at once with a FIN: no shutdown, no read deadline,
-	// no wait for the client's FIN.
+	// "lingering_close on" heuristic, with no system call): a body
+	// follows the head, bytes are buffered, or the last read filled the
+	// buffer, so more may be pending. A blocked GET, the common case, is
+	// closed at once with a FIN: no shutdown, no read deadline, no wait
+	// for the client's FIN.
 	req := &hc.req
-	hc.linger = err != nil || req.chunked || req.contentLength > 0 || len(hc.in.buffered()) > 0 || !clientQuiet(hc.c)
-}
-
-// clientQuiet reports, without blocking, that c has nothing unread: no
-// byte pending (EAGAIN) or only the client's FIN. A close then sends a FIN,
-// not a reset that could destroy the response in flight.
-func clientQuiet(c *net.TCPConn) bool {
-	n, errno, ok := peekOne(c)
-	return ok && (errno == syscall.EAGAIN || errno == 0 && n == 0)
+	hc.linger = err != nil || req.chunked || req.contentLength > 0 || len(hc.in.buffered()) > 0 || hc.in.full
 }
 
 // peekOne peeks at one byte of c without blocking or consuming it, with a
@@ -1030,6 +1027,16 @@ func (hc *httpConn) forward(head []byte, isHead, canRetry bool) (bool, error) {
 		err = hc.relayChunked(&k, &hc.in, hc.c, hc.up, &hc.nUp, true)
 	case req.contentLength > 0:
 		err = hc.relayLength(req.contentLength, &hc.in, hc.c, hc.up, &hc.nUp)
+	case hc.upIn.r == hc.upIn.w && len(hc.out) > 0:
+		// No body: the head is written by the read of the response
+		// head, inside its wait (rawIO.sendThenRead), which saves the
+		// read that would find nothing yet. Write errors come back as
+		// that read's and take the same paths (stale retry, 502).
+		// hc.out stays untouched until then: only that read comes
+		// before its next use.
+		hc.io(hc.up).sendThenRead(hc.out)
+		hc.nUp += int64(len(hc.out))
+		hc.out = hc.out[:0]
 	default:
 		err = hc.flushOut(hc.up, &hc.nUp)
 	}

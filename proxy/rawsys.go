@@ -214,7 +214,12 @@ type rawIO struct {
 	n     int
 	errno syscall.Errno
 
-	readFn, writeFn, peekFn func(uintptr) bool
+	// lead is written at the start of the next Read, inside its wait
+	// (leadFn): a request whose answer that Read waits for.
+	lead  []byte
+	leadN int
+
+	readFn, writeFn, peekFn, leadFn func(uintptr) bool
 }
 
 // bind points r at c (nil to let go of it).
@@ -222,7 +227,7 @@ func (r *rawIO) bind(c *net.TCPConn) {
 	if r.c == c {
 		return
 	}
-	r.c, r.rc = c, nil
+	r.c, r.rc, r.lead = c, nil, nil
 	if c != nil {
 		r.rc, _ = c.SyscallConn() // never fails for a *net.TCPConn
 	}
@@ -234,6 +239,27 @@ func (r *rawIO) bind(c *net.TCPConn) {
 			}
 			r.n, r.errno = n, errno
 			return true
+		}
+		r.leadFn = func(fd uintptr) bool {
+			if r.lead == nil {
+				return r.readFn(fd)
+			}
+			for r.leadN < len(r.lead) {
+				n, errno := rawWriteFD(int(fd), r.lead[r.leadN:])
+				if errno == unix.EAGAIN {
+					return true // the socket is full: Read finishes with Write
+				}
+				if errno != 0 {
+					r.errno = errno
+					return true
+				}
+				r.leadN += n
+			}
+			// Sent. The answer cannot have come yet, and the poller
+			// readiness was cleared before the write, so wait for it
+			// rather than read into EAGAIN first.
+			r.lead = nil
+			return false
 		}
 		r.peekFn = func(fd uintptr) bool {
 			_, errno := rawPeek(int(fd))
@@ -256,13 +282,37 @@ func (r *rawIO) bind(c *net.TCPConn) {
 	}
 }
 
+// sendThenRead makes the next Read write b first: inside the same poller
+// wait, so that Read does not begin with a read that finds nothing (the
+// readiness the wait needs is armed before the write, and an answer that
+// comes after it is reported). b must stay unchanged until that Read.
+func (r *rawIO) sendThenRead(b []byte) {
+	r.lead, r.leadN = b, 0
+}
+
 // Read is net.Conn's Read.
 func (r *rawIO) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
 	r.b, r.n, r.errno = b, 0, 0
-	err := r.rc.Read(r.readFn)
+	fn := r.readFn
+	if r.lead != nil {
+		fn = r.leadFn
+	}
+	err := r.rc.Read(fn)
+	if r.lead != nil && err == nil && r.errno == 0 {
+		// The socket took only part of lead: write the rest waiting for
+		// room, then read as usual.
+		rest := r.lead[r.leadN:]
+		r.lead = nil
+		if _, werr := r.Write(rest); werr != nil {
+			return 0, werr
+		}
+		r.b, r.n, r.errno = b, 0, 0
+		err = r.rc.Read(r.readFn)
+	}
+	r.lead = nil
 	r.b = nil
 	switch {
 	case err != nil:

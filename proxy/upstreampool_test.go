@@ -420,9 +420,18 @@ func BenchmarkHTTPNewConn(b *testing.B) {
 func TestHTTPBlockedClose(t *testing.T) {
 	g := poolGateway(t, "127.0.0.1:1") // never dialled: every request is blocked
 	body := strings.Repeat("b", 256<<10)
+	// A head that fills the first read exactly (httpBufSize), more bytes
+	// behind it: nothing is left in the buffer, but the full read says more
+	// may be pending, so the close lingers rather than reset.
+	const padded = "GET / HTTP/1.1\r\nHost: unfiled.cn\r\nX-Pad: "
+	exact := padded + strings.Repeat("p", httpBufSize-len(padded)-4) + "\r\n\r\n"
 	for _, tc := range []struct{ name, req string }{
 		{"GET", "GET / HTTP/1.1\r\nHost: unfiled.cn\r\n\r\n"},
 		{"pipelined", "GET / HTTP/1.1\r\nHost: unfiled.cn\r\n\r\nGET / HTTP/1.1\r\nHost: www.filed.cn\r\n\r\n"},
+		// More than the head buffer holds right behind the head: the
+		// read fills the buffer, so the close lingers.
+		{"head then 256 KiB", "GET / HTTP/1.1\r\nHost: unfiled.cn\r\n\r\n" + body},
+		{"buffer-sized head then more", exact + body},
 		{"POST body", "POST / HTTP/1.1\r\nHost: unfiled.cn\r\nContent-Length: " + fmt.Sprint(len(body)) + "\r\n\r\n" + body},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
