@@ -1,0 +1,58 @@
+package proxy
+
+import (
+	"bytes"
+	"io"
+	"testing"
+	"time"
+)
+
+// TestRawIOSendThenRead checks the write a Read makes first: a small
+// request goes out inside the read's wait and the answer is read; a
+// request larger than the socket takes (a small send buffer, a peer that
+// reads late) is finished by Write before the read, and every
+// byte arrives in order.
+func TestRawIOSendThenRead(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		size  int
+		small bool
+	}{
+		{"fits", 300, false},
+		{"socket full", 1 << 20, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := tcpPair(t)
+			if tc.small {
+				a.SetWriteBuffer(4096)
+			}
+			req := bytes.Repeat([]byte("0123456789abcdef"), tc.size/16)
+			got := make(chan []byte, 1)
+			go func() {
+				time.Sleep(100 * time.Millisecond) // the peer reads late
+				buf := make([]byte, len(req))
+				if _, err := io.ReadFull(b, buf); err != nil {
+					got <- nil
+					return
+				}
+				got <- buf
+				b.Write([]byte("pong"))
+			}()
+			var r rawIO
+			r.bind(a)
+			a.SetDeadline(time.Now().Add(10 * time.Second))
+			r.sendThenRead(req)
+			ans := make([]byte, 16)
+			n, err := r.Read(ans)
+			if err != nil || string(ans[:n]) != "pong" {
+				t.Fatalf("read after the send: got %q, %v; want pong", ans[:n], err)
+			}
+			if sent := <-got; !bytes.Equal(sent, req) {
+				t.Fatalf("the peer got %d bytes, not the %d sent", len(sent), len(req))
+			}
+			if r.lead != nil {
+				t.Error("lead still set after the Read")
+			}
+		})
+	}
+}
