@@ -216,20 +216,30 @@ func WriteBlock(w io.Writer, req BlockRequest) error {
 	if text == "" {
 		text = "Status"
 	}
-	fmt.Fprintf(out, "HTTP/1.1 %d %s\r\n", d.Status, text)
+	// The head is written piece by piece, with no string built for it.
+	var num [20]byte
+	out.WriteString("HTTP/1.1 ")
+	out.Write(strconv.AppendInt(num[:0], int64(d.Status), 10))
+	out.WriteByte(' ')
+	out.WriteString(text)
 	if location != "" {
-		out.WriteString("Location: " + location + "\r\n")
+		out.WriteString("\r\nLocation: ")
+		out.WriteString(location)
 	}
 	if ctype != "" {
-		out.WriteString("Content-Type: " + ctype + "\r\nX-Content-Type-Options: nosniff\r\n")
+		out.WriteString("\r\nContent-Type: ")
+		out.WriteString(ctype)
+		out.WriteString("\r\nX-Content-Type-Options: nosniff")
 	}
-	out.WriteString("Content-Length: " + strconv.Itoa(body.Len()) + "\r\n")
-	out.WriteString("Cache-Control: no-store\r\n")
-	out.WriteString("X-Icpgate-Reason: " + headerToken(d.Reason) + "\r\n")
+	out.WriteString("\r\nContent-Length: ")
+	out.Write(strconv.AppendInt(num[:0], int64(body.Len()), 10))
+	out.WriteString("\r\nCache-Control: no-store\r\nX-Icpgate-Reason: ")
+	out.WriteString(headerToken(d.Reason))
 	if id := headerToken(req.RequestID); id != "" {
-		out.WriteString("X-Request-Id: " + id + "\r\n")
+		out.WriteString("\r\nX-Request-Id: ")
+		out.WriteString(id)
 	}
-	out.WriteString("Connection: close\r\n\r\n")
+	out.WriteString("\r\nConnection: close\r\n\r\n")
 	if !req.HeadOnly {
 		out.Write(body.Bytes())
 	}
