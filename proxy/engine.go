@@ -17,6 +17,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pires/go-proxyproto"
+
 	"github.com/icpgate/icpgate/sni"
 )
 
@@ -89,6 +91,13 @@ const (
 	stLinger               // blocked: alert sent, waiting for the client to close
 )
 
+// PROXY header phases of a connection's first bytes.
+const (
+	ppNone   uint8 = iota
+	ppExpect       // a trusted peer: a PROXY header comes first
+	ppRefuse       // listener accepts PROXY headers, peer untrusted: refuse one
+)
+
 // Event kinds, in the low bits of an event's Pad; the rest is the slot's
 // generation.
 const (
@@ -134,7 +143,8 @@ type engine struct {
 	nextSweep int64
 	deadline  int64 // the poller read deadline set, 0 for none
 
-	open atomic.Int64 // connections served, for the drain log and tests
+	open   atomic.Int64 // connections served, for the drain log and tests
+	served atomic.Int64 // connections taken since the start, for tests
 
 	mu      sync.Mutex
 	tasks   []func()    // guarded by mu
@@ -166,17 +176,20 @@ type pconnRef struct {
 type pconn struct {
 	slot, gen int32
 	state     uint8
-	queued    bool // in engine.again
-	pushing   bool // in engine.pushes
+	pp        uint8 // PROXY header phase: ppNone, ppExpect, ppRefuse
+	queued    bool  // in engine.again
+	pushing   bool  // in engine.pushes
 	cfd, ufd  int
 	rt        *listenerRuntime
-	ip        netip.Addr // per-IP limit key
-	client    netip.AddrPort
-	buf       []byte // hello bytes read so far (stHello, stResolve, stDial)
-	deadline  int64  // end of the hello, resolve, dial or linger phase
-	last      int64  // last progress while relaying
-	lingered  int    // bytes discarded while lingering
-	upAddr    string // upstream, for debug logs
+	ip        netip.Addr     // per-IP limit key; zero until a PROXY header names the client
+	client    netip.AddrPort // the peer, or the client its PROXY header carries
+	dst       netip.AddrPort // the destination a PROXY header carries, if any
+	hdrLen    int            // bytes of a PROXY header sent ahead of the hello
+	buf       []byte         // hello bytes read so far (stHello, stResolve, stDial)
+	deadline  int64          // end of the hello, resolve, dial or linger phase
+	last      int64          // last progress while relaying
+	lingered  int            // bytes discarded while lingering
+	upAddr    string         // upstream, for debug logs
 
 	cr, cw, ur, uw bool // readiness: client readable/writable, upstream
 	crHup, urHup   bool // the peer has closed its side (EPOLLRDHUP seen)
@@ -208,8 +221,8 @@ func (d *pdir) done() bool { return d.shut }
 // engineServes reports whether the engine can serve connections of rt.
 func (rt *listenerRuntime) engineServes() bool {
 	e := rt.edge
-	return rt.cfg.Protocol == "tls" && rt.tlsBlock != "page" && len(e.acceptFrom) == 0 &&
-		e.transparent == "" && !rt.original && !e.dialer.spoof && e.dialer.send == 0
+	return rt.cfg.Protocol == "tls" && rt.tlsBlock != "page" &&
+		e.transparent == "" && !rt.original && !e.dialer.spoof
 }
 
 // newEngine creates an engine and starts its goroutine.
@@ -529,8 +542,18 @@ func (e *engine) accept(el *engListener) {
 			e.handOff(el.l, rt, fd)
 			continue
 		}
+		// A trusted PROXY sender (a load balancer) carries many clients:
+		// it takes a global slot now and a per-IP slot for the client its
+		// header names (proxyPrefix), never one for itself.
 		ip := peer.Addr()
-		if limit := s.lim.acquire(ip); limit != "" {
+		trusted := rt.edge.trusted(ip)
+		var limit string
+		if trusted {
+			limit = s.lim.acquireGlobal()
+		} else {
+			limit = s.lim.acquire(ip)
+		}
+		if limit != "" {
 			s.rejects[limit].Inc()
 			rawClose(fd)
 			continue
@@ -538,8 +561,17 @@ func (e *engine) accept(el *engListener) {
 		rt.active.Inc()
 		s.handlers.Add(1)
 		e.open.Add(1)
+		e.served.Add(1)
 		c := e.newConn()
-		c.cfd, c.rt, c.ip, c.client = fd, rt, ip, peer
+		c.cfd, c.rt, c.client = fd, rt, peer
+		switch {
+		case trusted:
+			c.pp = ppExpect
+		case len(rt.edge.acceptFrom) > 0:
+			c.ip, c.pp = ip, ppRefuse
+		default:
+			c.ip = ip
+		}
 		c.state, c.deadline = stHello, e.now+int64(rt.hello)
 		c.cw = true // a new socket is writable
 		if !e.register(c, fd, evClient, false) {
@@ -729,6 +761,26 @@ func (e *engine) readHello(c *pconn) {
 			c.buf = c.buf[:len(c.buf)+n]
 			got = c.buf
 		}
+		if c.pp != ppNone {
+			took, wait := e.proxyPrefix(c, got)
+			switch {
+			case c.rt == nil:
+				return // refused and closed
+			case wait:
+				if c.buf == nil {
+					c.buf = append(e.getBuf(0), got...)
+				}
+				continue
+			case took > 0 && c.buf != nil:
+				c.buf = c.buf[:copy(c.buf, c.buf[took:])]
+				got = c.buf
+			case took > 0:
+				got = got[took:]
+			}
+			if len(got) == 0 {
+				continue
+			}
+		}
 		hello, err := e.scan.Scan(got, 0)
 		if errors.Is(err, sni.ErrIncomplete) {
 			if c.buf == nil {
@@ -755,18 +807,94 @@ var (
 
 func (e *engine) helloFailed(c *pconn, kind string, err error) {
 	rt := c.rt
+	if c.pp == ppExpect {
+		// The PROXY header never came whole: counted as the goroutine
+		// path counts it.
+		var perr error = errNoProxyHeader
+		switch kind {
+		case helloTimeout:
+			perr = os.ErrDeadlineExceeded
+		case helloTooLarge:
+			perr = errBadProxyHeader
+		}
+		rt.edge.countProxyError(rt, c.client, perr)
+		e.finish(c)
+		return
+	}
 	rt.helloErrs[kind].Inc()
 	if rt.log.Enabled(context.Background(), slog.LevelDebug) {
-		rt.log.Debug("client hello not read", "kind", kind, "client", c.ip.String(), "error", err)
+		rt.log.Debug("client hello not read", "kind", kind, "client", c.client.Addr().String(), "error", err)
 	}
 	e.finish(c)
+}
+
+// proxyPrefix runs the PROXY header phase on got, the connection's first
+// bytes so far. A trusted peer's header (ppExpect) is parsed, its client
+// and destination replace the peer's, and the per-IP slot is taken for
+// that client; took is the header's length. An untrusted peer's PROXY
+// signature (ppRefuse) is refused. wait asks for more bytes first; a
+// refusal closes c (c.rt is nil after).
+func (e *engine) proxyPrefix(c *pconn, got []byte) (took int, wait bool) {
+	rt := c.rt
+	edge := rt.edge
+	if c.pp == ppRefuse {
+		if proxySigMore(got) {
+			return 0, true
+		}
+		c.pp = ppNone
+		if isProxySignature(got) {
+			edge.ppUntrusted.Inc()
+			if rt.log.Enabled(context.Background(), slog.LevelDebug) {
+				rt.log.Debug("PROXY header from an untrusted peer refused", "peer", c.client.String())
+			}
+			e.finish(c)
+		}
+		return 0, false
+	}
+	if proxyHeaderMore(got) {
+		return 0, true
+	}
+	size, err := proxyHeaderLen(got)
+	if err == nil && len(got) < size {
+		return 0, true
+	}
+	var h *proxyproto.Header
+	if err == nil {
+		h, err = parseProxyHeader(got[:size])
+	}
+	if err != nil {
+		edge.countProxyError(rt, c.client, err)
+		e.finish(c)
+		return 0, false
+	}
+	if !edge.applyProxyHeader(rt, h, &c.client, &c.dst) {
+		e.finish(c)
+		return 0, false
+	}
+	ip := c.client.Addr()
+	if limit := e.s.lim.acquirePerIP(ip); limit != "" {
+		e.s.rejects[limit].Inc()
+		e.finish(c)
+		return 0, false
+	}
+	c.ip, c.pp = ip, ppNone
+	return size, false
+}
+
+// dstOf is the address c's client connected to: the one its PROXY header
+// carries, else the listening socket's.
+func dstOf(c *pconn) netip.AddrPort {
+	if c.dst.IsValid() {
+		return c.dst
+	}
+	return rawLocalAddr(c.cfd)
 }
 
 // decide decides on the hello's server name: dial the upstream on a pass,
 // refuse otherwise.
 func (e *engine) decide(c *pconn, hello *sni.Hello) {
 	s, rt := e.s, c.rt
-	d := s.decideHello(rt, hello, c.ip, c.client, func() netip.AddrPort { return rawLocalAddr(c.cfd) })
+	d := s.decideHello(rt, hello, c.client.Addr(), c.client, func() netip.AddrPort { return dstOf(c) })
 	if !d.Pass {
 		e.block(c, hello.RecordVersion)
 		return
@@ -786,6 +914,18 @@ func (e *engine) decide(c *pconn, hello *sni.Hello) {
 	}
 	c.upAddr = addr
 	c.deadline = e.now + int64(rt.dial)
+	if v := rt.edge.dialer.send; v != 0 {
+		// The PROXY header goes out ahead of the hello, in its write.
+		hdr, err := proxyHeaderBytes(v, c.client, dstOf(c))
+		if err != nil {
+			e.dialFailed(c, err, false)
+			return
+		}
+		c.hdrLen = len(hdr)
+		nb := append(hdr, c.buf...)
+		e.putBuf(c.buf)
+		c.buf = nb
+	}
 	if ap, err := netip.ParseAddrPort(addr); err == nil {
 		e.dial(c, unmapAddrPort(ap))
 		return
@@ -913,7 +1053,7 @@ func (e *engine) connected(c *pconn) {
 // upstream.
 func (e *engine) relayFrom(c *pconn, n int) {
 	c.state, c.last = stRelay, e.now
-	c.up.uncounted += int64(n)
+	c.up.uncounted += int64(max(n-c.hdrLen, 0)) // a PROXY header sent is not relayed bytes
 	if n < len(c.buf) {
 		// The rest waits as pending bytes of the upstream direction.
 		c.up.pend, c.up.pendOff = c.buf, n

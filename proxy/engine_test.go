@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/netip"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 )
@@ -131,49 +133,98 @@ func TestEngineUpstreamName(t *testing.T) {
 	}
 }
 
-// TestEngineHandOff reloads an engine listener with a PROXY protocol
-// config, which the engine does not serve: new connections go to the
-// goroutine path (a PROXY header then a hello pass), and a reload back
-// gives them to the engine again.
+// TestEngineHandOff reloads an engine listener with the TLS block page,
+// which the engine does not serve: new connections go to the goroutine
+// path (a filed name still passes), and a reload back gives them to the
+// engine again.
 func TestEngineHandOff(t *testing.T) {
 	up := newTLSUpstream(t, "A", nil)
 	cfg := tlsListener(up.addr())
 	g := startGateway(t, cfg, filedOnly)
-	enginesOf(t, g)
-	pp := cfg
-	pp.Listeners = []ListenerConfig{cfg.Listeners[0]}
-	pp.Listeners[0].ProxyProtocol = ProxyProtocol{AcceptFrom: loopbackNet}
-	if err := g.srv.Reload(pp, nil); err != nil {
+	engines := enginesOf(t, g)
+	page := pageConfig(t, up.addr(), TLSPage{})
+	if err := g.srv.Reload(page, nil); err != nil {
 		t.Fatal(err)
 	}
-	// The socket stays the engines' (same name, protocol, address).
+	// The socket stays the engines' (same name, protocol, address), and
+	// they hand its connections to the handler.
 	enginesOf(t, g)
-	// PROXY headers from the allowed peers are handled by the handler the
-	// engine hands connections to.
-	raw := dialRaw(t, g.addr("tls"))
-	raw.Write(proxyHeader(t, 2, "203.0.113.9:4242", "198.51.100.1:443"))
-	_, pool := testCert(t)
-	c := tls.Client(raw, &tls.Config{ServerName: "filed.cn", RootCAs: pool})
-	body, err := httpGetTLS(c, "filed.cn")
-	if err != nil || body != "hello filed.cn from A" {
-		t.Fatalf("after the PROXY reload: got %q, %v", body, err)
+	get := func(what string) {
+		t.Helper()
+		c, err := dialTLS(g.addr("tls"), "filed.cn")
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		defer c.Close()
+		if body, err := httpGetTLS(c, "filed.cn"); err != nil || body != "hello filed.cn from A" {
+			t.Fatalf("%s: got %q, %v", what, body, err)
+		}
 	}
-	c.Close()
+	get("after the page-mode reload")
+	if anyConn(engines, func(*pconn) bool { return true }) {
+		t.Error("an engine holds a connection of the page-mode listener")
+	}
+	if err := g.srv.Reload(cfg, nil); err != nil {
+		t.Fatal(err)
+	}
+	served := func() (n int64) {
+		for _, e := range engines {
+			n += e.served.Load()
+		}
+		return n
+	}
+	before := served()
+	get("after the reload back")
+	if served() != before+1 {
+		t.Errorf("connections the engines served after the reload back: got %d more, want 1", served()-before)
+	}
+}
 
-	back := pp
-	back.Listeners = []ListenerConfig{pp.Listeners[0]}
-	back.Listeners[0].ProxyProtocol = ProxyProtocol{}
-	if err := g.srv.Reload(back, nil); err != nil {
-		t.Fatal(err)
-	}
-	c2, err := dialTLS(g.addr("tls"), "filed.cn")
+// TestEngineProxyProtocol: a tls listener that accepts PROXY headers is
+// served by the engine: the header (here split across two writes) is
+// taken off before the hello, the per-IP slot is the carried client's,
+// never the balancer's, and a header sent upstream names that client.
+func TestEngineProxyProtocol(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c2.Close()
-	if body, err := httpGetTLS(c2, "filed.cn"); err != nil || !strings.HasPrefix(body, "hello filed.cn") {
-		t.Fatalf("after the reload back: got %q, %v", body, err)
+	cert, _ := testCert(t)
+	pl := &proxyproto.Listener{Listener: ln, Policy: func(net.Addr) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "backend saw "+r.RemoteAddr)
+	})}
+	go srv.Serve(tls.NewListener(pl, &tls.Config{Certificates: []tls.Certificate{cert}}))
+	t.Cleanup(func() { srv.Close() })
+	cfg := tlsListener(ln.Addr().String())
+	cfg.Listeners[0].ProxyProtocol = ProxyProtocol{AcceptFrom: loopbackNet, Send: "v2"}
+	g := startGateway(t, cfg, filedOnly)
+	enginesOf(t, g)
+
+	raw := dialRaw(t, g.addr("tls"))
+	hdr := proxyHeader(t, 1, "203.0.113.9:4242", "198.51.100.1:443")
+	raw.Write(hdr[:9])
+	time.Sleep(50 * time.Millisecond) // the engine reads the first part alone
+	raw.Write(hdr[9:])
+	_, pool := testCert(t)
+	c := tls.Client(raw, &tls.Config{ServerName: "filed.cn", RootCAs: pool})
+	defer c.Close()
+	br := bufio.NewReader(c)
+	if body, err := httpGet(c, br, "filed.cn"); err != nil || body != "backend saw 203.0.113.9:4242" {
+		t.Fatalf("got %q, %v", body, err)
 	}
+	client, balancer := netip.MustParseAddr("203.0.113.9"), netip.MustParseAddr("127.0.0.1")
+	if n := g.srv.lim.perIPCount(client); n != 1 {
+		t.Errorf("per-IP slots of the carried client while open: got %d, want 1", n)
+	}
+	if n := g.srv.lim.perIPCount(balancer); n != 0 {
+		t.Errorf("per-IP slots of the balancer: got %d, want 0", n)
+	}
+	if n := testutil.ToFloat64(g.m.Edge.ProxyHeaders.WithLabelValues("tls", "accepted")); n != 1 {
+		t.Errorf("accepted headers: got %v, want 1", n)
+	}
+	c.Close()
+	waitFor(t, "the slot to be released", func() bool { return g.srv.lim.perIPCount(client) == 0 && g.srv.openConns() == 0 })
 }
 
 // httpGetTLS sends one request on c and returns the response body.

@@ -103,36 +103,50 @@ func (s *Server) admit(rt *listenerRuntime, tc *trackedConn, ci *connInfo, trust
 func (e *edgeRuntime) acceptProxyHeader(rt *listenerRuntime, c *net.TCPConn, ci *connInfo) bool {
 	h, err := readProxyHeader(c, rt.hello)
 	if err != nil {
-		switch {
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			e.ppTimeout.Inc()
-		case errors.Is(err, errNoProxyHeader):
-			e.ppMissing.Inc()
-		default:
-			e.ppInvalid.Inc()
-		}
-		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
-			rt.log.Debug("PROXY header not read, connection refused", "peer", ci.client.String(), "error", err)
-		}
+		e.countProxyError(rt, ci.client, err)
 		return false
 	}
+	return e.applyProxyHeader(rt, h, &ci.client, &ci.dst)
+}
+
+// applyProxyHeader puts the client and destination h carries in client
+// and dst (a LOCAL command, a balancer's own health check, or a v1 UNKNOWN
+// keeps the peer's addresses), counts the result and reports whether the
+// connection may go on.
+func (e *edgeRuntime) applyProxyHeader(rt *listenerRuntime, h *proxyproto.Header, client, dst *netip.AddrPort) bool {
 	if h.Command == proxyproto.LOCAL || h.TransportProtocol == proxyproto.UNSPEC {
 		e.ppLocal.Inc()
 		return true
 	}
-	src, dst, ok := h.TCPAddrs()
+	src, to, ok := h.TCPAddrs()
 	if !ok {
 		// UDP or UNIX addresses on a TCP listener.
 		e.ppInvalid.Inc()
 		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
-			rt.log.Debug("PROXY header without TCP addresses, connection refused", "peer", ci.client.String(), "protocol", h.TransportProtocol)
+			rt.log.Debug("PROXY header without TCP addresses, connection refused", "peer", client.String(), "protocol", h.TransportProtocol)
 		}
 		return false
 	}
-	ci.client = unmapAddrPort(src.AddrPort())
-	ci.dst = unmapAddrPort(dst.AddrPort())
+	*client = unmapAddrPort(src.AddrPort())
+	*dst = unmapAddrPort(to.AddrPort())
 	e.ppAccepted.Inc()
 	return true
+}
+
+// countProxyError counts a PROXY header that could not be read (the
+// deadline passed, none came, or it was invalid) and logs it at debug.
+func (e *edgeRuntime) countProxyError(rt *listenerRuntime, peer netip.AddrPort, err error) {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		e.ppTimeout.Inc()
+	case errors.Is(err, errNoProxyHeader):
+		e.ppMissing.Inc()
+	default:
+		e.ppInvalid.Inc()
+	}
+	if rt.log.Enabled(context.Background(), slog.LevelDebug) {
+		rt.log.Debug("PROXY header not read, connection refused", "peer", peer.String(), "error", err)
+	}
 }
 
 // readProxyHeader reads exactly one PROXY header (v1 or v2) from c within
@@ -157,9 +171,14 @@ func readProxyHeader(c *net.TCPConn, timeout time.Duration) (*proxyproto.Header,
 	if _, err := io.ReadFull(c, hb); err != nil {
 		return nil, fmt.Errorf("reading a %d-byte PROXY header: %w", size, err)
 	}
+	return parseProxyHeader(hb)
+}
+
+// parseProxyHeader parses hb, exactly one PROXY header, with go-proxyproto.
+func parseProxyHeader(hb []byte) (*proxyproto.Header, error) {
 	// The buffered reader holds the whole header, which go-proxyproto's v1
 	// parser requires (it refuses a line split across reads).
-	h, err := proxyproto.Read(bufio.NewReaderSize(bytes.NewReader(hb), max(size, 16)))
+	h, err := proxyproto.Read(bufio.NewReaderSize(bytes.NewReader(hb), max(len(hb), 16)))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errBadProxyHeader, err)
 	}
@@ -229,17 +248,23 @@ func isProxySignature(b []byte) bool {
 // client connected to. A connection without a known client or destination
 // gets a LOCAL (v2) or UNKNOWN (v1) header.
 func writeProxyHeader(up *net.TCPConn, v byte, ci *connInfo) error {
-	h := proxyproto.HeaderProxyFromAddrs(v, net.TCPAddrFromAddrPort(ci.client), net.TCPAddrFromAddrPort(ci.dst))
-	if !ci.client.IsValid() || !ci.dst.IsValid() {
-		h = &proxyproto.Header{Version: v, Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}
-	}
-	b, err := h.Format()
+	b, err := proxyHeaderBytes(v, ci.client, ci.dst)
 	if err != nil {
 		return err
 	}
 	// A fresh connection's send buffer is empty: this write does not block.
 	_, err = up.Write(b)
 	return err
+}
+
+// proxyHeaderBytes formats the PROXY header of version v (1 or 2) for a
+// connection from client to dst (LOCAL or UNKNOWN when either is unknown).
+func proxyHeaderBytes(v byte, client, dst netip.AddrPort) ([]byte, error) {
+	h := proxyproto.HeaderProxyFromAddrs(v, net.TCPAddrFromAddrPort(client), net.TCPAddrFromAddrPort(dst))
+	if !client.IsValid() || !dst.IsValid() {
+		h = &proxyproto.Header{Version: v, Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}
+	}
+	return h.Format()
 }
 
 // peek copies the bytes c has received so far into buf without consuming

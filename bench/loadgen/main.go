@@ -67,6 +67,7 @@ type options struct {
 	dur      time.Duration
 	max      int
 	status   int
+	proxyHdr bool
 }
 
 // result is what one run measured.
@@ -93,6 +94,7 @@ func main() {
 	flag.DurationVar(&o.dur, "d", 10*time.Second, "duration (idle: most time from the start to the release)")
 	flag.IntVar(&o.max, "n", 1_000_000, "most requests in all")
 	flag.IntVar(&o.status, "status", 200, "expected response status")
+	flag.BoolVar(&o.proxyHdr, "proxy", false, "tlsconn: send a PROXY v1 header (a client in 203.0.113.0/24 per worker) before the handshake, as a load balancer would")
 	flag.Parse()
 	if err := o.check(); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
@@ -204,9 +206,13 @@ func runTLSConn(o options) result {
 			r := &per[w]
 			cfg := tlsConfig(o.host)
 			d := net.Dialer{Timeout: 5 * time.Second}
+			var hdr []byte
+			if o.proxyHdr {
+				hdr = fmt.Appendf(nil, "PROXY TCP4 203.0.113.%d 198.51.100.1 %d 443\r\n", w%250+1, 10000+w)
+			}
 			for left.Add(-1) >= 0 && time.Now().Before(deadline) {
 				t0 := time.Now()
-				n, err := oneTLSRequest(&d, cfg, o.addr, req, o.status)
+				n, err := oneTLSRequest(&d, cfg, o.addr, hdr, req, o.status)
 				if err != nil {
 					r.errors++
 					if r.firstErr == "" {
@@ -224,15 +230,20 @@ func runTLSConn(o options) result {
 	return merge(per, time.Since(start))
 }
 
-// oneTLSRequest does one connection's worth of work and returns the bytes
-// read.
-func oneTLSRequest(d *net.Dialer, cfg *tls.Config, addr string, req []byte, want int) (int64, error) {
+// oneTLSRequest does one connection's worth of work (after the PROXY
+// header hdr, if any) and returns the bytes read.
+func oneTLSRequest(d *net.Dialer, cfg *tls.Config, addr string, hdr, req []byte, want int) (int64, error) {
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return 0, fmt.Errorf("dialling: %w", err)
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if hdr != nil {
+		if _, err := c.Write(hdr); err != nil {
+			return 0, fmt.Errorf("writing the PROXY header: %w", err)
+		}
+	}
 	tc := tls.Client(c, cfg)
 	if err := tc.Handshake(); err != nil {
 		return 0, fmt.Errorf("handshake: %w", err)
