@@ -542,19 +542,9 @@ func (e *engine) accept(el *engListener) {
 			e.handOff(el.l, rt, fd)
 			continue
 		}
-		// A trusted PROXY sender (a load balancer) carries many clients:
-		// it takes a global slot now and a per-IP slot for the client its
-		// header names (proxyPrefix), never one for itself.
-		ip := peer.Addr()
-		trusted := rt.edge.trusted(ip)
-		var limit string
-		if trusted {
-			limit = s.lim.acquireGlobal()
-		} else {
-			limit = s.lim.acquire(ip)
-		}
-		if limit != "" {
-			s.rejects[limit].Inc()
+		ip := peer.Addr().Unmap()
+		trusted, ok := s.admitPeer(rt, ip)
+		if !ok {
 			rawClose(fd)
 			continue
 		}

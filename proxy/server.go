@@ -755,18 +755,8 @@ func (s *Server) admitConn(l *listener, rt *listenerRuntime, c *net.TCPConn) {
 		client = a.AddrPort()
 	}
 	ip := client.Addr().Unmap()
-	// A trusted PROXY sender (a load balancer) carries many clients:
-	// its connections take a global slot now and a per-IP slot for
-	// the client its header names (admit), never one for itself.
-	trusted := rt.edge.trusted(ip)
-	var limit string
-	if trusted {
-		limit = s.lim.acquireGlobal()
-	} else {
-		limit = s.lim.acquire(ip)
-	}
-	if limit != "" {
-		s.rejects[limit].Inc()
+	trusted, ok := s.admitPeer(rt, ip)
+	if !ok {
 		c.Close()
 		return
 	}
@@ -778,6 +768,26 @@ func (s *Server) admitConn(l *listener, rt *listenerRuntime, c *net.TCPConn) {
 	s.conns.add(tc)
 	s.handlers.Add(1)
 	s.startHandler(connJob{rt: rt, tc: tc, client: client, trusted: trusted})
+}
+
+// admitPeer takes the connection slots of a new connection from ip, or
+// counts the limit that refuses it (ok false). A trusted PROXY sender (a
+// load balancer) carries many clients: its connections take a global slot
+// now and a per-IP slot for the client its header names (admit, or the
+// engine's proxyPrefix), never one for itself.
+func (s *Server) admitPeer(rt *listenerRuntime, ip netip.Addr) (trusted, ok bool) {
+	trusted = rt.edge.trusted(ip)
+	var limit string
+	if trusted {
+		limit = s.lim.acquireGlobal()
+	} else {
+		limit = s.lim.acquire(ip)
+	}
+	if limit != "" {
+		s.rejects[limit].Inc()
+		return trusted, false
+	}
+	return trusted, true
 }
 
 // maxIdleWorkers caps the handler goroutines kept waiting for a
