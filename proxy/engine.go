@@ -54,8 +54,10 @@ import (
 // slow receiver cannot take yet wait in a buffer of their own (copy mode)
 // or in the pipe (splice mode) and the source is not read meanwhile.
 //
-// A listener whose config needs more (PROXY protocol, transparent mode,
-// the TLS block page, sending a PROXY header, spoofed sources) keeps the
+// PROXY headers are part of the engine's hello phase: a trusted peer's is
+// taken off the first bytes (proxyPrefix), and one sent upstream goes out
+// in the hello's write. A listener whose config needs more (transparent
+// mode, the TLS block page, spoofed sources) keeps the
 // goroutine-per-connection path; a Reload that gives an engine listener
 // such a config hands its new connections to that path.
 
