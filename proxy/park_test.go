@@ -16,8 +16,14 @@ import (
 
 // parkGateway is poolGateway with the idle timeout given.
 func parkGateway(t *testing.T, upstream string, idle time.Duration) *gateway {
+	return parkGatewayProto(t, "http", upstream, idle)
+}
+
+// parkGatewayProto is parkGateway with a listener (named "http") of the
+// protocol given: http or auto.
+func parkGatewayProto(t *testing.T, protocol, upstream string, idle time.Duration) *gateway {
 	cfg := Config{
-		Listeners: []ListenerConfig{{Name: "http", Protocol: "http", Address: "127.0.0.1:0", Upstream: upstream}},
+		Listeners: []ListenerConfig{{Name: "http", Protocol: protocol, Address: "127.0.0.1:0", Upstream: upstream}},
 		Timeouts:  Timeouts{Hello: 5 * time.Second, Dial: 2 * time.Second, Idle: idle},
 	}
 	return startGateway(t, cfg, filedOnly)
@@ -47,9 +53,16 @@ func countingUpstream(t *testing.T) *rawHTTPUpstream {
 // TestHTTPParkedClients: keep-alive clients that go quiet are parked (no
 // handler goroutine, the slot kept); each next request, passing or
 // blocked, is served as before, and the client is parked again after it.
+// HTTP clients of an auto listener (sniffed, then served as HTTP) too.
 func TestHTTPParkedClients(t *testing.T) {
+	for _, protocol := range []string{"http", "auto"} {
+		t.Run(protocol, func(t *testing.T) { testParkedClients(t, protocol) })
+	}
+}
+
+func testParkedClients(t *testing.T, protocol string) {
 	u := countingUpstream(t)
-	g := parkGateway(t, u.addr, 30*time.Second)
+	g := parkGatewayProto(t, protocol, u.addr, 30*time.Second)
 	active := func() float64 { return testutil.ToFloat64(g.m.ActiveConnections.WithLabelValues("http")) }
 	const clients = 20
 	conns := make([]net.Conn, clients)

@@ -872,7 +872,7 @@ func (s *Server) serveConn(j *connJob) {
 	case "http":
 		parked = rt.http.run(s.drainCtx, tc.c, &ci, "", true, &s.park, j)
 	case "auto":
-		s.serveAuto(rt, tc, &ci)
+		parked = s.serveAuto(rt, tc, &ci, j)
 	default:
 		s.serveTLS(rt, tc, &ci)
 	}

@@ -166,18 +166,21 @@ func sniff(c *net.TCPConn, sniffTimeout, hello time.Duration) string {
 	return sniffIncomplete
 }
 
-// serveAuto serves one connection of an auto listener.
-func (s *Server) serveAuto(rt *listenerRuntime, tc *trackedConn, ci *connInfo) {
+// serveAuto serves one connection of an auto listener, admitted as job j.
+// An HTTP client idle between requests is parked as on an http listener:
+// serveAuto then reports true and the connection belongs to the parker.
+func (s *Server) serveAuto(rt *listenerRuntime, tc *trackedConn, ci *connInfo, j *connJob) (parked bool) {
 	e := rt.edge
 	kind := sniff(tc.c, e.sniffTimeout, rt.hello)
 	e.sniffed[kind].Inc()
-	s.serveSniffed(rt, tc, ci, kind, nil)
+	return s.serveSniffed(rt, tc, ci, kind, nil, j)
 }
 
-// serveSniffed serves a connection sniffed as kind. up, when not nil, is
-// an upstream connection dialled before the client spoke (see serveSilent):
-// it is used to relay "other" traffic and closed unused otherwise.
-func (s *Server) serveSniffed(rt *listenerRuntime, tc *trackedConn, ci *connInfo, kind string, up *net.TCPConn) {
+// serveSniffed serves a connection sniffed as kind (parked: see
+// serveAuto). up, when not nil, is an upstream connection dialled before
+// the client spoke (see serveSilent): it is used to relay "other" traffic
+// and closed unused otherwise.
+func (s *Server) serveSniffed(rt *listenerRuntime, tc *trackedConn, ci *connInfo, kind string, up *net.TCPConn, j *connJob) (parked bool) {
 	if up != nil && kind != sniffOther {
 		up.Close() // nothing was written to it
 	}
@@ -185,11 +188,11 @@ func (s *Server) serveSniffed(rt *listenerRuntime, tc *trackedConn, ci *connInfo
 	case sniffTLS:
 		s.serveTLS(rt, tc, ci)
 	case sniffHTTP:
-		rt.http.serve(s.drainCtx, tc.c, ci)
+		return rt.http.run(s.drainCtx, tc.c, ci, "", true, &s.park, j)
 	case sniffOther:
 		s.serveOther(rt, tc, ci, up)
 	case sniffSilent:
-		s.serveSilent(rt, tc, ci)
+		return s.serveSilent(rt, tc, ci, j)
 	case sniffProxyHeader:
 		rt.edge.ppUntrusted.Inc()
 		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -202,6 +205,7 @@ func (s *Server) serveSniffed(rt *listenerRuntime, tc *trackedConn, ci *connInfo
 		}
 		tc.c.Close()
 	}
+	return false
 }
 
 // upstreamOf returns where a connection goes without a decided upstream:
@@ -247,16 +251,17 @@ func (s *Server) serveOther(rt *listenerRuntime, tc *trackedConn, ci *connInfo, 
 // serveSilent serves a connection whose client sent nothing for the sniff
 // timeout: blocked at once by other_protocols: block; else the upstream is
 // dialled and whichever side speaks first decides (see the file comment).
-func (s *Server) serveSilent(rt *listenerRuntime, tc *trackedConn, ci *connInfo) {
+// parked: see serveAuto.
+func (s *Server) serveSilent(rt *listenerRuntime, tc *trackedConn, ci *connInfo, j *connJob) (parked bool) {
 	e, c := rt.edge, tc.c
 	if e.otherBlock {
 		s.serveOther(rt, tc, ci, nil)
-		return
+		return false
 	}
 	up, ok := s.dialUpstream(rt, rt.upstreamOf(ci), ci)
 	if !ok {
 		c.Close()
-		return
+		return false
 	}
 	clientFirst, err := firstSpeaker(c, up, rt.idle)
 	switch {
@@ -274,8 +279,9 @@ func (s *Server) serveSilent(rt *listenerRuntime, tc *trackedConn, ci *connInfo)
 			kind = sniffIncomplete // it did speak: this cannot happen but must not loop
 		}
 		e.sniffed[kind].Inc()
-		s.serveSniffed(rt, tc, ci, kind, up)
+		return s.serveSniffed(rt, tc, ci, kind, up, j)
 	}
+	return false
 }
 
 // firstSpeaker waits, up to timeout, until the client or the upstream has
