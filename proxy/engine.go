@@ -1014,7 +1014,7 @@ func (e *engine) dial(c *pconn, ap netip.AddrPort) {
 	wait := errno == unix.EAGAIN
 	c.uOut = wait
 	if !e.register(c, fd, evUpstream, wait) {
-		e.dialFailed(c, errno, false)
+		e.dialFailed(c, errRegister, false)
 		return
 	}
 	if !wait {
@@ -1395,7 +1395,10 @@ func (e *engine) sweep() {
 	}
 }
 
-var errDialTimeout = errors.New("upstream connect timed out")
+var (
+	errDialTimeout = errors.New("upstream connect timed out")
+	errRegister    = errors.New("adding the upstream socket to the epoll set failed")
+)
 
 // closeAll closes every connection: the drain deadline.
 func (e *engine) closeAll() int {
