@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -56,10 +57,11 @@ import (
 //
 // PROXY headers are part of the engine's hello phase: a trusted peer's is
 // taken off the first bytes (proxyPrefix), and one sent upstream goes out
-// in the hello's write. A listener whose config needs more (transparent
-// mode, the TLS block page, spoofed sources) keeps the
-// goroutine-per-connection path; a Reload that gives an engine listener
-// such a config hands its new connections to that path.
+// in the hello's write. With the TLS block page, a blocked connection is
+// handed to the page (a goroutine: it terminates TLS) with its socket, its
+// hello bytes and its slots (pageHandOff); passing ones stay here. A
+// listener in transparent mode (the only settings left that the engine
+// does not serve need it) keeps the goroutine-per-connection path.
 
 // Engine sizes.
 const (
@@ -221,10 +223,13 @@ func (d *pdir) reset() {
 func (d *pdir) done() bool { return d.shut }
 
 // engineServes reports whether the engine can serve connections of rt.
+// Every setting it refuses needs transparent mode, and a reload that
+// changes a listener's transparent mode opens a new socket (Reload), so an
+// engine's listener keeps configs it serves; accept's hand-off to the
+// goroutine path is a fallback.
 func (rt *listenerRuntime) engineServes() bool {
 	e := rt.edge
-	return rt.cfg.Protocol == "tls" && rt.tlsBlock != "page" &&
-		e.transparent == "" && !rt.original && !e.dialer.spoof
+	return rt.cfg.Protocol == "tls" && e.transparent == "" && !rt.original && !e.dialer.spoof
 }
 
 // newEngine creates an engine and starts its goroutine.
@@ -655,6 +660,28 @@ func (e *engine) finish(c *pconn) {
 	}
 	if c.cfd >= 0 {
 		rawClose(c.cfd)
+		c.cfd = -1
+	}
+	rt, ip := c.rt, c.ip
+	if c.up.uncounted > 0 {
+		rt.bytesUp.Add(float64(c.up.uncounted))
+	}
+	if c.down.uncounted > 0 {
+		rt.bytesDown.Add(float64(c.down.uncounted))
+	}
+	e.detach(c)
+	e.s.lim.releaseConn(ip)
+	rt.active.Dec()
+	e.s.handlers.Done()
+}
+
+// detach frees c's slot: it closes the upstream socket and the client's
+// (unless it was taken out of c: a connection handed to a goroutine with
+// its socket and its limit slots), and releases c's pipes and buffers.
+// finish releases the rest.
+func (e *engine) detach(c *pconn) {
+	if c.cfd >= 0 {
+		rawClose(c.cfd)
 	}
 	if c.ufd >= 0 {
 		rawClose(c.ufd)
@@ -664,17 +691,7 @@ func (e *engine) finish(c *pconn) {
 	if c.buf != nil {
 		e.putBuf(c.buf)
 	}
-	rt := c.rt
-	if c.up.uncounted > 0 {
-		rt.bytesUp.Add(float64(c.up.uncounted))
-	}
-	if c.down.uncounted > 0 {
-		rt.bytesDown.Add(float64(c.down.uncounted))
-	}
-	e.s.lim.releaseConn(c.ip)
-	rt.active.Dec()
 	e.open.Add(-1)
-	e.s.handlers.Done()
 	gen := (c.gen + 1) & (1<<29 - 1)
 	*c = pconn{slot: c.slot, gen: gen, cfd: -1, ufd: -1}
 	e.free = append(e.free, c.slot)
@@ -888,6 +905,15 @@ func (e *engine) decide(c *pconn, hello *sni.Hello) {
 	s, rt := e.s, c.rt
 	d := s.decideHello(rt, hello, c.client.Addr(), c.client, func() netip.AddrPort { return dstOf(c) })
 	if !d.Pass {
+		if rt.tlsBlock == "page" {
+			if p := s.page.Load(); p != nil {
+				if pageEligible(hello.ServerName, &d) {
+					e.pageHandOff(c, p, hello.RecordVersion, &d)
+					return
+				}
+				p.results[pageNotEligible].Inc()
+			}
+		}
 		e.block(c, hello.RecordVersion)
 		return
 	}
@@ -1089,6 +1115,51 @@ func (e *engine) block(c *pconn, recordVersion uint16) {
 	if c.cr {
 		e.linger(c)
 	}
+}
+
+// pageHandOff gives a blocked connection of a page-mode listener to the
+// TLS block page (tlspage.go), which terminates TLS and so runs on a
+// goroutine: the socket, the hello bytes read (replayed to the page's
+// handshake) and the connection's slots move to it; the engine keeps
+// serving the listener's passing connections.
+func (e *engine) pageHandOff(c *pconn, p *tlsPage, rv uint16, d *Decision) {
+	s, rt := e.s, c.rt
+	hello := append([]byte(nil), c.buf...)
+	f := os.NewFile(uintptr(c.cfd), "")
+	c.cfd = -1 // f owns it now
+	rawEpollCtl(e.epfd, unix.EPOLL_CTL_DEL, int(f.Fd()), nil)
+	nc, err := net.FileConn(f)
+	f.Close()
+	ip := c.ip
+	e.detach(c) // the slots go with the connection
+	if err != nil {
+		rt.log.Warn("handing a blocked connection to the TLS block page failed", "error", err)
+		s.lim.releaseConn(ip)
+		rt.active.Dec()
+		s.handlers.Done()
+		return
+	}
+	tc := &trackedConn{c: nc.(*net.TCPConn), ip: ip, listener: rt.cfg.Name}
+	s.conns.add(tc)
+	// The decision's names may alias the engine's read buffer, which the
+	// next connection overwrites: the page gets copies.
+	dec := *d
+	dec.Host, dec.Domain = strings.Clone(d.Host), strings.Clone(d.Domain)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				rt.log.Error("block page handler panicked", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				tc.c.Close()
+			}
+			s.conns.remove(tc)
+			s.lim.releaseConn(ip)
+			rt.active.Dec()
+			s.handlers.Done()
+		}()
+		sc := sni.NewConn(tc.c, hello)
+		p.serve(s.hardCtx, tc.c, sc, rv, &dec)
+		sc.Release()
+	}()
 }
 
 // linger discards what a blocked client still sends until it closes.

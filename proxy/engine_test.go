@@ -133,48 +133,87 @@ func TestEngineUpstreamName(t *testing.T) {
 	}
 }
 
-// TestEngineHandOff reloads an engine listener with the TLS block page,
-// which the engine does not serve: new connections go to the goroutine
-// path (a filed name still passes), and a reload back gives them to the
-// engine again.
+// TestEngineHandOff: a reload that takes a listener into transparent
+// mode (the settings the engine does not serve all need it) opens a new
+// socket served with a goroutine per connection, and a reload back gives
+// the listener to the engines again. The engines' fallback for a
+// connection of a config they cannot serve (handOff, unreachable by
+// config today) gives it to the goroutine path, which serves it.
 func TestEngineHandOff(t *testing.T) {
 	up := newTLSUpstream(t, "A", nil)
 	cfg := tlsListener(up.addr())
 	g := startGateway(t, cfg, filedOnly)
 	engines := enginesOf(t, g)
-	page := pageConfig(t, up.addr(), TLSPage{})
-	if err := g.srv.Reload(page, nil); err != nil {
-		t.Fatal(err)
-	}
-	// The socket stays the engines' (same name, protocol, address), and
-	// they hand its connections to the handler.
-	enginesOf(t, g)
-	get := func(what string) {
-		t.Helper()
-		c, err := dialTLS(g.addr("tls"), "filed.cn")
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		defer c.Close()
-		if body, err := httpGetTLS(c, "filed.cn"); err != nil || body != "hello filed.cn from A" {
-			t.Fatalf("%s: got %q, %v", what, body, err)
-		}
-	}
-	get("after the page-mode reload")
-	if anyConn(engines, func(*pconn) bool { return true }) {
-		t.Error("an engine holds a connection of the page-mode listener")
-	}
-	if err := g.srv.Reload(cfg, nil); err != nil {
-		t.Fatal(err)
-	}
 	served := func() (n int64) {
 		for _, e := range engines {
 			n += e.served.Load()
 		}
 		return n
 	}
+	get := func(what string, c *tls.Conn) {
+		t.Helper()
+		defer c.Close()
+		if body, err := httpGetTLS(c, "filed.cn"); err != nil || body != "hello filed.cn from A" {
+			t.Fatalf("%s: got %q, %v", what, body, err)
+		}
+	}
+	dial := func(what string) *tls.Conn {
+		t.Helper()
+		c, err := dialTLS(g.addr("tls"), "filed.cn")
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return c
+	}
+
+	// The fallback, fed a socket directly.
+	client, server := tcpPair(t)
+	f, err := server.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Dup(int(f.Fd()))
+	f.Close()
+	server.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.SetNonblock(fd, true)
+	g.srv.mu.Lock()
+	l := g.srv.lns["tls"]
+	g.srv.mu.Unlock()
 	before := served()
-	get("after the reload back")
+	engines[0].call(func() { engines[0].handOff(l, l.rt.Load(), fd) })
+	_, pool := testCert(t)
+	get("a handed-off connection", tls.Client(client, &tls.Config{ServerName: "filed.cn", RootCAs: pool}))
+	if served() != before {
+		t.Error("an engine served the handed-off connection")
+	}
+
+	tr := tlsListener(UpstreamOriginal)
+	tr.Listeners[0].Transparent = transparentRedirect
+	if err := g.srv.Reload(tr, nil); err != nil {
+		t.Fatal(err)
+	}
+	g.srv.mu.Lock()
+	n := len(g.srv.lns["tls"].engines)
+	g.srv.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("a transparent listener has %d engines, want none", n)
+	}
+	c := dialRaw(t, g.addr("tls"))
+	if got := readClosed(t, c); got != "" {
+		t.Errorf("transparent mode without a redirect: got %q, want the connection refused", got)
+	}
+	if n := testutilCounter(g, "tls", refusedNoOriginalDst) + testutilCounter(g, "tls", refusedLoop); n != 1 {
+		t.Errorf("refused by the goroutine path's transparent check: got %v, want 1", n)
+	}
+	if err := g.srv.Reload(cfg, nil); err != nil {
+		t.Fatal(err)
+	}
+	enginesOf(t, g)
+	before = served()
+	get("after the reload back", dial("after the reload back"))
 	if served() != before+1 {
 		t.Errorf("connections the engines served after the reload back: got %d more, want 1", served()-before)
 	}

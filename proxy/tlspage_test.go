@@ -122,6 +122,8 @@ func TestTLSPagePebble(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	cfg := pageConfig(t, up.addr(), TLSPage{ACMEDirectory: ca.Directory, CARootsFile: ca.TLSRootsFile, StorageDir: storage, Timeout: 60 * time.Second})
 	g := startGateway(t, cfg, testPageDecider)
+	// Page mode is the engine's: it hands blocked connections to the page.
+	enginesOf(t, g)
 	addr := g.addr("tls")
 	pm := g.m.TLSPage
 

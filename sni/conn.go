@@ -65,6 +65,16 @@ func getConn(c net.Conn) *Conn {
 	return sc
 }
 
+// NewConn returns a Conn for socket c whose reads first return consumed
+// (copied), then read on from c: for a caller that read the hello off the
+// socket itself and hands the connection to code that wants a Conn.
+// Release it like one from Read.
+func NewConn(c net.Conn, consumed []byte) *Conn {
+	sc := getConn(c)
+	sc.buf = append(sc.buf[:0], consumed...)
+	return sc
+}
+
 // Release returns the Conn and its buffer to the pool. It does not close
 // the socket: a caller that wrote Buffered elsewhere may go on with
 // TCPConn (or its own reference to the socket). After Release the Conn,

@@ -694,3 +694,25 @@ func TestConnReadAfterClose(t *testing.T) {
 		})
 	}
 }
+
+// TestNewConn: a Conn made from bytes read elsewhere replays them, then
+// reads on from the socket; Buffered shows what is left of them.
+func TestNewConn(t *testing.T) {
+	client, server := tcpPair(t)
+	consumed := []byte("\x16\x03\x01 hello bytes")
+	sc := NewConn(server, consumed)
+	defer sc.Release()
+	consumed[0] = 'X' // NewConn copied them
+	if got := sc.Buffered(); string(got) != "\x16\x03\x01 hello bytes" {
+		t.Fatalf("Buffered: got %q", got)
+	}
+	if sc.TCPConn() != server {
+		t.Error("TCPConn is not the socket")
+	}
+	client.Write([]byte(" and the rest"))
+	client.Close()
+	got, err := io.ReadAll(sc)
+	if err != nil || string(got) != "\x16\x03\x01 hello bytes and the rest" {
+		t.Fatalf("read: got %q, %v", got, err)
+	}
+}
