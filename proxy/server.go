@@ -450,6 +450,25 @@ func listenControl(network, address string, c syscall.RawConn) error {
 
 // Addr returns the bound address of the named listener, or nil when there
 // is no such listener or it is not bound.
+// ServedBy names how listener name's connections are served: "engine"
+// (the passthrough engine: tls listeners outside transparent mode),
+// "handlers" (a goroutine per connection, reused; HTTP clients parked
+// when idle) or "quic"; "" for no such listener.
+func (s *Server) ServedBy(name string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.lns[name]
+	switch {
+	case l == nil:
+		return ""
+	case l.pc != nil:
+		return "quic"
+	case l.ln != nil && l.rt.Load().engineServes():
+		return "engine"
+	}
+	return "handlers"
+}
+
 func (s *Server) Addr(name string) net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()

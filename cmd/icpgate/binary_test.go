@@ -123,6 +123,9 @@ func TestBinarySignals(t *testing.T) {
 	lt := tailLog(stderr)
 	l := lt.wait(t, "listening", func(m map[string]any) bool { return m["listener"] == "web" })
 	addr := l["address"].(string)
+	if l["served_by"] != "handlers" {
+		t.Errorf("the http listener's log line: served_by %v, want handlers", l["served_by"])
+	}
 	lt.wait(t, "icpgate started", nil)
 
 	if code, reason, _ := httpGet(t, addr, "unfiled.cn"); code != 403 || reason != "unfiled" {
@@ -350,6 +353,9 @@ func TestBinarySecondSignal(t *testing.T) {
 	defer cmd.Process.Kill()
 	lt := tailLog(stderr)
 	l := lt.wait(t, "listening", func(m map[string]any) bool { return m["listener"] == "tls" })
+	if l["served_by"] != "engine" {
+		t.Errorf("the tls listener's log line: served_by %v, want engine", l["served_by"])
+	}
 	lt.wait(t, "icpgate started", nil)
 	// An open passthrough tunnel keeps the drain waiting (timeouts.drain 2s).
 	c, err := tls.Dial("tcp", l["address"].(string), &tls.Config{ServerName: "filed.cn", InsecureSkipVerify: true})

@@ -410,7 +410,8 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) int {
 	log = log.With("component", "main")
 	for _, l := range cfg.Listeners {
 		if a := g.ProxyAddr(l.Name); a != nil {
-			log.Info("listening", "listener", l.Name, "protocol", l.Protocol, "address", a.String(), "upstream", l.Upstream)
+			log.Info("listening", "listener", l.Name, "protocol", l.Protocol, "address", a.String(), "upstream", l.Upstream,
+				"served_by", g.proxy.ServedBy(l.Name))
 		}
 	}
 	log.Info("icpgate started", "version", versionString(), "node", cfg.Node,
