@@ -1125,9 +1125,11 @@ func (e *engine) block(c *pconn, recordVersion uint16) {
 func (e *engine) pageHandOff(c *pconn, p *tlsPage, rv uint16, d *Decision) {
 	s, rt := e.s, c.rt
 	hello := append([]byte(nil), c.buf...)
+	// Out of the epoll set first: the socket lives on (in the dup below)
+	// and must not wake the engine any more.
+	rawEpollCtl(e.epfd, unix.EPOLL_CTL_DEL, c.cfd, nil)
 	f := os.NewFile(uintptr(c.cfd), "")
 	c.cfd = -1 // f owns it now
-	rawEpollCtl(e.epfd, unix.EPOLL_CTL_DEL, int(f.Fd()), nil)
 	nc, err := net.FileConn(f)
 	f.Close()
 	ip := c.ip
