@@ -580,14 +580,24 @@ func (e *engine) accept(el *engListener) {
 // handOff gives a connection the engine cannot serve (its listener's
 // config changed by a Reload) to the goroutine-per-connection path.
 func (e *engine) handOff(l *listener, rt *listenerRuntime, fd int) {
-	f := os.NewFile(uintptr(fd), "")
-	nc, err := net.FileConn(f)
-	f.Close()
+	nc, err := fdConn(fd)
 	if err != nil {
 		rt.log.Warn("handing a connection to its handler failed", "error", err)
 		return
 	}
-	e.s.admitConn(l, rt, nc.(*net.TCPConn))
+	e.s.admitConn(l, rt, nc)
+}
+
+// fdConn makes a *net.TCPConn of the socket fd (in the runtime poller);
+// fd itself is closed either way.
+func fdConn(fd int) (*net.TCPConn, error) {
+	f := os.NewFile(uintptr(fd), "")
+	nc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	return nc.(*net.TCPConn), nil
 }
 
 // newConn takes a free slot.
@@ -905,14 +915,9 @@ func (e *engine) decide(c *pconn, hello *sni.Hello) {
 	s, rt := e.s, c.rt
 	d := s.decideHello(rt, hello, c.client.Addr(), c.client, func() netip.AddrPort { return dstOf(c) })
 	if !d.Pass {
-		if rt.tlsBlock == "page" {
-			if p := s.page.Load(); p != nil {
-				if pageEligible(hello.ServerName, &d) {
-					e.pageHandOff(c, p, hello.RecordVersion, &d)
-					return
-				}
-				p.results[pageNotEligible].Inc()
-			}
+		if p := s.blockPage(rt, hello.ServerName, &d); p != nil {
+			e.pageHandOff(c, p, hello.RecordVersion, &d)
+			return
 		}
 		e.block(c, hello.RecordVersion)
 		return
@@ -1119,49 +1124,30 @@ func (e *engine) block(c *pconn, recordVersion uint16) {
 
 // pageHandOff gives a blocked connection of a page-mode listener to the
 // TLS block page (tlspage.go), which terminates TLS and so runs on a
-// goroutine: the socket, the hello bytes read (replayed to the page's
-// handshake) and the connection's slots move to it; the engine keeps
-// serving the listener's passing connections.
+// handler goroutine (a connJob, served and released like any other): the
+// socket, the hello bytes read (replayed to the page's handshake) and the
+// connection's slots move to it; the engine keeps serving the listener's
+// passing connections.
 func (e *engine) pageHandOff(c *pconn, p *tlsPage, rv uint16, d *Decision) {
 	s, rt := e.s, c.rt
-	hello := append([]byte(nil), c.buf...)
 	// Out of the epoll set first: the socket lives on (in the dup below)
 	// and must not wake the engine any more.
 	rawEpollCtl(e.epfd, unix.EPOLL_CTL_DEL, c.cfd, nil)
-	f := os.NewFile(uintptr(c.cfd), "")
-	c.cfd = -1 // f owns it now
-	nc, err := net.FileConn(f)
-	f.Close()
-	ip := c.ip
-	e.detach(c) // the slots go with the connection
+	nc, err := fdConn(c.cfd)
+	c.cfd = -1 // closed by fdConn
 	if err != nil {
 		rt.log.Warn("handing a blocked connection to the TLS block page failed", "error", err)
-		s.lim.releaseConn(ip)
-		rt.active.Dec()
-		s.handlers.Done()
+		e.finish(c)
 		return
 	}
-	tc := &trackedConn{c: nc.(*net.TCPConn), ip: ip, listener: rt.cfg.Name}
-	s.conns.add(tc)
 	// The decision's names may alias the engine's read buffer, which the
 	// next connection overwrites: the page gets copies.
-	dec := *d
-	dec.Host, dec.Domain = strings.Clone(d.Host), strings.Clone(d.Domain)
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				rt.log.Error("block page handler panicked", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-				tc.c.Close()
-			}
-			s.conns.remove(tc)
-			s.lim.releaseConn(ip)
-			rt.active.Dec()
-			s.handlers.Done()
-		}()
-		sc := sni.NewConn(tc.c, hello)
-		p.serve(s.hardCtx, tc.c, sc, rv, &dec)
-		sc.Release()
-	}()
+	pj := &pageJob{p: p, hello: append([]byte(nil), c.buf...), rv: rv, d: *d}
+	pj.d.Host, pj.d.Domain = strings.Clone(d.Host), strings.Clone(d.Domain)
+	j := connJob{rt: rt, tc: &trackedConn{c: nc, ip: c.ip, listener: rt.cfg.Name}, client: c.client, page: pj}
+	e.detach(c) // the slots go with the connection
+	s.conns.add(j.tc)
+	s.startHandler(j)
 }
 
 // linger discards what a blocked client still sends until it closes.

@@ -479,11 +479,11 @@ func (hc *httpConn) reset() {
 }
 
 // idleWait is the rest (d) of a keep-alive client's idle wait after
-// idleRelease when it cannot be parked (an auto listener's HTTP, or a
-// handler serving without a Server): the upstream connection and both
-// buffers are given back and the wait holds neither, only the goroutine. It reports whether the client has something
-// to read; false when the wait timed out, the server is draining or the
-// connection was closed.
+// idleRelease when it cannot be parked (a handler serving without a
+// Server's parker): the upstream connection and both buffers are given
+// back and the wait holds neither, only the goroutine. It reports whether
+// the client has something to read; false when the wait timed out, the
+// server is draining or the connection was closed.
 func (hc *httpConn) idleWait(d time.Duration) bool {
 	hc.mu.Lock()
 	if hc.draining {

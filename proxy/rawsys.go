@@ -244,16 +244,9 @@ func (r *rawIO) bind(c *net.TCPConn) {
 			if r.lead == nil {
 				return r.readFn(fd)
 			}
-			for r.leadN < len(r.lead) {
-				n, errno := rawWriteFD(int(fd), r.lead[r.leadN:])
-				if errno == unix.EAGAIN {
-					return true // the socket is full: Read finishes with Write
-				}
-				if errno != 0 {
-					r.errno = errno
-					return true
-				}
-				r.leadN += n
+			if full, errno := writeOn(int(fd), r.lead, &r.leadN); full || errno != 0 {
+				r.errno = errno
+				return true // full: Read finishes with Write
 			}
 			// Sent. The answer cannot have come yet, and the poller
 			// readiness was cleared before the write, so wait for it
@@ -266,20 +259,27 @@ func (r *rawIO) bind(c *net.TCPConn) {
 			return errno != unix.EAGAIN
 		}
 		r.writeFn = func(fd uintptr) bool {
-			for r.n < len(r.b) {
-				n, errno := rawWriteFD(int(fd), r.b[r.n:])
-				if errno == unix.EAGAIN {
-					return false
-				}
-				if errno != 0 {
-					r.errno = errno
-					return true
-				}
-				r.n += n
-			}
-			return true
+			full, errno := writeOn(int(fd), r.b, &r.n)
+			r.errno = errno
+			return !full // full: wait for room
 		}
 	}
+}
+
+// writeOn writes b[*off:] to fd, advancing *off, until all is written, the
+// socket is full (full: EAGAIN) or a write fails (errno).
+func writeOn(fd int, b []byte, off *int) (full bool, errno syscall.Errno) {
+	for *off < len(b) {
+		n, e := rawWriteFD(fd, b[*off:])
+		switch {
+		case e == unix.EAGAIN:
+			return true, 0
+		case e != 0:
+			return false, e
+		}
+		*off += n
+	}
+	return false, 0
 }
 
 // sendThenRead makes the next Read write b first: inside the same poller

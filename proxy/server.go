@@ -18,6 +18,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
+
+	"github.com/icpgate/icpgate/sni"
 )
 
 // Config is everything the data plane runs with. cmd builds it from the
@@ -821,6 +823,17 @@ type connJob struct {
 	client  netip.AddrPort
 	trusted bool
 	resume  *parkedConn // a parked HTTP connection to serve again
+	page    *pageJob    // a blocked connection the engine gives the TLS block page
+}
+
+// pageJob is what the passthrough engine hands the TLS block page with a
+// blocked connection (engine.pageHandOff): the hello bytes it read, to be
+// replayed, and the decision (its names copied).
+type pageJob struct {
+	p     *tlsPage
+	hello []byte
+	rv    uint16
+	d     Decision
 }
 
 // startHandler serves j on an idle handler goroutine, or a new one.
@@ -880,6 +893,12 @@ func (s *Server) serveConn(j *connJob) {
 	}()
 	if pc := j.resume; pc != nil {
 		parked = rt.http.resume(s.drainCtx, pc, &s.park)
+		return
+	}
+	if pj := j.page; pj != nil {
+		sc := sni.NewConn(tc.c, pj.hello)
+		pj.p.serve(s.hardCtx, tc.c, sc, pj.rv, &pj.d)
+		sc.Release()
 		return
 	}
 	ci := newConnInfo(tc.c, j.client)

@@ -60,15 +60,10 @@ func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn, ci *connInfo) {
 	d := s.decideHello(rt, &hello, tc.ip, ci.client, func() netip.AddrPort { return ci.dst })
 	if !d.Pass {
 		rv := hello.RecordVersion
-		if rt.tlsBlock == "page" {
-			if p := s.page.Load(); p != nil {
-				if pageEligible(hello.ServerName, &d) {
-					p.serve(s.hardCtx, c, sc, rv, &d)
-					sc.Release()
-					return
-				}
-				p.results[pageNotEligible].Inc()
-			}
+		if p := s.blockPage(rt, hello.ServerName, &d); p != nil {
+			p.serve(s.hardCtx, c, sc, rv, &d)
+			sc.Release()
+			return
 		}
 		sc.Release()
 		blockTLS(c, rt.tlsBlock, rv)
@@ -128,6 +123,21 @@ func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn, ci *connInfo) {
 	if err != nil && rt.log.Enabled(context.Background(), slog.LevelDebug) {
 		rt.log.Debug("relay ended", "upstream", addr, "error", err)
 	}
+}
+
+// blockPage returns the TLS block page that answers a connection blocked
+// by d on listener rt, or nil when the listener is not in page mode, the
+// page is not running, or the name cannot have one (counted).
+func (s *Server) blockPage(rt *listenerRuntime, serverName string, d *Decision) *tlsPage {
+	if rt.tlsBlock != "page" {
+		return nil
+	}
+	p := s.page.Load()
+	if p != nil && !pageEligible(serverName, d) {
+		p.results[pageNotEligible].Inc()
+		return nil
+	}
+	return p
 }
 
 // decideHello decides a ClientHello read on listener rt and counts the
