@@ -67,6 +67,11 @@ import (
 const (
 	engineEvents  = 256      // events collected per turn
 	engineScratch = 16 << 10 // read buffer shared by an engine's connections (a TLS record)
+	// engineHold holds the first part of a hello that is still arriving:
+	// room for a whole post-quantum ClientHello (about 1.8 KB), grown
+	// when a hello is longer. A client that stops partway through its
+	// hello so costs 2 KiB, not a 16 KiB buffer.
+	engineHold = 2 << 10
 	spliceAfter   = 64 << 10 // bytes a direction copies before it switches to splice
 	// bulkBurst: a splice run this large means a burst is streaming.
 	// While it does, the destination socket runs with Nagle's algorithm
@@ -139,6 +144,7 @@ type engine struct {
 	pushAt int64
 	pipes  [][2]int // idle splice pipes
 	bufs   [][]byte // idle pending buffers (engineScratch each)
+	holds  [][]byte // idle hello buffers (engineHold each)
 
 	lns    map[int32]*engListener
 	nextLn int32
@@ -573,7 +579,14 @@ func (e *engine) accept(el *engListener) {
 		c.cw = true // a new socket is writable
 		if !e.register(c, fd, evClient, false) {
 			e.finish(c)
+			continue
 		}
+		// The listener is TCP_DEFER_ACCEPT (deferAccept): the client's
+		// first bytes are here already, so the hello is read, decided and
+		// dialled in this turn rather than the next wake-up's. Only a
+		// client silent past the kernel's deferral finds nothing (EAGAIN).
+		c.cr = true
+		e.readHello(c)
 	}
 }
 
@@ -734,9 +747,26 @@ func (e *engine) getBuf(n int) []byte {
 	return make([]byte, n)
 }
 
+// holdBuf returns a copy of got, the first part of a hello, in a buffer
+// with room for the rest: an engineHold buffer when got fits one.
+func (e *engine) holdBuf(got []byte) []byte {
+	if len(got) >= engineHold {
+		return append(e.getBuf(0), got...)
+	}
+	if k := len(e.holds); k > 0 {
+		b := e.holds[k-1]
+		e.holds = e.holds[:k-1]
+		return append(b, got...)
+	}
+	return append(make([]byte, 0, engineHold), got...)
+}
+
 func (e *engine) putBuf(b []byte) {
-	if cap(b) == engineScratch && len(e.bufs) < engineIdleBufs {
+	switch {
+	case cap(b) == engineScratch && len(e.bufs) < engineIdleBufs:
 		e.bufs = append(e.bufs, b[:0])
+	case cap(b) == engineHold && len(e.holds) < engineIdleBufs:
+		e.holds = append(e.holds, b[:0])
 	}
 }
 
@@ -787,7 +817,7 @@ func (e *engine) readHello(c *pconn) {
 				return // refused and closed
 			case wait:
 				if c.buf == nil {
-					c.buf = append(e.getBuf(0), got...)
+					c.buf = e.holdBuf(got)
 				}
 				continue
 			case took > 0 && c.buf != nil:
@@ -803,7 +833,7 @@ func (e *engine) readHello(c *pconn) {
 		hello, err := e.scan.Scan(got, 0)
 		if errors.Is(err, sni.ErrIncomplete) {
 			if c.buf == nil {
-				c.buf = append(e.getBuf(0), got...)
+				c.buf = e.holdBuf(got)
 			}
 			continue
 		}

@@ -439,3 +439,58 @@ func TestServedBy(t *testing.T) {
 		}
 	}
 }
+
+// TestDeferredAccept checks that tls and http listeners are
+// TCP_DEFER_ACCEPT and auto listeners are not: a silent client of a tls
+// listener is not accepted (nor counted) until its ClientHello arrives,
+// which the engine then reads in the turn that accepts; a silent client of
+// an auto listener is accepted at once, as a server-speaks-first protocol
+// needs.
+func TestDeferredAccept(t *testing.T) {
+	up := newTLSUpstream(t, "A", nil)
+	cfg := Config{Listeners: []ListenerConfig{
+		{Name: "tls", Protocol: "tls", Address: "127.0.0.1:0", Upstream: up.addr()},
+		{Name: "web", Protocol: "http", Address: "127.0.0.1:0", Upstream: up.addr()},
+		{Name: "auto", Protocol: "auto", Address: "127.0.0.1:0", Upstream: up.addr()},
+	}}
+	g := startGateway(t, cfg, filedOnly)
+	engines := enginesOf(t, g)
+	for name, want := range map[string]bool{"tls": true, "web": true, "auto": false} {
+		g.srv.mu.Lock()
+		rc, err := g.srv.lns[name].ln.SyscallConn()
+		g.srv.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v int
+		var gerr error
+		rc.Control(func(fd uintptr) { v, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT) })
+		if gerr != nil {
+			t.Fatal(gerr)
+		}
+		if (v > 0) != want {
+			t.Errorf("listener %s: TCP_DEFER_ACCEPT %d, want on=%v", name, v, want)
+		}
+	}
+
+	accepted := func(name string) float64 { return testutil.ToFloat64(g.m.Connections.WithLabelValues(name)) }
+	silent := dialRaw(t, g.addr("auto"))
+	defer silent.Close()
+	waitFor(t, "the auto listener to accept a silent client", func() bool { return accepted("auto") == 1 })
+
+	raw := dialRaw(t, g.addr("tls"))
+	defer raw.Close()
+	time.Sleep(300 * time.Millisecond) // well short of the kernel's deferral (about 3 s)
+	if n, s := accepted("tls"), engines[0].served.Load(); n != 0 || s != 0 {
+		t.Fatalf("a silent tls client was accepted: counted %v, engine took %d", n, s)
+	}
+	_, pool := testCert(t)
+	c := tls.Client(raw, &tls.Config{ServerName: "filed.cn", RootCAs: pool})
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if body, err := httpGetTLS(c, "filed.cn"); err != nil || body != "hello filed.cn from A" {
+		t.Fatalf("after the hello: got %q, %v", body, err)
+	}
+	if n := accepted("tls"); n != 1 {
+		t.Errorf("tls connections: got %v, want 1", n)
+	}
+}

@@ -248,8 +248,10 @@ func waitForLong(t *testing.T, what string, cond func() bool) {
 
 // TestIdleConnectionsMemory holds 10,000 idle connections open through a
 // Server, from four client addresses at the per-IP cap with the global cap
-// at their total: in the hello phase (the clients sent nothing) and as
-// passthrough tunnels (a filed hello went through, then silence). It logs
+// at their total: in the hello phase (the clients sent a record header,
+// then nothing: a client that sends nothing at all stays in the kernel,
+// the listener being TCP_DEFER_ACCEPT) and as passthrough tunnels (a filed
+// hello went through, then silence). It logs
 // the Go memory (heap and stacks) and RSS per connection and requires the
 // Go memory to stay under idleBudget. Then one more connection from a
 // fifth address is refused by the global cap and, after one closes, one
@@ -293,9 +295,11 @@ func TestIdleConnectionsMemory(t *testing.T) {
 			memBefore, rssBefore := goMemory(), rssBytes(t)
 			env := []string{"ICPGATE_IDLE_HELPER=clients", "ICPGATE_IDLE_ADDR=" + addr,
 				"ICPGATE_IDLE_N=" + strconv.Itoa(n), "ICPGATE_IDLE_PER_IP=" + strconv.Itoa(perIP)}
+			first := hello[:5] // a record header: the hello phase waits for the record
 			if tc.tunnel {
-				env = append(env, "ICPGATE_IDLE_HELLO="+hex.EncodeToString(hello))
+				first = hello
 			}
+			env = append(env, "ICPGATE_IDLE_HELLO="+hex.EncodeToString(first))
 			clients, _ := startIdleHelper(t, "READY", env...)
 			waitForLong(t, "every connection admitted", func() bool { return active() == float64(n) })
 			if tc.tunnel {
@@ -318,6 +322,7 @@ func TestIdleConnectionsMemory(t *testing.T) {
 					t.Fatalf("dial from %s: %v", src, err)
 				}
 				defer c.Close()
+				c.Write(hello[:1]) // accepted now, not after the kernel's deferral
 				c.SetReadDeadline(time.Now().Add(10 * time.Second))
 				_, err = c.Read(make([]byte, 1))
 				return err == io.EOF || errors.Is(err, syscall.ECONNRESET)

@@ -408,6 +408,8 @@ func (l *listener) unbind() {
 //
 // A tproxy listener's socket is also IP_TRANSPARENT, so that connections
 // TPROXY rules deliver to it (addressed to other hosts) are accepted.
+//
+// A tls or http listener's socket is also TCP_DEFER_ACCEPT (deferAccept).
 func bind(lc ListenerConfig) (*net.TCPListener, error) {
 	lcfg := net.ListenConfig{Control: listenControl, KeepAlive: -1}
 	if lc.Transparent == transparentTPROXY {
@@ -417,7 +419,53 @@ func bind(lc ListenerConfig) (*net.TCPListener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: binding %s: %w", lc.Name, lc.Address, err)
 	}
-	return ln.(*net.TCPListener), nil
+	tl := ln.(*net.TCPListener)
+	if clientSpeaksFirst(lc.Protocol) {
+		if err := deferAccept(tl); err != nil {
+			tl.Close()
+			return nil, fmt.Errorf("listener %q: %s: %w", lc.Name, lc.Address, err)
+		}
+	}
+	return tl, nil
+}
+
+// deferAcceptSeconds is the TCP_DEFER_ACCEPT value: how long the kernel
+// holds a connection that has sent nothing before handing it over anyway
+// (rounded up by Linux to whole SYN-ACK retransmissions, about 3 s). The
+// hello timeout then runs as for any client.
+const deferAcceptSeconds = 1
+
+// clientSpeaksFirst reports whether every connection of a listener of
+// this protocol starts with bytes from the client: a ClientHello or an
+// HTTP request (or a PROXY header ahead of them). An auto listener also
+// relays server-speaks-first protocols, so it is not one.
+func clientSpeaksFirst(protocol string) bool {
+	return protocol == "tls" || protocol == "http"
+}
+
+// deferAccept makes the kernel complete a connection's handshake but queue
+// it for accept only once its first bytes have arrived (TCP_DEFER_ACCEPT,
+// nginx's "deferred", HAProxy's "defer-accept"). The accepting side then
+// finds the ClientHello or request head already there: the passthrough
+// engine reads it in the turn that accepts, and a handler's first read
+// does not wait, so a new connection costs one poller wake-up fewer. A
+// client that connects and stays silent costs a request socket in the
+// kernel, not a descriptor and a connection slot here.
+func deferAccept(ln *net.TCPListener) error {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, deferAcceptSeconds)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("setting TCP_DEFER_ACCEPT: %w", serr)
+	}
+	return nil
 }
 
 // listenControl sets SO_REUSEPORT and the inherited keep-alive options on a

@@ -567,17 +567,24 @@ func (w byteWriter) Write(p []byte) (int, error) {
 func TestTLSFragmentedHello(t *testing.T) {
 	up := newTLSUpstream(t, "A", nil)
 	g := startGateway(t, tlsListener(up.addr()), filedOnly)
+	// A hello of about 5 KB (a long ALPN list) outgrows the engine's 2 KiB
+	// hold buffer while it arrives.
+	var long []string
+	for i := range 40 {
+		long = append(long, fmt.Sprintf("proto-%03d-%s", i, strings.Repeat("x", 110)))
+	}
 	for _, tt := range []struct {
 		sni  string
 		pass bool
-	}{{"www.filed.cn", true}, {"unfiled.cn", false}} {
+		alpn []string
+	}{{"www.filed.cn", true, nil}, {"unfiled.cn", false, nil}, {"www.filed.cn", true, long}, {"unfiled.cn", false, long}} {
 		raw, err := net.Dial("tcp", g.addr("tls"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		raw.SetDeadline(time.Now().Add(30 * time.Second))
 		_, pool := testCert(t)
-		c := tls.Client(byteWriter{raw}, &tls.Config{ServerName: tt.sni, RootCAs: pool})
+		c := tls.Client(byteWriter{raw}, &tls.Config{ServerName: tt.sni, RootCAs: pool, NextProtos: tt.alpn})
 		err = c.Handshake()
 		if !tt.pass {
 			if err == nil || !strings.Contains(err.Error(), "access denied") {
