@@ -71,8 +71,8 @@ const (
 	// room for a whole post-quantum ClientHello (about 1.8 KB), grown
 	// when a hello is longer. A client that stops partway through its
 	// hello so costs 2 KiB, not a 16 KiB buffer.
-	engineHold = 2 << 10
-	spliceAfter   = 64 << 10 // bytes a direction copies before it switches to splice
+	engineHold  = 2 << 10
+	spliceAfter = 64 << 10 // bytes a direction copies before it switches to splice
 	// bulkBurst: a splice run this large means a burst is streaming.
 	// While it does, the destination socket runs with Nagle's algorithm
 	// (TCP_NODELAY off), so the kernel sends full segments instead of
