@@ -18,6 +18,7 @@ import (
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // ErrBadFile is returned (wrapped, as "path:line: reason") when a registry
@@ -115,7 +116,7 @@ func parseTime(field, v string) (time.Time, error) {
 // A-label form). Unknown fields are errors.
 func ParseRow(line []byte) (Record, error) {
 	var fr fileRow
-	if err := decodeJSONRow(line, &fr); err != nil {
+	if err := decodeJSONRow(line, &fr, false); err != nil {
 		return Record{}, err
 	}
 	rec, err := fr.record()
@@ -138,7 +139,11 @@ func ParseRow(line []byte) (Record, error) {
 // fuzzed against encoding/json (FuzzJSONRow). It is stricter in two ways:
 // a duplicate key and invalid UTF-8 are errors, not "last wins" and
 // U+FFFD.
-func decodeJSONRow(line []byte, fr *fileRow) error {
+//
+// With borrow, a value without escapes is not copied: its string points
+// into line, so fr is valid only as long as line is unchanged (the bulk
+// load, whose Builder.Add copies what it keeps).
+func decodeJSONRow(line []byte, fr *fileRow, borrow bool) error {
 	p := jsonParser{b: line}
 	p.ws()
 	if !p.eat('{') {
@@ -178,7 +183,11 @@ func decodeJSONRow(line []byte, fr *fileRow) error {
 				if !ok {
 					return p.fail("bad JSON: bad string")
 				}
-				fr.set(col, string(v))
+				if borrow && !p.unescaped && len(v) > 0 {
+					fr.set(col, unsafe.String(&v[0], len(v)))
+				} else {
+					fr.set(col, string(v))
+				}
 			default:
 				return fmt.Errorf("%w: %s: must be a string", ErrInvalidRecord, columns[col])
 			}
@@ -199,9 +208,10 @@ func decodeJSONRow(line []byte, fr *fileRow) error {
 }
 
 type jsonParser struct {
-	b   []byte
-	i   int
-	buf []byte
+	b         []byte
+	i         int
+	buf       []byte
+	unescaped bool // the last str result is in buf, not a slice of b
 }
 
 func (p *jsonParser) fail(msg string) error {
@@ -249,6 +259,7 @@ func (p *jsonParser) str() ([]byte, bool) {
 		return nil, false
 	}
 	start := p.i
+	p.unescaped = false
 	// Fast path: no escapes.
 	for p.i < len(p.b) {
 		c := p.b[p.i]
@@ -263,6 +274,7 @@ func (p *jsonParser) str() ([]byte, bool) {
 		p.i++
 	}
 	p.buf = append(p.buf[:0], p.b[start:p.i]...)
+	p.unescaped = true
 	for p.i < len(p.b) {
 		c := p.b[p.i]
 		switch {
@@ -486,7 +498,9 @@ func readJSONL(br *bufio.Reader, path string, b *Builder, pairs *[]rowPair) erro
 			continue
 		}
 		var fr fileRow
-		if err := decodeJSONRow(p, &fr); err != nil {
+		// Borrowed strings: Add copies the record into the snapshot's
+		// arena and keeps none of them.
+		if err := decodeJSONRow(p, &fr, true); err != nil {
 			return lineError(path, line, err)
 		}
 		if err := addRow(b, &fr); err != nil {

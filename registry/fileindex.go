@@ -48,15 +48,51 @@ type rowPair struct {
 	dom string
 }
 
-// buildRowIndex sorts pairs into a rowIndex for generation gen.
+// buildRowIndex sorts pairs into a rowIndex for generation gen: a
+// counting sort into the buckets of their top bits, then an insertion sort
+// of each bucket (about 16 uniform hashes). At 1M rows that is several
+// times faster than a comparison sort of the whole, and it runs before a
+// fresh gateway serves.
 func buildRowIndex(pairs []rowPair, gen uint64) *rowIndex {
-	sortPairs(pairs)
 	ix := &rowIndex{gen: gen, hashes: make([]uint64, len(pairs)), doms: make([]string, len(pairs))}
-	for i, p := range pairs {
+	nb := rowBucketBits(len(pairs))
+	ix.shift = 64 - uint(nb)
+	ix.starts = make([]int32, 1<<nb+1)
+	for _, p := range pairs {
+		ix.starts[ix.bucketOf(p.h)+1]++
+	}
+	for b := range 1 << nb {
+		ix.starts[b+1] += ix.starts[b]
+	}
+	next := slices.Clone(ix.starts[:1<<nb])
+	for _, p := range pairs {
+		b := ix.bucketOf(p.h)
+		i := next[b]
+		next[b]++
 		ix.hashes[i], ix.doms[i] = p.h, p.dom
 	}
-	ix.bucket()
+	for b := range 1 << nb {
+		lo, hi := int(ix.starts[b]), int(ix.starts[b+1])
+		for i := lo + 1; i < hi; i++ {
+			for j := i; j > lo && ix.hashes[j] < ix.hashes[j-1]; j-- {
+				ix.hashes[j], ix.hashes[j-1] = ix.hashes[j-1], ix.hashes[j]
+				ix.doms[j], ix.doms[j-1] = ix.doms[j-1], ix.doms[j]
+			}
+		}
+	}
 	return ix
+}
+
+// rowBucketBits is the number of top hash bits that pick a bucket of an
+// index of n rows: about 16 rows a bucket.
+func rowBucketBits(n int) int { return bits.Len(uint(n / 16)) }
+
+// bucketOf returns the bucket of hash h.
+func (ix *rowIndex) bucketOf(h uint64) uint64 {
+	if ix.shift == 64 { // one bucket
+		return 0
+	}
+	return h >> ix.shift
 }
 
 func sortPairs(pairs []rowPair) {
@@ -65,7 +101,7 @@ func sortPairs(pairs []rowPair) {
 
 // bucket fills starts and shift from hashes.
 func (ix *rowIndex) bucket() {
-	nb := bits.Len(uint(len(ix.hashes) / 16))
+	nb := rowBucketBits(len(ix.hashes))
 	ix.shift = 64 - uint(nb)
 	ix.starts = make([]int32, 1<<nb+1)
 	i := 0
@@ -80,10 +116,7 @@ func (ix *rowIndex) bucket() {
 
 // find returns the position of h in hashes.
 func (ix *rowIndex) find(h uint64) (int, bool) {
-	b := h >> ix.shift
-	if ix.shift == 64 { // one bucket
-		b = 0
-	}
+	b := ix.bucketOf(h)
 	lo, hi := int(ix.starts[b]), int(ix.starts[b+1])
 	i, ok := slices.BinarySearch(ix.hashes[lo:hi], h)
 	return lo + i, ok
@@ -173,7 +206,7 @@ func diffRows(r io.Reader, path string, ix *rowIndex, old *Snapshot) (*fileChang
 			continue
 		}
 		var fr fileRow
-		if err := decodeJSONRow(p, &fr); err != nil {
+		if err := decodeJSONRow(p, &fr, false); err != nil {
 			return nil, lineError(path, line, err)
 		}
 		rec, err := fr.record()

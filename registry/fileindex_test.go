@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -250,6 +251,39 @@ func BenchmarkFileReloadOneRow(b *testing.B) {
 		b.StartTimer()
 		if err := src.Load(); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestBuildRowIndex checks the bucketed counting sort against a comparison
+// sort and bucket(), at sizes around the bucket boundaries, with every
+// hash found at its domain.
+func TestBuildRowIndex(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []int{0, 1, 2, 15, 16, 17, 31, 32, 33, 1000, 100_000} {
+		pairs := make([]rowPair, n)
+		for i := range pairs {
+			pairs[i] = rowPair{rng.Uint64(), "d" + strconv.Itoa(i) + ".cn"}
+		}
+		if n > 2 {
+			pairs[1].h = pairs[0].h >> 60 << 60 // a hash at a bucket's very start
+		}
+		ref := slices.Clone(pairs)
+		sortPairs(ref)
+		want := &rowIndex{hashes: make([]uint64, n), doms: make([]string, n)}
+		for i, p := range ref {
+			want.hashes[i], want.doms[i] = p.h, p.dom
+		}
+		want.bucket()
+		got := buildRowIndex(slices.Clone(pairs), 7)
+		if got.gen != 7 || got.shift != want.shift || !slices.Equal(got.starts, want.starts) ||
+			!slices.Equal(got.hashes, want.hashes) || !slices.Equal(got.doms, want.doms) {
+			t.Fatalf("n=%d: the index differs from a sorted one", n)
+		}
+		for _, p := range pairs {
+			if i, ok := got.find(p.h); !ok || got.doms[i] != p.dom {
+				t.Fatalf("n=%d: hash of %s not found", n, p.dom)
+			}
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"strings"
 	"time"
 	"unsafe"
 )
@@ -134,19 +135,21 @@ func (p *packed) each(f func(r *Record) bool) {
 	}
 }
 
-// add encodes rec (valid, canonical) and indexes it; a domain already
-// present is ErrDuplicate.
-func (b *packer) add(rec *Record) error {
+// add encodes rec (valid, canonical) into the arena, indexes it and
+// returns its reference; a domain already present is ErrDuplicate. It
+// keeps none of rec's strings: the arena gets copies, the intern table
+// clones.
+func (b *packer) add(rec *Record) (uint32, error) {
 	if (b.p.n+1)*4 > len(b.p.table)*3 {
 		b.grow()
 	}
 	slot, h, dup := b.p.findHash(rec.Domain)
 	if dup {
-		return fmt.Errorf("%w: domain %s", ErrDuplicate, rec.Domain)
+		return 0, fmt.Errorf("%w: domain %s", ErrDuplicate, rec.Domain)
 	}
 	e := b.scratch[:0]
 	if len(rec.Domain) > 255 {
-		return fmt.Errorf("%w: domain: longer than 255 bytes", ErrInvalidRecord)
+		return 0, fmt.Errorf("%w: domain: longer than 255 bytes", ErrInvalidRecord)
 	}
 	e = append(e, byte(len(rec.Domain)))
 	e = append(e, rec.Domain...)
@@ -161,11 +164,11 @@ func (b *packer) add(rec *Record) error {
 	b.scratch = e
 	ref, err := b.put(e)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	b.p.table[slot] = h>>33<<33 | 1<<32 | uint64(ref)
 	b.p.n++
-	return nil
+	return ref, nil
 }
 
 // put copies an encoded record into the arena and returns its reference.
@@ -234,6 +237,7 @@ func (b *packer) appendRef(e []byte, s string) []byte {
 	}
 	if len(s) <= maxInternLen && len(b.p.intern) < maxInterned {
 		k := uint64(len(b.p.intern)) + 2
+		s = strings.Clone(s) // s may be borrowed (Builder.Add)
 		b.p.intern = append(b.p.intern, s)
 		b.interns[s] = k
 		return binary.AppendUvarint(e, k)

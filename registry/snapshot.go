@@ -243,7 +243,7 @@ func (s *Snapshot) Apply(upserts []Record, deletes []string) (*Snapshot, error) 
 func (s *Snapshot) compact() error {
 	pk := newPacker(s.n)
 	for r := range s.Records() {
-		if err := pk.add(r); err != nil {
+		if _, err := pk.add(r); err != nil {
 			return err
 		}
 	}
@@ -298,7 +298,8 @@ func (b *Builder) Len() int {
 // Add validates rec and adds it. The domain may be given in Unicode
 // (例子.中国) and is stored as an A-label; otherwise it must already be in
 // normal form. Errors wrap ErrInvalidRecord (naming the field) or
-// ErrDuplicate.
+// ErrDuplicate. Add keeps none of rec's strings (it copies what it
+// stores), so they may point into a buffer the caller reuses.
 func (b *Builder) Add(rec Record) error {
 	if b.pk == nil {
 		b.pk = newPacker(0)
@@ -306,10 +307,11 @@ func (b *Builder) Add(rec Record) error {
 	if err := canonicalRecord(&rec); err != nil {
 		return err
 	}
-	if err := b.pk.add(&rec); err != nil {
+	ref, err := b.pk.add(&rec)
+	if err != nil {
 		return err
 	}
-	b.last = rec.Domain
+	b.last = b.pk.p.domainAt(ref) // the arena's copy: rec's may be borrowed
 	b.counts[rec.State]++
 	return nil
 }

@@ -371,3 +371,52 @@ func BenchmarkApply(b *testing.B) {
 		i++
 	}
 }
+
+// TestBuilderKeepsNoBorrowedStrings adds records whose strings point into
+// one buffer (as the bulk file load's borrowed strings do), scribbles over
+// the buffer after each Add, and checks that the snapshot still has every
+// value, interned ones included, and that the row index's domain (last)
+// is the arena's.
+func TestBuilderKeepsNoBorrowedStrings(t *testing.T) {
+	buf := make([]byte, 0, 256)
+	borrow := func(s string) string {
+		start := len(buf)
+		buf = append(buf, s...)
+		return unsafe.String(&buf[start], len(s))
+	}
+	b := NewBuilder(4)
+	want := map[string]Record{}
+	for i := range 4 {
+		buf = buf[:0]
+		dom := fmt.Sprintf("site%d.cn", i)
+		rec := Record{
+			Domain: borrow(dom), State: StateFiled,
+			FilingNumber: borrow(fmt.Sprintf("京ICP备%08d号-1", i)),
+			Subject:      borrow("示例科技有限公司"),
+			SubjectType:  borrow("enterprise"),
+			Province:     borrow("京"),
+			Upstream:     borrow(fmt.Sprintf("10.0.0.%d:443", i)),
+		}
+		want[dom] = Record{Domain: dom, State: StateFiled, FilingNumber: strings.Clone(rec.FilingNumber),
+			Subject: "示例科技有限公司", SubjectType: "enterprise", Province: "京", Upstream: strings.Clone(rec.Upstream)}
+		if err := b.Add(rec); err != nil {
+			t.Fatal(err)
+		}
+		if b.last != dom {
+			t.Fatalf("last: got %q, want %q", b.last, dom)
+		}
+		for j := range buf {
+			buf[j] = 'X'
+		}
+		if b.last != dom {
+			t.Fatalf("last changed with the caller's buffer: %q", b.last)
+		}
+	}
+	s := b.Build()
+	for dom, w := range want {
+		got := s.Lookup(dom)
+		if got == nil || !got.Equal(&w) {
+			t.Errorf("%s: got %+v, want %+v", dom, got, w)
+		}
+	}
+}
