@@ -480,7 +480,7 @@ func TestDeferredAccept(t *testing.T) {
 
 	raw := dialRaw(t, g.addr("tls"))
 	defer raw.Close()
-	time.Sleep(300 * time.Millisecond) // well short of the kernel's deferral (about 3 s)
+	time.Sleep(300 * time.Millisecond) // well short of the kernel's deferral (about 1 s)
 	if n, s := accepted("tls"), engines[0].served.Load(); n != 0 || s != 0 {
 		t.Fatalf("a silent tls client was accepted: counted %v, engine took %d", n, s)
 	}

@@ -431,7 +431,7 @@ func bind(lc ListenerConfig) (*net.TCPListener, error) {
 
 // deferAcceptSeconds is the TCP_DEFER_ACCEPT value: how long the kernel
 // holds a connection that has sent nothing before handing it over anyway
-// (rounded up by Linux to whole SYN-ACK retransmissions, about 3 s). The
+// (Linux counts it in SYN-ACK retransmissions: the first, after about 1 s). The
 // hello timeout then runs as for any client.
 const deferAcceptSeconds = 1
 
