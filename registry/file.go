@@ -183,7 +183,7 @@ func decodeJSONRow(line []byte, fr *fileRow, borrow bool) error {
 				if !ok {
 					return p.fail("bad JSON: bad string")
 				}
-				if borrow && !p.unescaped && len(v) > 0 {
+				if borrow && !p.inBuf && len(v) > 0 {
 					fr.set(col, unsafe.String(&v[0], len(v)))
 				} else {
 					fr.set(col, string(v))
@@ -208,10 +208,10 @@ func decodeJSONRow(line []byte, fr *fileRow, borrow bool) error {
 }
 
 type jsonParser struct {
-	b         []byte
-	i         int
-	buf       []byte
-	unescaped bool // the last str result is in buf, not a slice of b
+	b     []byte
+	i     int
+	buf   []byte
+	inBuf bool // the last str result is in buf (it had escapes), not a slice of b
 }
 
 func (p *jsonParser) fail(msg string) error {
@@ -259,7 +259,7 @@ func (p *jsonParser) str() ([]byte, bool) {
 		return nil, false
 	}
 	start := p.i
-	p.unescaped = false
+	p.inBuf = false
 	// Fast path: no escapes.
 	for p.i < len(p.b) {
 		c := p.b[p.i]
@@ -274,7 +274,7 @@ func (p *jsonParser) str() ([]byte, bool) {
 		p.i++
 	}
 	p.buf = append(p.buf[:0], p.b[start:p.i]...)
-	p.unescaped = true
+	p.inBuf = true
 	for p.i < len(p.b) {
 		c := p.b[p.i]
 		switch {
