@@ -134,6 +134,7 @@ type engine struct {
 	turnFn  func(uintptr) bool
 	scratch []byte
 	scan    sni.Scanner
+	hreq    msgHead // scratch for an http listener's first request head (enghttp.go)
 
 	slots []*pconn
 	free  []int32
@@ -169,6 +170,7 @@ type engListener struct {
 	l        *listener
 	rc       syscall.RawConn
 	fd       int
+	local    netip.AddrPort // the socket's address; invalid when unspecified (ask each connection's)
 	acceptFn func(uintptr)
 	nfd      int
 	peer     netip.AddrPort
@@ -235,6 +237,9 @@ func (d *pdir) done() bool { return d.shut }
 // goroutine path is a fallback.
 func (rt *listenerRuntime) engineServes() bool {
 	e := rt.edge
+	if rt.cfg.Protocol == "http" {
+		return rt.engineServesHTTP()
+	}
 	return rt.cfg.Protocol == "tls" && e.transparent == "" && !rt.original && !e.dialer.spoof
 }
 
@@ -479,6 +484,11 @@ func (e *engine) addListener(l *listener) error {
 		return err
 	}
 	el := &engListener{id: e.nextLn, l: l, rc: rc}
+	if a, ok := l.ln.Addr().(*net.TCPAddr); ok {
+		if ap := unmapAddrPort(a.AddrPort()); !ap.Addr().IsUnspecified() {
+			el.local = ap
+		}
+	}
 	e.nextLn++
 	if err := rc.Control(func(fd uintptr) { el.fd = int(fd) }); err != nil {
 		return err
@@ -553,6 +563,10 @@ func (e *engine) accept(el *engListener) {
 		rt.connections.Inc()
 		if !rt.engineServes() {
 			e.handOff(el.l, rt, fd)
+			continue
+		}
+		if rt.cfg.Protocol == "http" {
+			e.acceptHTTP(el, rt, fd, peer)
 			continue
 		}
 		ip := peer.Addr().Unmap()
@@ -1174,7 +1188,7 @@ func (e *engine) pageHandOff(c *pconn, p *tlsPage, rv uint16, d *Decision) {
 	// next connection overwrites: the page gets copies.
 	pj := &pageJob{p: p, hello: append([]byte(nil), c.buf...), rv: rv, d: *d}
 	pj.d.Host, pj.d.Domain = strings.Clone(d.Host), strings.Clone(d.Domain)
-	j := connJob{rt: rt, tc: &trackedConn{c: nc, ip: c.ip, listener: rt.cfg.Name}, client: c.client, page: pj}
+	j := connJob{rt: rt, tc: &trackedConn{c: nc, tcp: nc, ip: c.ip, listener: rt.cfg.Name}, client: c.client, page: pj}
 	e.detach(c) // the slots go with the connection
 	s.conns.add(j.tc)
 	s.startHandler(j)

@@ -423,17 +423,19 @@ func TestEngineConnectInProgress(t *testing.T) {
 }
 
 // TestServedBy: the engine serves tls listeners (PROXY headers and the
-// block page included), handlers serve http and auto ones.
+// block page included) and accepts for http ones (enghttp.go) unless they
+// take PROXY headers; handlers serve those and auto ones.
 func TestServedBy(t *testing.T) {
 	up := newTLSUpstream(t, "A", nil)
 	cfg := Config{Listeners: []ListenerConfig{
 		{Name: "tls", Protocol: "tls", Address: "127.0.0.1:0", Upstream: up.addr()},
 		{Name: "tls-pp", Protocol: "tls", Address: "127.0.0.1:0", Upstream: up.addr(), ProxyProtocol: ProxyProtocol{AcceptFrom: loopbackNet}},
 		{Name: "web", Protocol: "http", Address: "127.0.0.1:0", Upstream: up.addr()},
+		{Name: "web-pp", Protocol: "http", Address: "127.0.0.1:0", Upstream: up.addr(), ProxyProtocol: ProxyProtocol{AcceptFrom: loopbackNet}},
 		{Name: "auto", Protocol: "auto", Address: "127.0.0.1:0", Upstream: up.addr()},
 	}}
 	g := startGateway(t, cfg, filedOnly)
-	for name, want := range map[string]string{"tls": "engine", "tls-pp": "engine", "web": "handlers", "auto": "handlers", "none": ""} {
+	for name, want := range map[string]string{"tls": "engine", "tls-pp": "engine", "web": "engine", "web-pp": "handlers", "auto": "handlers", "none": ""} {
 		if got := g.srv.ServedBy(name); got != want {
 			t.Errorf("ServedBy(%q): got %q, want %q", name, got, want)
 		}

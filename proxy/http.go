@@ -322,7 +322,7 @@ var errBufferFull = errors.New("buffer full")
 // httpConn is the per-client-connection state, pooled with its buffers.
 type httpConn struct {
 	h      *httpHandler
-	c      *net.TCPConn
+	c      stream
 	client netip.AddrPort
 	ip     []byte   // client IP text for X-Forwarded-For
 	ci     connInfo // client, destination and original upstream (transparent.go)
@@ -343,7 +343,6 @@ type httpConn struct {
 	host        string // last decided host, reused while unchanged
 	linger      bool   // drain unread client bytes before closing
 	id          []byte // current request ID
-	lr          io.LimitedReader
 
 	nUp, nDown int64 // bytes relayed for the current request
 
@@ -362,7 +361,7 @@ type httpConn struct {
 // connection, a request is blocked or refused, or ctx is cancelled
 // (draining: the request in progress completes, then c is closed). It
 // closes c.
-func (h *httpHandler) serveConn(ctx context.Context, c *net.TCPConn, client netip.AddrPort) {
+func (h *httpHandler) serveConn(ctx context.Context, c stream, client netip.AddrPort) {
 	ci := newConnInfo(c, client)
 	h.serve(ctx, c, &ci)
 }
@@ -370,7 +369,7 @@ func (h *httpHandler) serveConn(ctx context.Context, c *net.TCPConn, client neti
 // serve is serveConn for a connection the Server has admitted: ci names
 // its client (possibly from a PROXY header), its destination and, in
 // transparent mode, the upstream every request goes to.
-func (h *httpHandler) serve(ctx context.Context, c *net.TCPConn, ci *connInfo) {
+func (h *httpHandler) serve(ctx context.Context, c stream, ci *connInfo) {
 	h.run(ctx, c, ci, "", true, nil, nil)
 }
 
@@ -379,11 +378,17 @@ func (h *httpHandler) serve(ctx context.Context, c *net.TCPConn, ci *connInfo) {
 // and the connection's job j, a keep-alive client idle past idleRelease is
 // parked (see park.go): run then reports true and c belongs to p.
 // Otherwise run closes c.
-func (h *httpHandler) run(ctx context.Context, c *net.TCPConn, ci *connInfo, host string, first bool, p *parker, j *connJob) (parked bool) {
+func (h *httpHandler) run(ctx context.Context, c stream, ci *connInfo, host string, first bool, p *parker, j *connJob) (parked bool) {
 	hc := h.conns.Get().(*httpConn)
 	hc.h, hc.c, hc.client, hc.ci, hc.host = h, c, ci.client, *ci, host
 	hc.canPark = p != nil
 	hc.ip = ci.client.Addr().Unmap().AppendTo(hc.ip[:0])
+	if first && j != nil && len(j.first) > 0 {
+		hc.in.grow(len(j.first))
+		hc.in.w = copy(hc.in.b, j.first)
+		hc.in.full = j.firstFull
+		j.first = nil // a parked connection's job must not keep them
+	}
 	hc.wakeDone.Add(1)
 	stop := context.AfterFunc(ctx, hc.drainWake)
 	defer func() {
@@ -444,7 +449,7 @@ func (h *httpHandler) resume(ctx context.Context, pc *parkedConn, p *parker) (pa
 
 // io returns the raw reader and writer of c, hc's client or upstream
 // socket.
-func (hc *httpConn) io(c *net.TCPConn) *rawIO {
+func (hc *httpConn) io(c stream) *rawIO {
 	if c == hc.c {
 		hc.cio.bind(c)
 		return &hc.cio
@@ -465,7 +470,6 @@ func (hc *httpConn) reset() {
 	hc.host = ""
 	hc.idle, hc.draining, hc.linger = false, false, false
 	hc.canPark, hc.parkFor = false, 0
-	hc.lr = io.LimitedReader{}
 	// A buffer grown for a huge head is not kept in the pool.
 	if len(hc.in.b) > httpBufSize {
 		hc.in.b = make([]byte, httpBufSize)
@@ -832,16 +836,9 @@ func (hc *httpConn) writeErrorSameID(status int, kind, host string, head bool) {
 func (hc *httpConn) block(dec *Decision, head []byte, isHead bool) {
 	h := hc.h
 	hc.linger = true
-	status := h.status
-	if h.redirect != "" {
-		status = 0 // 302
-	}
-	hc.c.SetWriteDeadline(time.Now().Add(h.hello))
-	err := WriteBlock(hc.io(hc.c), BlockRequest{
-		Host: hc.host, Decision: *dec, RequestID: string(hc.id), Node: h.node,
-		Accept: hc.accept(), Status: status, RedirectURL: h.redirect,
-		HeadOnly: isHead, Page: h.page, Time: time.Now(),
-	})
+	now := time.Now()
+	hc.c.SetWriteDeadline(now.Add(h.hello))
+	err := WriteBlock(hc.io(hc.c), h.blockRequest(dec, hc.host, string(hc.id), hc.accept(), isHead, now))
 	if err != nil && h.log.Enabled(context.Background(), slog.LevelDebug) {
 		h.log.Debug("writing block response", "client", hc.client.String(), "error", err)
 	}
@@ -853,6 +850,19 @@ func (hc *httpConn) block(dec *Decision, head []byte, isHead bool) {
 	// for the client's FIN.
 	req := &hc.req
 	hc.linger = err != nil || req.chunked || req.contentLength > 0 || len(hc.in.buffered()) > 0 || hc.in.full
+}
+
+// blockRequest is the block response to a request for host decided dec.
+func (h *httpHandler) blockRequest(dec *Decision, host, id, accept string, isHead bool, now time.Time) BlockRequest {
+	status := h.status
+	if h.redirect != "" {
+		status = 0 // 302
+	}
+	return BlockRequest{
+		Host: host, Decision: *dec, RequestID: id, Node: h.node,
+		Accept: accept, Status: status, RedirectURL: h.redirect,
+		HeadOnly: isHead, Page: h.page, Time: now,
+	}
 }
 
 // peekOne peeks at one byte of c without blocking or consuming it, with a
@@ -874,7 +884,7 @@ func peekOne(c *net.TCPConn) (n int, errno syscall.Errno, ok bool) {
 // close with unread request bytes pending sends a reset, which can destroy
 // the response in flight. It half-closes, then discards what the client
 // still sends for up to a second (at most 32 KiB).
-func lingerClose(c *net.TCPConn) {
+func lingerClose(c stream) {
 	c.CloseWrite()
 	c.SetReadDeadline(time.Now().Add(time.Second))
 	var discard [512]byte
@@ -1064,7 +1074,7 @@ func (hc *httpConn) forward(head []byte, isHead, canRetry bool) (bool, error) {
 }
 
 // flushOut writes hc.out to dst.
-func (hc *httpConn) flushOut(dst *net.TCPConn, count *int64) error {
+func (hc *httpConn) flushOut(dst stream, count *int64) error {
 	if len(hc.out) == 0 {
 		return nil
 	}
@@ -1076,7 +1086,7 @@ func (hc *httpConn) flushOut(dst *net.TCPConn, count *int64) error {
 
 // relayLength sends hc.out, then n body bytes from src (buffered first) to
 // dst. Large remainders move with splice(2) via ReadFrom.
-func (hc *httpConn) relayLength(n int64, src *connBuf, srcConn, dst *net.TCPConn, count *int64) error {
+func (hc *httpConn) relayLength(n int64, src *connBuf, srcConn, dst stream, count *int64) error {
 	buf := src.buffered()
 	take := int64(len(buf))
 	if take > n {
@@ -1103,20 +1113,19 @@ func (hc *httpConn) relayLength(n int64, src *connBuf, srcConn, dst *net.TCPConn
 
 // splice copies exactly n bytes from src to dst, refreshing the idle
 // deadlines every spliceStep bytes.
-func (hc *httpConn) splice(n int64, src, dst *net.TCPConn, count *int64) error {
+func (hc *httpConn) splice(n int64, src, dst stream, count *int64) error {
 	for n > 0 {
 		step := min(n, spliceStep)
 		now := time.Now()
 		src.SetReadDeadline(now.Add(hc.h.idle))
 		dst.SetWriteDeadline(now.Add(hc.h.idle))
-		hc.lr = io.LimitedReader{R: src, N: step}
-		w, err := dst.ReadFrom(&hc.lr)
+		w, eof, err := spliceRun(dst, src, step)
 		*count += w
 		n -= w
 		if err != nil {
 			return err
 		}
-		if w < step {
+		if eof {
 			return io.ErrUnexpectedEOF
 		}
 	}
@@ -1125,7 +1134,7 @@ func (hc *httpConn) splice(n int64, src, dst *net.TCPConn, count *int64) error {
 
 // relayChunked relays a chunked body from src to dst after hc.out,
 // validating its framing. request selects the error class.
-func (hc *httpConn) relayChunked(k *chunkReader, src *connBuf, srcConn, dst *net.TCPConn, count *int64, request bool) error {
+func (hc *httpConn) relayChunked(k *chunkReader, src *connBuf, srcConn, dst stream, count *int64, request bool) error {
 	for k.st != ckDone {
 		p := src.buffered()
 		if k.st == ckData && len(p) == 0 && k.rem > int64(len(src.b)) {
@@ -1380,14 +1389,13 @@ func (hc *httpConn) relayUntilEOF() error {
 		now := time.Now()
 		hc.up.SetReadDeadline(now.Add(hc.h.idle))
 		hc.c.SetWriteDeadline(now.Add(hc.h.idle))
-		hc.lr = io.LimitedReader{R: hc.up, N: spliceStep}
-		w, err := hc.c.ReadFrom(&hc.lr)
+		w, eof, err := spliceRun(hc.c, hc.up, spliceStep)
 		hc.nDown += w
 		if err != nil {
 			return err
 		}
-		if w < spliceStep {
-			return nil // EOF
+		if eof {
+			return nil
 		}
 	}
 }
@@ -1409,17 +1417,36 @@ func (hc *httpConn) tunnel() {
 	hc.up.SetDeadline(zero)
 	done := make(chan int64, 1)
 	go tunnelCopy(hc.up, hc.c, done)
-	down, _ := io.Copy(hc.c, hc.up)
+	down, _ := spliceCopy(hc.c, hc.up, nil)
 	hc.c.CloseWrite()
 	hc.nDown += down
 	hc.nUp += <-done
 }
 
 // tunnelCopy copies client to upstream for an upgraded connection.
-func tunnelCopy(dst, src *net.TCPConn, done chan<- int64) {
-	n, _ := io.Copy(dst, src)
+func tunnelCopy(dst, src stream, done chan<- int64) {
+	n, _ := spliceCopy(dst, src, nil)
 	dst.CloseWrite()
 	done <- n
+}
+
+// spliceRun moves up to n bytes from src to dst with splice(2) through a
+// cached pipe (splice.go), never more; eof reports that src ended first.
+func spliceRun(dst, src stream, n int64) (moved int64, eof bool, err error) {
+	srcRC, err := src.SyscallConn()
+	if err != nil {
+		return 0, false, err
+	}
+	dstRC, err := dst.SyscallConn()
+	if err != nil {
+		return 0, false, err
+	}
+	s, err := getSplicer()
+	if err != nil {
+		return 0, false, err
+	}
+	defer putSplicer(s)
+	return s.copyRun(dstRC, srcRC, n, true)
 }
 
 // chunkReader validates chunked framing incrementally (RFC 9112 §7.1).

@@ -59,7 +59,7 @@ func (e *edgeRuntime) trusted(ip netip.Addr) bool {
 func (s *Server) admit(rt *listenerRuntime, tc *trackedConn, ci *connInfo, trusted bool) bool {
 	e := rt.edge
 	if trusted {
-		if !e.acceptProxyHeader(rt, tc.c, ci) {
+		if !e.acceptProxyHeader(rt, tc.tcp, ci) {
 			return false
 		}
 		ip := ci.client.Addr()
@@ -70,7 +70,7 @@ func (s *Server) admit(rt *listenerRuntime, tc *trackedConn, ci *connInfo, trust
 		tc.ip = ip
 	} else if len(e.acceptFrom) > 0 && rt.cfg.Protocol != "auto" {
 		// Auto listeners look for the signature in their sniff.
-		if hasProxySignature(tc.c, rt.hello) {
+		if hasProxySignature(tc.tcp, rt.hello) {
 			e.ppUntrusted.Inc()
 			if rt.log.Enabled(context.Background(), slog.LevelDebug) {
 				rt.log.Debug("PROXY header from an untrusted peer refused", "peer", ci.client.String())
@@ -79,7 +79,7 @@ func (s *Server) admit(rt *listenerRuntime, tc *trackedConn, ci *connInfo, trust
 		}
 	}
 	if e.transparent != "" {
-		dst, reason, err := e.resolveOriginal(tc.c)
+		dst, reason, err := e.resolveOriginal(tc.tcp)
 		if reason != "" {
 			e.refused[reason].Inc()
 			if rt.log.Enabled(context.Background(), slog.LevelDebug) {

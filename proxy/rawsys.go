@@ -208,7 +208,7 @@ func rawPeek(fd int) (int, syscall.Errno) {
 // each call (see the top of splice.go). An httpConn keeps one per socket,
 // with its callbacks, so a call allocates nothing.
 type rawIO struct {
-	c     *net.TCPConn
+	c     stream
 	rc    syscall.RawConn
 	b     []byte
 	n     int
@@ -223,13 +223,13 @@ type rawIO struct {
 }
 
 // bind points r at c (nil to let go of it).
-func (r *rawIO) bind(c *net.TCPConn) {
+func (r *rawIO) bind(c stream) {
 	if r.c == c {
 		return
 	}
 	r.c, r.rc, r.lead = c, nil, nil
 	if c != nil {
-		r.rc, _ = c.SyscallConn() // never fails for a *net.TCPConn
+		r.rc, _ = c.SyscallConn() // never fails for an open *net.TCPConn or sockConn
 	}
 	if r.readFn == nil {
 		r.readFn = func(fd uintptr) bool {

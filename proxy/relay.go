@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -73,8 +74,8 @@ func relayDownstream(client, up *net.TCPConn, bytesDown prometheus.Counter) (int
 
 // spliceCopy copies src to dst until EOF on src (nil error) or an error,
 // with splice(2) through a cached pipe (splice.go), adding the bytes moved
-// to count every relayChunk bytes and at the end.
-func spliceCopy(dst, src *net.TCPConn, count prometheus.Counter) (int64, error) {
+// to count (if any) every relayChunk bytes and at the end.
+func spliceCopy(dst, src syscall.Conn, count prometheus.Counter) (int64, error) {
 	srcRC, err := src.SyscallConn()
 	if err != nil {
 		return 0, err
@@ -90,10 +91,12 @@ func spliceCopy(dst, src *net.TCPConn, count prometheus.Counter) (int64, error) 
 	defer putSplicer(s)
 	var total int64
 	for {
-		n, done, err := s.copyRun(dstRC, srcRC, relayChunk)
+		n, done, err := s.copyRun(dstRC, srcRC, relayChunk, false)
 		if n > 0 {
 			total += n
-			count.Add(float64(n))
+			if count != nil {
+				count.Add(float64(n))
+			}
 		}
 		if err != nil || done {
 			return total, err
@@ -105,9 +108,10 @@ func spliceCopy(dst, src *net.TCPConn, count prometheus.Counter) (int64, error) 
 // that the drain deadline can close it and, once it relays, so that the idle
 // watchdog can check it.
 type trackedConn struct {
-	c        *net.TCPConn
-	ip       netip.Addr // unmapped client IP, the per-IP limit key
-	listener string     // listener name, for logs
+	c        stream
+	tcp      *net.TCPConn // c, unless the engine handed it over (a sockConn, HTTP only)
+	ip       netip.Addr   // unmapped client IP, the per-IP limit key
+	listener string       // listener name, for logs
 	shard    *connShard
 
 	// The fields below are guarded by shard.mu.
@@ -222,7 +226,7 @@ func (s *connSet) due(now int64, dst []idleCheck) []idleCheck {
 		sh.mu.Lock()
 		for tc := sh.head; tc != nil; tc = tc.next {
 			if tc.up != nil && tc.nextCheck <= now {
-				dst = append(dst, idleCheck{tc: tc, c: tc.c, up: tc.up, idle: tc.idle, listener: tc.listener})
+				dst = append(dst, idleCheck{tc: tc, c: tc.tcp, up: tc.up, idle: tc.idle, listener: tc.listener})
 			}
 		}
 		sh.mu.Unlock()

@@ -179,8 +179,8 @@ func TestIdleWatchdog(t *testing.T) {
 	var set connSet
 	quiet := newRelayFixture(t)
 	busy := newRelayFixture(t)
-	tq := &trackedConn{c: quiet.gwClient}
-	tb := &trackedConn{c: busy.gwClient}
+	tq := &trackedConn{c: quiet.gwClient, tcp: quiet.gwClient}
+	tb := &trackedConn{c: busy.gwClient, tcp: busy.gwClient}
 	set.add(tq)
 	set.add(tb)
 	set.startRelay(tq, quiet.gwUp, idle)

@@ -501,7 +501,9 @@ func listenControl(network, address string, c syscall.RawConn) error {
 // Addr returns the bound address of the named listener, or nil when there
 // is no such listener or it is not bound.
 // ServedBy names how listener name's connections are served: "engine"
-// (the passthrough engine: tls listeners outside transparent mode),
+// (the passthrough engines: tls listeners outside transparent mode, and
+// http ones outside it that take no PROXY headers, whose engine answers
+// blocked requests and hands the rest to handlers: enghttp.go),
 // "handlers" (a goroutine per connection, reused; HTTP clients parked
 // when idle) or "quic"; "" for no such listener.
 func (s *Server) ServedBy(name string) string {
@@ -830,7 +832,7 @@ func (s *Server) admitConn(l *listener, rt *listenerRuntime, c *net.TCPConn) {
 		return
 	}
 	rt.active.Inc()
-	tc := &trackedConn{c: c, ip: ip, listener: l.name}
+	tc := &trackedConn{c: c, tcp: c, ip: ip, listener: l.name}
 	if trusted {
 		tc.ip = netip.Addr{} // no per-IP slot yet
 	}
@@ -866,12 +868,14 @@ const maxIdleWorkers = 256
 
 // connJob is a connection for a handler goroutine: serveConn's arguments.
 type connJob struct {
-	rt      *listenerRuntime
-	tc      *trackedConn
-	client  netip.AddrPort
-	trusted bool
-	resume  *parkedConn // a parked HTTP connection to serve again
-	page    *pageJob    // a blocked connection the engine gives the TLS block page
+	rt        *listenerRuntime
+	tc        *trackedConn
+	client    netip.AddrPort
+	trusted   bool
+	resume    *parkedConn // a parked HTTP connection to serve again
+	page      *pageJob    // a blocked connection the engine gives the TLS block page
+	first     []byte      // an http connection's first bytes, read by the engine (enghttp.go)
+	firstFull bool        // they filled the engine's buffer: more may be waiting
 }
 
 // pageJob is what the passthrough engine hands the TLS block page with a
@@ -944,8 +948,8 @@ func (s *Server) serveConn(j *connJob) {
 		return
 	}
 	if pj := j.page; pj != nil {
-		sc := sni.NewConn(tc.c, pj.hello)
-		pj.p.serve(s.hardCtx, tc.c, sc, pj.rv, &pj.d)
+		sc := sni.NewConn(tc.tcp, pj.hello)
+		pj.p.serve(s.hardCtx, tc.tcp, sc, pj.rv, &pj.d)
 		sc.Release()
 		return
 	}

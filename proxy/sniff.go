@@ -171,7 +171,7 @@ func sniff(c *net.TCPConn, sniffTimeout, hello time.Duration) string {
 // serveAuto then reports true and the connection belongs to the parker.
 func (s *Server) serveAuto(rt *listenerRuntime, tc *trackedConn, ci *connInfo, j *connJob) (parked bool) {
 	e := rt.edge
-	kind := sniff(tc.c, e.sniffTimeout, rt.hello)
+	kind := sniff(tc.tcp, e.sniffTimeout, rt.hello)
 	e.sniffed[kind].Inc()
 	return s.serveSniffed(rt, tc, ci, kind, nil, j)
 }
@@ -221,7 +221,7 @@ func (rt *listenerRuntime) upstreamOf(ci *connInfo) string {
 // neither TLS nor HTTP, as OtherProtocols says. up is an upstream already
 // dialled, or nil.
 func (s *Server) serveOther(rt *listenerRuntime, tc *trackedConn, ci *connInfo, up *net.TCPConn) {
-	e, c := rt.edge, tc.c
+	e, c := rt.edge, tc.tcp
 	defer c.Close()
 	if e.otherBlock {
 		e.otherBlocked.Inc()
@@ -253,7 +253,7 @@ func (s *Server) serveOther(rt *listenerRuntime, tc *trackedConn, ci *connInfo, 
 // dialled and whichever side speaks first decides (see the file comment).
 // parked: see serveAuto.
 func (s *Server) serveSilent(rt *listenerRuntime, tc *trackedConn, ci *connInfo, j *connJob) (parked bool) {
-	e, c := rt.edge, tc.c
+	e, c := rt.edge, tc.tcp
 	if e.otherBlock {
 		s.serveOther(rt, tc, ci, nil)
 		return false

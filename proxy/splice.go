@@ -65,6 +65,7 @@ func newPipe() ([2]int, error) {
 type splicer struct {
 	r, w   int // pipe ends
 	inPipe int // bytes in the pipe, not yet written to dst
+	want   int // most bytes the next fill takes from src
 
 	n     int           // result of the last splice call
 	errno syscall.Errno // its error
@@ -95,7 +96,7 @@ func getSplicer() (*splicer, error) {
 	}
 	s := &splicer{r: p[0], w: p[1]}
 	s.fill = func(fd uintptr) bool {
-		s.n, s.errno = rawSplice(int(fd), s.w, maxSpliceRun)
+		s.n, s.errno = rawSplice(int(fd), s.w, s.want)
 		return s.errno != unix.EAGAIN
 	}
 	s.drain = func(fd uintptr) bool {
@@ -129,9 +130,15 @@ func rawSplice(in, out, n int) (int, syscall.Errno) {
 }
 
 // copyRun moves bytes from src to dst until EOF on src (done true), an
-// error, or at least limit bytes moved. It returns the bytes moved.
-func (s *splicer) copyRun(dst, src syscall.RawConn, limit int64) (moved int64, done bool, err error) {
+// error, or at least limit bytes moved; with exact, never more than limit
+// (a framed body: what follows it is not this relay's). It returns the
+// bytes moved.
+func (s *splicer) copyRun(dst, src syscall.RawConn, limit int64, exact bool) (moved int64, done bool, err error) {
 	for moved < limit {
+		s.want = maxSpliceRun
+		if exact && limit-moved < maxSpliceRun {
+			s.want = int(limit - moved)
+		}
 		if err := src.Read(s.fill); err != nil {
 			return moved, false, err // closed or past a deadline
 		}

@@ -42,7 +42,7 @@ const (
 // ci is the connection's client, destination and (transparent mode)
 // original upstream, which wins over every other upstream.
 func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn, ci *connInfo) {
-	c := tc.c
+	c := tc.tcp
 	hello, sc, err := sni.Read(c, helloOptions(rt))
 	if err != nil {
 		kind := helloErrorKind(err)

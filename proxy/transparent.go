@@ -98,7 +98,7 @@ type connInfo struct {
 
 // newConnInfo is the connInfo of an accepted connection before any PROXY
 // header or original destination is known.
-func newConnInfo(c *net.TCPConn, client netip.AddrPort) connInfo {
+func newConnInfo(c net.Conn, client netip.AddrPort) connInfo {
 	return connInfo{client: unmapAddrPort(client), dst: unmapAddrPort(addrPort(c.LocalAddr()))}
 }
 
