@@ -63,6 +63,7 @@ func (e *engine) acceptHTTP(el *engListener, rt *listenerRuntime, fd int, peer n
 	full := n == len(e.scratch) // more may be waiting: never the fast path
 	if got != nil && !full {
 		if rest, ok := rt.http.blockFast(fd, got, peer, el.local, &e.hreq); ok {
+			e.httpBlocked.Add(1)
 			if len(rest) == 0 {
 				rawClose(fd)
 				s.lim.releaseConn(ip)
@@ -97,6 +98,7 @@ func (e *engine) acceptHTTP(el *engListener, rt *listenerRuntime, fd int, peer n
 // the drain waits for it and its deadline closes it.
 func (e *engine) finishBlock(rt *listenerRuntime, fd int, ip netip.Addr, peer, local netip.AddrPort, rest []byte) {
 	s := e.s
+	e.httpFinished.Add(1)
 	sc, err := newSockConn(fd, local, peer)
 	if err != nil {
 		s.lim.releaseConn(ip)

@@ -156,6 +156,10 @@ type engine struct {
 
 	open   atomic.Int64 // connections served, for the drain log and tests
 	served atomic.Int64 // connections taken since the start, for tests
+	// blocked first requests of http listeners answered by the engine
+	// (enghttp.go), and those of them whose response a goroutine
+	// finished; for tests
+	httpBlocked, httpFinished atomic.Int64
 
 	mu      sync.Mutex
 	tasks   []func()    // guarded by mu

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"log/slog"
 	"net"
@@ -202,6 +203,66 @@ type httpGateway struct {
 	wg     sync.WaitGroup
 }
 
+// httpGatewaySock makes startHTTPGateway hand its handler every
+// connection as a sockConn, as the engine does (enghttp.go), instead of
+// the *net.TCPConn its accept loop got. TestHTTPOverSockConn sets it.
+var httpGatewaySock bool
+
+// sockConnOf turns c into the sockConn an engine would hand over: a
+// duplicate of its socket in an *os.File; c itself is closed.
+func sockConnOf(t testing.TB, c *net.TCPConn) *sockConn {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Error(err)
+		return nil
+	}
+	nfd := -1
+	rc.Control(func(fd uintptr) { nfd, err = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) })
+	local, peer := addrPort(c.LocalAddr()), addrPort(c.RemoteAddr())
+	c.Close()
+	if err != nil {
+		t.Error(err)
+		return nil
+	}
+	sc, err := newSockConn(nfd, local, peer)
+	if err != nil {
+		t.Error(err)
+	}
+	return sc
+}
+
+// TestHTTPOverSockConn runs the handler's tests on connections handed over
+// as sockConns (an *os.File, not a *net.TCPConn): reads and writes, their
+// deadlines, spliced bodies both ways, an upgraded tunnel, half-closes,
+// the drain, the slow-client timeouts.
+func TestHTTPOverSockConn(t *testing.T) {
+	httpGatewaySock = true
+	t.Cleanup(func() { httpGatewaySock = false })
+	for _, tc := range []struct {
+		name string
+		f    func(*testing.T)
+	}{
+		{"PassFiledHeaders", TestHTTPPassFiledHeaders},
+		{"GoClientKeepAlive", TestHTTPGoClientKeepAlive},
+		{"Blocked", TestHTTPBlocked},
+		{"PipelinedSecondBlocked", TestHTTPPipelinedSecondBlocked},
+		{"RefusedNoDesync", TestHTTPRefusedNoDesync},
+		{"ChunkedRequest", TestHTTPChunkedRequest},
+		{"ContentLengthBodies", TestHTTPContentLengthBodies},
+		{"Upgrade", TestHTTPUpgrade},
+		{"HeaderLimits", TestHTTPHeaderLimits},
+		{"SlowHead", TestHTTPSlowHead},
+		{"SlowBody", TestHTTPSlowBody},
+		{"ExpectContinue", TestHTTPExpectContinue},
+		{"Drain", TestHTTPDrain},
+		{"DrainInFlight", TestHTTPDrainInFlight},
+		{"UpstreamResponses", TestHTTPUpstreamResponses},
+		{"NoGoroutineLeak", TestHTTPNoGoroutineLeak},
+	} {
+		t.Run(tc.name, tc.f)
+	}
+}
+
 func startHTTPGateway(t testing.TB, cfg Config, d Decider) *httpGateway {
 	t.Helper()
 	if cfg.Node == "" {
@@ -227,10 +288,14 @@ func startHTTPGateway(t testing.TB, cfg Config, d Decider) *httpGateway {
 				return
 			}
 			ap := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+			var sc stream = c
+			if httpGatewaySock {
+				sc = sockConnOf(t, c)
+			}
 			g.wg.Add(1)
 			go func() {
 				defer g.wg.Done()
-				g.h.serveConn(ctx, c, ap)
+				g.h.serveConn(ctx, sc, ap)
 			}()
 		}
 	}()
