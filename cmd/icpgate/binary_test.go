@@ -123,8 +123,8 @@ func TestBinarySignals(t *testing.T) {
 	lt := tailLog(stderr)
 	l := lt.wait(t, "listening", func(m map[string]any) bool { return m["listener"] == "web" })
 	addr := l["address"].(string)
-	if l["served_by"] != "handlers" {
-		t.Errorf("the http listener's log line: served_by %v, want handlers", l["served_by"])
+	if l["served_by"] != "engine" {
+		t.Errorf("the http listener's log line: served_by %v, want engine", l["served_by"])
 	}
 	lt.wait(t, "icpgate started", nil)
 
