@@ -36,11 +36,12 @@ func enginesOf(t *testing.T, g *gateway) []*engine {
 // TestEngineBulkBothWays sends 3 MiB up and 3 MiB down through the engine
 // (past spliceAfter, so both directions switch to splice) and checks every
 // byte, the byte counters, and that once the transfer is over the bursts
-// end: TCP_NODELAY is back on (the tail push) and no pipe is held.
+// end: TCP_NODELAY is back on and SO_RCVLOWAT back to 1 (the tail push),
+// so a small message each way right after the bursts still arrives.
 func TestEngineBulkBothWays(t *testing.T) {
 	const size = 3 << 20
 	payload, want := bulkPayload(size)
-	// One small message after the burst: it must arrive.
+	// One small message each way after the bursts: they must arrive.
 	up := newTLSUpstream(t, "A", bulkUpstream(payload, nil, "tail"))
 	g := startGateway(t, tlsListener(up.addr()), filedOnly)
 	engines := enginesOf(t, g)
@@ -62,14 +63,30 @@ func TestEngineBulkBothWays(t *testing.T) {
 	if !bytes.Equal(h.Sum(nil), want[:]) {
 		t.Fatal("download: the bytes differ")
 	}
+	// The upstream answers "tail" to this; neither message fills the
+	// receive low-water mark a burst sets.
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "tail")
 	tail := make([]byte, 4)
 	if _, err := io.ReadFull(c, tail); err != nil || string(tail) != "tail" {
 		t.Fatalf("tail: got %q, %v", tail, err)
 	}
-	// Both bursts end: the directions leave Nagle (tail push).
+	// Both bursts end: the directions leave Nagle and the low-water mark
+	// (tail push).
 	waitFor(t, "the bursts to end", func() bool {
 		return !anyConn(engines, func(pc *pconn) bool { return pc.up.nagle || pc.down.nagle })
 	})
+	if anyConn(engines, func(pc *pconn) bool {
+		for _, fd := range []int{pc.cfd, pc.ufd} {
+			if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT); err != nil || v != 1 {
+				t.Errorf("SO_RCVLOWAT of fd %d after the bursts: %d, %v; want 1", fd, v, err)
+				return true
+			}
+		}
+		return false
+	}) {
+		t.FailNow()
+	}
 	c.Close()
 	waitFor(t, "the connection to close", func() bool { return g.srv.openConns() == 0 })
 	if got := testutil.ToFloat64(g.m.Bytes.WithLabelValues("tls", "upstream")); got < size {
@@ -110,7 +127,14 @@ func bulkUpstream(payload []byte, before func(c *tls.Conn, raw *net.TCPConn) boo
 		}
 		fmt.Fprint(c, "OK!")
 		c.Write(payload)
-		fmt.Fprint(c, tail)
+		if tail != "" {
+			// The client's small message after the bursts, answered.
+			ask := make([]byte, len(tail))
+			if _, err := io.ReadFull(c, ask); err != nil {
+				return
+			}
+			fmt.Fprint(c, tail)
+		}
 		io.Copy(io.Discard, c)
 	}
 }

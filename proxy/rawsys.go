@@ -193,6 +193,14 @@ func rawSetNoDelay(fd int, on bool) {
 	rawCall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, uintptr(unsafe.Pointer(&v)), 4, 0)
 }
 
+// rawSetRcvLowat sets SO_RCVLOWAT of fd: the kernel reports the socket
+// readable (wakes its reader) only once n bytes are queued, or its window
+// is nearly full, or the peer has closed.
+func rawSetRcvLowat(fd, n int) {
+	v := int32(n)
+	rawCall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_RCVLOWAT, uintptr(unsafe.Pointer(&v)), 4, 0)
+}
+
 // rawPeek looks at the next byte of fd without taking it: 1, 0 at EOF, or
 // an errno (EAGAIN: nothing pending).
 func rawPeek(fd int) (int, syscall.Errno) {
