@@ -51,7 +51,10 @@
 // blocked one never reaches it and gets a CONNECTION_CLOSE (0x131, the
 // QUIC form of access_denied) so browsers fall back to TCP, or nothing
 // with Policy.QUICBlock "drop". HTTP listeners are described at the top of
-// http.go (strict streaming parser, every request decided).
+// http.go (strict streaming parser, every request decided); outside
+// transparent mode and PROXY headers the passthrough engines accept their
+// connections, answer a blocked first request on the spot and hand every
+// other connection to a handler goroutine (enghttp.go).
 //
 // Idle timeout without per-read syscalls. A spliced relay has no user-space
 // read loop in which to refresh deadlines, and refreshing them would cost

@@ -3,8 +3,9 @@ package proxy
 // HTTP listener architecture
 //
 // Each accepted connection on an "http" listener is served by
-// httpHandler.serveConn with a strict streaming parser, not net/http with
-// httputil.ReverseProxy. The reasons, in order of weight:
+// httpHandler.run with a strict streaming parser, not net/http with
+// httputil.ReverseProxy (a blocked first request the passthrough engine
+// answers itself with the same response: enghttp.go). The reasons, in order of weight:
 //
 //   - Strictness. net/http is built to be lenient: it silently drops
 //     Content-Length when Transfer-Encoding is present, accepts an empty
@@ -23,7 +24,8 @@ package proxy
 //   - Cost. Heads are parsed in place in a pooled per-connection buffer
 //     (fields are offsets, nothing is allocated per header); the rewritten
 //     head and the start of the body go out in one write; large
-//     Content-Length bodies are moved with splice(2) via TCPConn.ReadFrom;
+//     Content-Length bodies are moved with splice(2) through a cached pipe
+//     (spliceRun);
 //     a client connection holds one upstream connection while it lives,
 //     taken on its first passing request from the Server's shared idle
 //     pool (upstreampool.go, nginx's upstream keepalive) or dialled, and
@@ -99,7 +101,7 @@ const (
 	httpBufSize    = 8 << 10 // initial per-direction buffer; grows to MaxHeaderBytes
 	maxChunkLine   = 4 << 10 // chunk-size line or trailer line
 	maxTrailers    = 100
-	spliceStep     = 1 << 20 // bytes per ReadFrom between deadline refreshes
+	spliceStep     = 1 << 20 // bytes per splice run between deadline refreshes
 	outFlushThresh = 32 << 10
 	// idleRelease: a keep-alive client that has sent nothing for this long
 	// gives back what it holds while it waits: its upstream connection
@@ -1085,7 +1087,7 @@ func (hc *httpConn) flushOut(dst stream, count *int64) error {
 }
 
 // relayLength sends hc.out, then n body bytes from src (buffered first) to
-// dst. Large remainders move with splice(2) via ReadFrom.
+// dst. Large remainders move with splice(2) (hc.splice).
 func (hc *httpConn) relayLength(n int64, src *connBuf, srcConn, dst stream, count *int64) error {
 	buf := src.buffered()
 	take := int64(len(buf))
