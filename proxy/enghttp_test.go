@@ -2,16 +2,23 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"io"
+	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/sys/unix"
 )
 
 // engineHTTPCounts sums the engines' counts of blocked first requests they
@@ -193,4 +200,106 @@ func TestEngineHTTPLargePage(t *testing.T) {
 		t.Fatalf("got %d, %d of %d bytes", resp.StatusCode, len(body), resp.ContentLength)
 	}
 	waitFor(t, "the connection to end", func() bool { return g.srv.openConns() == 0 })
+}
+
+// FuzzBlockFast checks the engine's fast block path against the handler:
+// whenever blockFast answers a first request, the handler given the same
+// bytes answers with the same response (request ID and time aside), so the
+// engine never blocks what the handler would refuse, pass or answer
+// otherwise. Both run on socket pairs, with the handler's connection a
+// sockConn as the engine hands over.
+func FuzzBlockFast(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: unfiled.cn\r\n\r\n",
+		"HEAD /x HTTP/1.1\r\nHost: www.unfiled.cn:8080\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: black.cn\r\nAccept: application/json\r\n\r\n",
+		"GET http://cancelled.cn/a?b HTTP/1.1\r\nHost: cancelled.cn\r\n\r\n",
+		"GET / HTTP/1.0\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: unfiled.cn\r\nContent-Length: 0\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: unfiled.cn\r\nContent-Length: 3\r\n\r\nabc",
+		"POST / HTTP/1.1\r\nHost: unfiled.cn\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: unfiled.cn\r\n\r\nGET / HTTP/1.1\r\nHost: filed.cn\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: filed.cn\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: unfiled.cn\r\nHost: filed.cn\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+		"\r\nGET / HTTP/1.1\r\nHost: unfiled.cn\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	cfg := httpBaseConfig("127.0.0.1:1") // a pass would fail to dial: a mismatch either way
+	cfg.Timeouts.Hello = 500 * time.Millisecond
+	h := newHTTPHandler(cfg, cfg.Listeners[0], httpTestDecider(), NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	peer := netip.MustParseAddrPort("192.0.2.7:40000")
+	local := netip.MustParseAddrPort("192.0.2.1:80")
+	pair := func(t *testing.T) (int, *os.File) {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		far := os.NewFile(uintptr(fds[1]), "far")
+		far.SetDeadline(time.Now().Add(5 * time.Second))
+		return fds[0], far
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) == 0 || len(b) >= engineScratch {
+			return
+		}
+		// The engine's path.
+		fd, far := pair(t)
+		var req msgHead
+		rest, ok := h.blockFast(fd, b, peer, local, &req)
+		rawClose(fd)
+		if !ok {
+			far.Close()
+			return
+		}
+		if len(rest) != 0 {
+			t.Fatalf("%d bytes left over on a fresh socket", len(rest))
+		}
+		fast, err := io.ReadAll(far)
+		far.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The handler's.
+		fd, far = pair(t)
+		defer far.Close()
+		sc, err := newSockConn(fd, local, peer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			h.serveConn(context.Background(), sc, peer)
+		}()
+		if _, err := far.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		slow, err := io.ReadAll(far)
+		if err != nil {
+			t.Fatalf("handler: %v after %q", err, slow)
+		}
+		<-done
+		if e, g := normalizeBlock(t, fast), normalizeBlock(t, slow); e != g {
+			t.Fatalf("engine and handler differ for %q:\nengine:  %q\nhandler: %q", b, e, g)
+		}
+	})
+}
+
+var rfc3339UTC = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ`)
+
+// normalizeBlock masks a block response's request ID and time.
+func normalizeBlock(t *testing.T, resp []byte) string {
+	head, _, ok := bytes.Cut(resp, []byte("\r\n\r\n"))
+	if !ok {
+		t.Fatalf("no complete head in %q", resp)
+	}
+	s := string(resp)
+	for _, line := range strings.Split(string(head), "\r\n") {
+		if id, ok := strings.CutPrefix(line, "X-Request-Id: "); ok {
+			s = strings.ReplaceAll(s, id, "<id>")
+		}
+	}
+	return rfc3339UTC.ReplaceAllString(s, "<time>")
 }

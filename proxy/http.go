@@ -5,7 +5,8 @@ package proxy
 // Each accepted connection on an "http" listener is served by
 // httpHandler.run with a strict streaming parser, not net/http with
 // httputil.ReverseProxy (a blocked first request the passthrough engine
-// answers itself with the same response: enghttp.go). The reasons, in order of weight:
+// answers itself, with the same response: enghttp.go). The reasons, in
+// order of weight:
 //
 //   - Strictness. net/http is built to be lenient: it silently drops
 //     Content-Length when Transfer-Encoding is present, accepts an empty
