@@ -66,20 +66,7 @@ func (c *sockConn) SetWriteDeadline(t time.Time) error { return c.f.SetWriteDead
 func (c *sockConn) SyscallConn() (syscall.RawConn, error) { return c.f.SyscallConn() }
 
 // CloseWrite shuts the sending side down (a FIN).
-func (c *sockConn) CloseWrite() error {
-	rc, err := c.f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var errno syscall.Errno
-	if err := rc.Control(func(fd uintptr) { errno = rawShutdownWrite(int(fd)) }); err != nil {
-		return err
-	}
-	if errno != 0 {
-		return &net.OpError{Op: "shutdown", Net: "tcp", Err: errno}
-	}
-	return nil
-}
+func (c *sockConn) CloseWrite() error { return rawCloseWrite(c.f) }
 
 func (c *sockConn) LocalAddr() net.Addr {
 	if !c.local.IsValid() {

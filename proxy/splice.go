@@ -167,7 +167,7 @@ func (s *splicer) copyRun(dst, src syscall.RawConn, limit int64, exact bool) (mo
 }
 
 // rawCloseWrite is c.CloseWrite with RawSyscall: shutdown(2) never blocks.
-func rawCloseWrite(c *net.TCPConn) error {
+func rawCloseWrite(c syscall.Conn) error {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return err
