@@ -170,6 +170,46 @@ func TestEngineHTTP(t *testing.T) {
 	}
 }
 
+// TestEngineHTTPReloadProxyHeaders: a reload that makes an engine-accepted
+// http listener take PROXY headers keeps its socket (same address), so the
+// engines go on accepting it and hand every connection to the handler,
+// which reads the header; the engine answers nothing itself any more.
+func TestEngineHTTPReloadProxyHeaders(t *testing.T) {
+	g, u := engineHTTPGateway(t, "")
+	cfg := httpBaseConfig(u.addr)
+	cfg.Listeners[0].Address = g.addr("http")
+	cfg.Listeners[0].ProxyProtocol = ProxyProtocol{AcceptFrom: loopbackNet}
+	if err := g.srv.Reload(cfg, nil); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := engineHTTPCounts(g)
+	for _, tc := range []struct {
+		name, send string
+		status     int
+	}{
+		{"blocked behind a header", "PROXY TCP4 198.51.100.7 192.0.2.1 40000 80\r\nGET / HTTP/1.1\r\nHost: unfiled.cn\r\n\r\n", 403},
+		{"passing behind a header", "PROXY TCP4 198.51.100.7 192.0.2.1 40001 80\r\nGET / HTTP/1.1\r\nHost: filed.cn\r\nConnection: close\r\n\r\n", 200},
+	} {
+		c, br := httpDialRaw(t, g.addr("http"))
+		io.WriteString(c, tc.send)
+		if resp, _ := httpReadResp(t, br, "GET"); resp.StatusCode != tc.status {
+			t.Fatalf("%s: got %d, want %d", tc.name, resp.StatusCode, tc.status)
+		}
+	}
+	// A trusted peer's connection without a header is refused unanswered.
+	c := dialRaw(t, g.addr("http"))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: unfiled.cn\r\n\r\n")
+	if got := readClosed(t, c); got != "" {
+		t.Fatalf("no PROXY header from a trusted peer: got %q, want the connection closed", got)
+	}
+	if after, _ := engineHTTPCounts(g); after != before {
+		t.Fatalf("the engine answered %d requests itself after the reload", after-before)
+	}
+	if got := u.requests(); len(got) != 1 || got[0].header.Get("X-Forwarded-For") != "198.51.100.7" {
+		t.Fatalf("the upstream saw %+v, want one request from 198.51.100.7", got)
+	}
+}
+
 // TestEngineHTTPLargePage: a replacement block page larger than the
 // socket's buffer is finished by a goroutine; the client gets all of it.
 func TestEngineHTTPLargePage(t *testing.T) {
