@@ -343,3 +343,31 @@ func normalizeBlock(t *testing.T, resp []byte) string {
 	}
 	return rfc3339UTC.ReplaceAllString(s, "<time>")
 }
+
+// BenchmarkBlockFast is the engine's answer to a blocked first request:
+// parse, decide, count, render and write (to a socket pair whose far end
+// the loop drains).
+func BenchmarkBlockFast(b *testing.B) {
+	cfg := httpBaseConfig("127.0.0.1:1")
+	h := newHTTPHandler(cfg, cfg.Listeners[0], httpTestDecider(), NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	req := []byte("GET / HTTP/1.1\r\nHost: www.unfiled.cn\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
+	peer := netip.MustParseAddrPort("192.0.2.7:40000")
+	local := netip.MustParseAddrPort("192.0.2.1:80")
+	var head msgHead
+	buf := make([]byte, 64<<10)
+	b.ReportAllocs()
+	for b.Loop() {
+		if rest, ok := h.blockFast(fds[0], req, peer, local, &head); !ok || len(rest) != 0 {
+			b.Fatal("not answered")
+		}
+		if _, err := unix.Read(fds[1], buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
