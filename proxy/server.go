@@ -831,14 +831,29 @@ func (s *Server) admitConn(l *listener, rt *listenerRuntime, c *net.TCPConn) {
 		c.Close()
 		return
 	}
-	rt.active.Inc()
 	tc := &trackedConn{c: c, tcp: c, ip: ip, listener: l.name}
 	if trusted {
 		tc.ip = netip.Addr{} // no per-IP slot yet
 	}
+	s.track(rt, tc)
+	s.startHandler(connJob{rt: rt, tc: tc, client: client, trusted: trusted})
+}
+
+// track counts tc, admitted on rt (its limit slots taken), as an open
+// connection with a handler to come; release undoes it.
+func (s *Server) track(rt *listenerRuntime, tc *trackedConn) {
+	rt.active.Inc()
 	s.conns.add(tc)
 	s.handlers.Add(1)
-	s.startHandler(connJob{rt: rt, tc: tc, client: client, trusted: trusted})
+}
+
+// release ends a tracked connection: out of the set, its limit slots
+// given back, no longer active, its handler done.
+func (s *Server) release(rt *listenerRuntime, tc *trackedConn) {
+	s.conns.remove(tc)
+	s.lim.releaseConn(tc.ip)
+	rt.active.Dec()
+	s.handlers.Done()
 }
 
 // admitPeer takes the connection slots of a new connection from ip, or
@@ -938,10 +953,7 @@ func (s *Server) serveConn(j *connJob) {
 		if parked {
 			return
 		}
-		s.conns.remove(tc)
-		s.lim.releaseConn(tc.ip)
-		rt.active.Dec()
-		s.handlers.Done()
+		s.release(rt, tc)
 	}()
 	if pc := j.resume; pc != nil {
 		parked = rt.http.resume(s.drainCtx, pc, &s.park)

@@ -38,17 +38,14 @@ type sockConn struct {
 	peer  netip.AddrPort
 }
 
-// newSockConn makes a sockConn of the accepted socket fd. local is the
-// listening socket's address: when it is unspecified, LocalAddr asks the
-// kernel.
+// newSockConn makes a sockConn of the accepted socket fd. local is its
+// address when known (the listener's, bound to one: engListener.local);
+// invalid, LocalAddr asks the kernel.
 func newSockConn(fd int, local, peer netip.AddrPort) (*sockConn, error) {
 	f := os.NewFile(uintptr(fd), "tcp")
 	if f == nil {
 		rawClose(fd)
 		return nil, os.ErrInvalid
-	}
-	if !local.Addr().IsValid() || local.Addr().IsUnspecified() {
-		local = netip.AddrPort{}
 	}
 	return &sockConn{f: f, local: local, peer: peer}, nil
 }
