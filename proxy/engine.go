@@ -1264,7 +1264,8 @@ func (e *engine) pump(c *pconn) {
 // pumpDir moves bytes of direction d (other is the opposite one) from src to dst until src has nothing more, dst
 // takes nothing more, or the turn's budget is spent (then c is queued for
 // the next turn). sr and dw are the readiness flags of src and dst; hup
-// says src's peer has closed, so a short read does not mean drained.
+// says src's peer had closed before the read, so a short read is the end
+// of the direction: no second read to see the EOF.
 func (e *engine) pumpDir(c *pconn, d, other *pdir, src, dst int, sr, dw *bool, hup bool) syscall.Errno {
 	budget := pumpBudget
 	for {
@@ -1369,8 +1370,15 @@ func (e *engine) pumpDir(c *pconn, d, other *pdir, src, dst int, sr, dw *bool, h
 			}
 			continue
 		}
-		if n < len(e.scratch) && !hup {
-			*sr = false // drained: TCP returns all it has
+		if n < len(e.scratch) {
+			// Drained: TCP returns all it has. If the peer's FIN had
+			// come before this read (hup), nothing can follow what it
+			// returned: that is the end, with no read to see it.
+			if hup {
+				d.eof = true
+			} else {
+				*sr = false
+			}
 		}
 		w := 0
 		if *dw {
