@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -137,12 +138,9 @@ func engineNow() int64 { return int64(time.Since(engineStart)) }
 type engine struct {
 	s      *Server
 	epfd   int
-	ep     *os.File // epfd in the runtime poller
-	rc     syscall.RawConn
 	wakefd int
 
 	evs     []unix.EpollEvent
-	turnFn  func(uintptr) bool
 	scratch []byte
 	scan    sni.Scanner
 	hreq    msgHead // scratch for an http listener's first request head (enghttp.go)
@@ -163,7 +161,6 @@ type engine struct {
 
 	now       int64
 	nextSweep int64
-	deadline  int64 // the poller read deadline set, 0 for none
 
 	open   atomic.Int64 // connections served, for the drain log and tests
 	served atomic.Int64 // connections taken since the start, for tests
@@ -258,58 +255,78 @@ func (rt *listenerRuntime) engineServes() bool {
 	return rt.cfg.Protocol == "tls" && e.transparent == "" && !rt.original && !e.dialer.spoof
 }
 
+// engineProcs gives every running engine a P of its own: GOMAXPROCS is
+// the process's own count (cores) plus one per engine. An engine waits in
+// a raw, blocking epoll_wait that keeps its P (engine.run), so without its
+// own P it would take one from the handlers, the QUIC path and the admin
+// server. The first engine to start records the count it found; when the
+// last one stops, the process gets that count back (the runtime's default
+// again, following the CPU limit, unless GOMAXPROCS was set).
+var engineProcs engineProcsT
+
+type engineProcsT struct {
+	mu   sync.Mutex
+	base int // GOMAXPROCS before the first engine
+	live int // running engines
+}
+
+// add counts delta engines started (or, negative, stopped) and sets
+// GOMAXPROCS to match.
+func (p *engineProcsT) add(delta int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.live == 0 {
+		p.base = runtime.GOMAXPROCS(0)
+	}
+	p.live += delta
+	switch {
+	case p.live > 0:
+		runtime.GOMAXPROCS(p.base + p.live)
+	case os.Getenv("GOMAXPROCS") == "":
+		runtime.SetDefaultGOMAXPROCS()
+	default:
+		runtime.GOMAXPROCS(p.base)
+	}
+}
+
+// cores reports the process's own P count, the engines' aside: how many
+// engines a Server starts.
+func (p *engineProcsT) cores() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.live == 0 {
+		return runtime.GOMAXPROCS(0)
+	}
+	return p.base
+}
+
 // newEngine creates an engine and starts its goroutine.
 func newEngine(s *Server) (*engine, error) {
-	epfd, ep, rc, err := newPolledEpoll("epoll")
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
-		return nil, fmt.Errorf("passthrough engine: %w", err)
+		return nil, fmt.Errorf("passthrough engine: epoll_create1: %w", err)
 	}
 	wakefd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	if err != nil {
-		ep.Close()
+		unix.Close(epfd)
 		return nil, fmt.Errorf("passthrough engine: eventfd: %w", err)
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Pad: evWake}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
-		ep.Close()
+		unix.Close(epfd)
 		unix.Close(wakefd)
 		return nil, fmt.Errorf("passthrough engine: epoll_ctl: %w", err)
 	}
+	engineProcs.add(1)
 	e := &engine{
-		s: s, epfd: epfd, wakefd: wakefd, ep: ep, rc: rc,
+		s: s, epfd: epfd, wakefd: wakefd,
 		evs:     make([]unix.EpollEvent, engineEvents),
 		scratch: make([]byte, engineScratch),
 		lns:     make(map[int32]*engListener),
 		done:    make(chan struct{}),
 	}
-	e.turnFn = func(uintptr) bool { return e.turn() }
 	go e.run()
 	return e, nil
-}
-
-// newPolledEpoll creates an epoll set that waits in the runtime's poller:
-// the epoll descriptor itself is readable while events are ready, so,
-// non-blocking, it can be read-waited (with deadlines) like a socket
-// through rc. Closing f closes epfd.
-func newPolledEpoll(name string) (epfd int, f *os.File, rc syscall.RawConn, err error) {
-	epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	if err != nil {
-		return -1, nil, nil, fmt.Errorf("epoll_create1: %w", err)
-	}
-	if err = unix.SetNonblock(epfd, true); err != nil {
-		unix.Close(epfd)
-		return -1, nil, nil, err
-	}
-	f = os.NewFile(uintptr(epfd), name)
-	rc, err = f.SyscallConn()
-	if err == nil {
-		err = f.SetReadDeadline(time.Time{}) // fails unless the runtime poller took it
-	}
-	if err != nil {
-		f.Close()
-		return -1, nil, nil, err
-	}
-	return epfd, f, rc, nil
 }
 
 // call runs f on the engine's goroutine and waits for it. It returns
@@ -328,39 +345,30 @@ func (e *engine) call(f func()) bool {
 	return true
 }
 
-// run is the engine's goroutine.
+// run is the engine's goroutine: it waits in its own epoll set, handles
+// what is ready and the timers that are due, and waits again.
 //
-// The loop's work happens inside e.rc.Read's callback (turn), which
-// returns false to wait and true to leave Read. Staying in one Read call
-// saves a system call a turn: Read clears the descriptor's pending
-// readiness when it starts, so a fresh Read must poll the epoll set before
-// it may wait, but inside one Read a readiness report that came while the
-// batch was handled stays pending and the wait returns at once. So a turn
-// that collected fewer events than it had room for goes straight to the
-// wait, with no second, empty epoll_wait to prove the set drained.
+// The wait is a blocking epoll_wait issued raw, on a P of the engine's
+// own (engineProcs): one system call per wake-up, as in nginx. Waiting in
+// the runtime's poller instead (the epoll descriptor read-waited like a
+// socket) cost three: the runtime polls once without blocking before it
+// parks a thread, then blocks, and the engine then collects its own
+// events. A raw call never hands its P back, which is why the engine has a
+// P to itself; the scheduler still reaches it, as it reaches a goroutine
+// in a long loop, by a signal (preemption, a stop-the-world), which ends
+// the wait with EINTR, and the loop then yields (runtime.Gosched). A wait
+// is at most engineWaitMax long, so that holds even with asynchronous
+// preemption turned off.
 func (e *engine) run() {
 	defer close(e.done)
+	timeout := 0
 	for !e.halt.Load() {
-		e.arm()
-		if err := e.rc.Read(e.turnFn); err != nil {
-			// The timer deadline passed; the epoll descriptor never
-			// closes while the engine runs.
-			e.deadline = -1 // set it again
-			e.now = engineNow()
-			e.timers()
-		}
-	}
-	e.release()
-}
-
-// turn collects the ready events and handles them, with the timers that
-// are due, until the set is drained. It reports whether run must leave
-// the poller: the engine stopped.
-func (e *engine) turn() bool {
-	for {
-		n, errno := rawEpollPoll(e.epfd, e.evs)
+		n, errno := rawEpollWait(e.epfd, e.evs, timeout)
 		if errno != 0 {
 			n = 0
+			if errno == unix.EINTR {
+				runtime.Gosched()
+			}
 		}
 		e.now = engineNow()
 		for i := 0; i < n; i++ {
@@ -370,16 +378,36 @@ func (e *engine) turn() bool {
 			e.pumpAgain()
 		}
 		e.timers()
-		if e.halt.Load() {
-			return true
-		}
 		// A full batch may have left events behind; a queued direction
 		// must not wait for an event.
-		if n < len(e.evs) && len(e.again) == 0 {
-			e.arm()
-			return false
+		if n == len(e.evs) || len(e.again) > 0 {
+			timeout = 0
+			continue
 		}
+		timeout = e.waitMillis()
 	}
+	e.release()
+}
+
+// engineWaitMax is the longest wait of an engine's loop.
+const engineWaitMax = 10 * time.Millisecond
+
+// waitMillis is the next wait's timeout: until the next timer (the sweep
+// while connections are open or a listener is paused, the tail push while
+// a burst runs), rounded up to the millisecond, at most engineWaitMax.
+func (e *engine) waitMillis() int {
+	want := int64(0)
+	if e.open.Load() > 0 || e.paused() {
+		want = e.nextSweep
+	}
+	if e.pushAt != 0 && (want == 0 || e.pushAt < want) {
+		want = e.pushAt
+	}
+	d := int64(engineWaitMax)
+	if want != 0 {
+		d = min(max(want-e.now, 0), d)
+	}
+	return int((d + int64(time.Millisecond) - 1) / int64(time.Millisecond))
 }
 
 // timers runs the tail push and the sweep when they are due.
@@ -390,27 +418,6 @@ func (e *engine) timers() {
 	if e.now >= e.nextSweep {
 		e.sweep()
 		e.nextSweep = e.now + int64(engineSweep)
-	}
-}
-
-// arm sets the poller's read deadline to the next timer: the sweep while
-// connections are open or a listener is paused, the tail push while a
-// burst runs.
-func (e *engine) arm() {
-	want := int64(0)
-	if e.open.Load() > 0 || e.paused() {
-		want = e.nextSweep
-	}
-	if e.pushAt != 0 && (want == 0 || e.pushAt < want) {
-		want = e.pushAt
-	}
-	if want != e.deadline {
-		var t time.Time
-		if want != 0 {
-			t = engineStart.Add(time.Duration(want))
-		}
-		e.ep.SetReadDeadline(t)
-		e.deadline = want
 	}
 }
 
@@ -1567,6 +1574,7 @@ func (e *engine) release() {
 		rawClose(p[1])
 	}
 	e.pipes = nil
-	e.ep.Close()
+	unix.Close(e.epfd)
 	unix.Close(e.wakefd)
+	engineProcs.add(-1)
 }

@@ -242,3 +242,28 @@ func (p *parker) close() {
 	<-done
 	p.ep.Close()
 }
+
+// newPolledEpoll creates an epoll set that waits in the runtime's poller:
+// the epoll descriptor itself is readable while events are ready, so,
+// non-blocking, it can be read-waited (with deadlines) like a socket
+// through rc. Closing f closes epfd.
+func newPolledEpoll(name string) (epfd int, f *os.File, rc syscall.RawConn, err error) {
+	epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return -1, nil, nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	if err = unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return -1, nil, nil, err
+	}
+	f = os.NewFile(uintptr(epfd), name)
+	rc, err = f.SyscallConn()
+	if err == nil {
+		err = f.SetReadDeadline(time.Time{}) // fails unless the runtime poller took it
+	}
+	if err != nil {
+		f.Close()
+		return -1, nil, nil, err
+	}
+	return epfd, f, rc, nil
+}

@@ -184,6 +184,15 @@ func rawEpollPoll(epfd int, evs []unix.EpollEvent) (int, syscall.Errno) {
 	return int(r), e
 }
 
+// rawEpollWait waits up to timeout milliseconds (-1: no limit, 0: not at
+// all) for events of epfd: the passthrough engine's blocking wait, on a P
+// of its own (engineProcs). Unlike the other calls it returns EINTR: a
+// signal that ends the wait is the runtime asking the goroutine to yield.
+func rawEpollWait(epfd int, evs []unix.EpollEvent, timeout int) (int, syscall.Errno) {
+	r, _, e := syscall.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&evs[0])), uintptr(len(evs)), uintptr(timeout), 0, 0)
+	return int(r), e
+}
+
 // rawSetNoDelay sets TCP_NODELAY on fd; turning it on sends what is queued.
 func rawSetNoDelay(fd int, on bool) {
 	v := int32(0)

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"runtime"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -771,7 +770,7 @@ func (s *Server) acceptLoop(l *listener) {
 // first time. s.mu must be held.
 func (s *Server) engineAccept(l *listener) error {
 	if s.engines == nil {
-		n := runtime.GOMAXPROCS(0)
+		n := engineProcs.cores()
 		for range n {
 			e, err := newEngine(s)
 			if err != nil {
