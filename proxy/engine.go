@@ -178,17 +178,12 @@ type engine struct {
 
 // engListener is a listening socket in an engine's epoll set.
 type engListener struct {
-	id       int32
-	l        *listener
-	rc       syscall.RawConn
-	fd       int
-	local    netip.AddrPort // the socket's address; invalid when unspecified (ask each connection's)
-	acceptFn func(uintptr)
-	nfd      int
-	peer     netip.AddrPort
-	errno    syscall.Errno
-	backoff  time.Duration
-	paused   int64 // engine clock when a paused listener is watched again, 0 if not paused
+	id      int32
+	l       *listener
+	fd      int            // l.efd
+	local   netip.AddrPort // the socket's address; invalid when unspecified (ask each connection's)
+	backoff time.Duration
+	paused  int64 // engine clock when a paused listener is watched again, 0 if not paused
 }
 
 type pconnRef struct {
@@ -499,25 +494,16 @@ func (e *engine) runTasks() {
 	}
 }
 
-// addListener starts accepting on l. Run on the engine goroutine.
+// addListener starts accepting on l's engine descriptor (l.efd). Run on
+// the engine goroutine.
 func (e *engine) addListener(l *listener) error {
-	rc, err := l.ln.SyscallConn()
-	if err != nil {
-		return err
-	}
-	el := &engListener{id: e.nextLn, l: l, rc: rc}
+	el := &engListener{id: e.nextLn, l: l, fd: l.efd}
 	if a, ok := l.ln.Addr().(*net.TCPAddr); ok {
 		if ap := unmapAddrPort(a.AddrPort()); !ap.Addr().IsUnspecified() {
 			el.local = ap
 		}
 	}
 	e.nextLn++
-	if err := rc.Control(func(fd uintptr) { el.fd = int(fd) }); err != nil {
-		return err
-	}
-	el.acceptFn = func(fd uintptr) {
-		el.nfd, el.peer, el.errno = rawAccept(int(fd))
-	}
 	if err := e.watch(el); err != nil {
 		return err
 	}
@@ -528,24 +514,19 @@ func (e *engine) addListener(l *listener) error {
 // watch adds el's socket to the epoll set.
 func (e *engine) watch(el *engListener) error {
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: el.id, Pad: evListener}
-	var err error
-	if cerr := el.rc.Control(func(fd uintptr) {
-		if errno := rawEpollCtl(e.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev); errno != 0 {
-			err = errno
-		}
-	}); cerr != nil {
-		return cerr
+	if errno := rawEpollCtl(e.epfd, unix.EPOLL_CTL_ADD, el.fd, &ev); errno != 0 {
+		return errno
 	}
-	return err
+	return nil
 }
 
 // removeListener stops accepting on l. Run on the engine goroutine, before
-// l's socket is closed.
+// l's engine descriptor is closed.
 func (e *engine) removeListener(l *listener) {
 	for id, el := range e.lns {
 		if el.l == l {
 			if el.paused == 0 {
-				el.rc.Control(func(fd uintptr) { rawEpollCtl(e.epfd, unix.EPOLL_CTL_DEL, int(fd), nil) })
+				rawEpollCtl(e.epfd, unix.EPOLL_CTL_DEL, el.fd, nil)
 			}
 			delete(e.lns, id)
 		}
@@ -556,13 +537,10 @@ func (e *engine) removeListener(l *listener) {
 func (e *engine) accept(el *engListener) {
 	s := e.s
 	for range engineAcceptRun {
-		// Control, not Read (a listener's RawConn has none): it holds the
-		// descriptor open for the call, so a concurrent Close cannot
-		// hand its number to another socket meanwhile.
-		if err := el.rc.Control(el.acceptFn); err != nil {
-			return // closed by a Reload or the drain
-		}
-		switch el.errno {
+		// el.fd stays open while el is in e.lns: the listener closes it
+		// only after every engine's removeListener.
+		fd, peer, errno := rawAccept(el.fd)
+		switch errno {
 		case 0:
 		case unix.EAGAIN, unix.ECONNABORTED:
 			return
@@ -571,16 +549,15 @@ func (e *engine) accept(el *engListener) {
 			// for a while rather than spin on it, like acceptLoop.
 			if el.backoff == 0 {
 				el.backoff = 5 * time.Millisecond
-				s.log.Warn("accept failed, backing off", "listener", el.l.name, "error", el.errno)
+				s.log.Warn("accept failed, backing off", "listener", el.l.name, "error", errno)
 			} else {
 				el.backoff = min(2*el.backoff, engineMaxBackoff)
 			}
-			el.rc.Control(func(fd uintptr) { rawEpollCtl(e.epfd, unix.EPOLL_CTL_DEL, int(fd), nil) })
+			rawEpollCtl(e.epfd, unix.EPOLL_CTL_DEL, el.fd, nil)
 			el.paused = e.now + int64(el.backoff)
 			return
 		}
 		el.backoff = 0
-		fd, peer := el.nfd, el.peer
 		rt := el.l.rt.Load()
 		rt.connections.Inc()
 		if !rt.engineServes() {
@@ -1566,9 +1543,6 @@ func (e *engine) stop() {
 func (e *engine) release() {
 	e.runTasks()
 	e.closeAll()
-	for _, el := range e.lns {
-		el.rc.Control(func(fd uintptr) { rawEpollCtl(e.epfd, unix.EPOLL_CTL_DEL, int(fd), nil) })
-	}
 	for _, p := range e.pipes {
 		rawClose(p[0])
 		rawClose(p[1])

@@ -3,14 +3,18 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
+	"runtime"
 	"testing"
 	"time"
 
@@ -482,18 +486,7 @@ func TestDeferredAccept(t *testing.T) {
 	g := startGateway(t, cfg, filedOnly)
 	engines := enginesOf(t, g)
 	for name, want := range map[string]bool{"tls": true, "web": true, "auto": false} {
-		g.srv.mu.Lock()
-		rc, err := g.srv.lns[name].ln.SyscallConn()
-		g.srv.mu.Unlock()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var v int
-		var gerr error
-		rc.Control(func(fd uintptr) { v, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT) })
-		if gerr != nil {
-			t.Fatal(gerr)
-		}
+		v := listenerSockopt(t, g, name, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT)
 		if (v > 0) != want {
 			t.Errorf("listener %s: TCP_DEFER_ACCEPT %d, want on=%v", name, v, want)
 		}
@@ -519,4 +512,151 @@ func TestDeferredAccept(t *testing.T) {
 	if n := accepted("tls"); n != 1 {
 		t.Errorf("tls connections: got %v, want 1", n)
 	}
+}
+
+// listenerSockopt reads an int option of listener name's socket: through
+// the engines' descriptor when they accept on it, else through ln.
+func listenerSockopt(t *testing.T, g *gateway, name string, level, opt int) int {
+	t.Helper()
+	g.srv.mu.Lock()
+	defer g.srv.mu.Unlock()
+	l := g.srv.lns[name]
+	var v int
+	var err error
+	if l.efd >= 0 {
+		v, err = unix.GetsockoptInt(l.efd, level, opt)
+	} else {
+		rc, rerr := l.ln.SyscallConn()
+		if rerr != nil {
+			t.Fatal(rerr)
+		}
+		if cerr := rc.Control(func(fd uintptr) { v, err = unix.GetsockoptInt(int(fd), level, opt) }); cerr != nil {
+			t.Fatal(cerr)
+		}
+	}
+	if err != nil {
+		t.Fatalf("listener %s: getsockopt: %v", name, err)
+	}
+	return v
+}
+
+// TestEngineProcs checks the engines' own Ps and that they yield to the
+// scheduler from their blocking wait: GOMAXPROCS is the process's own
+// count plus one per engine while they run, and that count again once
+// they stop; garbage collections (each stops the world twice) finish
+// while the engines wait, idle and with a tunnel open.
+//
+// The child run does it all again with asynchronous preemption off, so
+// no signal ends an engine's wait: the world then stops within the
+// wait's bound (engineWaitMax), and the test would hang without it.
+func TestEngineProcs(t *testing.T) {
+	engineProcs.mu.Lock()
+	live := engineProcs.live
+	engineProcs.mu.Unlock()
+	if live != 0 {
+		t.Fatalf("%d engines still running from earlier tests", live)
+	}
+	base := runtime.GOMAXPROCS(0)
+	up := newTLSUpstream(t, "A", nil)
+	g := startGateway(t, tlsListener(up.addr()), filedOnly)
+	engines := enginesOf(t, g)
+	if len(engines) != base {
+		t.Errorf("%d engines, want one per P the process had (%d)", len(engines), base)
+	}
+	if got := runtime.GOMAXPROCS(0); got != base+len(engines) {
+		t.Errorf("GOMAXPROCS %d with %d engines running, want %d", got, len(engines), base+len(engines))
+	}
+	collect := func(what string) {
+		t.Helper()
+		done := make(chan struct{})
+		go func() {
+			for range 3 {
+				runtime.GC()
+			}
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("garbage collection %s did not finish", what)
+		}
+	}
+	collect("with the engines idle")
+	c, err := dialTLS(g.addr("tls"), "filed.cn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if body, err := httpGetTLS(c, "filed.cn"); err != nil || body != "hello filed.cn from A" {
+		t.Fatalf("through the engine: got %q, %v", body, err)
+	}
+	collect("with a tunnel open")
+	if body, err := httpGetTLS(c, "filed.cn"); err != nil || body != "hello filed.cn from A" {
+		t.Fatalf("through the engine after the collections: got %q, %v", body, err)
+	}
+	c.Close()
+	g.stop(t)
+	if got := runtime.GOMAXPROCS(0); got != base {
+		t.Errorf("GOMAXPROCS %d after the engines stopped, want %d back", got, base)
+	}
+
+	if os.Getenv("ICPGATE_TEST_CHILD") != "" {
+		return
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A world that cannot stop hangs the child for good: its own timers
+	// stop with it, so the bound is here.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, "-test.run=^TestEngineProcs$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "ICPGATE_TEST_CHILD=1", "GODEBUG=asyncpreemptoff=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("--- PASS: TestEngineProcs")) {
+		t.Fatalf("with asyncpreemptoff=1: %v\n%s", err, out)
+	}
+}
+
+// TestEngineListenerOutOfPoller checks the socket the engines accept on:
+// a duplicate of the listener's, which is closed (its descriptor was in
+// the runtime's poller, woken for every connection); the duplicate
+// listens, serves, and is closed with the listener, freeing the port.
+func TestEngineListenerOutOfPoller(t *testing.T) {
+	up := newTLSUpstream(t, "A", nil)
+	g := startGateway(t, tlsListener(up.addr()), filedOnly)
+	enginesOf(t, g)
+	addr := g.addr("tls")
+	g.srv.mu.Lock()
+	l := g.srv.lns["tls"]
+	efd := l.efd
+	_, acceptErr := l.ln.Accept()
+	g.srv.mu.Unlock()
+	if efd < 0 {
+		t.Fatal("the engines accept on no descriptor of their own")
+	}
+	if !errors.Is(acceptErr, net.ErrClosed) {
+		t.Errorf("the listener's own descriptor: Accept gave %v, want it closed", acceptErr)
+	}
+	if v := listenerSockopt(t, g, "tls", unix.SOL_SOCKET, unix.SO_ACCEPTCONN); v != 1 {
+		t.Errorf("the engines' descriptor: SO_ACCEPTCONN %d, want a listening socket", v)
+	}
+	c, err := dialTLS(addr, "filed.cn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if body, err := httpGetTLS(c, "filed.cn"); err != nil || body != "hello filed.cn from A" {
+		t.Fatalf("through the engine: got %q, %v", body, err)
+	}
+	c.Close()
+	g.stop(t)
+	// Bound without SO_REUSEPORT, which the gateway's socket has: this
+	// fails while that socket still listens.
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("the port after the stop: %v (the engines' descriptor is still open)", err)
+	}
+	ln.Close()
 }

@@ -125,11 +125,19 @@ type Server struct {
 type listener struct {
 	name, protocol, address string
 	transparent             string           // ListenerConfig.Transparent: tproxy listeners are IP_TRANSPARENT
-	ln                      *net.TCPListener // nil until bound (tcp protocols)
+	ln                      *net.TCPListener // nil until bound (tcp protocols); closed once the engines accept on efd
+	// efd is the socket the engines accept on: a duplicate of ln's
+	// descriptor, outside the runtime's poller, which ln's own would
+	// wake for every connection (engineAccept); -1 when none.
+	efd int
 	pc                      *net.UDPConn     // nil until bound (quic)
 	rt                      atomic.Pointer[listenerRuntime]
 	closing                 atomic.Bool
 	engines                 []*engine // the engines accepting on ln; nil when acceptLoop does
+}
+
+func newListener(lc ListenerConfig) *listener {
+	return &listener{name: lc.Name, protocol: lc.Protocol, address: lc.Address, transparent: lc.Transparent, efd: -1}
 }
 
 // listenerRuntime is the immutable per-listener state a connection is
@@ -214,7 +222,7 @@ func NewServer(cfg Config, d Decider, m *Metrics, log *slog.Logger) (*Server, er
 	s.cfg = cfg
 	s.lns = make(map[string]*listener, len(cfg.Listeners))
 	for _, lc := range cfg.Listeners {
-		l := &listener{name: lc.Name, protocol: lc.Protocol, address: lc.Address, transparent: lc.Transparent}
+		l := newListener(lc)
 		l.rt.Store(s.newRuntime(cfg, lc))
 		s.lns[lc.Name] = l
 	}
@@ -392,6 +400,7 @@ func (l *listener) unbind() {
 		l.ln.Close()
 		l.ln = nil
 	}
+	l.closeEngineFD()
 	if l.pc != nil {
 		l.pc.Close()
 		l.pc = nil
@@ -564,7 +573,7 @@ func (s *Server) Reload(cfg Config, d Decider) error {
 			next[lc.Name] = old
 			continue
 		}
-		l := &listener{name: lc.Name, protocol: lc.Protocol, address: lc.Address, transparent: lc.Transparent}
+		l := newListener(lc)
 		if s.started {
 			if err := l.bind(lc); err != nil {
 				for _, f := range fresh {
@@ -620,8 +629,18 @@ func (l *listener) close() {
 	if l.ln != nil {
 		l.ln.Close()
 	}
+	l.closeEngineFD()
 	if l.pc != nil {
 		l.pc.Close() // ends the quic read loop, which ends its flows
+	}
+}
+
+// closeEngineFD closes the engines' descriptor of l's socket, once no
+// engine watches it.
+func (l *listener) closeEngineFD() {
+	if l.efd >= 0 {
+		rawClose(l.efd)
+		l.efd = -1
 	}
 }
 
@@ -780,6 +799,11 @@ func (s *Server) engineAccept(l *listener) error {
 			s.engines = append(s.engines, e)
 		}
 	}
+	fd, err := dupCloexec(l.ln)
+	if err != nil {
+		return err
+	}
+	l.efd = fd
 	for _, e := range s.engines {
 		var err error
 		e.call(func() { err = e.addListener(l) })
@@ -788,11 +812,29 @@ func (s *Server) engineAccept(l *listener) error {
 				added.call(func() { added.removeListener(l) })
 			}
 			l.engines = nil
+			l.closeEngineFD()
 			return err
 		}
 		l.engines = append(l.engines, e)
 	}
+	// Only the duplicate is left: closing a descriptor does not shut the
+	// socket down while another refers to it. ln keeps its address.
+	l.ln.Close()
 	return nil
+}
+
+// dupCloexec duplicates c's descriptor, close-on-exec. The duplicate is
+// the caller's alone: in no poller, and unaffected by c's Close.
+func dupCloexec(c syscall.Conn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	return nfd, derr
 }
 
 // stopEngines stops the passthrough engines. s.mu must be held.
