@@ -129,11 +129,11 @@ type listener struct {
 	// efd is the socket the engines accept on: a duplicate of ln's
 	// descriptor, outside the runtime's poller, which ln's own would
 	// wake for every connection (engineAccept); -1 when none.
-	efd int
-	pc                      *net.UDPConn     // nil until bound (quic)
-	rt                      atomic.Pointer[listenerRuntime]
-	closing                 atomic.Bool
-	engines                 []*engine // the engines accepting on ln; nil when acceptLoop does
+	efd     int
+	pc      *net.UDPConn // nil until bound (quic)
+	rt      atomic.Pointer[listenerRuntime]
+	closing atomic.Bool
+	engines []*engine // the engines accepting on ln; nil when acceptLoop does
 }
 
 func newListener(lc ListenerConfig) *listener {
