@@ -84,7 +84,7 @@ func (e *engine) acceptHTTP(el *engListener, rt *listenerRuntime, fd int, peer n
 		// a copy.
 		j.first, j.firstFull = append([]byte(nil), got...), full
 	}
-	s.startHandler(j)
+	e.startHandler(j)
 }
 
 // finishBlock writes the rest of a block response that did not fit the

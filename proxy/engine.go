@@ -43,10 +43,12 @@ import (
 // (EPOLLEXCLUSIVE, so one engine wakes per connection) and every socket of
 // its connections (edge-triggered, registered for reading, and for writing
 // only once a write found a buffer full). All of its socket calls are raw,
-// non-blocking system calls (rawsys.go); it
-// waits in the runtime's poller on the epoll descriptor itself, so the
-// rest of the process (HTTP, QUIC, admin) shares the cores as usual.
-// Connections have no goroutine, no per-connection allocation once warm
+// non-blocking system calls (rawsys.go); it waits in a raw, blocking
+// epoll_wait on a P of its own (run, engineProcs), so the rest of the
+// process (HTTP, QUIC, admin) keeps the Ps it had. The listening sockets
+// it accepts on are duplicates outside the runtime's poller (the
+// listener's own descriptor is closed), which would otherwise wake a
+// second thread for every connection. Connections have no goroutine, no per-connection allocation once warm
 // (their state is a reused slot) and, idle, no buffer and no pipe.
 //
 // A direction relays through a read and a write of a shared scratch buffer
@@ -161,6 +163,7 @@ type engine struct {
 
 	now       int64
 	nextSweep int64
+	readied   bool // a turn started handler goroutines (startHandler)
 
 	open   atomic.Int64 // connections served, for the drain log and tests
 	served atomic.Int64 // connections taken since the start, for tests
@@ -380,6 +383,13 @@ func (e *engine) run() {
 			continue
 		}
 		timeout = e.waitMillis()
+		if e.readied {
+			// This turn gave connections to handler goroutines, queued
+			// on this P: let it run them now rather than leave them for
+			// another thread to steal while the wait holds the P.
+			e.readied = false
+			runtime.Gosched()
+		}
 	}
 	e.release()
 }
@@ -687,6 +697,12 @@ func (e *engine) wake() {
 	var one [8]byte
 	binary.NativeEndian.PutUint64(one[:], 1)
 	rawWriteFD(e.wakefd, one[:])
+}
+
+// startHandler gives j to a handler goroutine.
+func (e *engine) startHandler(j connJob) {
+	e.s.startHandler(j)
+	e.readied = true
 }
 
 // finish closes c and frees its slot.
@@ -1190,7 +1206,7 @@ func (e *engine) pageHandOff(c *pconn, p *tlsPage, rv uint16, d *Decision) {
 	j := connJob{rt: rt, tc: &trackedConn{c: nc, tcp: nc, ip: c.ip, listener: rt.cfg.Name}, client: c.client, page: pj}
 	e.detach(c) // the slots go with the connection
 	s.conns.add(j.tc)
-	s.startHandler(j)
+	e.startHandler(j)
 }
 
 // linger discards what a blocked client still sends until it closes.
