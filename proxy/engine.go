@@ -383,6 +383,9 @@ func (e *engine) run() {
 			continue
 		}
 		timeout = e.waitMillis()
+		if n > 0 && len(e.pushes) > 0 {
+			rawNap(burstNap)
+		}
 		if e.readied {
 			// This turn gave connections to handler goroutines, queued
 			// on this P: let it run them now rather than leave them for
@@ -393,6 +396,15 @@ func (e *engine) run() {
 	}
 	e.release()
 }
+
+// burstNap is how long a turn that handled events naps before its wait
+// while a burst streams (e.pushes). Waking the moment a socket is ready
+// moves a burst in small steps, each one a wake-up of the peers' threads
+// too; in the pause bytes and buffer space gather, so each turn moves
+// more. Bulk TLS through one core went from 572 to 625 MB/s (0.81x to
+// 0.88x a direct connection; interleaved, medians of 6). Other
+// connections of the engine wait that much longer only while a burst runs.
+const burstNap = 50 * time.Microsecond
 
 // engineWaitMax is the longest wait of an engine's loop.
 const engineWaitMax = 10 * time.Millisecond

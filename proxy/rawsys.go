@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -191,6 +192,13 @@ func rawEpollPoll(epfd int, evs []unix.EpollEvent) (int, syscall.Errno) {
 func rawEpollWait(epfd int, evs []unix.EpollEvent, timeout int) (int, syscall.Errno) {
 	r, _, e := syscall.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&evs[0])), uintptr(len(evs)), uintptr(timeout), 0, 0)
 	return int(r), e
+}
+
+// rawNap sleeps d (under a second) on the thread, keeping the P: the
+// engine's pause while a burst streams (burstNap).
+func rawNap(d time.Duration) {
+	ts := unix.NsecToTimespec(int64(d))
+	syscall.RawSyscall(unix.SYS_NANOSLEEP, uintptr(unsafe.Pointer(&ts)), 0, 0)
 }
 
 // rawSetNoDelay sets TCP_NODELAY on fd; turning it on sends what is queued.
