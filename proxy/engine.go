@@ -48,8 +48,9 @@ import (
 // process (HTTP, QUIC, admin) keeps the Ps it had. The listening sockets
 // it accepts on are duplicates outside the runtime's poller (the
 // listener's own descriptor is closed), which would otherwise wake a
-// second thread for every connection. Connections have no goroutine, no per-connection allocation once warm
-// (their state is a reused slot) and, idle, no buffer and no pipe.
+// second thread for every connection. Connections have no goroutine, no
+// per-connection allocation once warm (their state is a reused slot) and,
+// idle, no buffer and no pipe.
 //
 // A direction relays through a read and a write of a shared scratch buffer
 // while it is small (the handshake, a request, a response), two system
@@ -670,8 +671,8 @@ func (e *engine) newConn() *pconn {
 //
 // A socket is registered without EPOLLOUT while its writes go through: a
 // writable socket added with it reports EPOLLOUT at once, and every
-// connection would pay a turn of the loop (two epoll_waits and a park of
-// the goroutine) for that report on each of its sockets. watchOut adds
+// connection would pay a wake-up of the loop for that report on each of
+// its sockets. watchOut adds
 // EPOLLOUT the first time a write finds the socket's buffer full.
 func (e *engine) register(c *pconn, fd int, kind int32, out bool) bool {
 	ev := unix.EpollEvent{Events: epollIn, Fd: c.slot, Pad: c.gen<<2 | kind}

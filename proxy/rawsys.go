@@ -179,7 +179,8 @@ func rawEpollCtl(epfd, op, fd int, ev *unix.EpollEvent) syscall.Errno {
 }
 
 // rawEpollPoll collects the ready events without waiting (timeout 0): the
-// engine waits in the runtime's poller, on the epoll descriptor itself.
+// parker (park.go) waits in the runtime's poller, on the epoll descriptor
+// itself.
 func rawEpollPoll(epfd int, evs []unix.EpollEvent) (int, syscall.Errno) {
 	r, e := rawCall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&evs[0])), uintptr(len(evs)), 0, 0, 0)
 	return int(r), e

@@ -133,7 +133,7 @@ type listener struct {
 	pc      *net.UDPConn // nil until bound (quic)
 	rt      atomic.Pointer[listenerRuntime]
 	closing atomic.Bool
-	engines []*engine // the engines accepting on ln; nil when acceptLoop does
+	engines []*engine // the engines accepting on efd; nil when acceptLoop does (on ln)
 }
 
 func newListener(lc ListenerConfig) *listener {
