@@ -672,8 +672,8 @@ func (e *engine) newConn() *pconn {
 // A socket is registered without EPOLLOUT while its writes go through: a
 // writable socket added with it reports EPOLLOUT at once, and every
 // connection would pay a wake-up of the loop for that report on each of
-// its sockets. watchOut adds
-// EPOLLOUT the first time a write finds the socket's buffer full.
+// its sockets. watchOut adds EPOLLOUT the first time a write finds the
+// socket's buffer full.
 func (e *engine) register(c *pconn, fd int, kind int32, out bool) bool {
 	ev := unix.EpollEvent{Events: epollIn, Fd: c.slot, Pad: c.gen<<2 | kind}
 	if out {

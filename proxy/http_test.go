@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"golang.org/x/sys/unix"
 	"io"
 	"log/slog"
 	"net"
@@ -211,13 +210,7 @@ var httpGatewaySock bool
 // sockConnOf turns c into the sockConn an engine would hand over: a
 // duplicate of its socket in an *os.File; c itself is closed.
 func sockConnOf(t testing.TB, c *net.TCPConn) *sockConn {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Error(err)
-		return nil
-	}
-	nfd := -1
-	rc.Control(func(fd uintptr) { nfd, err = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) })
+	nfd, err := dupCloexec(c)
 	local, peer := addrPort(c.LocalAddr()), addrPort(c.RemoteAddr())
 	c.Close()
 	if err != nil {

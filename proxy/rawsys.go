@@ -182,8 +182,12 @@ func rawEpollCtl(epfd, op, fd int, ev *unix.EpollEvent) syscall.Errno {
 // parker (park.go) waits in the runtime's poller, on the epoll descriptor
 // itself.
 func rawEpollPoll(epfd int, evs []unix.EpollEvent) (int, syscall.Errno) {
-	r, e := rawCall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&evs[0])), uintptr(len(evs)), 0, 0, 0)
-	return int(r), e
+	for {
+		n, e := rawEpollWait(epfd, evs, 0)
+		if e != unix.EINTR {
+			return n, e
+		}
+	}
 }
 
 // rawEpollWait waits up to timeout milliseconds (-1: no limit, 0: not at
