@@ -404,6 +404,7 @@ func (h *httpHandler) run(ctx context.Context, c stream, ci *connInfo, host stri
 			// The upstream connection first: a client that saw the end
 			// of its response may come straight back on a new connection.
 			hc.releaseUpstream()
+			hc.flushDown()
 			if hc.linger {
 				lingerClose(c)
 			}
@@ -422,6 +423,17 @@ func (h *httpHandler) run(ctx context.Context, c stream, ci *connInfo, host stri
 	}
 }
 
+// flushDown sends the end of a response that was left to go out with
+// the next read of the client (relayFinal) when that read did not happen
+// or failed before it could write: the server is draining, or the read's
+// deadline had passed. Nothing else is written before it: rawIO.Write
+// sends it first.
+func (hc *httpConn) flushDown() {
+	if err := hc.cio.flushLead(); err != nil && hc.h.log.Enabled(context.Background(), slog.LevelDebug) {
+		hc.h.log.Debug("writing response", "client", hc.client.String(), "error", err)
+	}
+}
+
 // park parks hc's idle client with p for the rest of its idle timeout
 // (hc.parkFor), giving back the upstream connection. It reports false when
 // p did not take it; run then closes the connection, as the end of the
@@ -434,6 +446,7 @@ func (hc *httpConn) park(p *parker, j *connJob, stop func() bool) bool {
 	}
 	hc.wakeDone.Done()
 	hc.releaseUpstream()
+	hc.flushDown() // sent by the idle read already, unless that failed at once
 	pc := &parkedConn{job: *j, ci: hc.ci, host: hc.host, fd: -1, expires: time.Now().Add(rest).UnixNano()}
 	pc.job.resume = nil
 	hc.io(hc.c).rc.Control(func(fd uintptr) { pc.fd = int(fd) })
@@ -524,6 +537,7 @@ func (hc *httpConn) drainWake() {
 }
 
 func (hc *httpConn) closeUpstream() {
+	hc.uio.lead = nil // a request that failed is not sent again
 	if hc.up != nil {
 		hc.up.Close()
 		hc.up, hc.upAddr = nil, ""
@@ -1358,6 +1372,22 @@ func (hc *httpConn) relayFinal(b []byte, n int, isHead bool) (bool, error) {
 	hc.c.SetWriteDeadline(time.Now().Add(h.idle))
 	var err error
 	switch {
+	case clientKeep && len(hc.in.buffered()) == 0 && (noBody ||
+		!resp.chunked && resp.contentLength >= 0 &&
+			resp.contentLength <= int64(min(len(up.buffered()), outFlushThresh-len(o)))):
+		// The whole response is here and the client has sent nothing
+		// more: it goes out inside the wait for the client's next
+		// request (rawIO.sendThenRead), saving the read that would find
+		// nothing yet. Errors come back as that read's. hc.out stays
+		// untouched until then: the next use of it follows that read,
+		// and run's exits send what is still pending (hc.flushDown).
+		if !noBody {
+			hc.out = append(hc.out, up.buffered()[:resp.contentLength]...)
+			up.r += int(resp.contentLength)
+		}
+		hc.io(hc.c).sendThenRead(hc.out)
+		hc.nDown += int64(len(hc.out))
+		hc.out = hc.out[:0]
 	case noBody:
 		err = hc.flushOut(hc.c, &hc.nDown)
 	case resp.chunked:

@@ -315,9 +315,23 @@ func writeOn(fd int, b []byte, off *int) (full bool, errno syscall.Errno) {
 // sendThenRead makes the next Read write b first: inside the same poller
 // wait, so that Read does not begin with a read that finds nothing (the
 // readiness the wait needs is armed before the write, and an answer that
-// comes after it is reported). b must stay unchanged until that Read.
+// comes after it is reported). b must stay unchanged until it is sent:
+// by that Read, by the next Write (which sends it first) or by
+// flushLead. A Read that fails before it could write (its deadline had
+// passed, the socket was closed) keeps b pending.
 func (r *rawIO) sendThenRead(b []byte) {
 	r.lead, r.leadN = b, 0
+}
+
+// flushLead writes what sendThenRead left pending, waiting for room.
+func (r *rawIO) flushLead() error {
+	if r.lead == nil {
+		return nil
+	}
+	rest := r.lead[r.leadN:]
+	r.lead = nil
+	_, err := r.Write(rest)
+	return err
 }
 
 // Read is net.Conn's Read.
@@ -331,18 +345,19 @@ func (r *rawIO) Read(b []byte) (int, error) {
 		fn = r.leadFn
 	}
 	err := r.rc.Read(fn)
-	if r.lead != nil && err == nil && r.errno == 0 {
-		// The socket took only part of lead: write the rest waiting for
-		// room, then read as usual.
-		rest := r.lead[r.leadN:]
-		r.lead = nil
-		if _, werr := r.Write(rest); werr != nil {
-			return 0, werr
+	if r.lead != nil && err == nil {
+		if r.errno != 0 {
+			r.lead = nil // the write failed: nothing more goes out
+		} else {
+			// The socket took only part of lead: write the rest waiting
+			// for room, then read as usual.
+			if werr := r.flushLead(); werr != nil {
+				return 0, werr
+			}
+			r.b, r.n, r.errno = b, 0, 0
+			err = r.rc.Read(r.readFn)
 		}
-		r.b, r.n, r.errno = b, 0, 0
-		err = r.rc.Read(r.readFn)
 	}
-	r.lead = nil
 	r.b = nil
 	switch {
 	case err != nil:
@@ -362,10 +377,14 @@ func (r *rawIO) waitReadable() bool {
 	return r.rc.Read(r.peekFn) == nil
 }
 
-// Write is net.Conn's Write: all of b, or an error.
+// Write is net.Conn's Write: all of b, or an error. What sendThenRead
+// left pending goes out first.
 func (r *rawIO) Write(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
+	}
+	if err := r.flushLead(); err != nil {
+		return 0, err
 	}
 	r.b, r.n, r.errno = b, 0, 0
 	err := r.rc.Write(r.writeFn)

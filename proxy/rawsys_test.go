@@ -56,3 +56,50 @@ func TestRawIOSendThenRead(t *testing.T) {
 		})
 	}
 }
+
+// TestRawIOLeadKeptOnFailedRead checks that what sendThenRead left for a
+// Read is not lost when that Read fails before it could write (its
+// deadline had passed, as a drain makes it): the next Write sends it
+// first, in order, and flushLead sends it alone.
+func TestRawIOLeadKeptOnFailedRead(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		write bool // a Write follows; else flushLead
+	}{
+		{"then Write", true},
+		{"then flushLead", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := tcpPair(t)
+			var r rawIO
+			r.bind(a)
+			a.SetReadDeadline(time.Now().Add(-time.Second))
+			a.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			r.sendThenRead([]byte("response"))
+			if _, err := r.Read(make([]byte, 16)); !isTimeout(err) {
+				t.Fatalf("Read past its deadline: %v, want a timeout", err)
+			}
+			if r.lead == nil {
+				t.Fatal("the failed Read dropped the pending bytes")
+			}
+			want := "response"
+			if tc.write {
+				if _, err := r.Write([]byte("+page")); err != nil {
+					t.Fatal(err)
+				}
+				want += "+page"
+			} else if err := r.flushLead(); err != nil {
+				t.Fatal(err)
+			}
+			a.Close()
+			b.SetReadDeadline(time.Now().Add(10 * time.Second))
+			got, err := io.ReadAll(b)
+			if err != nil || string(got) != want {
+				t.Fatalf("the peer got %q, %v; want %q", got, err, want)
+			}
+			if r.lead != nil || r.flushLead() != nil {
+				t.Error("the bytes are still pending after they were sent")
+			}
+		})
+	}
+}
