@@ -347,7 +347,8 @@ type httpConn struct {
 	linger      bool   // drain unread client bytes before closing
 	id          []byte // current request ID
 
-	nUp, nDown int64 // bytes relayed for the current request
+	nUp, nDown int64     // bytes relayed for the current request
+	now        time.Time // when the current request's head came, or its body was sent
 
 	// canPark: run may park the idle client (it has a parker); parkFor
 	// is then set by readHead to the rest of an idle timeout to park for.
@@ -510,7 +511,7 @@ func (hc *httpConn) idleWait(d time.Duration) bool {
 		hc.mu.Unlock()
 		return false
 	}
-	hc.c.SetReadDeadline(time.Now().Add(d))
+	hc.io(hc.c).setDeadline(dlRead, time.Now(), d)
 	hc.mu.Unlock()
 	hc.releaseUpstream()
 	if hc.up == nil && hc.upIn.b != nil {
@@ -537,7 +538,7 @@ func (hc *httpConn) drainWake() {
 }
 
 func (hc *httpConn) closeUpstream() {
-	hc.uio.lead = nil // a request that failed is not sent again
+	hc.uio.bind(nil) // nothing pending (a request that failed is not sent again)
 	if hc.up != nil {
 		hc.up.Close()
 		hc.up, hc.upAddr = nil, ""
@@ -557,6 +558,7 @@ func (hc *httpConn) releaseUpstream() {
 	if p := hc.h.pool; p != nil && hc.upClean && len(hc.upIn.buffered()) == 0 {
 		// Deadlines set while relaying must not fire on the next user.
 		if hc.up.SetDeadline(time.Time{}) == nil {
+			hc.uio.bind(nil)
 			p.put(hc.upAddr, hc.up)
 			hc.up, hc.upAddr, hc.upClean = nil, "", false
 			hc.upIn.r, hc.upIn.w = 0, 0
@@ -597,7 +599,7 @@ func (hc *httpConn) refuse(err error, head bool) {
 func (hc *httpConn) writeError(status int, kind, host string, head bool) {
 	h := hc.h
 	hc.linger = true
-	hc.c.SetWriteDeadline(time.Now().Add(h.hello))
+	hc.io(hc.c).setDeadline(dlWrite, time.Now(), h.hello)
 	err := WriteBlock(hc.io(hc.c), BlockRequest{
 		Host: host, RequestID: string(hc.nextID()), Node: h.node, Status: status,
 		Error: kind, HeadOnly: head, Page: h.page, Accept: hc.accept(),
@@ -643,12 +645,13 @@ func (hc *httpConn) readHead(first bool) (n int, ok bool, err error) {
 			return 0, false, nil
 		}
 		hc.idle = true
-		hc.c.SetReadDeadline(time.Now().Add(d))
+		hc.io(hc.c).setDeadline(dlRead, time.Now(), d)
 		hc.mu.Unlock()
 	} else {
-		hc.c.SetReadDeadline(time.Now().Add(h.hello))
+		hc.io(hc.c).setDeadline(dlRead, time.Now(), h.hello)
 	}
 	scan := 0
+	hello := false // the read deadline is the idle wait's: set Hello's before the next read
 	for {
 		buf := in.buffered()
 		limit := buf
@@ -672,13 +675,23 @@ func (hc *httpConn) readHead(first bool) (n int, ok bool, err error) {
 				in.grow(h.maxHeaderBytes + 1)
 			}
 		}
+		if hello {
+			// The rest of a head that has begun comes within Hello.
+			hello = false
+			hc.io(hc.c).setDeadline(dlRead, time.Now(), h.hello)
+		}
 		nr, rerr := in.fill(hc.io(hc.c))
 		if nr > 0 && waiting {
 			waiting = false
 			hc.mu.Lock()
 			hc.idle = false
-			hc.c.SetReadDeadline(time.Now().Add(h.hello))
+			if hc.draining {
+				hc.cio.forget() // drainWake moved the read deadline
+			}
 			hc.mu.Unlock()
+			// A head that is complete now needs no further read: the
+			// Hello deadline is set only before one (hello).
+			hello = true
 		}
 		if rerr != nil && nr == 0 {
 			if len(in.buffered()) == 0 {
@@ -729,6 +742,7 @@ func (hc *httpConn) serveRequest(first bool) bool {
 		return false
 	}
 	start := time.Now()
+	hc.now = start
 	in := &hc.in
 	head := in.b[in.r : in.r+n]
 	// Spans index head; they stay valid until the body relay refills the
@@ -842,8 +856,8 @@ func isTimeout(err error) bool {
 func (hc *httpConn) writeErrorSameID(status int, kind, host string, head bool) {
 	h := hc.h
 	hc.linger = true
-	hc.c.SetWriteDeadline(time.Now().Add(h.hello))
-	WriteBlock(hc.c, BlockRequest{
+	hc.io(hc.c).setDeadline(dlWrite, time.Now(), h.hello)
+	WriteBlock(hc.io(hc.c), BlockRequest{
 		Host: host, RequestID: string(hc.id), Node: h.node, Status: status,
 		Error: kind, HeadOnly: head, Page: h.page, Accept: hc.accept(),
 	})
@@ -854,7 +868,7 @@ func (hc *httpConn) block(dec *Decision, head []byte, isHead bool) {
 	h := hc.h
 	hc.linger = true
 	now := time.Now()
-	hc.c.SetWriteDeadline(now.Add(h.hello))
+	hc.io(hc.c).setDeadline(dlWrite, now, h.hello)
 	err := WriteBlock(hc.io(hc.c), h.blockRequest(dec, hc.host, string(hc.id), hc.accept(), isHead, now))
 	if err != nil && h.log.Enabled(context.Background(), slog.LevelDebug) {
 		h.log.Debug("writing block response", "client", hc.client.String(), "error", err)
@@ -1040,13 +1054,15 @@ func (hc *httpConn) forward(head []byte, isHead, canRetry bool) (bool, error) {
 
 	hasBody := req.chunked || req.contentLength > 0
 	if req.expect100 && hasBody && req.minor == 1 {
-		hc.c.SetWriteDeadline(time.Now().Add(h.idle))
+		hc.io(hc.c).setDeadline(dlWrite, time.Now(), h.idle)
 		if _, err := hc.io(hc.c).Write(continueLine); err != nil {
 			return false, fmt.Errorf("writing 100 continue: %w", err)
 		}
 	}
 
-	hc.up.SetWriteDeadline(time.Now().Add(h.idle))
+	// One deadline for the request's writes and the response head's
+	// reads (readResponseHead).
+	hc.io(hc.up).setDeadline(dlBoth, hc.now, h.idle)
 	var err error
 	switch {
 	case req.chunked:
@@ -1066,6 +1082,9 @@ func (hc *httpConn) forward(head []byte, isHead, canRetry bool) (bool, error) {
 		hc.out = hc.out[:0]
 	default:
 		err = hc.flushOut(hc.up, &hc.nUp)
+	}
+	if hasBody {
+		hc.now = time.Now() // the response head's wait starts after the body
 	}
 	if err != nil {
 		if canRetry && !isTimeout(err) {
@@ -1134,8 +1153,8 @@ func (hc *httpConn) splice(n int64, src, dst stream, count *int64) error {
 	for n > 0 {
 		step := min(n, spliceStep)
 		now := time.Now()
-		src.SetReadDeadline(now.Add(hc.h.idle))
-		dst.SetWriteDeadline(now.Add(hc.h.idle))
+		hc.io(src).setDeadline(dlRead, now, hc.h.idle)
+		hc.io(dst).setDeadline(dlWrite, now, hc.h.idle)
 		w, eof, err := spliceRun(dst, src, step)
 		*count += w
 		n -= w
@@ -1180,7 +1199,7 @@ func (hc *httpConn) relayChunked(k *chunkReader, src *connBuf, srcConn, dst stre
 			if src.r == src.w {
 				src.r, src.w = 0, 0
 			}
-			srcConn.SetReadDeadline(time.Now().Add(hc.h.idle))
+			hc.io(srcConn).setDeadline(dlRead, time.Now(), hc.h.idle)
 			nr, rerr := src.fill(hc.io(srcConn))
 			if rerr != nil && nr == 0 {
 				if errors.Is(rerr, errBufferFull) {
@@ -1270,7 +1289,7 @@ func (hc *httpConn) relayResponse(isHead, upgrade, canRetry bool) (bool, error) 
 			up.r += n
 			hc.out = append(hc.out, up.buffered()...)
 			up.r = up.w
-			hc.c.SetWriteDeadline(time.Now().Add(h.idle))
+			hc.io(hc.c).setDeadline(dlWrite, time.Now(), h.idle)
 			if err := hc.flushOut(hc.c, &hc.nDown); err != nil {
 				return false, err
 			}
@@ -1281,10 +1300,11 @@ func (hc *httpConn) relayResponse(isHead, upgrade, canRetry bool) (bool, error) 
 			// Interim response (100, 102, 103): relay as is, read on.
 			hc.out = append(hc.out[:0], b...)
 			up.r += n
-			hc.c.SetWriteDeadline(time.Now().Add(h.idle))
+			hc.io(hc.c).setDeadline(dlWrite, time.Now(), h.idle)
 			if err := hc.flushOut(hc.c, &hc.nDown); err != nil {
 				return false, err
 			}
+			hc.now = time.Now() // the final response's wait starts now
 			continue
 		}
 		return hc.relayFinal(b, n, isHead)
@@ -1300,7 +1320,7 @@ func (hc *httpConn) readResponseHead() (int, error) {
 	} else if len(up.b)-up.r < h.maxHeaderBytes {
 		up.compact()
 	}
-	hc.up.SetReadDeadline(time.Now().Add(h.idle))
+	hc.io(hc.up).setDeadline(dlRead, hc.now, h.idle)
 	scan := 0
 	for {
 		buf := up.buffered()
@@ -1369,7 +1389,7 @@ func (hc *httpConn) relayFinal(b []byte, n int, isHead bool) (bool, error) {
 	hc.out = o
 	up.r += n
 
-	hc.c.SetWriteDeadline(time.Now().Add(h.idle))
+	hc.io(hc.c).setDeadline(dlWrite, time.Now(), h.idle)
 	var err error
 	switch {
 	case clientKeep && len(hc.in.buffered()) == 0 && (noBody ||
@@ -1420,8 +1440,8 @@ func (hc *httpConn) relayUntilEOF() error {
 	}
 	for {
 		now := time.Now()
-		hc.up.SetReadDeadline(now.Add(hc.h.idle))
-		hc.c.SetWriteDeadline(now.Add(hc.h.idle))
+		hc.io(hc.up).setDeadline(dlRead, now, hc.h.idle)
+		hc.io(hc.c).setDeadline(dlWrite, now, hc.h.idle)
 		w, eof, err := spliceRun(hc.c, hc.up, spliceStep)
 		hc.nDown += w
 		if err != nil {
@@ -1448,6 +1468,8 @@ func (hc *httpConn) tunnel() {
 	var zero time.Time
 	hc.c.SetDeadline(zero)
 	hc.up.SetDeadline(zero)
+	hc.cio.forget()
+	hc.uio.forget()
 	done := make(chan int64, 1)
 	go tunnelCopy(hc.up, hc.c, done)
 	down, _ := spliceCopy(hc.c, hc.up, nil)

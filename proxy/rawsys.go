@@ -250,6 +250,71 @@ type rawIO struct {
 	leadN int
 
 	readFn, writeFn, peekFn, leadFn func(uintptr) bool
+
+	// rdl and wdl are the read and write deadlines last set through
+	// setDeadline, as monoNow offsets; 0 when not known (none set
+	// through it since bind, or forgotten).
+	rdl, wdl int64
+}
+
+// Which deadlines setDeadline sets.
+const (
+	dlRead = 1 << iota
+	dlWrite
+	dlBoth = dlRead | dlWrite
+)
+
+// lazySlack is the most by which a deadline set through rawIO.setDeadline
+// may differ from the one asked for (nginx leaves its timers alone within
+// 300 ms the same way: NGX_TIMER_LAZY_DELAY).
+const lazySlack = 250 * time.Millisecond
+
+// monoBase is the origin of the monotonic offsets rawIO keeps.
+var monoBase = time.Now()
+
+// setDeadline sets the read, write or both deadlines (which) of the
+// socket to now+d, as net.Conn's SetDeadline does, except one already
+// within d/8, and never more than lazySlack, of it. Each request of a
+// keep-alive connection moves its deadlines on by a few milliseconds;
+// setting them costs three clock reads and a timer update under the
+// runtime's lock every time, which this keeps out of the request path at
+// the price of a timeout that may fire that little early or late.
+// Whoever sets a deadline of the socket some other way calls forget.
+func (r *rawIO) setDeadline(which int, now time.Time, d time.Duration) {
+	t := now.Add(d)
+	off := int64(t.Sub(monoBase))
+	slack := int64(min(d/8, lazySlack))
+	if which&dlRead != 0 && r.rdl != 0 && abs64(off-r.rdl) < slack {
+		which &^= dlRead
+	}
+	if which&dlWrite != 0 && r.wdl != 0 && abs64(off-r.wdl) < slack {
+		which &^= dlWrite
+	}
+	switch which {
+	case dlRead:
+		if r.c.SetReadDeadline(t) == nil {
+			r.rdl = off
+		}
+	case dlWrite:
+		if r.c.SetWriteDeadline(t) == nil {
+			r.wdl = off
+		}
+	case dlBoth:
+		if r.c.SetDeadline(t) == nil {
+			r.rdl, r.wdl = off, off
+		}
+	}
+}
+
+// forget drops what setDeadline knows of the socket's deadlines: the next
+// call sets them.
+func (r *rawIO) forget() { r.rdl, r.wdl = 0, 0 }
+
+func abs64(x int64) int64 {
+	if x < 0 {
+		return -x
+	}
+	return x
 }
 
 // bind points r at c (nil to let go of it).
@@ -258,6 +323,7 @@ func (r *rawIO) bind(c stream) {
 		return
 	}
 	r.c, r.rc, r.lead = c, nil, nil
+	r.forget()
 	if c != nil {
 		r.rc, _ = c.SyscallConn() // never fails for an open *net.TCPConn or sockConn
 	}

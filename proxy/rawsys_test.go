@@ -103,3 +103,43 @@ func TestRawIOLeadKeptOnFailedRead(t *testing.T) {
 		})
 	}
 }
+
+// TestRawIOSetDeadline checks setDeadline's laziness: a deadline within
+// its slack of the one set is left alone, one further away is set, a
+// deadline that was set another way is set again after forget, and the
+// deadlines it sets do fire.
+func TestRawIOSetDeadline(t *testing.T) {
+	a, b := tcpPair(t)
+	var r rawIO
+	r.bind(a)
+	now := time.Now()
+	r.setDeadline(dlBoth, now, 10*time.Second)
+	rdl, wdl := r.rdl, r.wdl
+	if rdl == 0 || rdl != wdl {
+		t.Fatalf("after the first call: read %d, write %d; want both set, equal", rdl, wdl)
+	}
+	r.setDeadline(dlRead, now.Add(50*time.Millisecond), 10*time.Second)
+	if r.rdl != rdl {
+		t.Error("a read deadline 50 ms on (slack 250 ms) was set again")
+	}
+	r.setDeadline(dlWrite, now.Add(time.Second), 10*time.Second)
+	if r.wdl == wdl || r.rdl != rdl {
+		t.Errorf("a write deadline 1 s on: write %d (was %d), read %d (was %d); want only the write set", r.wdl, wdl, r.rdl, rdl)
+	}
+
+	// Set around it: the next call must set it, though it is the same.
+	a.SetReadDeadline(time.Now().Add(-time.Second))
+	r.forget()
+	r.setDeadline(dlRead, now, 10*time.Second)
+	go b.Write([]byte("x"))
+	var buf [1]byte
+	if n, err := r.Read(buf[:]); n != 1 || err != nil {
+		t.Fatalf("read after forget and setDeadline: %d, %v; want the byte (the past deadline should be gone)", n, err)
+	}
+
+	// Small timeouts get a small slack (d/8), and fire.
+	r.setDeadline(dlRead, time.Now(), 20*time.Millisecond)
+	if _, err := r.Read(buf[:]); !isTimeout(err) {
+		t.Fatalf("read past a 20 ms deadline: %v, want a timeout", err)
+	}
+}
