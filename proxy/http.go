@@ -521,6 +521,7 @@ func (hc *httpConn) idleWait(d time.Duration) bool {
 	hc.io(hc.c).setDeadline(dlRead, time.Now(), d)
 	hc.mu.Unlock()
 	hc.releaseUpstream()
+	hc.flushDown() // the client waits for it before it sends more
 	if hc.up == nil && hc.upIn.b != nil {
 		putHTTPBuf(hc.upIn.b)
 		hc.upIn.b = nil

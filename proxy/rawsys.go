@@ -252,7 +252,7 @@ type rawIO struct {
 	readFn, writeFn, peekFn, leadFn func(uintptr) bool
 
 	// rdl and wdl are the read and write deadlines last set through
-	// setDeadline, as monoNow offsets; 0 when not known (none set
+	// setDeadline, as offsets from monoBase; 0 when not known (none set
 	// through it since bind, or forgotten).
 	rdl, wdl int64
 }
