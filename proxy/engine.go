@@ -361,6 +361,7 @@ func (e *engine) call(f func()) bool {
 func (e *engine) run() {
 	defer close(e.done)
 	timeout := 0
+	var turn int64 // when the last turn began
 	for !e.halt.Load() {
 		n, errno := rawEpollWait(e.epfd, e.evs, timeout)
 		if errno != 0 {
@@ -370,6 +371,8 @@ func (e *engine) run() {
 			}
 		}
 		e.now = engineNow()
+		dense := e.now-turn < int64(gatherDense)
+		turn = e.now
 		for i := 0; i < n; i++ {
 			e.dispatch(&e.evs[i])
 		}
@@ -384,8 +387,11 @@ func (e *engine) run() {
 			continue
 		}
 		timeout = e.waitMillis()
-		if n > 0 && len(e.pushes) > 0 {
+		switch {
+		case n > 0 && len(e.pushes) > 0:
 			rawNap(burstNap)
+		case n > 0 && dense:
+			rawNap(gatherNap)
 		}
 		if e.readied {
 			// This turn gave connections to handler goroutines, queued

@@ -668,6 +668,8 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.startAccept(l)
 	}
 	s.mu.Unlock()
+	napper.add(1)
+	defer napper.add(-1)
 
 	watchdogDone := make(chan struct{})
 	stopWatchdog := make(chan struct{})
