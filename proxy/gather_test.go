@@ -18,6 +18,26 @@ func napsAfter(z *idleNapper, from uint64, d time.Duration) uint64 {
 	return z.naps.Load()
 }
 
+// feedWork adds n to handlerWork every d until the returned stop is
+// called: a stand-in for handler goroutines' reads.
+func feedWork(d time.Duration, n uint64) (stop func()) {
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-time.After(d):
+				handlerWork.Add(n)
+			}
+		}
+	}()
+	return func() { close(quit); wg.Wait() }
+}
+
 // TestIdleNapper: with the handlers on one P, the napper naps while reads
 // keep coming in numbers, stops once they stop, never naps with more Ps,
 // and its goroutine ends when the last Server stops.
@@ -33,26 +53,11 @@ func TestIdleNapper(t *testing.T) {
 	}()
 
 	// Busy: a stand-in for handler goroutines, many reads a turn.
-	quit := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-quit:
-				return
-			default:
-			}
-			handlerWork.Add(4 * napperGather)
-			time.Sleep(50 * time.Microsecond)
-		}
-	}()
+	stopFeed := feedWork(50*time.Microsecond, 4*napperGather)
 	if n := napsAfter(z, 0, 10*time.Second); n == 0 {
 		t.Fatal("no nap while reads kept coming")
 	}
-	close(quit)
-	wg.Wait()
+	stopFeed()
 
 	// Idle: after the run ends, no more naps.
 	time.Sleep(300 * time.Millisecond)
@@ -63,24 +68,11 @@ func TestIdleNapper(t *testing.T) {
 	}
 
 	// A trickle: one read a millisecond is too little to gather.
-	quit = make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-quit:
-				return
-			case <-time.After(time.Millisecond):
-				handlerWork.Add(1)
-			}
-		}
-	}()
+	stopFeed = feedWork(time.Millisecond, 1)
 	time.Sleep(500 * time.Millisecond) // the probes back off
 	trickle := z.naps.Load()
 	time.Sleep(500 * time.Millisecond)
-	close(quit)
-	wg.Wait()
+	stopFeed()
 	// Probing goes on, backing off to napperIdleMax: a run of at most
 	// about 8 naps every 100 ms.
 	if n := z.naps.Load() - trickle; n > 60 {
