@@ -53,6 +53,7 @@ func (e *engine) acceptHTTP(el *engListener, rt *listenerRuntime, fd int, peer n
 	// waits for it under the hello timeout.
 	var got []byte
 	n, errno := rawRead(fd, e.scratch)
+	e.work += uint64(max(n, 0))
 	switch {
 	case n > 0:
 		got = e.scratch[:n]

@@ -164,7 +164,9 @@ type engine struct {
 
 	now       int64
 	nextSweep int64
-	readied   bool // a turn started handler goroutines (startHandler)
+	readied   bool     // a turn started handler goroutines (startHandler)
+	work      uint64   // bytes read from sockets since the start
+	trial     napTrial // whether a dense turn naps before its wait (gather.go)
 
 	open   atomic.Int64 // connections served, for the drain log and tests
 	served atomic.Int64 // connections taken since the start, for tests
@@ -362,6 +364,7 @@ func (e *engine) run() {
 	defer close(e.done)
 	timeout := 0
 	var turn int64 // when the last turn began
+	e.trial.start(engineNow(), 0)
 	for !e.halt.Load() {
 		n, errno := rawEpollWait(e.epfd, e.evs, timeout)
 		if errno != 0 {
@@ -390,7 +393,7 @@ func (e *engine) run() {
 		switch {
 		case n > 0 && len(e.pushes) > 0:
 			rawNap(burstNap)
-		case n > 0 && dense:
+		case n > 0 && dense && e.trial.naps(e.now, e.work):
 			rawNap(gatherNap)
 		}
 		if e.readied {
@@ -839,6 +842,7 @@ func (e *engine) readHello(c *pconn) {
 			dst = c.buf[len(c.buf):cap(c.buf)]
 		}
 		n, errno := rawRead(c.cfd, dst)
+		e.work += uint64(max(n, 0))
 		switch {
 		case errno == unix.EAGAIN:
 			c.cr = false
@@ -1378,6 +1382,7 @@ func (e *engine) pumpDir(c *pconn, d, other *pdir, src, dst int, sr, dw *bool, h
 			continue
 		}
 		d.moved += int64(n)
+		e.work += uint64(n)
 		budget -= n
 		c.last = e.now
 		if splicing {

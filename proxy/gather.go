@@ -51,24 +51,95 @@ const (
 	// gatherDense: an engine turn that began within this of the last one
 	// means events arrive densely enough to be worth gathering.
 	gatherDense = 200 * time.Microsecond
+	// A napTrial: trialWindows windows of trialLen, with and without
+	// naps in turn, then holdLen in the mode that moved more work. Naps
+	// must move trialMargin more to be kept: they add to the round trip
+	// of what arrives during them.
+	trialLen     = 50 * time.Millisecond
+	trialWindows = 6
+	holdLen      = 3 * time.Second
+	trialMargin  = 0.02
 	// The idle napper checks handlerWork this often while the gateway is
 	// idle, backing off from napperIdleMin to napperIdleMax.
 	napperIdleMin = time.Millisecond
 	napperIdleMax = 100 * time.Millisecond
-	// napperGather is how many socket reads the napper's naps have to
-	// gather on average for it to go on napping. With fewer, the
-	// connections' requests are too few to queue anywhere and a nap only
-	// adds to their round trip: with 8 clients in keep-alive a nap
-	// gathered 8 reads (one event of every connection) and the rate fell
-	// 4%; with 16 it gathered 10–16 and the rate rose 11%.
-	napperGather = 10
+	// A block of napperBlock naps of which napperEmpty gathered nothing
+	// ends the napper's busy spell: the work is too sparse for naps to
+	// gather any.
+	napperBlock = 64
+	napperEmpty = 48
 	// napperDrain: the napper's socket is read empty every this many
 	// turns (each turn writes a byte to it).
 	napperDrain = 64
 )
 
+// napTrial decides by trial whether naps pay where they are taken:
+// trialWindows windows of trialLen, with and without naps in turn, then
+// holdLen with naps only if the windows with them moved more work per
+// second, by trialMargin, than those without; and again. Work is
+// whatever the caller counts (the handlers' reads, an engine's bytes);
+// time is engineNow's. Alternating short windows keeps the comparison
+// fair while the load or the machine drifts, and trials follow the
+// load's changes within holdLen. The judge is throughput itself: how
+// much a nap gathers says little, since naps pay when the peers' core is
+// the busy one even if each gathers a few events, and cost with a
+// handful of clients even if each gathers all of them.
+type napTrial struct {
+	win   int    // the trial's window, 0 to trialWindows-1; trialWindows: holding
+	nap   bool   // the hold's mode
+	since int64  // when the window (or hold) began
+	from  uint64 // work when it began
+	// work and time of the trial's windows with naps and without
+	napWork, plainWork uint64
+	napTime, plainTime int64
+}
+
+// start begins a trial at now, with work done so far.
+func (t *napTrial) start(now int64, work uint64) {
+	*t = napTrial{since: now, from: work}
+}
+
+// naps reports whether to nap at now, with work done so far, moving to
+// the next window when the current one is over.
+func (t *napTrial) naps(now int64, work uint64) bool {
+	el := now - t.since
+	if t.win == trialWindows {
+		if el < int64(holdLen) {
+			return t.nap
+		}
+		t.start(now, work)
+		return true
+	}
+	if el < int64(trialLen) {
+		return t.win%2 == 0
+	}
+	if t.win%2 == 0 {
+		t.napWork += work - t.from
+		t.napTime += el
+	} else {
+		t.plainWork += work - t.from
+		t.plainTime += el
+	}
+	t.win++
+	t.since, t.from = now, work
+	if t.win < trialWindows {
+		return t.win%2 == 0
+	}
+	t.nap = float64(t.napWork)*float64(t.plainTime) > float64(t.plainWork)*float64(t.napTime)*(1+trialMargin)
+	return t.nap
+}
+
+// left is how long the current window (or hold) still lasts at now.
+func (t *napTrial) left(now int64) time.Duration {
+	d := trialLen
+	if t.win == trialWindows {
+		d = holdLen
+	}
+	return max(time.Duration(t.since+int64(d)-now), 0)
+}
+
 // handlerWork counts the handler goroutines' socket reads (rawIO.Read):
-// the idle napper's measure of what a nap gathered.
+// the idle napper's measure of their work.
 var handlerWork atomic.Uint64
 
 // idleNapper is the handler goroutines' gather nap (see above). It runs
@@ -104,9 +175,10 @@ func (z *idleNapper) add(delta int) {
 }
 
 // run is the napper's goroutine: idle, it looks at handlerWork with a
-// backing-off timer; once requests come, it takes a nap at every point
-// where the scheduler has run out of goroutines, for as long as its naps
-// gather napperGather reads on average.
+// backing-off timer; once reads come, it runs napTrials, napping at every
+// point where the scheduler has run out of goroutines whenever the trial
+// says to, until most naps gather nothing (napperEmpty) or a window
+// without naps sees no read.
 func (z *idleNapper) run(stop, done chan struct{}) {
 	defer close(done)
 	w, err := newNapperWait()
@@ -117,6 +189,8 @@ func (z *idleNapper) run(stop, done chan struct{}) {
 	backoff := napperIdleMin
 	idle := time.NewTimer(backoff)
 	defer idle.Stop()
+	plain := time.NewTimer(time.Hour)
+	defer plain.Stop()
 	seen := handlerWork.Load()
 	for {
 		select {
@@ -130,31 +204,49 @@ func (z *idleNapper) run(stop, done chan struct{}) {
 			idle.Reset(backoff)
 			continue
 		}
-		// avg is 8 times the mean of what the last naps gathered (an
-		// exponential average); a run starts as if they had gathered
-		// twice napperGather, so that it lasts a few naps.
-		avg, naps := uint64(16*napperGather), 0
+		// Busy: trials and holds (napTrial) until the work stops.
+		var t napTrial
+		began := engineNow()
+		t.start(began, handlerWork.Load())
+		naps, empty := 0, 0 // naps of this block of napperBlock, and those that gathered nothing
 		for !stopping(stop) {
-			start := handlerWork.Load()
+			now, work := engineNow(), handlerWork.Load()
+			if !t.naps(now, work) {
+				plain.Reset(t.left(now))
+				select {
+				case <-stop:
+					return
+				case <-plain.C:
+				}
+				if handlerWork.Load() == work {
+					break
+				}
+				continue
+			}
 			rawNap(gatherNap)
 			z.naps.Add(1)
-			naps++
 			if w.pass() != nil {
 				return
 			}
 			// The poll that readied this goroutine readied what arrived
-			// during the nap too: let that run, then count it.
+			// during the nap too: let that run.
 			runtime.Gosched()
-			avg = avg - avg/8 + handlerWork.Load() - start
-			if avg < 8*napperGather {
-				break
+			if handlerWork.Load() == work {
+				empty++
+			}
+			if naps++; naps == napperBlock {
+				if empty >= napperEmpty {
+					break
+				}
+				naps, empty = 0, 0
 			}
 		}
-		paid := naps > 16
-		if paid {
-			backoff = napperIdleMin
-		} else {
+		// A spell shorter than a trial window was a trickle: look again
+		// later, as when idle.
+		if engineNow()-began < int64(trialLen) {
 			backoff = min(2*backoff, napperIdleMax)
+		} else {
+			backoff = napperIdleMin
 		}
 		seen = handlerWork.Load()
 		idle.Reset(backoff)
