@@ -146,9 +146,15 @@ func (t *napTrial) left(now int64) time.Duration {
 	return max(time.Duration(t.since+int64(d)-now), 0)
 }
 
-// handlerWork counts the handler goroutines' socket reads (rawIO.Read):
-// the idle napper's measure of their work.
-var handlerWork atomic.Uint64
+// handlerWork counts the handler goroutines' socket reads (rawIO.Read)
+// while napperCounts is set: the idle napper's measure of their work.
+// The napper sets napperCounts only while it may nap, so that with more
+// than one P the handlers on every core do not share a counter for
+// nothing.
+var (
+	handlerWork  atomic.Uint64
+	napperCounts atomic.Bool
+)
 
 // idleNapper is the handler goroutines' gather nap (see above). It runs
 // while a Server serves, and naps only while the process runs its handler
@@ -189,6 +195,7 @@ func (z *idleNapper) add(delta int) {
 // without naps sees no read.
 func (z *idleNapper) run(stop, done chan struct{}) {
 	defer close(done)
+	defer napperCounts.Store(false)
 	w, err := newNapperWait()
 	if err != nil {
 		return // no naps: the process works as it would without them
@@ -206,7 +213,9 @@ func (z *idleNapper) run(stop, done chan struct{}) {
 			return
 		case <-idle.C:
 		}
-		if work := handlerWork.Load(); work == seen || engineProcs.cores() != 1 {
+		one := engineProcs.cores() == 1
+		napperCounts.Store(one)
+		if work := handlerWork.Load(); work == seen || !one {
 			seen = work
 			backoff = min(2*backoff, napperIdleMax)
 			idle.Reset(backoff)
