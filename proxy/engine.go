@@ -390,6 +390,12 @@ func (e *engine) run() {
 			continue
 		}
 		timeout = e.waitMillis()
+		if napperBusy.Load() {
+			// Goroutines queued on this P are not stolen meanwhile
+			// (napperBusy): let them run, and wait 1 ms at most.
+			timeout = min(timeout, 1)
+			e.readied = true
+		}
 		switch {
 		case n > 0 && len(e.pushes) > 0:
 			rawNap(burstNap)
