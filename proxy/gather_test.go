@@ -18,6 +18,19 @@ func napsAfter(z *idleNapper, from uint64, d time.Duration) uint64 {
 	return z.naps.Load()
 }
 
+// napsSettle waits, up to 10 s, until z has taken no nap for 200 ms,
+// and reports whether it did.
+func napsSettle(z *idleNapper) bool {
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); {
+		n := z.naps.Load()
+		time.Sleep(200 * time.Millisecond)
+		if z.naps.Load() == n {
+			return true
+		}
+	}
+	return false
+}
+
 // feedWork adds n to handlerWork every d until the returned stop is
 // called: a stand-in for handler goroutines' reads.
 func feedWork(d time.Duration, n uint64) (stop func()) {
@@ -59,30 +72,34 @@ func TestIdleNapper(t *testing.T) {
 	}
 	stopFeed()
 
-	// Idle: after the run ends, no more naps.
-	time.Sleep(300 * time.Millisecond)
+	// Idle: the spell ends, and no nap follows.
+	if !napsSettle(z) {
+		t.Fatal("still napping 10 s after the reads stopped")
+	}
 	idle := z.naps.Load()
 	time.Sleep(500 * time.Millisecond)
 	if n := z.naps.Load(); n != idle {
 		t.Fatalf("napped %d times with no reads", n-idle)
 	}
 
-	// A trickle: one read a millisecond is too little to gather.
-	stopFeed = feedWork(time.Millisecond, 1)
-	time.Sleep(500 * time.Millisecond) // the probes back off
+	// A trickle: one read every 20 ms is too little to gather. Each look
+	// costs at most a few blocks of napperBlock naps, and the looks back
+	// off to napperIdleMax; naps that never stopped would number
+	// thousands in 500 ms.
+	stopFeed = feedWork(20*time.Millisecond, 1)
+	time.Sleep(500 * time.Millisecond) // the looks back off
 	trickle := z.naps.Load()
 	time.Sleep(500 * time.Millisecond)
 	stopFeed()
-	// Looking goes on, backing off to napperIdleMax: a block of
-	// napperBlock naps at most every 100 ms, against tens of thousands
-	// a second for naps that never stop.
-	if n := z.naps.Load() - trickle; n > 6*napperBlock {
-		t.Fatalf("napped %d times in 500 ms of one read a millisecond", n)
+	if n := z.naps.Load() - trickle; n > 16*napperBlock {
+		t.Fatalf("napped %d times in 500 ms of one read every 20 ms", n)
 	}
 
 	// More than one P: no naps, however busy.
 	runtime.GOMAXPROCS(2)
-	time.Sleep(200 * time.Millisecond)
+	if !napsSettle(z) {
+		t.Fatal("still napping 10 s after the trickle stopped")
+	}
 	before := z.naps.Load()
 	handlerWork.Add(1000)
 	for i := 0; i < 200; i++ {
