@@ -82,8 +82,12 @@ func TestEngineBulkBothWays(t *testing.T) {
 	})
 	if anyConn(engines, func(pc *pconn) bool {
 		for _, fd := range []int{pc.cfd, pc.ufd} {
-			if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT); err != nil || v != 1 {
-				t.Errorf("SO_RCVLOWAT of fd %d after the bursts: %d, %v; want 1", fd, v, err)
+			// 1, or now and then 0 (seen in about 1 run in 30 with this
+			// kernel, and also with the engine's gather naps off); the
+			// kernel wakes a reader at the first byte for either
+			// (sock_rcvlowat), so the burst's mark is gone both ways.
+			if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT); err != nil || v > 1 {
+				t.Errorf("SO_RCVLOWAT of fd %d after the bursts: %d, %v; want 1 (or 0)", fd, v, err)
 				return true
 			}
 		}
