@@ -94,6 +94,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -156,7 +157,7 @@ type httpHandler struct {
 	errTimeout, errMethod      prometheus.Counter
 	errVersion                 prometheus.Counter
 	upDial, upTimeout, upBad   prometheus.Counter
-	upReset                    prometheus.Counter
+	upReset, upExcess          prometheus.Counter
 	m                          *Metrics
 	decisions                  sync.Map // reason -> *[2]prometheus.Counter (pass, block)
 
@@ -238,6 +239,7 @@ func newHTTPHandler(cfg Config, l ListenerConfig, d Decider, m *Metrics, log *sl
 	h.upTimeout = m.UpstreamErrors.WithLabelValues(l.Name, "timeout")
 	h.upBad = m.UpstreamErrors.WithLabelValues(l.Name, "bad_response")
 	h.upReset = m.UpstreamErrors.WithLabelValues(l.Name, "reset")
+	h.upExcess = m.UpstreamErrors.WithLabelValues(l.Name, "excess_bytes")
 	h.conns.New = func() any {
 		return &httpConn{
 			in:    connBuf{b: make([]byte, httpBufSize)},
@@ -1049,6 +1051,15 @@ func (hc *httpConn) forward(head []byte, isHead, canRetry bool) (bool, error) {
 		o = append(o, f.value.of(b)...)
 		o = append(o, "\r\n"...)
 	}
+	// The body's framing is the gateway's: written from what it parsed
+	// and relays below, whatever the client's own fields said.
+	if req.chunked {
+		o = append(o, "Transfer-Encoding: chunked\r\n"...)
+	} else if req.contentLength >= 0 {
+		o = append(o, "Content-Length: "...)
+		o = strconv.AppendInt(o, req.contentLength, 10)
+		o = append(o, "\r\n"...)
+	}
 	if upgrade {
 		o = append(o, "Connection: upgrade\r\nUpgrade: "...)
 		o = append(o, req.upgrade.of(b)...)
@@ -1433,9 +1444,17 @@ func (hc *httpConn) relayFinal(b []byte, n int, isHead bool) (bool, error) {
 		hc.closeUpstream()
 		return false, fmt.Errorf("relaying response: %w", err)
 	}
-	if !upKeep {
+	switch {
+	case !upKeep:
 		hc.closeUpstream()
-	} else {
+	case len(up.buffered()) > 0:
+		// The origin sent more than the response it framed: whatever it
+		// is, it answers no request of ours, and on a pooled connection
+		// it would be read as the next client's response.
+		h.upExcess.Inc()
+		hc.closeUpstream()
+		upKeep = false
+	default:
 		hc.upClean = true
 	}
 	return clientKeep, nil

@@ -1225,6 +1225,14 @@ func TestHTTPUpstreamResponses(t *testing.T) {
 					t.Errorf("Content-Length forwarded with Transfer-Encoding")
 				}
 			}},
+		{name: "connection names content-length", raw: "HTTP/1.1 200 OK\r\nConnection: Content-Length, X-Secret\r\nX-Secret: 1\r\nContent-Length: 2\r\n\r\nok",
+			status: 200, body: "ok", check: func(t *testing.T, resp *http.Response) {
+				// The client frames the body by the field the gateway
+				// framed it by; the other option still drops its field.
+				if got := resp.Header.Get("Content-Length"); got != "2" || resp.Header.Get("X-Secret") != "" {
+					t.Errorf("got Content-Length %q, X-Secret %q; want \"2\" and none", got, resp.Header.Get("X-Secret"))
+				}
+			}},
 		{name: "interim 103 then 200", raw: "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", status: 200, body: "ok"},
 	}
 	for _, tc := range tests {

@@ -456,12 +456,15 @@ func parseFields(b []byte, i int, h *msgHead, maxFields int, request bool) error
 		case 10:
 			if equalFold(n, "connection") {
 				f.drop = true
-				if err := h.connectionTokens(b, f.value); err != nil {
+				if err := h.connectionTokens(b, f.value, request); err != nil {
 					return err
 				}
 			}
 		case 14:
 			if equalFold(n, "content-length") {
+				// Requests are forwarded with framing the gateway writes
+				// from what it parsed (forward), never the client's field.
+				f.drop = request
 				clFields++
 				cl, ok := parseContentLength(v)
 				if !ok {
@@ -477,6 +480,7 @@ func parseFields(b []byte, i int, h *msgHead, maxFields int, request bool) error
 			}
 		case 17:
 			if equalFold(n, "transfer-encoding") {
+				f.drop = request // as Content-Length
 				teFields++
 				if err := h.transferEncoding(v, teFields, request); err != nil {
 					return err
@@ -524,7 +528,17 @@ func (h *msgHead) transferEncoding(v []byte, nfields int, request bool) error {
 	return nil
 }
 
-func (h *msgHead) connectionTokens(b []byte, v span) error {
+// connectionTokens records the options of a Connection field. Options that
+// name other fields mark those fields hop-by-hop (markDropped), except the
+// fields that frame the message or name its target: Content-Length,
+// Transfer-Encoding and Host. A request that lists one of them is refused.
+// Dropping such a field while relaying the body by the length parsed from
+// it is how a request for a blocked site was once smuggled inside the body
+// of a passing one, and no legitimate client lists them. A response that
+// lists one is relayed with the field kept: the gateway frames what it
+// sends by what it parsed, and refusing the origin's answer would only
+// turn a quirk of the origin into an outage of the site.
+func (h *msgHead) connectionTokens(b []byte, v span, request bool) error {
 	var err error
 	start := v.s
 	val := v.of(b)
@@ -536,9 +550,15 @@ func (h *msgHead) connectionTokens(b []byte, v span) error {
 			h.conn |= connKeepAlive
 		case equalFold(t, "upgrade"):
 			h.conn |= connUpgrade
+		case isFramingField(t):
+			if request && err == nil {
+				err = badRequest("Connection names a framing field")
+			}
 		default:
 			if h.ntokens == maxConnTokens {
-				err = badRequest("too many Connection options")
+				if err == nil {
+					err = badRequest("too many Connection options")
+				}
 				return
 			}
 			// Recover the token's offset in b from its position in val.
@@ -548,6 +568,20 @@ func (h *msgHead) connectionTokens(b []byte, v span) error {
 		}
 	})
 	return err
+}
+
+// isFramingField reports the fields a Connection option may never remove:
+// those that say where a message ends or which site it is for.
+func isFramingField(n []byte) bool {
+	switch len(n) {
+	case 4:
+		return equalFold(n, "host")
+	case 14:
+		return equalFold(n, "content-length")
+	case 17:
+		return equalFold(n, "transfer-encoding")
+	}
+	return false
 }
 
 // forTokens calls fn for each non-empty comma-separated element of v, OWS

@@ -27,8 +27,10 @@ type Metrics struct {
 	// to upstream, downstream: upstream to client).
 	Bytes *prometheus.CounterVec
 	// UpstreamErrors counts upstream failures by listener and kind (dial,
-	// timeout, reset, bad_response; no_upstream when a passing TLS
-	// connection has neither a decided nor a default upstream).
+	// timeout, reset, bad_response; excess_bytes when an HTTP upstream sent
+	// bytes past the end of its response, so its connection is closed
+	// rather than pooled; no_upstream when a passing TLS connection has
+	// neither a decided nor a default upstream).
 	UpstreamErrors *prometheus.CounterVec
 	// RequestDuration observes HTTP request durations (head read to response
 	// end) by listener and verdict.
