@@ -153,6 +153,14 @@ type Timeouts struct {
 	// QUICIdle ends a passing QUIC flow after no datagram either way;
 	// default 60 s (QUIC stacks default to 30 s idle timeouts).
 	QUICIdle time.Duration
+	// TunnelIdle closes an upgraded HTTP connection (a 101 tunnel such as
+	// a WebSocket) after no bytes either way; default the HTTP listener's
+	// Idle (60 s, as nginx's proxy_read_timeout). WebSocket applications
+	// that stay quiet longer send pings.
+	TunnelIdle time.Duration
+	// BodyGrace is how long a request body may take before
+	// Limits.MinBodyRate applies to it; default 5 s.
+	BodyGrace time.Duration
 }
 
 // Limits cap resources. Zero means the default.
@@ -162,4 +170,14 @@ type Limits struct {
 	MaxConns       int // open client connections, all listeners; default 100000
 	MaxConnsPerIP  int // open connections per client IP; default 1000
 	MaxQUICFlows   int // QUIC flows (pending, passing, recently blocked) per quic listener; default 10000
+	// MaxQUICPendingBytes caps what the undecided flows of one quic
+	// listener hold together (buffered datagrams and hello reassembly);
+	// over it the oldest undecided flows are ended first. Default 16 MiB.
+	MaxQUICPendingBytes int
+	// MinBodyRate is the least average rate, in bytes per second, at which
+	// a client must send a request body once Timeouts.BodyGrace has
+	// passed; a slower one gets a 408 and the connection is closed, so a
+	// client cannot hold a connection and an upstream by trickling a byte
+	// inside every idle period. Default 240 (as Kestrel's); negative: off.
+	MinBodyRate int
 }

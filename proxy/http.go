@@ -107,6 +107,8 @@ const (
 	defaultHelloTimeout   = 5 * time.Second
 	defaultDialTimeout    = 3 * time.Second
 	defaultHTTPIdle       = 60 * time.Second
+	defaultBodyGrace      = 5 * time.Second
+	defaultMinBodyRate    = 240 // bytes/s
 	defaultMaxHeaderBytes = 64 << 10
 	defaultMaxHeaders     = 100
 
@@ -146,6 +148,9 @@ type httpHandler struct {
 	proto    string
 
 	hello, dial, idle time.Duration
+	tunnelIdle        time.Duration
+	bodyGrace         time.Duration
+	minBodyRate       int // bytes/s; 0: off
 	maxHeaderBytes    int
 	maxHeaders        int
 
@@ -155,7 +160,8 @@ type httpHandler struct {
 	durPass, durBlock          prometheus.Observer
 	errBadRequest, errTooLarge prometheus.Counter
 	errTimeout, errMethod      prometheus.Counter
-	errVersion                 prometheus.Counter
+	errVersion, errSlowBody    prometheus.Counter
+	tunnelIdleClosed           prometheus.Counter
 	upDial, upTimeout, upBad   prometheus.Counter
 	upReset, upExcess          prometheus.Counter
 	m                          *Metrics
@@ -191,6 +197,9 @@ func newHTTPHandler(cfg Config, l ListenerConfig, d Decider, m *Metrics, log *sl
 		hello:          cfg.Timeouts.Hello,
 		dial:           cfg.Timeouts.Dial,
 		idle:           cfg.Timeouts.Idle,
+		tunnelIdle:     cfg.Timeouts.TunnelIdle,
+		bodyGrace:      cfg.Timeouts.BodyGrace,
+		minBodyRate:    cfg.Limits.MinBodyRate,
 		maxHeaderBytes: cfg.Limits.MaxHeaderBytes,
 		maxHeaders:     cfg.Limits.MaxHeaders,
 		m:              m,
@@ -219,6 +228,18 @@ func newHTTPHandler(cfg Config, l ListenerConfig, d Decider, m *Metrics, log *sl
 	if h.idle <= 0 {
 		h.idle = defaultHTTPIdle
 	}
+	if h.tunnelIdle <= 0 {
+		h.tunnelIdle = h.idle
+	}
+	if h.bodyGrace <= 0 {
+		h.bodyGrace = defaultBodyGrace
+	}
+	switch {
+	case h.minBodyRate == 0:
+		h.minBodyRate = defaultMinBodyRate
+	case h.minBodyRate < 0:
+		h.minBodyRate = 0
+	}
 	if h.maxHeaderBytes <= 0 {
 		h.maxHeaderBytes = defaultMaxHeaderBytes
 	}
@@ -235,6 +256,8 @@ func newHTTPHandler(cfg Config, l ListenerConfig, d Decider, m *Metrics, log *sl
 	h.errTimeout = m.HTTPErrors.WithLabelValues("timeout")
 	h.errMethod = m.HTTPErrors.WithLabelValues("method_not_allowed")
 	h.errVersion = m.HTTPErrors.WithLabelValues("version_not_supported")
+	h.errSlowBody = m.HTTPErrors.WithLabelValues("body_too_slow")
+	h.tunnelIdleClosed = m.IdleTimeouts.WithLabelValues(l.Name)
 	h.upDial = m.UpstreamErrors.WithLabelValues(l.Name, "dial")
 	h.upTimeout = m.UpstreamErrors.WithLabelValues(l.Name, "timeout")
 	h.upBad = m.UpstreamErrors.WithLabelValues(l.Name, "bad_response")
@@ -361,6 +384,13 @@ type httpConn struct {
 
 	nUp, nDown int64     // bytes relayed for the current request
 	now        time.Time // when the current request's head came, or its body was sent
+
+	// While a request body is relayed (bodyStart set), reads of the
+	// client are also bounded by the body's minimum data rate: from
+	// bodyStart+bodyGrace on, the bytes sent upstream since bodyBase
+	// must keep up with minBodyRate.
+	bodyStart time.Time
+	bodyBase  int64
 
 	// canPark: run may park the idle client (it has a parker); parkFor
 	// is then set by readHead to the rest of an idle timeout to park for.
@@ -1086,6 +1116,9 @@ func (hc *httpConn) forward(head []byte, isHead, canRetry bool) (bool, error) {
 	// reads (readResponseHead).
 	hc.io(hc.up).setDeadline(dlBoth, hc.now, h.idle)
 	var err error
+	if hasBody && h.minBodyRate > 0 {
+		hc.bodyStart, hc.bodyBase = hc.now, hc.nUp+int64(len(hc.out))
+	}
 	switch {
 	case req.chunked:
 		var k chunkReader
@@ -1105,6 +1138,8 @@ func (hc *httpConn) forward(head []byte, isHead, canRetry bool) (bool, error) {
 	default:
 		err = hc.flushOut(hc.up, &hc.nUp)
 	}
+	slow := hasBody && err != nil && hc.bodyTooSlow(time.Now())
+	hc.bodyStart = time.Time{}
 	if hasBody {
 		hc.now = time.Now() // the response head's wait starts after the body
 	}
@@ -1115,9 +1150,14 @@ func (hc *httpConn) forward(head []byte, isHead, canRetry bool) (bool, error) {
 		if errors.Is(err, ErrHTTPBadRequest) {
 			hc.refuse(err, isHead)
 		} else if hc.nDown == 0 && isTimeout(err) {
-			// No progress for Timeouts.Idle while relaying the request
-			// body: almost always a slow (or slowloris) client.
-			hc.h.errTimeout.Inc()
+			// No progress for Timeouts.Idle, or less than
+			// Limits.MinBodyRate, while relaying the request body:
+			// almost always a slow (or slowloris) client.
+			if slow {
+				hc.h.errSlowBody.Inc()
+			} else {
+				hc.h.errTimeout.Inc()
+			}
 			hc.writeErrorSameID(408, "request_timeout", hc.host, isHead)
 		} else if hc.nDown == 0 {
 			// The upstream failed (or the client vanished) mid-body; a
@@ -1171,16 +1211,23 @@ func (hc *httpConn) relayLength(n int64, src *connBuf, srcConn, dst stream, coun
 
 // splice copies exactly n bytes from src to dst, refreshing the idle
 // deadlines every spliceStep bytes.
+//
+// A deadline that passes after the run moved some bytes is not the end:
+// the run may have been long (a slow upload of spliceStep bytes), so the
+// next run starts with fresh deadlines, unless the body is too slow.
 func (hc *httpConn) splice(n int64, src, dst stream, count *int64) error {
 	for n > 0 {
 		step := min(n, spliceStep)
 		now := time.Now()
-		hc.io(src).setDeadline(dlRead, now, hc.h.idle)
+		hc.io(src).setDeadline(dlRead, now, hc.readTimeout(src, now))
 		hc.io(dst).setDeadline(dlWrite, now, hc.h.idle)
 		w, eof, err := spliceRun(dst, src, step)
 		*count += w
 		n -= w
 		if err != nil {
+			if w > 0 && isTimeout(err) && !hc.bodyTooSlow(time.Now()) {
+				continue
+			}
 			return err
 		}
 		if eof {
@@ -1188,6 +1235,33 @@ func (hc *httpConn) splice(n int64, src, dst stream, count *int64) error {
 		}
 	}
 	return nil
+}
+
+// readTimeout is how long a read of src may wait at now: the idle timeout,
+// or less while a request body is relayed from the client and the body's
+// minimum data rate will be missed sooner.
+func (hc *httpConn) readTimeout(src stream, now time.Time) time.Duration {
+	d := hc.h.idle
+	if src != hc.c || hc.bodyStart.IsZero() {
+		return d
+	}
+	if due := hc.bodyDue().Sub(now); due < d {
+		d = max(due, 0)
+	}
+	return d
+}
+
+// bodyDue is when the request body being relayed falls below the minimum
+// data rate unless more of it arrives.
+func (hc *httpConn) bodyDue() time.Time {
+	sent := hc.nUp - hc.bodyBase
+	return hc.bodyStart.Add(hc.h.bodyGrace + time.Duration(sent)*time.Second/time.Duration(hc.h.minBodyRate))
+}
+
+// bodyTooSlow reports whether the request body being relayed has fallen
+// below the minimum data rate at now.
+func (hc *httpConn) bodyTooSlow(now time.Time) bool {
+	return !hc.bodyStart.IsZero() && !now.Before(hc.bodyDue())
 }
 
 // relayChunked relays a chunked body from src to dst after hc.out,
@@ -1221,7 +1295,8 @@ func (hc *httpConn) relayChunked(k *chunkReader, src *connBuf, srcConn, dst stre
 			if src.r == src.w {
 				src.r, src.w = 0, 0
 			}
-			hc.io(srcConn).setDeadline(dlRead, time.Now(), hc.h.idle)
+			now := time.Now()
+			hc.io(srcConn).setDeadline(dlRead, now, hc.readTimeout(srcConn, now))
 			nr, rerr := src.fill(hc.io(srcConn))
 			if rerr != nil && nr == 0 {
 				if errors.Is(rerr, errBufferFull) {
@@ -1500,12 +1575,56 @@ func (hc *httpConn) tunnel() {
 	hc.up.SetDeadline(zero)
 	hc.cio.forget()
 	hc.uio.forget()
+	defer watchTunnel(hc.c, hc.up, hc.h.tunnelIdle, hc.h.tunnelIdleClosed)()
 	done := make(chan int64, 1)
 	go tunnelCopy(hc.up, hc.c, done)
 	down, _ := spliceCopy(hc.c, hc.up, nil)
 	hc.c.CloseWrite()
 	hc.nDown += down
 	hc.nUp += <-done
+}
+
+// watchTunnel ends the tunnel between c and up once neither has moved a
+// byte for idle, by passing both sockets' deadlines so that both copies
+// return; the closure is counted. It returns the function that stops
+// watching. Like a TLS relay's idle check (connSet.checkIdle) it reads
+// activity from the kernel, so the copies need no per-read deadlines: a
+// timer wakes about once per idle period whatever the traffic.
+func watchTunnel(c, up stream, idle time.Duration, closed prometheus.Counter) (stop func()) {
+	var mu sync.Mutex // guards t and stopped
+	var t *time.Timer
+	stopped := false
+	mu.Lock()
+	t = time.AfterFunc(idle, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		ic, err := tcpInactive(c)
+		if err != nil {
+			return // closed meanwhile
+		}
+		iu, err := tcpInactive(up)
+		if err != nil {
+			return
+		}
+		if inactive := min(ic, iu); inactive < idle {
+			t.Reset(idle - inactive)
+			return
+		}
+		closed.Inc()
+		now := time.Now()
+		c.SetDeadline(now)
+		up.SetDeadline(now)
+	})
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
+	}
 }
 
 // tunnelCopy copies client to upstream for an upgraded connection.

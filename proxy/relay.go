@@ -290,7 +290,7 @@ var errNoTCPInfo = errors.New("reading TCP_INFO")
 // slow reader), since it last received an ACK, whichever is more recent.
 // The kernel keeps these with jiffy resolution; that is ample for an idle
 // timeout.
-func tcpInactive(c *net.TCPConn) (time.Duration, error) {
+func tcpInactive(c syscall.Conn) (time.Duration, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", errNoTCPInfo, err)

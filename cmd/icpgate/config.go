@@ -217,6 +217,13 @@ type TimeoutsConfig struct {
 	// QUICIdle ends a passing QUIC flow after no datagram either way.
 	// Default 60s.
 	QUICIdle time.Duration `yaml:"quic_idle"`
+	// TunnelIdle closes an upgraded HTTP connection (a 101 tunnel such as
+	// a WebSocket) after no bytes either way. Default 0: the HTTP idle
+	// timeout (timeouts.idle, else 60s).
+	TunnelIdle time.Duration `yaml:"tunnel_idle"`
+	// BodyGrace is how long a request body may take before
+	// limits.min_body_rate applies to it. Default 5s.
+	BodyGrace time.Duration `yaml:"body_grace"`
 }
 
 // LimitsConfig caps resources.
@@ -234,6 +241,14 @@ type LimitsConfig struct {
 	// MaxQUICFlows caps the QUIC flows (pending, passing, recently
 	// blocked) of each quic listener. Default 10000.
 	MaxQUICFlows int `yaml:"max_quic_flows"`
+	// MinBodyRate is the least average rate, in bytes per second, at
+	// which a client must send a request body after timeouts.body_grace;
+	// a slower one gets a 408. Default 240; -1 turns it off.
+	MinBodyRate int `yaml:"min_body_rate"`
+	// MaxQUICPendingBytes caps the bytes the undecided QUIC flows of
+	// each quic listener hold together (datagrams and hello
+	// reassembly); over it the oldest are ended first. Default 16 MiB.
+	MaxQUICPendingBytes int `yaml:"max_quic_pending_bytes"`
 }
 
 // LogConfig configures the process log.
@@ -255,6 +270,9 @@ const (
 	defaultQUICBlock      = "close"
 	defaultQUICIdle       = 60 * time.Second
 	defaultMaxQUICFlows   = 10000
+	defaultBodyGrace      = 5 * time.Second
+	defaultMinBodyRate    = 240
+	defaultMaxQUICPending = 16 << 20 // thousands of real undecided flows (a few KiB for a round trip each); a flood costs no more
 	defaultHTTPStatus     = 403
 	defaultForwardedProto = "http"
 	defaultHello          = 5 * time.Second
@@ -303,6 +321,9 @@ func (c *Config) setDefaults() {
 	orDefault(&c.Policy.QUICBlock, defaultQUICBlock)
 	orDefault(&c.Timeouts.QUICIdle, defaultQUICIdle)
 	orDefault(&c.Limits.MaxQUICFlows, defaultMaxQUICFlows)
+	orDefault(&c.Timeouts.BodyGrace, defaultBodyGrace)
+	orDefault(&c.Limits.MinBodyRate, defaultMinBodyRate)
+	orDefault(&c.Limits.MaxQUICPendingBytes, defaultMaxQUICPending)
 	c.Policy.TLSPage.setDefaults()
 	orDefault(&c.Policy.HTTPBlockStatus, defaultHTTPStatus)
 	orDefault(&c.Timeouts.Hello, defaultHello)
@@ -486,7 +507,8 @@ func (c *Config) validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"hello", c.Timeouts.Hello}, {"dial", c.Timeouts.Dial}, {"idle", c.Timeouts.Idle}, {"drain", c.Timeouts.Drain}, {"quic_idle", c.Timeouts.QUICIdle}} {
+	}{{"hello", c.Timeouts.Hello}, {"dial", c.Timeouts.Dial}, {"idle", c.Timeouts.Idle}, {"drain", c.Timeouts.Drain}, {"quic_idle", c.Timeouts.QUICIdle},
+		{"tunnel_idle", c.Timeouts.TunnelIdle}, {"body_grace", c.Timeouts.BodyGrace}} {
 		if d.v < 0 {
 			return fmt.Errorf("timeouts.%s: must not be negative, got %s", d.name, d.v)
 		}
@@ -497,11 +519,14 @@ func (c *Config) validate() error {
 	}{
 		{"max_header_bytes", c.Limits.MaxHeaderBytes}, {"max_headers", c.Limits.MaxHeaders},
 		{"max_conns", c.Limits.MaxConns}, {"max_conns_per_ip", c.Limits.MaxConnsPerIP},
-		{"max_quic_flows", c.Limits.MaxQUICFlows},
+		{"max_quic_flows", c.Limits.MaxQUICFlows}, {"max_quic_pending_bytes", c.Limits.MaxQUICPendingBytes},
 	} {
 		if l.v < 0 {
 			return fmt.Errorf("limits.%s: must not be negative, got %d", l.name, l.v)
 		}
+	}
+	if c.Limits.MinBodyRate < -1 {
+		return fmt.Errorf("limits.min_body_rate: must be a rate in bytes per second, or -1 to turn it off, got %d", c.Limits.MinBodyRate)
 	}
 	if c.Limits.MaxHeaderBytes < 1024 {
 		return fmt.Errorf("limits.max_header_bytes: must be at least 1024, got %d", c.Limits.MaxHeaderBytes)
@@ -576,6 +601,9 @@ func (c *Config) ProxyConfig() proxy.Config {
 			Idle:     c.Timeouts.Idle,
 			Drain:    c.Timeouts.Drain,
 			QUICIdle: c.Timeouts.QUICIdle,
+
+			TunnelIdle: c.Timeouts.TunnelIdle,
+			BodyGrace:  c.Timeouts.BodyGrace,
 		},
 		Limits: proxy.Limits{
 			MaxHeaderBytes: c.Limits.MaxHeaderBytes,
@@ -583,6 +611,9 @@ func (c *Config) ProxyConfig() proxy.Config {
 			MaxConns:       c.Limits.MaxConns,
 			MaxConnsPerIP:  c.Limits.MaxConnsPerIP,
 			MaxQUICFlows:   c.Limits.MaxQUICFlows,
+			MinBodyRate:    c.Limits.MinBodyRate,
+
+			MaxQUICPendingBytes: c.Limits.MaxQUICPendingBytes,
 		},
 	}
 	for i := range c.Listeners {
