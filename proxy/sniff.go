@@ -8,10 +8,12 @@ package proxy
 // The classification leans towards TLS and HTTP whenever a server could
 // read the bytes as one of them, because a connection sniffed as "other"
 // is relayed undecided: any first byte 0x16 is TLS, and any request line a
-// lenient HTTP server would serve (leading empty lines, several spaces,
-// a lower-case method, HTTP/0.9 "GET /") is HTTP. Line-based protocols
-// whose first line is not an HTTP request line, such as an SSH banner
-// with comments, IRC, SIP or RTSP, stay "other".
+// lenient HTTP server would serve (leading blanks, tabs or other odd
+// whitespace between its words, a lower-case method, HTTP/0.9 "GET /") is
+// HTTP, for the strict HTTP handler to decide or refuse. Only bytes that
+// are positively something else are "other": binary hellos, and lines
+// such as an SSH banner with comments, IRC, SIP or RTSP, whose first line
+// ends without an HTTP version.
 //
 // A client that sends nothing for SniffTimeout is taken for a server-
 // speaks-first protocol (SSH, MySQL, SMTP, FTP): the upstream is dialled
@@ -78,61 +80,83 @@ func classify(b []byte, full bool) string {
 	return k
 }
 
-// classifyHTTP tells whether b starts an HTTP/1 request line as lenient
-// servers read it: optional empty lines, a token, one or more spaces, a
-// target, then spaces and "HTTP/" (any case), or the end of the line for
-// an HTTP/0.9 GET. It returns "" while b is a prefix of such a line.
+// classifyHTTP tells whether b starts an HTTP/1 request line as the most
+// lenient servers read it, returning "" while more bytes are needed.
+//
+// Servers differ in what separates the words of a request line. Python's
+// http.server decodes it as Latin-1 and splits on str.isspace (HT, VT, FF,
+// CR, SP, 0x1c-0x1f, 0x85, 0xa0), so "GET\t/\tHTTP/1.1" reaches its handler;
+// others skip leading blanks, or decode UTF-8 first and split on Unicode
+// spaces. Rather than list every server's grammar, b is HTTP when:
+//
+//   - after leading blanks, its first token is one of httpMethods followed
+//     by any byte that cannot continue the token (a GET needs no version
+//     for HTTP/0.9, and no other protocol we know opens with these), or
+//   - its first line, up to LF, contains "http/" in any case: every server
+//     but an HTTP/0.9 one requires the version.
+//
+// It is "other" only when the first line ends (LF) without "http/", or a
+// control byte no server reads as a blank shows that the bytes are binary:
+// an SSH banner, IRC or SIP line, Redis command, or PostgreSQL, RDP or
+// SOCKS hello. A line that is neither stays undecided, and sniff's hello
+// timeout, or the full peek (taken for HTTP), ends it.
 func classifyHTTP(b []byte) string {
 	i := 0
-	for i < len(b) && (b[i] == '\r' || b[i] == '\n') { // RFC 9112 §2.2
+	for i < len(b) && isSniffBlank(b[i]) {
 		i++
 	}
 	ms := i
 	for i < len(b) && tchar[b[i]] {
 		i++
 	}
-	method := b[ms:i]
-	switch {
-	case i == len(b):
-		return ""
-	case i == ms || b[i] != ' ':
-		return sniffOther
+	if i == len(b) {
+		return "" // a blank, or a token that may still grow
 	}
-	for i < len(b) && b[i] == ' ' {
-		i++
-	}
-	ts := i
-	// Any byte but a space or line end may be part of a target as some
-	// server reads it (net/http takes raw UTF-8, for one).
-	for i < len(b) && b[i] != ' ' && b[i] != '\r' && b[i] != '\n' {
-		i++
-	}
-	switch {
-	case i == len(b):
-		return ""
-	case i == ts:
-		return sniffOther // a line end where the target starts
-	case b[i] == '\r' || b[i] == '\n':
-		if string(method) == "GET" {
-			return sniffHTTP // HTTP/0.9
-		}
-		return sniffOther
-	}
-	for i < len(b) && b[i] == ' ' {
-		i++
-	}
-	rest := b[i:]
-	const version = "http/" // lower case: equalFold's convention
-	if len(rest) < len(version) {
-		if equalFold(rest, version[:len(rest)]) {
-			return ""
-		}
-		return sniffOther
-	}
-	if hasPrefixFold(rest, version) {
+	if i > ms && isHTTPMethod(b[ms:i]) {
 		return sniffHTTP
 	}
-	return sniffOther
+	const version = "http/" // lower case: equalFold's convention
+	for ; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case c == '\n':
+			return sniffOther
+		case (c < ' ' || c == 0x7f) && !isSniffBlank(c):
+			return sniffOther
+		case lower(c) == version[0] && hasPrefixFold(b[i:], version):
+			return sniffHTTP
+		}
+	}
+	// A partial "http/" at the end has only letters and '/' after it, so
+	// no byte past i could have decided: undecided is stable.
+	return ""
+}
+
+// httpMethods are the methods that make a line HTTP at once, in any case.
+// OPTIONS is not among them: RTSP and SIP requests open with it, and a
+// server reads an OPTIONS line as HTTP only with its version.
+var httpMethods = [...]string{"get", "head", "post", "put", "delete", "connect", "patch", "trace"}
+
+func isHTTPMethod(tok []byte) bool {
+	for _, m := range httpMethods {
+		if equalFold(tok, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// isSniffBlank reports whether some server may read c as a blank between,
+// or before, the words of a request line: the ASCII blanks, the Latin-1
+// separators Python's str.isspace knows (0x1c-0x1f) and any byte of 0x80
+// or more (0x85 and 0xa0 in Latin-1; the start or middle of U+3000, a BOM
+// or another Unicode space in UTF-8).
+func isSniffBlank(c byte) bool {
+	switch {
+	case c == ' ', c >= '\t' && c <= '\r', c >= 0x1c && c <= 0x1f, c >= 0x80:
+		return true
+	}
+	return false
 }
 
 // sniffMore is peek's condition while sniffing.

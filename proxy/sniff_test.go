@@ -12,52 +12,98 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
+// classifyTests are TestClassify's cases and FuzzClassify's seeds.
+var classifyTests = []struct {
+	name string
+	in   string
+	want string // "" = needs more bytes
+}{
+	{"empty", "", ""},
+	{"tls handshake", "\x16", sniffTLS},
+	{"tls hello start", "\x16\x03\x01\x02\x00\x01", sniffTLS},
+	{"http get", "GET / HTTP/1.1\r\nHost: a.cn\r\n\r\n", sniffHTTP},
+	{"http post", "POST /form HTTP/1.0\r\n", sniffHTTP},
+	{"http lower-case method", "get / HTTP/1.1\r\n", sniffHTTP},
+	{"http lower-case version", "GET / http/1.1\r\n", sniffHTTP},
+	{"http odd method", "SSH-2.0-x / HTTP/1.1\r\n", sniffHTTP},
+	{"http double spaces", "GET  /  HTTP/1.1\r\n", sniffHTTP},
+	{"http leading empty line", "\r\nGET / HTTP/1.1\r\n", sniffHTTP},
+	{"http/0.9", "GET /\r\n", sniffHTTP},
+	{"http/0.9 bare LF", "GET /\n", sniffHTTP},
+	{"http utf-8 target", "GET /\xe4\xbe\x8b HTTP/1.1\r\n", sniffHTTP},
+	{"http absolute form", "GET http://a.cn/ HTTP/1.1\r\n", sniffHTTP},
+	{"http2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", sniffHTTP},
+	{"partial method", "GE", ""},
+	{"partial target", "FOO /ab", ""},
+	{"partial version", "FOO / HT", ""},
+	{"get needs no more", "GET ", sniffHTTP},
+	{"ssh banner", "SSH-2.0-OpenSSH_9.6\r\n", sniffOther},
+	{"ssh banner with comment", "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n", sniffOther},
+	{"ssh banner with long comment", "SSH-2.0-Foo some comment here\r\n", sniffOther},
+	{"irc", "NICK guest\r\n", sniffOther},
+	{"irc user", "USER guest 0 * :Guest\r\n", sniffOther},
+	{"sip", "INVITE sip:bob@a.cn SIP/2.0\r\n", sniffOther},
+	{"rtsp", "OPTIONS rtsp://a.cn/s RTSP/1.0\r\n", sniffOther},
+	{"redis resp", "*1\r\n$4\r\nPING\r\n", sniffOther},
+	{"postgres startup", "\x00\x00\x00\x08\x04\xd2\x16\x2f", sniffOther},
+	{"binary", "\x00\x01\x02\x03", sniffOther},
+	{"sslv2 hello", "\x80\x2e\x01\x00\x02", sniffOther},
+	{"proxy v1", "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\nGET / HTTP/1.1\r\n", sniffProxyHeader},
+	{"proxy v1 prefix", "PROX", ""},
+	{"proxy v2", string(proxyV2Sig) + "\x21\x11\x00\x0c", sniffProxyHeader},
+	{"proxy v2 prefix", "\r\n\r\n\x00", ""},
+	{"proxy-like method", "PROXYX / HTTP/1.1\r\n", sniffHTTP},
+	// Odd whitespace that lenient servers split on (Python's
+	// http.server splits a Latin-1 line on str.isspace, others decode
+	// UTF-8 or skip leading blanks): HTTP, for the strict handler to
+	// refuse.
+	{"tabs", "GET\t/\tHTTP/1.1\r\n", sniffHTTP},
+	{"leading space", " GET / HTTP/1.1\r\n", sniffHTTP},
+	{"leading tab", "\tGET / HTTP/1.1\r\n", sniffHTTP},
+	{"vertical tabs", "GET\x0b/\x0bHTTP/1.1\r\n", sniffHTTP},
+	{"form feeds", "GET\x0c/\x0cHTTP/1.1\r\n", sniffHTTP},
+	{"carriage returns", "GET\r/\rHTTP/1.1\r\n", sniffHTTP},
+	{"file separators", "GET\x1c/\x1dHTTP/1.1\r\n", sniffHTTP},
+	{"latin-1 nbsp", "GET\xa0/\xa0HTTP/1.1\r\n", sniffHTTP},
+	{"latin-1 nel", "GET\x85/\x85HTTP/1.1\r\n", sniffHTTP},
+	{"ideographic space", "GET\u3000/\u3000HTTP/1.1\r\n", sniffHTTP},
+	{"byte order mark", "\ufeffGET / HTTP/1.1\r\n", sniffHTTP},
+	{"get then any separator", "GET\x00", sniffHTTP},
+	{"lower-case get then tab", "get\t", sniffHTTP},
+	{"unknown method tabs", "FOO\t/\tHTTP/1.1\r\n", sniffHTTP},
+	{"unknown method nbsp", "FOO\xa0/\xa0http/1.0\r\n", sniffHTTP},
+	{"unknown method odd target", "FOO \x7e\xff\x1f HTTP/1.1\r\n", sniffHTTP},
+	{"unknown method, version cut", "FOO / HTT", ""},
+	{"unknown method, no line end", "FOO bar baz", ""},
+	{"webdav", "PROPFIND\t/\tHTTP/1.1\r\n", sniffHTTP},
+	{"options", "OPTIONS\t*\tHTTP/1.1\r\n", sniffHTTP},
+	{"non-token method", "{x} / HTTP/1.1\r\n", sniffHTTP},
+	{"get prefix", "GE", ""},
+	{"longer token than get", "GETS / x\r\n", sniffOther},
+	{"leading blanks only", " \t\r\n", ""},
+	// Other protocols stay other.
+	{"redis inline", "PING\r\n", sniffOther},
+	{"redis inline args", "SET k v\r\n", sniffOther},
+	{"irc cap", "CAP LS 302\r\nNICK guest\r\n", sniffOther},
+	{"sip options", "OPTIONS sip:bob@a.cn SIP/2.0\r\n", sniffOther},
+	{"rdp", "\x03\x00\x00\x13\x0e\xe0\x00\x00", sniffOther},
+	{"socks5", "\x05\x01\x00", sniffOther},
+	{"socks4", "\x04\x01\x00\x50\x7f\x00\x00\x01user\x00", sniffOther},
+	{"mqtt connect", "\x10\x12\x00\x04MQTT\x04\x02", sniffOther},
+	{"amqp", "AMQP\x00\x00\x09\x01", sniffOther},
+	{"bittorrent", "\x13BitTorrent protocol", sniffOther},
+	{"leading space then binary", " \x00\x01", sniffOther},
+	{"json line", "{\"id\":1}\n", sniffOther},
+	{"one word line", "HELLO\n", sniffOther},
+}
+
 func TestClassify(t *testing.T) {
-	tests := []struct {
-		name string
-		in   string
-		want string // "" = needs more bytes
-	}{
-		{"empty", "", ""},
-		{"tls handshake", "\x16", sniffTLS},
-		{"tls hello start", "\x16\x03\x01\x02\x00\x01", sniffTLS},
-		{"http get", "GET / HTTP/1.1\r\nHost: a.cn\r\n\r\n", sniffHTTP},
-		{"http post", "POST /form HTTP/1.0\r\n", sniffHTTP},
-		{"http lower-case method", "get / HTTP/1.1\r\n", sniffHTTP},
-		{"http lower-case version", "GET / http/1.1\r\n", sniffHTTP},
-		{"http odd method", "SSH-2.0-x / HTTP/1.1\r\n", sniffHTTP},
-		{"http double spaces", "GET  /  HTTP/1.1\r\n", sniffHTTP},
-		{"http leading empty line", "\r\nGET / HTTP/1.1\r\n", sniffHTTP},
-		{"http/0.9", "GET /\r\n", sniffHTTP},
-		{"http/0.9 bare LF", "GET /\n", sniffHTTP},
-		{"http utf-8 target", "GET /\xe4\xbe\x8b HTTP/1.1\r\n", sniffHTTP},
-		{"http absolute form", "GET http://a.cn/ HTTP/1.1\r\n", sniffHTTP},
-		{"http2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", sniffHTTP},
-		{"partial method", "GE", ""},
-		{"partial target", "GET /ab", ""},
-		{"partial version", "GET / HT", ""},
-		{"ssh banner", "SSH-2.0-OpenSSH_9.6\r\n", sniffOther},
-		{"ssh banner with comment", "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n", sniffOther},
-		{"ssh banner with long comment", "SSH-2.0-Foo some comment here\r\n", sniffOther},
-		{"irc", "NICK guest\r\n", sniffOther},
-		{"irc user", "USER guest 0 * :Guest\r\n", sniffOther},
-		{"sip", "INVITE sip:bob@a.cn SIP/2.0\r\n", sniffOther},
-		{"rtsp", "OPTIONS rtsp://a.cn/s RTSP/1.0\r\n", sniffOther},
-		{"redis resp", "*1\r\n$4\r\nPING\r\n", sniffOther},
-		{"postgres startup", "\x00\x00\x00\x08\x04\xd2\x16\x2f", sniffOther},
-		{"binary", "\x00\x01\x02\x03", sniffOther},
-		{"sslv2 hello", "\x80\x2e\x01\x00\x02", sniffOther},
-		{"proxy v1", "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\nGET / HTTP/1.1\r\n", sniffProxyHeader},
-		{"proxy v1 prefix", "PROX", ""},
-		{"proxy v2", string(proxyV2Sig) + "\x21\x11\x00\x0c", sniffProxyHeader},
-		{"proxy v2 prefix", "\r\n\r\n\x00", ""},
-		{"proxy-like method", "PROXYX / HTTP/1.1\r\n", sniffHTTP},
-	}
-	for _, tt := range tests {
+	for _, tt := range classifyTests {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := classify([]byte(tt.in), false); got != tt.want {
 				t.Errorf("classify(%q) = %q, want %q", tt.in, got, tt.want)
@@ -65,19 +111,23 @@ func TestClassify(t *testing.T) {
 		})
 	}
 	// A full peek that is still HTTP-shaped is HTTP.
-	long := "GET /" + strings.Repeat("a", sniffPeekMax)
+	long := "FOO /" + strings.Repeat("a", sniffPeekMax)
 	if got := classify([]byte(long[:sniffPeekMax]), true); got != sniffHTTP {
 		t.Errorf("classify(long target, full) = %q, want %q", got, sniffHTTP)
 	}
 }
 
 // FuzzClassify checks that classify never panics, that a decision made on
-// a prefix never changes as bytes are added, and that whatever net/http
-// accepts as a request is sniffed as HTTP (anything else would be relayed
-// undecided: an evasion).
+// a prefix never changes as bytes are added, and that whatever a server
+// would serve as a request is sniffed as HTTP (anything else would be
+// relayed undecided: an evasion). The servers are net/http, the strict
+// handler's parseRequestHead, and lenientServes' model of Python's
+// http.server.
 func FuzzClassify(f *testing.F) {
-	for _, s := range []string{"GET / HTTP/1.1\r\nHost: a.cn\r\n\r\n", "\x16\x03\x01", "SSH-2.0-x y\r\n",
-		"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n", "\r\nGET /\r\n", "M-SEARCH * HTTP/1.1\r\n\r\n", "GET /\xff HTTP/1.0\r\n\r\n"} {
+	for _, tt := range classifyTests {
+		f.Add([]byte(tt.in))
+	}
+	for _, s := range []string{"M-SEARCH * HTTP/1.1\r\n\r\n", "GET /\xff HTTP/1.0\r\n\r\n", "\r\nGET /\r\n"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -95,13 +145,67 @@ func FuzzClassify(f *testing.F) {
 				t.Fatalf("classify(%q) = %q but its prefix %q was %q", b, got, b[:k], p)
 			}
 		}
+		if got != sniffOther {
+			return
+		}
 		if req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(b))); err == nil {
 			req.Body.Close()
-			if got != sniffHTTP {
-				t.Fatalf("net/http reads %q as a %s request, classify says %q", b, req.Method, got)
-			}
+			t.Fatalf("net/http reads %q as a %s request, classify says %q", b, req.Method, got)
+		}
+		if p, err := httpOurParse(b, false); err == nil {
+			t.Fatalf("parseRequestHead reads %q as a %s request, classify says %q", b, p.method, got)
+		}
+		if lenientServes(b) {
+			t.Fatalf("a lenient server reads %q as a request, classify says %q", b, got)
 		}
 	})
+}
+
+// lenientServes models BaseHTTPRequestHandler.parse_request of Python's
+// http.server (and so Werkzeug's development server, which routes any
+// method): the first line, decoded as Latin-1, split on str.isspace, is a
+// request when it has three words, the last starting with "HTTP/", or two
+// with GET (HTTP/0.9). Empty lines before it are skipped, as RFC 9112
+// §2.2 lets servers do. A line holding a control byte that no server reads
+// as a blank is left out: classify takes it for binary, and serving it
+// would take a method outside httpMethods routed despite the control byte.
+func lenientServes(b []byte) bool {
+	var line []byte
+	for {
+		l, rest, ok := bytes.Cut(b, []byte("\n"))
+		if !ok {
+			return false // the line is not complete
+		}
+		if len(bytes.Trim(l, "\r")) != 0 {
+			line = l
+			break
+		}
+		b = rest
+	}
+	for _, c := range line {
+		if (c < ' ' || c == 0x7f) && !isSniffBlank(c) {
+			return false
+		}
+	}
+	words := strings.FieldsFunc(string(latin1(line)), func(r rune) bool {
+		return unicode.IsSpace(r) || r >= 0x1c && r <= 0x1f
+	})
+	switch len(words) {
+	case 3:
+		return strings.HasPrefix(words[2], "HTTP/")
+	case 2:
+		return words[0] == "GET"
+	}
+	return false
+}
+
+// latin1 decodes b as ISO 8859-1.
+func latin1(b []byte) []rune {
+	r := make([]rune, len(b))
+	for i, c := range b {
+		r[i] = rune(c)
+	}
+	return r
 }
 
 // recUpstream is a raw TCP upstream that counts the connections it
@@ -413,5 +517,68 @@ func BenchmarkClassify(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		classify(req, false)
+	}
+}
+
+// TestAutoOddWhitespace: request lines that lenient servers (Python's
+// http.server splits on any whitespace; others skip leading blanks or
+// decode UTF-8 first) read as HTTP but that are not the strict grammar
+// must reach the strict HTTP handler and be refused there, never be
+// relayed undecided as "other".
+func TestAutoOddWhitespace(t *testing.T) {
+	up := newRecUpstream(t, serveHTTPHost)
+	g := startGateway(t, autoListener(up.addr(), nil), filedDecider)
+	for _, tt := range []struct {
+		name, line string
+		status     int
+	}{
+		{"tabs", "GET\t/\tHTTP/1.1", 400},
+		{"leading space", " GET / HTTP/1.1", 400},
+		{"leading tab", "\tGET / HTTP/1.1", 400},
+		{"vertical tabs", "GET\x0b/\x0bHTTP/1.1", 400},
+		{"form feeds", "GET\x0c/\x0cHTTP/1.1", 400},
+		{"carriage returns", "GET\r/\rHTTP/1.1", 400},
+		{"file separators", "GET\x1c/\x1cHTTP/1.1", 400},
+		{"latin-1 nbsp", "GET\xa0/\xa0HTTP/1.1", 400},
+		{"latin-1 nel", "GET\x85/\x85HTTP/1.1", 400},
+		{"ideographic space", "GET\u3000/\u3000HTTP/1.1", 400},
+		{"byte order mark", "\ufeffGET / HTTP/1.1", 400},
+		{"tab before version", "GET /\tHTTP/1.1", 400},
+		{"unknown method tabs", "FOO\t/\tHTTP/1.1", 400},
+		{"lower case tabs", "get\t/\thttp/1.1", 400},
+		{"leading empty line", "\r\nGET / HTTP/1.1", 400},
+		// Well formed but for the case of the method: decided on its Host.
+		{"lower case method", "get / HTTP/1.1", 403},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dialRaw(t, g.addr("auto"))
+			fmt.Fprintf(c, "%s\r\nHost: unfiled-demo.cn\r\n\r\n", tt.line)
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatalf("%q: %v", tt.line, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Errorf("%q: got %d, want %d", tt.line, resp.StatusCode, tt.status)
+			}
+		})
+	}
+	// The HTTP/2 prior-knowledge preface is HTTP too, refused as a version
+	// the gateway does not speak.
+	c := dialRaw(t, g.addr("auto"))
+	io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("h2 preface: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 505 {
+		t.Errorf("h2 preface: got %d, want 505", resp.StatusCode)
+	}
+	if n := up.accepted.Load(); n != 0 {
+		t.Errorf("refused requests reached the origin: %d connections, %d bytes", n, up.received.Load())
+	}
+	if n := testutil.ToFloat64(g.m.Edge.OtherProtocols.WithLabelValues("auto", "pass")); n != 0 {
+		t.Errorf("other pass: got %v, want 0", n)
 	}
 }
