@@ -43,11 +43,22 @@ package proxy
 // such hellos are counted in Metrics.ECHHellos. Browsers send GREASE ECH
 // without a real inner hello, so the count is an upper bound.
 //
+// CRYPTO conflicts: a client that sends CRYPTO bytes differing from bytes
+// of the same offsets it sent before is refused (sni.ErrCryptoConflict).
+// The origin keeps the first copy it receives, so only a client whose
+// copies all agree is certain to show the origin the name the gateway
+// decided on.
+//
 // Limits: at most Limits.MaxQUICFlows flows per listener and
 // Limits.MaxConnsPerIP per client IP (pending, passing and recently
-// blocked; a datagram that would start one more is dropped), 32 datagrams or 128 KiB buffered per pending flow, the hello
-// complete within Timeouts.Hello, and sni's caps on CRYPTO bytes and
-// packets. Every dropped datagram is counted in Metrics.QUICDrops by
+// blocked; a datagram that would start one more is dropped). An undecided
+// flow buffers at most quicMaxPending datagrams of at most
+// quicMaxPendingDatagram bytes, quicMaxPendingBytes in all, and reads at
+// most quicMaxHelloBytes of CRYPTO data; all undecided flows of a listener
+// together hold at most Limits.MaxQUICPendingBytes (datagrams and
+// reassembly buffers), over which the oldest are ended first. The hello
+// must be complete within Timeouts.Hello, and sni's cap on packets
+// applies. Every dropped datagram is counted in Metrics.QUICDrops by
 // reason.
 //
 // Drain: a QUIC flow's only way back to its client is the listening
@@ -84,32 +95,61 @@ const (
 	quicMinInitial         = 1200             // RFC 9000 14.1: a client's Initial datagram is at least this big
 	quicMaxDatagram        = 1<<16 - 1        // largest UDP payload read
 	quicMaxPending         = 32               // datagrams buffered per undecided flow
-	quicMaxPendingBytes    = 128 << 10        // bytes buffered per undecided flow
 	quicBlockedTTL         = 10 * time.Second // how long a blocked flow is remembered (its retransmits are dropped cheaply)
 	quicMaxCloses          = 3                // CONNECTION_CLOSE packets sent per blocked flow
 	quicMaxAliases         = 8                // server connection IDs remembered per flow
 	quicJanitorPeriod      = time.Second
 	quicSCIDLen            = 8
 	quicDownstreamBufBytes = 2048 // per passing flow's read buffer (QUIC stacks send at most about 1500)
+
+	// quicMaxPendingDatagram is the largest datagram an undecided flow
+	// buffers. Before the server answers, a client knows nothing of the
+	// path MTU: it sends datagrams of 1200 bytes or a little more (RFC
+	// 9000 14) and probes for larger ones only on an established
+	// connection, and no UDP payload over a 1500-byte Ethernet MTU
+	// exceeds 1500 bytes.
+	quicMaxPendingDatagram = 1500
+	// quicMaxPendingBytes caps the datagrams one undecided flow buffers.
+	// A real hello, post-quantum key share included, takes 2-3 Initial
+	// datagrams; the rest of the room is for 0-RTT packets sent with it,
+	// which a client sends again after the handshake if they are dropped.
+	quicMaxPendingBytes = 32 << 10
+	// quicMaxHelloBytes caps the CRYPTO stream one flow reassembles (and
+	// so its reassembly buffer). Real hellos are a few KiB; one this large
+	// would already need more Initial datagrams than quicMaxPendingBytes
+	// holds. A client refused for it falls back to TCP, whose hello
+	// reader allows 64 KiB.
+	quicMaxHelloBytes = 16 << 10
+	// quicPooledInitials is the largest reassembly state (sni.Initials
+	// Footprint) put back in the pool: a real hello's, with room to spare.
+	quicPooledInitials = 8 << 10
+	// defaultMaxQUICPendingBytes is Limits.MaxQUICPendingBytes's default:
+	// room for a few thousand real undecided flows at once (each holds a
+	// few KiB for one round trip), while a flood of flows stuffed to their
+	// caps costs a listener no more than this.
+	defaultMaxQUICPendingBytes = 16 << 20
 )
 
 // QUIC drop reasons, the reason label values of Metrics.QUICDrops.
 const (
-	quicDropNoFlow       = "no_flow"       // not an Initial and no flow matches
-	quicDropVersion      = "version"       // a QUIC version other than v1 and v2
-	quicDropSmall        = "short_initial" // an Initial datagram under 1200 bytes
-	quicDropMalformed    = "malformed"     // undecryptable or malformed Initial (the flow is refused)
-	quicDropTooLarge     = "too_large"     // hello over sni's caps, or a truncated datagram
-	quicDropFlowLimit    = "flow_limit"    // Limits.MaxQUICFlows reached
-	quicDropIPLimit      = "ip_limit"      // Limits.MaxConnsPerIP flows of one client IP reached
-	quicDropPendingLimit = "pending_limit" // too many datagrams before the hello was complete
-	quicDropHelloTimeout = "hello_timeout" // hello not complete within Timeouts.Hello
-	quicDropBlocked      = "blocked"       // datagrams of a blocked flow
-	quicDropUpstream     = "upstream"      // no upstream, or sending to it failed
+	quicDropNoFlow       = "no_flow"         // not an Initial and no flow matches
+	quicDropVersion      = "version"         // a QUIC version other than v1 and v2
+	quicDropSmall        = "short_initial"   // an Initial datagram under 1200 bytes
+	quicDropMalformed    = "malformed"       // undecryptable or malformed Initial (the flow is refused)
+	quicDropTooLarge     = "too_large"       // hello over sni's caps, or a truncated datagram
+	quicDropFlowLimit    = "flow_limit"      // Limits.MaxQUICFlows reached
+	quicDropIPLimit      = "ip_limit"        // Limits.MaxConnsPerIP flows of one client IP reached
+	quicDropPendingLimit = "pending_limit"   // too many datagrams before the hello was complete
+	quicDropEvicted      = "pending_budget"  // an undecided flow ended, oldest first, over Limits.MaxQUICPendingBytes
+	quicDropConflict     = "crypto_conflict" // CRYPTO bytes differing from those sent before (the flow is refused)
+	quicDropHelloTimeout = "hello_timeout"   // hello not complete within Timeouts.Hello
+	quicDropBlocked      = "blocked"         // datagrams of a blocked flow
+	quicDropUpstream     = "upstream"        // no upstream, or sending to it failed
 )
 
 var quicDropReasons = []string{quicDropNoFlow, quicDropVersion, quicDropSmall, quicDropMalformed, quicDropTooLarge,
-	quicDropFlowLimit, quicDropIPLimit, quicDropPendingLimit, quicDropHelloTimeout, quicDropBlocked, quicDropUpstream}
+	quicDropFlowLimit, quicDropIPLimit, quicDropPendingLimit, quicDropEvicted, quicDropConflict, quicDropHelloTimeout,
+	quicDropBlocked, quicDropUpstream}
 
 // Flow states.
 const (
@@ -150,6 +190,11 @@ type quicFlow struct {
 	in           *sni.Initials // pending only
 	pending      [][]byte
 	pendingBytes int
+	charged      int // bytes counted in quicListener.buffered: pendingBytes and in's buffers
+	// older and newer link the flows that hold buffers (charged > 0 or
+	// pending), oldest first; guarded by quicListener.bmu, not mu.
+	older, newer *quicFlow
+	listed       bool         // guarded by quicListener.bmu
 	up           *net.UDPConn // dialing: nil; pass: set
 	aliases      []cid
 	version      uint32
@@ -175,6 +220,13 @@ type quicListener struct {
 	flows  map[flowKey]*quicFlow
 	byAddr map[netip.AddrPort]*quicFlow // the latest passing flow of each client address
 	perIP  map[netip.Addr]int           // flows by client IP
+
+	// buffered is what undecided flows hold: their datagrams and
+	// reassembly buffers. Changed with the flow's mu held.
+	buffered atomic.Int64
+	bmu      sync.Mutex // guards oldest, newest and the flows' older, newer and listed
+	oldest   *quicFlow  // the flows holding buffers, by creation
+	newest   *quicFlow
 
 	wg sync.WaitGroup // flow goroutines
 }
@@ -292,6 +344,7 @@ func (q *quicListener) handle(b []byte, client netip.AddrPort) {
 	}
 	if f != nil {
 		q.onFlow(rt, f, b, h)
+		q.evictOver(maxQUICPending(rt))
 		return
 	}
 	switch {
@@ -303,6 +356,9 @@ func (q *quicListener) handle(b []byte, client netip.AddrPort) {
 		return
 	case len(b) < quicMinInitial:
 		q.drops[quicDropSmall].Inc()
+		return
+	case len(b) > quicMaxPendingDatagram:
+		q.drops[quicDropTooLarge].Inc()
 		return
 	}
 	f = &quicFlow{client: client, key: flowKey{client, makeCID(h.DCID)}, created: time.Now(),
@@ -325,7 +381,10 @@ func (q *quicListener) handle(b []byte, client netip.AddrPort) {
 	q.flowsCreated.Inc()
 	q.active.Inc()
 	f.in = initialsPool.Get().(*sni.Initials)
+	f.in.Options.MaxCryptoBytes = quicMaxHelloBytes
+	q.list(f)
 	q.onFlow(rt, f, b, h)
+	q.evictOver(maxQUICPending(rt))
 }
 
 // onFlow handles a datagram of an existing flow.
@@ -341,7 +400,7 @@ func (q *quicListener) onFlow(rt *listenerRuntime, f *quicFlow, b []byte, h sni.
 		}
 		rt.bytesUp.Add(float64(len(b)))
 	case flowDialing:
-		q.buffer(f, b)
+		q.buffer(f, b, h.Initial)
 	case flowBlocked:
 		q.drops[quicDropBlocked].Inc()
 		if h.Initial {
@@ -350,20 +409,28 @@ func (q *quicListener) onFlow(rt *listenerRuntime, f *quicFlow, b []byte, h sni.
 	case flowClosed:
 		q.drops[quicDropNoFlow].Inc()
 	case flowPending:
-		if !q.buffer(f, b) {
+		if !q.buffer(f, b, h.Initial) {
 			return
 		}
-		if !h.Initial {
-			return // 0-RTT or the like, buffered until the decision
-		}
+		// Every datagram is read, not only those that start with an
+		// Initial: the origin reads an Initial coalesced after a 0-RTT
+		// packet too, and the gateway must have seen every CRYPTO byte
+		// the origin gets.
 		hello, err := f.in.Add(b)
+		q.charge(f)
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return
+		}
+		if !h.Initial && (errors.Is(err, sni.ErrNotInitial) || errors.Is(err, sni.ErrQUICVersion)) {
+			return // 0-RTT or the like, buffered until the decision
 		}
 		if err != nil {
 			// Fail closed: a hello that cannot be read is never passed.
 			reason := quicDropMalformed
-			if errors.Is(err, sni.ErrTooLarge) {
+			switch {
+			case errors.Is(err, sni.ErrCryptoConflict):
+				reason = quicDropConflict
+			case errors.Is(err, sni.ErrTooLarge):
 				reason = quicDropTooLarge
 			}
 			q.drops[reason].Add(float64(len(f.pending)))
@@ -397,6 +464,7 @@ func (q *quicListener) onFlow(rt *listenerRuntime, f *quicFlow, b []byte, h sni.
 			addr = rt.cfg.Upstream
 		}
 		q.releaseInitials(f)
+		q.charge(f)
 		if addr == "" {
 			// Fail closed, as the tls listener does.
 			rt.upNone.Inc()
@@ -414,17 +482,29 @@ func (q *quicListener) onFlow(rt *listenerRuntime, f *quicFlow, b []byte, h sni.
 	}
 }
 
-// buffer keeps a copy of b for sending once the flow passes. It reports
-// false (and refuses the flow) when the flow's buffer is full. f.mu held.
-func (q *quicListener) buffer(f *quicFlow, b []byte) bool {
-	if len(f.pending) >= quicMaxPending || f.pendingBytes+len(b) > quicMaxPendingBytes {
+// buffer keeps a copy of b for sending once the flow passes, and reports
+// whether it did. A datagram over quicMaxPendingDatagram is dropped, and
+// so is one past the flow's caps that does not start with an Initial
+// (0-RTT data, sent again after the handshake); an Initial past the caps
+// refuses the flow. Dropped datagrams are neither read nor forwarded, so
+// the origin still gets every byte the decision is made on. f.mu held.
+func (q *quicListener) buffer(f *quicFlow, b []byte, initial bool) bool {
+	switch {
+	case len(b) > quicMaxPendingDatagram:
+		q.drops[quicDropTooLarge].Inc()
+		return false
+	case len(f.pending) < quicMaxPending && f.pendingBytes+len(b) <= quicMaxPendingBytes:
+	case !initial:
+		q.drops[quicDropPendingLimit].Inc()
+		return false
+	default:
 		q.drops[quicDropPendingLimit].Add(float64(len(f.pending) + 1))
-		q.releaseInitials(f)
 		q.block(f, "")
 		return false
 	}
 	f.pending = append(f.pending, append([]byte(nil), b...))
 	f.pendingBytes += len(b)
+	q.charge(f)
 	return true
 }
 
@@ -432,15 +512,90 @@ func (q *quicListener) buffer(f *quicFlow, b []byte) bool {
 func (q *quicListener) block(f *quicFlow, reason string) {
 	f.state = flowBlocked
 	f.reason = reason
-	f.pending, f.pendingBytes = nil, 0
-	q.releaseInitials(f)
+	q.unbuffer(f)
 }
 
-// releaseInitials returns f's reassembly state to the pool. f.mu held.
+// unbuffer forgets f's buffered datagrams and reassembly state. f.mu held.
+func (q *quicListener) unbuffer(f *quicFlow) {
+	f.pending, f.pendingBytes = nil, 0
+	q.releaseInitials(f)
+	q.charge(f)
+}
+
+// charge brings quicListener.buffered up to date with what f holds now,
+// and takes f off the list of flows holding buffers once it holds none.
+// f.mu held.
+func (q *quicListener) charge(f *quicFlow) {
+	n := f.pendingBytes
+	if f.in != nil {
+		n += f.in.Footprint()
+	}
+	q.buffered.Add(int64(n - f.charged))
+	f.charged = n
+	if n == 0 && f.in == nil {
+		q.bmu.Lock()
+		if f.listed {
+			if f.older != nil {
+				f.older.newer = f.newer
+			} else {
+				q.oldest = f.newer
+			}
+			if f.newer != nil {
+				f.newer.older = f.older
+			} else {
+				q.newest = f.older
+			}
+			f.older, f.newer, f.listed = nil, nil, false
+		}
+		q.bmu.Unlock()
+	}
+}
+
+// list puts the new flow f at the young end of the flows holding buffers.
+func (q *quicListener) list(f *quicFlow) {
+	q.bmu.Lock()
+	f.older, f.listed = q.newest, true
+	if q.newest != nil {
+		q.newest.newer = f
+	} else {
+		q.oldest = f
+	}
+	q.newest = f
+	q.bmu.Unlock()
+}
+
+// evictOver ends the oldest undecided flows while the listener's flows
+// hold more than budget bytes. Oldest first: a real client's flow is
+// decided within a round trip, so the flows that have waited longest are
+// the likeliest to be a flood's. Called with no flow's mu held.
+func (q *quicListener) evictOver(budget int64) {
+	for q.buffered.Load() > budget {
+		q.bmu.Lock()
+		f := q.oldest
+		q.bmu.Unlock()
+		if f == nil {
+			return
+		}
+		f.mu.Lock()
+		if f.state == flowPending || f.state == flowDialing {
+			q.drops[quicDropEvicted].Add(float64(len(f.pending)))
+			q.block(f, "")
+		} else {
+			q.unbuffer(f) // a flow holds buffers only while undecided or dialing: unlists it
+		}
+		f.mu.Unlock()
+	}
+}
+
+// releaseInitials returns f's reassembly state to the pool, unless its
+// buffers grew past what a real hello needs: the pool would keep a
+// flood's buffers alive after its flows ended. f.mu held.
 func (q *quicListener) releaseInitials(f *quicFlow) {
 	if f.in != nil {
-		f.in.Reset()
-		initialsPool.Put(f.in)
+		if f.in.Footprint() <= quicPooledInitials {
+			f.in.Reset()
+			initialsPool.Put(f.in)
+		}
 		f.in = nil
 	}
 }
@@ -499,7 +654,7 @@ func (q *quicListener) runFlow(rt *listenerRuntime, f *quicFlow, addr string) {
 		}
 		f.mu.Lock()
 		q.drops[quicDropUpstream].Add(float64(len(f.pending)))
-		f.pending = nil
+		q.unbuffer(f)
 		f.mu.Unlock()
 		return
 	}
@@ -514,7 +669,7 @@ func (q *quicListener) runFlow(rt *listenerRuntime, f *quicFlow, addr string) {
 			rt.bytesUp.Add(float64(len(b)))
 		}
 	}
-	f.pending, f.pendingBytes = nil, 0
+	q.unbuffer(f)
 	f.up = up
 	f.state = flowPass
 	f.mu.Unlock()
@@ -600,8 +755,7 @@ func (q *quicListener) remove(f *quicFlow) {
 	}
 	f.state = flowClosed
 	aliases := f.aliases
-	q.releaseInitials(f)
-	f.pending = nil
+	q.unbuffer(f)
 	if f.up != nil {
 		f.up.Close()
 	}
@@ -693,6 +847,13 @@ func maxQUICPerIP(rt *listenerRuntime) int {
 		return rt.maxQUICPerIP
 	}
 	return defaultMaxConnsPerIP
+}
+
+func maxQUICPending(rt *listenerRuntime) int64 {
+	if rt.maxQUICPending > 0 {
+		return int64(rt.maxQUICPending)
+	}
+	return defaultMaxQUICPendingBytes
 }
 
 func maxQUICFlows(rt *listenerRuntime) int {

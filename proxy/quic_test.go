@@ -6,6 +6,7 @@ import (
 	"crypto/ecdh"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+	"github.com/quic-go/quic-go/quicvarint"
 	"golang.org/x/crypto/cryptobyte"
 )
 
@@ -245,13 +247,7 @@ func TestQUICFlowLimit(t *testing.T) {
 // TestQUICNotInitial checks datagrams that cannot start a flow are dropped
 // and counted by reason, and that nothing reaches the upstream.
 func TestQUICNotInitial(t *testing.T) {
-	up := newH3Upstream(t)
-	_, m, addr := startQUICGateway(t, up.pc.LocalAddr().String(), Policy{}, Limits{})
-	c, err := net.Dial("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	up, m, c := quicGatewayConn(t)
 	tests := []struct {
 		name   string
 		b      []byte
@@ -268,13 +264,7 @@ func TestQUICNotInitial(t *testing.T) {
 			if _, err := c.Write(tt.b); err != nil {
 				t.Fatal(err)
 			}
-			deadline := time.Now().Add(5 * time.Second)
-			for testutil.ToFloat64(m.QUICDrops.WithLabelValues("quic", tt.reason)) == before {
-				if time.Now().After(deadline) {
-					t.Fatalf("drops{%s} did not grow", tt.reason)
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
+			waitQUICDrop(t, m, tt.reason, before)
 		})
 	}
 	if got := up.pc.datagrams.Load(); got != 0 {
@@ -330,6 +320,32 @@ func containsField(msg, field string) bool {
 		}
 	}
 	return false
+}
+
+// quicGatewayConn starts a gateway with a quic listener in front of a
+// quic-go upstream and returns a UDP socket connected to the gateway.
+func quicGatewayConn(t *testing.T) (*h3Upstream, *Metrics, net.Conn) {
+	t.Helper()
+	up := newH3Upstream(t)
+	_, m, addr := startQUICGateway(t, up.pc.LocalAddr().String(), Policy{}, Limits{})
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return up, m, c
+}
+
+// waitQUICDrop waits until the drops of reason exceed before.
+func waitQUICDrop(t *testing.T, m *Metrics, reason string, before float64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(m.QUICDrops.WithLabelValues("quic", reason)) == before {
+		if time.Now().After(deadline) {
+			t.Fatalf("drops{%s} did not grow (%s)", reason, quicDropSummary(m))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // quicDropSummary lists the non-zero drop counters, for failure messages.
@@ -599,26 +615,7 @@ func BenchmarkQUICHandle(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer sink.Close()
-			pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer pc.Close()
-			m := NewMetrics(prometheus.NewRegistry())
-			srv, err := NewServer(Config{Listeners: []ListenerConfig{{Name: "quic", Protocol: "quic", Address: "127.0.0.1:0"}},
-				Limits: Limits{MaxQUICFlows: 1 << 30, MaxConnsPerIP: 1 << 30}}, mapDecider{filed: map[string]string{"filed.cn": ""}}, m, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			l := srv.lns["quic"]
-			l.pc = pc
-			q := &quicListener{s: srv, l: l, pc: pc, log: srv.log, flowsCreated: m.QUICFlows.WithLabelValues("quic"),
-				active: m.QUICActiveFlows.WithLabelValues("quic"), drops: map[string]prometheus.Counter{},
-				ech: m.ECHHellos.WithLabelValues("quic"), decisions: map[string]*[2]prometheus.Counter{},
-				flows: map[flowKey]*quicFlow{}, byAddr: map[netip.AddrPort]*quicFlow{}, perIP: map[netip.Addr]int{}}
-			for _, r := range quicDropReasons {
-				q.drops[r] = m.QUICDrops.WithLabelValues("quic", r)
-			}
+			q, m := newTestQUICListener(b, Limits{MaxQUICFlows: 1 << 30, MaxConnsPerIP: 1 << 30})
 			base := sink.LocalAddr().(*net.UDPAddr).AddrPort()
 			b.ReportAllocs()
 			i := 0
@@ -645,6 +642,177 @@ func BenchmarkQUICHandle(b *testing.B) {
 	}
 }
 
+// newTestQUICListener returns a quic listener whose datagrams a test hands
+// to handle itself, without its read loop, janitor or flow goroutines.
+func newTestQUICListener(tb testing.TB, limits Limits) (*quicListener, *Metrics) {
+	tb.Helper()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { pc.Close() })
+	m := NewMetrics(prometheus.NewRegistry())
+	srv, err := NewServer(Config{Listeners: []ListenerConfig{{Name: "quic", Protocol: "quic", Address: "127.0.0.1:0"}},
+		Limits: limits}, mapDecider{filed: map[string]string{"filed.cn": ""}}, m, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	l := srv.lns["quic"]
+	l.pc = pc
+	q := &quicListener{s: srv, l: l, pc: pc, log: srv.log, flowsCreated: m.QUICFlows.WithLabelValues("quic"),
+		active: m.QUICActiveFlows.WithLabelValues("quic"), drops: map[string]prometheus.Counter{},
+		ech: m.ECHHellos.WithLabelValues("quic"), decisions: map[string]*[2]prometheus.Counter{},
+		flows: map[flowKey]*quicFlow{}, byAddr: map[netip.AddrPort]*quicFlow{}, perIP: map[netip.Addr]int{}}
+	for _, r := range quicDropReasons {
+		q.drops[r] = m.QUICDrops.WithLabelValues("quic", r)
+	}
+	return q, m
+}
+
+// zeroRTT returns a datagram of one 0-RTT packet of n bytes to dcid (its
+// payload is not protected: the gateway never opens 0-RTT packets).
+func zeroRTT(dcid []byte, n int) []byte {
+	b := []byte{0xd3} // long header, type 0-RTT in v1
+	b = binary.BigEndian.AppendUint32(b, sni.QUICv1)
+	b = append(append(b, byte(len(dcid))), dcid...)
+	b = append(b, 0) // no SCID
+	l := n - len(b) - 2
+	b = append(b, 0x40|byte(l>>8), byte(l))
+	return append(b, make([]byte, l)...)
+}
+
+// flowState returns the state of the flow of client and dcid, or -1.
+func flowState(q *quicListener, client netip.AddrPort, dcid []byte) int {
+	q.mu.Lock()
+	f := q.flows[flowKey{client, makeCID(dcid)}]
+	q.mu.Unlock()
+	if f == nil {
+		return -1
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.state
+}
+
+// TestQUICPendingFlowCaps checks what one undecided flow may buffer: 0-RTT
+// datagrams past its byte cap and datagrams over quicMaxPendingDatagram
+// are dropped while the flow goes on; an Initial past the cap, or CRYPTO
+// data past quicMaxHelloBytes, refuses the flow.
+func TestQUICPendingFlowCaps(t *testing.T) {
+	hello := quicClientHello(t, "www.filed.cn")
+	dcid := []byte{1, 2, 3, 4, 5, 6, 7, 8}
+	client := netip.MustParseAddrPort("192.0.2.1:4433")
+	start := clientInitial(t, dcid, 0, cryptoFrame(hello, 0, 100)) // the hello's end never comes
+	t.Run("0-RTT past the cap is dropped", func(t *testing.T) {
+		q, m := newTestQUICListener(t, Limits{})
+		q.handle(start, client)
+		for range 2 * quicMaxPendingBytes / 1400 {
+			q.handle(zeroRTT(dcid, 1400), client)
+		}
+		q.handle(zeroRTT(dcid, 64<<10), client)
+		f := q.flows[flowKey{client, makeCID(dcid)}]
+		if got := flowState(q, client, dcid); got != flowPending {
+			t.Fatalf("state: got %d, want pending (%s)", got, quicDropSummary(m))
+		}
+		if f.pendingBytes > quicMaxPendingBytes || len(f.pending) > quicMaxPending {
+			t.Errorf("buffered %d datagrams, %d bytes; want at most %d, %d", len(f.pending), f.pendingBytes, quicMaxPending, quicMaxPendingBytes)
+		}
+		if got := testutil.ToFloat64(m.QUICDrops.WithLabelValues("quic", quicDropPendingLimit)); got < 1 {
+			t.Errorf("pending_limit drops: got %v, want at least 1", got)
+		}
+		if got := testutil.ToFloat64(m.QUICDrops.WithLabelValues("quic", quicDropTooLarge)); got != 1 {
+			t.Errorf("too_large drops: got %v, want 1", got)
+		}
+		if got, want := q.buffered.Load(), int64(f.pendingBytes+f.in.Footprint()); got != want {
+			t.Errorf("listener buffered %d bytes, want the flow's %d", got, want)
+		}
+		// An Initial past the cap would be read but could not be
+		// forwarded: the flow is refused instead.
+		q.handle(clientInitial(t, dcid, 1, cryptoFrame(hello, 100, 200)), client)
+		if got := flowState(q, client, dcid); got != flowBlocked {
+			t.Errorf("state after an Initial past the cap: got %d, want blocked", got)
+		}
+		if got := q.buffered.Load(); got != 0 {
+			t.Errorf("listener buffered %d bytes after the refusal, want 0", got)
+		}
+	})
+	t.Run("CRYPTO past the hello cap refuses the flow", func(t *testing.T) {
+		q, m := newTestQUICListener(t, Limits{})
+		q.handle(clientInitial(t, dcid, 0, cryptoFrame(make([]byte, quicMaxHelloBytes+1), quicMaxHelloBytes-100, quicMaxHelloBytes+1)), client)
+		if got := flowState(q, client, dcid); got != flowBlocked {
+			t.Errorf("state: got %d, want blocked", got)
+		}
+		if got := testutil.ToFloat64(m.QUICDrops.WithLabelValues("quic", quicDropTooLarge)); got != 1 {
+			t.Errorf("too_large drops: got %v, want 1", got)
+		}
+	})
+	t.Run("a first datagram over the size cap starts no flow", func(t *testing.T) {
+		q, m := newTestQUICListener(t, Limits{})
+		q.handle(append(bytes.Clone(start), make([]byte, quicMaxPendingDatagram)...), client)
+		if got := flowState(q, client, dcid); got != -1 {
+			t.Errorf("state: got %d, want no flow", got)
+		}
+		if got := testutil.ToFloat64(m.QUICDrops.WithLabelValues("quic", quicDropTooLarge)); got != 1 {
+			t.Errorf("too_large drops: got %v, want 1", got)
+		}
+	})
+}
+
+// TestQUICPendingBudget starts undecided flows, each holding one Initial
+// and its reassembly state, on a listener whose budget holds a few of them:
+// the listener never holds more than its budget, the flows ended are the
+// oldest, each counted under pending_budget, and the newest go on.
+func TestQUICPendingBudget(t *testing.T) {
+	const budget, flows = 32 << 10, 40
+	hello := quicClientHello(t, "www.filed.cn")
+	q, m := newTestQUICListener(t, Limits{MaxQUICPendingBytes: budget})
+	var clients []netip.AddrPort
+	var dcids [][]byte
+	for k := range flows {
+		client := netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), uint16(1000+k))
+		dcid := []byte{1, 2, 3, 4, 5, 6, 7, byte(k)}
+		q.handle(clientInitial(t, dcid, 0, cryptoFrame(hello, 0, 100)), client)
+		if got := q.buffered.Load(); got > budget {
+			t.Fatalf("after flow %d: buffered %d bytes, over the %d budget", k, got, budget)
+		}
+		clients, dcids = append(clients, client), append(dcids, dcid)
+	}
+	evicted := 0
+	for k := range flows {
+		switch flowState(q, clients[k], dcids[k]) {
+		case flowBlocked:
+			if evicted != k {
+				t.Fatalf("flow %d was ended while the older flow %d goes on", k, evicted)
+			}
+			evicted++
+		case flowPending:
+		default:
+			t.Fatalf("flow %d: state %d", k, flowState(q, clients[k], dcids[k]))
+		}
+	}
+	if evicted == 0 || evicted == flows {
+		t.Fatalf("%d of %d flows ended, want the oldest but not all", evicted, flows)
+	}
+	if got := testutil.ToFloat64(m.QUICDrops.WithLabelValues("quic", quicDropEvicted)); got != float64(evicted) {
+		t.Errorf("pending_budget drops: got %v, want %d (one datagram each)", got, evicted)
+	}
+	// What the listener counts is what its undecided flows hold.
+	var held int64
+	for k := evicted; k < flows; k++ {
+		f := q.flows[flowKey{clients[k], makeCID(dcids[k])}]
+		f.mu.Lock()
+		held += int64(f.pendingBytes + f.in.Footprint())
+		f.mu.Unlock()
+	}
+	if got := q.buffered.Load(); got != held {
+		t.Errorf("listener buffered %d bytes, its flows hold %d", got, held)
+	}
+	q.closeAll()
+	if got := q.buffered.Load(); got != 0 || q.oldest != nil || q.newest != nil {
+		t.Errorf("after closeAll: buffered %d, list %p %p; want 0 and empty", got, q.oldest, q.newest)
+	}
+}
+
 // TestQUICHelloTimeout sends only the first of quic-go's two hello
 // datagrams: the pending flow is dropped after Timeouts.Hello, counted,
 // and nothing reaches the upstream.
@@ -653,13 +821,7 @@ func TestQUICHelloTimeout(t *testing.T) {
 	if len(dgs) < 2 {
 		t.Fatalf("quic-go's hello fits in %d datagram, want 2 (post-quantum key share)", len(dgs))
 	}
-	up := newH3Upstream(t)
-	_, m, addr := startQUICGateway(t, up.pc.LocalAddr().String(), Policy{}, Limits{})
-	c, err := net.Dial("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	up, m, c := quicGatewayConn(t)
 	if _, err := c.Write(dgs[0]); err != nil {
 		t.Fatal(err)
 	}
@@ -712,5 +874,100 @@ func TestQUICNoUpstream(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if n, err := c.Read(make([]byte, 2048)); err == nil {
 		t.Errorf("got a %d-byte answer, want silence", n)
+	}
+}
+
+// clientInitial builds a datagram of client Initial packets (QUIC v1) for
+// the connection whose first DCID is dcid, one packet per payload of
+// frames numbered from pn, padded to 1200 bytes. It lets a test send
+// CRYPTO frames no real client would.
+func clientInitial(t testing.TB, dcid []byte, pn int, payloads ...[]byte) []byte {
+	t.Helper()
+	var out []byte
+	for k, p := range payloads {
+		padTo := 0
+		if k == len(payloads)-1 {
+			padTo = 1200
+		}
+		var err error
+		if out, err = sni.AppendClientInitial(out, sni.QUICv1, dcid, []byte{9, 9, 9, 9}, uint32(pn+k), p, padTo); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// cryptoFrame returns a CRYPTO frame carrying msg[from:to].
+func cryptoFrame(msg []byte, from, to int) []byte {
+	f := []byte{0x06}
+	f = quicvarint.Append(f, uint64(from))
+	f = quicvarint.Append(f, uint64(to-from))
+	return append(f, msg[from:to]...)
+}
+
+// quicClientHello returns a ClientHello as Go's QUIC TLS client writes it
+// for name.
+func quicClientHello(t *testing.T, name string) []byte {
+	t.Helper()
+	qc := tls.QUICClient(&tls.QUICConfig{TLSConfig: &tls.Config{ServerName: name, NextProtos: []string{http3.NextProtoH3},
+		MinVersion: tls.VersionTLS13, CurvePreferences: []tls.CurveID{tls.X25519}}}) // small enough for one datagram
+	qc.SetTransportParameters([]byte{0x04, 0x04, 0x80, 0x10, 0x00, 0x00}) // initial_max_data
+	if err := qc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer qc.Close()
+	for e := qc.NextEvent(); e.Kind != tls.QUICNoEvent; e = qc.NextEvent() {
+		if e.Kind == tls.QUICWriteData && e.Level == tls.QUICEncryptionLevelInitial {
+			return bytes.Clone(e.Data)
+		}
+	}
+	t.Fatal("no ClientHello written")
+	return nil
+}
+
+// TestQUICCryptoConflict sends, through a real socket, the start of a
+// hello for unfiled.cn and then a whole hello for a.filed.cn at the same
+// CRYPTO offsets. A quic-go origin keeps the bytes it got first, so a
+// gateway that let the later copy win passed a connection the origin then
+// served as unfiled.cn. The flow must be refused, counted as
+// crypto_conflict, and no datagram may reach the upstream.
+func TestQUICCryptoConflict(t *testing.T) {
+	unfiled := quicClientHello(t, "unfiled.cn")
+	name := bytes.Index(unfiled, []byte("unfiled.cn"))
+	filed := bytes.Clone(unfiled)
+	copy(filed[name:], "a.filed.cn") // the same hello but for the name
+	cut := name + len("unfiled.cn")
+	first, second := cryptoFrame(unfiled, 0, cut), cryptoFrame(filed, 0, len(filed))
+	dcid := []byte{1, 2, 3, 4, 5, 6, 7, 8}
+	tests := []struct {
+		name      string
+		datagrams [][]byte
+	}{
+		{"one packet, two frames", [][]byte{clientInitial(t, dcid, 0, append(bytes.Clone(first), second...))}},
+		{"two coalesced packets", [][]byte{clientInitial(t, dcid, 0, first, second)}},
+		{"two datagrams", [][]byte{clientInitial(t, dcid, 0, first), clientInitial(t, dcid, 1, second)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up, m, c := quicGatewayConn(t)
+			for _, d := range tt.datagrams {
+				if _, err := c.Write(d); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitQUICDrop(t, m, quicDropConflict, 0)
+			if got := testutil.ToFloat64(m.Decisions.WithLabelValues("quic", "pass", "filed")); got != 0 {
+				t.Errorf("decisions{quic,pass,filed}: got %v, want 0", got)
+			}
+			// A datagram to a refused flow is dropped as blocked; once it is
+			// counted, everything sent before it has been handled.
+			if _, err := c.Write(tt.datagrams[0]); err != nil {
+				t.Fatal(err)
+			}
+			waitQUICDrop(t, m, quicDropBlocked, 0)
+			if got := up.pc.datagrams.Load(); got != 0 {
+				t.Errorf("upstream datagrams: got %d, want 0", got)
+			}
+		})
 	}
 }

@@ -158,6 +158,8 @@ type listenerRuntime struct {
 	maxQUICFlows int           // quic listeners: Limits.MaxQUICFlows
 	maxQUICPerIP int           // quic listeners: Limits.MaxConnsPerIP, applied to flows
 
+	maxQUICPending int // quic listeners: Limits.MaxQUICPendingBytes
+
 	connections, bytesUp, bytesDown prometheus.Counter
 	active                          prometheus.Gauge
 	upDial, upTimeout, upNone       prometheus.Counter
@@ -296,6 +298,7 @@ func (s *Server) newRuntime(cfg Config, lc ListenerConfig) *listenerRuntime {
 	}
 	rt.quicBlock, rt.quicIdle, rt.maxQUICFlows = cfg.Policy.QUICBlock, cfg.Timeouts.QUICIdle, cfg.Limits.MaxQUICFlows
 	rt.maxQUICPerIP = cfg.Limits.MaxConnsPerIP
+	rt.maxQUICPending = cfg.Limits.MaxQUICPendingBytes
 	if rt.quicBlock == "" {
 		rt.quicBlock = quicBlockClose
 	}
@@ -1201,7 +1204,8 @@ func validate(cfg Config) error {
 		v    int
 	}{{"limits.max_header_bytes", cfg.Limits.MaxHeaderBytes}, {"limits.max_headers", cfg.Limits.MaxHeaders},
 		{"limits.max_conns", cfg.Limits.MaxConns}, {"limits.max_conns_per_ip", cfg.Limits.MaxConnsPerIP},
-		{"limits.max_quic_flows", cfg.Limits.MaxQUICFlows}} {
+		{"limits.max_quic_flows", cfg.Limits.MaxQUICFlows},
+		{"limits.max_quic_pending_bytes", cfg.Limits.MaxQUICPendingBytes}} {
 		if n.v < 0 {
 			return bad(n.name, "%d: must not be negative", n.v)
 		}

@@ -16,6 +16,7 @@ package sni
 // connection: an Initial packet carrying a CONNECTION_CLOSE frame.
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/sha256"
@@ -53,6 +54,10 @@ var (
 	// ErrQUICVersion: a long header packet of a version other than QUICv1
 	// and QUICv2 (including version negotiation and greased versions).
 	ErrQUICVersion = errors.New("unsupported QUIC version")
+	// ErrCryptoConflict: a CRYPTO frame carries bytes that differ from
+	// bytes of the same offsets received before. Errors matching it also
+	// match ErrMalformed.
+	ErrCryptoConflict = errors.New("conflicting QUIC CRYPTO data")
 )
 
 // QUIC long header packet types, in their QUIC v1 numbering.
@@ -297,6 +302,12 @@ func (i *Initials) Reset() {
 	*i = Initials{Options: i.Options, crypto: i.crypto[:0], ranges: i.ranges[:0], plain: i.plain[:0], aad: i.aad[:0], dcid: i.dcid[:0]}
 }
 
+// Footprint returns the bytes of the buffers i holds (reassembly and
+// scratch), for callers that budget the memory of many connections.
+func (i *Initials) Footprint() int {
+	return cap(i.crypto) + cap(i.plain) + cap(i.aad) + cap(i.dcid)
+}
+
 // Version returns the QUIC version of the first Initial packet added, or 0.
 func (i *Initials) Version() uint32 { return i.version }
 
@@ -305,7 +316,9 @@ func (i *Initials) Version() uint32 { return i.version }
 // the Hello once the ClientHello is complete (and again on later calls).
 // While more data is needed the error matches io.ErrUnexpectedEOF.
 // Otherwise the error matches ErrNotInitial, ErrQUICVersion, ErrMalformed
-// or ErrTooLarge; the first datagram of a connection must hold an Initial.
+// (and ErrCryptoConflict for CRYPTO data that rewrites bytes received
+// before) or ErrTooLarge; the first datagram of a connection must hold an
+// Initial.
 // datagram is not modified and not retained.
 func (i *Initials) Add(datagram []byte) (Hello, error) {
 	if i.done {
@@ -499,18 +512,41 @@ func (i *Initials) addCrypto(offset uint64, data []byte) error {
 		return nil
 	}
 	from, to := int(offset), int(end)
+	if err := i.sameAsReceived(from, to, data); err != nil {
+		return err
+	}
 	if to > len(i.crypto) {
 		if to > cap(i.crypto) {
-			c := make([]byte, to, max(to, 2*cap(i.crypto), 2048))
+			// Growth stops at the cap, so a caller's MaxCryptoBytes also
+			// bounds the memory one connection's reassembly holds.
+			c := make([]byte, to, max(to, min(max(2*cap(i.crypto), 2048), i.maxCrypto())))
 			copy(c, i.crypto)
 			i.crypto = c
 		}
 		i.crypto = i.crypto[:to]
 	}
-	// Retransmitted bytes are copied again; a peer that changes them only
-	// confuses its own handshake.
 	copy(i.crypto[from:], data)
 	return i.mark(from, to)
+}
+
+// sameAsReceived checks that data, for CRYPTO stream bytes [from, to),
+// agrees with every byte of that range received before. A retransmission
+// repeats the same bytes; different ones are an attack on the gateway:
+// the origin keeps the bytes it received first (quic-go, for one, drops
+// data it already has) while a gateway that let a later copy win would
+// decide on a name the origin never sees. Both ends agree only if every
+// copy is the same, so a conflict ends the connection.
+func (i *Initials) sameAsReceived(from, to int, data []byte) error {
+	for _, r := range i.ranges {
+		if r.from >= to {
+			break
+		}
+		lo, hi := max(from, r.from), min(to, r.to)
+		if lo < hi && !bytes.Equal(i.crypto[lo:hi], data[lo-from:hi-from]) {
+			return fmt.Errorf("sni: QUIC CRYPTO bytes %d-%d differ from those received before: %w: %w", lo, hi, ErrCryptoConflict, ErrMalformed)
+		}
+	}
+	return nil
 }
 
 // mark records [from, to) as received, merging overlapping and adjacent
@@ -692,6 +728,44 @@ func AppendInitialClose(dst []byte, version uint32, origDCID, dcid, scid []byte,
 	dst = append(dst, 0x40|byte(length>>8), byte(length))
 	dst = append(dst, 0, 0) // packet number 0
 	return sealInitial(dst, start, len(dst)-pnLen, pnLen, 0, frame, k), nil
+}
+
+// AppendClientInitial appends to dst a client Initial packet numbered pn
+// (4-byte encoding) that carries payload, a sequence of frames, protected
+// with the client Initial keys of dcid, the DCID of the connection's first
+// Initial, and addressed to dcid. Unless it is already that long, payload
+// is padded with PADDING frames until dst holds padTo bytes (1200 for a
+// datagram's last packet, RFC 9000 14.1). It is for tests and load tools
+// that send what no real client would; payload must not be empty.
+func AppendClientInitial(dst []byte, version uint32, dcid, scid []byte, pn uint32, payload []byte, padTo int) ([]byte, error) {
+	if version != QUICv1 && version != QUICv2 {
+		return dst, fmt.Errorf("sni: QUIC version %#08x: %w", version, ErrQUICVersion)
+	}
+	if len(dcid) > maxConnIDLen || len(scid) > maxConnIDLen || len(payload) == 0 {
+		return dst, fmt.Errorf("sni: connection ID over %d bytes or empty payload: %w", maxConnIDLen, ErrMalformed)
+	}
+	k, err := deriveInitialKeys(version, dcid, false)
+	if err != nil {
+		return dst, err
+	}
+	const pnLen = 4
+	start := len(dst)
+	hdrLen := 7 + len(dcid) + len(scid) + 1 + 2 + pnLen
+	if n := padTo - start - hdrLen - len(payload) - aeadTagLen; n > 0 {
+		payload = append(payload[:len(payload):len(payload)], make([]byte, n)...)
+	}
+	length := pnLen + len(payload) + aeadTagLen
+	if length >= 1<<14 {
+		return dst, fmt.Errorf("sni: %d-byte QUIC initial: %w", length, ErrTooLarge)
+	}
+	dst = append(dst, 0xc0|typeBits(version, quicInitial)|(pnLen-1))
+	dst = binary.BigEndian.AppendUint32(dst, version)
+	dst = append(append(dst, byte(len(dcid))), dcid...)
+	dst = append(append(dst, byte(len(scid))), scid...)
+	dst = append(dst, 0) // no token
+	dst = append(dst, 0x40|byte(length>>8), byte(length))
+	dst = binary.BigEndian.AppendUint32(dst, pn)
+	return sealInitial(dst, start, len(dst)-pnLen, pnLen, uint64(pn), payload, k), nil
 }
 
 // sealInitial encrypts payload as packet number pn after the header in

@@ -317,6 +317,73 @@ func TestInitialsReassembly(t *testing.T) {
 	}
 }
 
+// conflictHellos returns two QUIC ClientHellos of the same length that
+// differ only in their names, unfiled-demo.cn and a.filed-demo.cn, and the
+// offset just past the first hello's name.
+func conflictHellos(tb testing.TB) (unfiled, filed []byte, cut int) {
+	tb.Helper()
+	msg := quicHello(tb, 0)
+	unfiled = editHello(tb, msg, setSNI(sniEntry{0, "unfiled-demo.cn"}))
+	filed = editHello(tb, msg, setSNI(sniEntry{0, "a.filed-demo.cn"}))
+	cut = bytes.Index(unfiled, []byte("unfiled-demo.cn")) + len("unfiled-demo.cn")
+	if len(unfiled) != len(filed) || cut < len("unfiled-demo.cn") {
+		tb.Fatal("hellos differ in more than the name")
+	}
+	return unfiled, filed, cut
+}
+
+// TestInitialsCryptoConflict sends the start of a hello for one name and
+// then a whole hello for another over the same CRYPTO offsets. The origin
+// keeps the bytes it got first, so a gateway that let the later bytes win
+// would pass a.filed-demo.cn while the origin served unfiled-demo.cn:
+// every shape must fail with ErrCryptoConflict, which is also ErrMalformed.
+func TestInitialsCryptoConflict(t *testing.T) {
+	unfiled, filed, cut := conflictHellos(t)
+	first, second := cryptoFrame(unfiled, 0, cut), cryptoFrame(filed, 0, len(filed))
+	flipped := bytes.Clone(filed)
+	flipped[cut/2] ^= 0x20
+	name := cut - len("unfiled-demo.cn") // where the names start: 'u' against 'a'
+	tests := []struct {
+		name      string
+		datagrams [][]byte
+	}{
+		{"one packet, two frames", [][]byte{
+			initialDatagram(t, QUICv1, testDCID, true, quicPacket{0, cat(first, second)}),
+		}},
+		{"two coalesced packets", [][]byte{
+			initialDatagram(t, QUICv1, testDCID, true, quicPacket{0, first}, quicPacket{1, second}),
+		}},
+		{"two datagrams", [][]byte{
+			initialDatagram(t, QUICv1, testDCID, true, quicPacket{0, first}),
+			initialDatagram(t, QUICv1, testDCID, true, quicPacket{1, second}),
+		}},
+		{"v2, one byte changed in a retransmission", [][]byte{
+			initialDatagram(t, QUICv2, testDCID, true, quicPacket{0, cryptoFrame(filed, 0, cut)}),
+			initialDatagram(t, QUICv2, testDCID, true, quicPacket{1, cryptoFrame(flipped, cut/4, len(filed))}),
+		}},
+		{"the later frame overlaps only the end of the earlier one", [][]byte{
+			initialDatagram(t, QUICv1, testDCID, true, quicPacket{0, cryptoFrame(unfiled, name, len(unfiled))}),
+			initialDatagram(t, QUICv1, testDCID, true, quicPacket{1, cryptoFrame(filed, 0, name+1)}),
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var in Initials
+			var h Hello
+			var err error
+			for k, d := range tt.datagrams {
+				h, err = in.Add(d)
+				if k < len(tt.datagrams)-1 && !errors.Is(err, io.ErrUnexpectedEOF) {
+					t.Fatalf("datagram %d: got %q, %v, want io.ErrUnexpectedEOF", k, h.ServerName, err)
+				}
+			}
+			if !errors.Is(err, ErrCryptoConflict) || !errors.Is(err, ErrMalformed) {
+				t.Errorf("got %q, %v, want %v (and %v)", h.ServerName, err, ErrCryptoConflict, ErrMalformed)
+			}
+		})
+	}
+}
+
 // TestParseInitialECH wraps Go's ECH ClientHello (outer name
 // public.example.cn) in an Initial: the outer name is reported, with ECH.
 func TestParseInitialECH(t *testing.T) {
@@ -564,6 +631,9 @@ func FuzzParseInitial(f *testing.F) {
 	f.Add(cryptoFrame(msg, 0, len(msg)), true)
 	f.Add(cat(cryptoFrame(msg, 30, len(msg)), []byte{framePing, frameACK, 0, 0, 1, 0, 0, 0}, cryptoFrame(msg, 0, 30)), true)
 	f.Add([]byte{frameACKECN, 5, 1, 0, 2, 1, 2, 3, 4}, true)
+	unfiled, filed, cut := conflictHellos(f)
+	f.Add(cat(cryptoFrame(unfiled, 0, cut), cryptoFrame(filed, 0, len(filed))), true)
+	f.Add(cat(cryptoFrame(filed, 0, cut), cryptoFrame(filed, 0, len(filed))), true)
 	f.Fuzz(func(t *testing.T, b []byte, sealed bool) {
 		if sealed {
 			if len(b) > 1100 {
@@ -627,5 +697,30 @@ func BenchmarkInitialsSplit(b *testing.B) {
 		if _, err := in.Add(d2); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestAppendClientInitial reads back what AppendClientInitial builds.
+func TestAppendClientInitial(t *testing.T) {
+	msg := quicHello(t, 0)
+	for _, version := range []uint32{QUICv1, QUICv2} {
+		d, err := AppendClientInitial(nil, version, testDCID, testSCID, 7, cryptoFrame(msg, 0, 100), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, err = AppendClientInitial(d, version, testDCID, testSCID, 8, cryptoFrame(msg, 100, len(msg)), 1200); err != nil {
+			t.Fatal(err)
+		}
+		if short, err := AppendClientInitial(nil, version, testDCID, testSCID, 0, []byte{framePing}, 1200); err != nil || len(short) != 1200 {
+			t.Errorf("v%#x: padded PING: got %d bytes, %v, want 1200", version, len(short), err)
+		}
+		var in Initials
+		h, err := in.Add(d)
+		if err != nil || h.ServerName != "quic.example.cn" || in.largest != 8 {
+			t.Errorf("v%#x: got %q, %v, packet %d, want %q, packet 8", version, h.ServerName, err, in.largest, "quic.example.cn")
+		}
+	}
+	if _, err := AppendClientInitial(nil, 0xbabababa, testDCID, testSCID, 0, []byte{framePing}, 0); !errors.Is(err, ErrQUICVersion) {
+		t.Errorf("bad version: got error %v, want %v", err, ErrQUICVersion)
 	}
 }
