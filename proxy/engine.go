@@ -215,6 +215,16 @@ type pconn struct {
 	last      int64          // last progress while relaying
 	lingered  int            // bytes discarded while lingering
 	upAddr    string         // upstream, for debug logs
+	// retry is the HelloRetryRequest check of a passed connection
+	// (hrr.go): retryWatch until the server's first bytes are classified
+	// (the client's bytes wait), retryRead while the client's next hello
+	// is read into buf (until deadline); retryOff once relaying freely.
+	retry uint8
+	// first is the passed hello's server name, for the retry check;
+	// its array is kept when the slot is reused, so a warm slot copies
+	// the name without allocating. firstSNI: the hello had an SNI.
+	first    []byte
+	firstSNI bool
 
 	cr, cw, ur, uw bool // readiness: client readable/writable, upstream
 	crHup, urHup   bool // the peer has closed its side (EPOLLRDHUP seen)
@@ -675,7 +685,7 @@ func (e *engine) newConn() *pconn {
 		e.slots = append(e.slots, c)
 	}
 	gen := c.gen
-	*c = pconn{slot: c.slot, gen: gen, cfd: -1, ufd: -1}
+	*c = pconn{slot: c.slot, gen: gen, cfd: -1, ufd: -1, first: c.first[:0]}
 	c.up.reset()
 	c.down.reset()
 	return c
@@ -773,7 +783,7 @@ func (e *engine) detach(c *pconn) {
 	}
 	e.open.Add(-1)
 	gen := (c.gen + 1) & (1<<29 - 1)
-	*c = pconn{slot: c.slot, gen: gen, cfd: -1, ufd: -1}
+	*c = pconn{slot: c.slot, gen: gen, cfd: -1, ufd: -1, first: c.first[:0]}
 	e.free = append(e.free, c.slot)
 }
 
@@ -1025,6 +1035,8 @@ func (e *engine) decide(c *pconn, hello *sni.Hello) {
 	}
 	c.upAddr = addr
 	c.deadline = e.now + int64(rt.dial)
+	// For the retry check (hello aliases the scanner: copied now).
+	c.first, c.firstSNI, c.retry = append(c.first[:0], hello.ServerName...), hello.HasSNI, retryWatch
 	if v := rt.edge.dialer.send; v != 0 {
 		// The PROXY header goes out ahead of the hello, in its write.
 		hdr, err := proxyHeaderBytes(v, c.client, dstOf(c))
@@ -1257,7 +1269,19 @@ func (e *engine) linger(c *pconn) {
 // pump moves what it can in both directions and closes c when both have
 // ended or one failed.
 func (e *engine) pump(c *pconn) {
-	errUp := e.pumpDir(c, &c.up, &c.down, c.cfd, c.ufd, &c.cr, &c.uw, c.crHup)
+	cr := &c.cr
+	if c.retry != retryOff {
+		if !e.pumpRetry(c) {
+			return // ended
+		}
+		if c.retry != retryOff {
+			// The client's bytes wait (c.cr keeps their readiness); what
+			// of the hello is still pending goes on to the upstream.
+			held := false
+			cr = &held
+		}
+	}
+	errUp := e.pumpDir(c, &c.up, &c.down, c.cfd, c.ufd, cr, &c.uw, c.crHup)
 	if c.up.uncounted >= relayChunk {
 		c.rt.bytesUp.Add(float64(c.up.uncounted))
 		c.up.uncounted = 0
@@ -1545,6 +1569,10 @@ func (e *engine) sweep() {
 				e.finish(c)
 			}
 		case stRelay:
+			if c.retry == retryRead && now >= c.deadline {
+				e.retryFailed(c, helloTimeout, sni.ErrTimeout)
+				continue
+			}
 			if idle := int64(c.rt.idle); idle > 0 && now-c.last >= idle {
 				e.s.countIdle(c.rt.cfg.Name)
 				e.finish(c)

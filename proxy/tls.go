@@ -106,19 +106,26 @@ func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn, ci *connInfo) {
 	defer up.Close()
 	defer c.Close()
 
-	// Replay the bytes the hello reader consumed, hand its buffer back to
-	// the pool (a long relay should not hold it), then splice the rest.
+	// Replay the bytes the hello reader consumed, check the server's
+	// answer for a HelloRetryRequest (hrr.go; the hello's name is needed
+	// until then), hand the reader's buffer back to the pool (a long relay
+	// should not hold it), then splice the rest.
 	var w rawIO
 	w.bind(up)
 	_, err = w.Write(sc.Buffered())
-	sc.Release()
 	if err != nil {
+		sc.Release()
 		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
 			rt.log.Debug("writing client hello to upstream", "upstream", addr, "error", err)
 		}
 		return
 	}
 	s.conns.startRelay(tc, up, rt.idle)
+	ok := s.checkHelloRetry(rt, tc, up, &hello, ci)
+	sc.Release()
+	if !ok {
+		return
+	}
 	_, _, err = relay(c, up, rt.bytesUp, rt.bytesDown)
 	if err != nil && rt.log.Enabled(context.Background(), slog.LevelDebug) {
 		rt.log.Debug("relay ended", "upstream", addr, "error", err)

@@ -245,23 +245,7 @@ func TestTLSUpstreamErrors(t *testing.T) {
 // up to the end of its ClientHello.
 func clientHello(t testing.TB, sni string) []byte {
 	t.Helper()
-	a, b := net.Pipe()
-	go func() {
-		tls.Client(a, &tls.Config{ServerName: sni, InsecureSkipVerify: true}).Handshake()
-	}()
-	defer a.Close()
-	defer b.Close()
-	var out []byte
-	hdr := make([]byte, 5)
-	if _, err := io.ReadFull(b, hdr); err != nil {
-		t.Fatal(err)
-	}
-	body := make([]byte, int(hdr[3])<<8|int(hdr[4]))
-	if _, err := io.ReadFull(b, body); err != nil {
-		t.Fatal(err)
-	}
-	out = append(append(out, hdr...), body...)
-	return out
+	return clientHelloConfig(t, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
 }
 
 func TestTLSHelloErrors(t *testing.T) {
