@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -371,6 +372,9 @@ func parseConfig(data []byte, path, name string) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		if p := configProblems(data, reflect.TypeFor[Config]()); len(p) > 0 {
+			err = errConfigProblems(p)
+		}
 		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, name, err)
 	}
 	var extra yaml.Node

@@ -283,9 +283,15 @@ func TestConfigErrors(t *testing.T) {
 		yaml string
 		want []string // substrings of the error
 	}{
-		{"unknown top-level key", minimal + "bogus: 1\n", []string{"line 6", "field bogus not found"}},
-		{"unknown nested key", minimal + "policy:\n  tls_blok: alert\n", []string{"line 7", "field tls_blok not found"}},
-		{"unknown listener key", "listeners:\n  - {name: a, protocol: http, adress: x}\n", []string{"line 2", "field adress not found"}},
+		{"unknown top-level key", minimal + "bogus: 1\n", []string{"line 6: bogus: unknown key; the keys here are admin, limits, listeners"}},
+		{"unknown nested key", minimal + "policy:\n  tls_blok: alert\n", []string{"line 7: policy.tls_blok: unknown key (did you mean tls_block?)"}},
+		{"unknown listener key", "listeners:\n  - {name: a, protocol: http, adress: x}\n", []string{"line 2: listeners[0].adress: unknown key (did you mean address?)"}},
+		{"misspelt section", minimal + "registy: {}\n", []string{"line 6: registy: unknown key (did you mean registry?)"}},
+		{"word for a number", minimal + "limits: {max_conns: lots}\n", []string{`line 6: limits.max_conns: want a whole number, got "lots"`}},
+		{"word for a duration", minimal + "timeouts:\n  idle: forever\n", []string{`line 7: timeouts.idle: want a duration such as 300ms, 5s or 2m, got "forever"`}},
+		{"list for a duration", minimal + "timeouts: {hello: [1]}\n", []string{"timeouts.hello: want a duration such as 300ms, 5s or 2m, got a list"}},
+		{"word for a switch", "listeners:\n  - {name: a, protocol: http, spoof_source: maybe}\n", []string{`line 2: listeners[0].spoof_source: want true or false, got "maybe"`}},
+		{"every problem listed", minimal + "bogus: 1\nlimits: {max_conns: lots}\n", []string{"2 problems:", "line 6: bogus", "line 7: limits.max_conns"}},
 		{"not yaml", "listeners: [\n", []string{"icpgate.yaml"}},
 		{"two documents", minimal + "---\nnode: x\n", []string{"more than one YAML document"}},
 		{"empty", "", []string{"registry.file: required"}},
@@ -311,7 +317,7 @@ func TestConfigErrors(t *testing.T) {
 		{"status", minimal + "policy: {http_block_status: 200}\n", []string{"policy.http_block_status: must be 400-599"}},
 		{"redirect", minimal + "policy: {redirect_url: \"/notice\"}\n", []string{"policy.redirect_url"}},
 		{"duration string", minimal + "timeouts: {hello: 5x}\n", []string{"line 6", "5x"}},
-		{"duration int", minimal + "timeouts: {hello: 5}\n", []string{"line 6", "time.Duration"}},
+		{"duration int", minimal + "timeouts: {hello: 5}\n", []string{"line 6: timeouts.hello: want a duration such as 300ms, 5s or 2m, got \"5\": a number needs its unit"}},
 		{"negative duration", minimal + "timeouts: {dial: -1s}\n", []string{"timeouts.dial: must not be negative"}},
 		{"negative limit", minimal + "limits: {max_conns: -1}\n", []string{"limits.max_conns: must not be negative"}},
 		{"tiny header limit", minimal + "limits: {max_header_bytes: 10}\n", []string{"limits.max_header_bytes: must be at least 1024"}},
@@ -337,6 +343,12 @@ func TestConfigErrors(t *testing.T) {
 			for _, w := range tt.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("got %q, want it to contain %q", err, w)
+				}
+			}
+			// Operators read these: never Go's own words.
+			for _, goish := range []string{"main.", "!!", "unmarshal", "not found in type"} {
+				if strings.Contains(err.Error(), goish) {
+					t.Errorf("got %q, which speaks Go (%q)", err, goish)
 				}
 			}
 		})
