@@ -400,6 +400,20 @@ func parseConfig(data []byte, path, name string) (*Config, error) {
 	return &c, nil
 }
 
+// registrySource is the one rule every command applies to a config's
+// registry source (serve and check through validate, the database
+// commands through resolveDSN): the registry comes from a file or from the
+// filing database, never both, since a gateway that merged them could not
+// say which one a decision came from.
+func registrySource(file, dsn string) error {
+	if file != "" && dsn != "" {
+		return errors.New("registry: both registry.file and registry.postgres.dsn are set, and the registry has one source: " +
+			"to use the filing database, delete the registry.file line (import the file into the database with `icpgate import`); " +
+			"to keep the file, delete registry.postgres.dsn")
+	}
+	return nil
+}
+
 // resolve makes a relative, non-empty p relative to dir.
 func resolve(dir, p string) string {
 	if p == "" || filepath.IsAbs(p) {
@@ -418,8 +432,12 @@ func (c *Config) validate() error {
 		return err
 	}
 	switch {
-	case c.Registry.Postgres.DSN != "" && c.Registry.File != "" && !c.Embedded():
-		return errors.New("registry.file: set registry.file or registry.postgres.dsn, not both")
+	case !c.Embedded():
+		if err := registrySource(c.Registry.File, c.Registry.Postgres.DSN); err != nil {
+			return err
+		}
+	}
+	switch {
 	case c.Registry.File == "" && c.Registry.Postgres.DSN == "":
 		return errors.New("registry.file: required (or registry.postgres.dsn)")
 	}

@@ -286,6 +286,7 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown top-level key", minimal + "bogus: 1\n", []string{"line 6: bogus: unknown key; the keys here are admin, limits, listeners"}},
 		{"unknown nested key", minimal + "policy:\n  tls_blok: alert\n", []string{"line 7: policy.tls_blok: unknown key (did you mean tls_block?)"}},
 		{"unknown listener key", "listeners:\n  - {name: a, protocol: http, adress: x}\n", []string{"line 2: listeners[0].adress: unknown key (did you mean address?)"}},
+		{"file and database", minimal + "  postgres: {dsn: \"postgres://u@127.0.0.1/icp\"}\n", []string{"registry: both registry.file and registry.postgres.dsn are set", "delete the registry.file line"}},
 		{"misspelt section", minimal + "registy: {}\n", []string{"line 6: registy: unknown key (did you mean registry?)"}},
 		{"word for a number", minimal + "limits: {max_conns: lots}\n", []string{`line 6: limits.max_conns: want a whole number, got "lots"`}},
 		{"word for a duration", minimal + "timeouts:\n  idle: forever\n", []string{`line 7: timeouts.idle: want a duration such as 300ms, 5s or 2m, got "forever"`}},
@@ -405,5 +406,26 @@ func TestNewLogger(t *testing.T) {
 		if got := buf.String(); !strings.HasPrefix(got, tt.wantPrefix) || (tt.wantPrefix == "" && got != "") {
 			t.Errorf("format %q level %q: got %q, want prefix %q", tt.format, tt.level, got, tt.wantPrefix)
 		}
+	}
+}
+
+// TestRegistrySourceOneRule: the database commands, which read only the
+// registry keys of a config, refuse a file source and a database source
+// together with the same words as serve and check.
+func TestRegistrySourceOneRule(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "icpgate.yaml")
+	both := minimal + "  postgres: {dsn: \"postgres://u@127.0.0.1/icp\"}\n"
+	if err := os.WriteFile(path, []byte(both), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, loadErr := LoadConfig(path)
+	t.Setenv("ICPGATE_DSN", "")
+	empty, config := "", path
+	_, dbErr := dbFlags{dsn: &empty, config: &config}.resolveDSN()
+	if loadErr == nil || dbErr == nil {
+		t.Fatalf("LoadConfig: %v; resolveDSN: %v; want both to refuse", loadErr, dbErr)
+	}
+	if loadErr.Error() != dbErr.Error() {
+		t.Fatalf("serve says %q\ndb says %q\nwant the same words", loadErr, dbErr)
 	}
 }

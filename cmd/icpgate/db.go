@@ -52,12 +52,16 @@ func (f dbFlags) resolveDSN() (string, error) {
 	}
 	var c struct {
 		Registry struct {
+			File     string `yaml:"file"`
 			Postgres struct {
 				DSN string `yaml:"dsn"`
 			} `yaml:"postgres"`
 		} `yaml:"registry"`
 	}
 	if err := yaml.Unmarshal(data, &c); err != nil {
+		return "", fmt.Errorf("%w: %s: %w", ErrConfig, *f.config, err)
+	}
+	if err := registrySource(c.Registry.File, c.Registry.Postgres.DSN); err != nil {
 		return "", fmt.Errorf("%w: %s: %w", ErrConfig, *f.config, err)
 	}
 	if c.Registry.Postgres.DSN == "" {
