@@ -90,6 +90,12 @@ type ProxyProtocol struct {
 type Policy struct {
 	// TLSBlock is "alert" (default), "reset" or "page".
 	TLSBlock string
+	// TLSWithoutSNI is the verdict for a ClientHello that names no server:
+	// no SNI, or an IP literal (the Decider's reason "ip_access"), on tls,
+	// auto and quic listeners: "pass" or "block". Such a client reaches
+	// whatever site the origin serves for the Host inside TLS (see
+	// docs/security.md). Default "": the Decider's verdict.
+	TLSWithoutSNI string
 	// QUICBlock is how quic listeners refuse a connection: "close"
 	// (default: a CONNECTION_CLOSE with CRYPTO_ERROR access_denied in a
 	// server Initial, so clients give up at once and browsers fall back to

@@ -55,6 +55,10 @@ type Metrics struct {
 	// extension (real or GREASE), by protocol; the decision is made on the
 	// outer name.
 	ECHHellos *prometheus.CounterVec
+	// TLSWithoutSNI counts ClientHellos that name no server (no SNI, or an
+	// IP literal), by listener, protocol (tls, quic) and the verdict
+	// Policy.TLSWithoutSNI gave them.
+	TLSWithoutSNI *prometheus.CounterVec
 	// TLSPage are the HTTPS block page's collectors (tlspage.go).
 	TLSPage *TLSPageMetrics
 	// Edge are the PROXY protocol, sniffing and transparent-mode
@@ -94,10 +98,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Datagrams a QUIC listener did not forward, by listener and reason."}, []string{"listener", "reason"}),
 		ECHHellos: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "ech_hellos_total",
 			Help: "ClientHellos carrying an encrypted_client_hello extension, by protocol (decided on the outer name)."}, []string{"protocol"}),
+		TLSWithoutSNI: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "tls_without_sni_total",
+			Help: "ClientHellos naming no server (no SNI, or an IP literal), by listener, protocol and the verdict of policy.tls_without_sni."}, []string{"listener", "protocol", "verdict"}),
 	}
 	reg.MustRegister(m.Decisions, m.Connections, m.ActiveConnections, m.HelloErrors, m.HTTPErrors,
 		m.Bytes, m.UpstreamErrors, m.RequestDuration, m.LimitRejects, m.IdleTimeouts,
-		m.QUICFlows, m.QUICActiveFlows, m.QUICDrops, m.ECHHellos)
+		m.QUICFlows, m.QUICActiveFlows, m.QUICDrops, m.ECHHellos, m.TLSWithoutSNI)
 	m.TLSPage = newTLSPageMetrics(reg)
 	m.Edge = newEdgeMetrics(reg)
 	return m

@@ -446,6 +446,7 @@ func (q *quicListener) onFlow(rt *listenerRuntime, f *quicFlow, b []byte, h sni.
 		// hello aliases f.in's buffer: decide before releasing it. Decide
 		// does not retain the name.
 		d := q.s.dec.Decide(hello.ServerName)
+		rt.withoutSNI(hello.ServerName, &d)
 		q.countDecision(&d)
 		if !d.Pass {
 			if q.log.Enabled(context.Background(), slog.LevelDebug) {

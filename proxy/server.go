@@ -166,6 +166,11 @@ type listenerRuntime struct {
 	helloErrs                       map[string]prometheus.Counter
 	log                             *slog.Logger
 	warnedNoUpstream                atomic.Bool
+
+	// noSNI is Policy.TLSWithoutSNI; noSNICount its counters (pass,
+	// block) for this listener's protocol (tls and auto: tls).
+	noSNI      string
+	noSNICount [2]prometheus.Counter
 }
 
 // swapDecider is the Decider every handler holds: it forwards to the
@@ -320,6 +325,17 @@ func (s *Server) newRuntime(cfg Config, lc ListenerConfig) *listenerRuntime {
 	for _, k := range helloErrorKinds {
 		rt.helloErrs[k] = m.HelloErrors.WithLabelValues(k)
 	}
+	if lc.Protocol != "http" {
+		proto := "tls"
+		if lc.Protocol == "quic" {
+			proto = "quic"
+		}
+		rt.noSNI = cfg.Policy.TLSWithoutSNI
+		rt.noSNICount = [2]prometheus.Counter{
+			m.TLSWithoutSNI.WithLabelValues(lc.Name, proto, "pass"),
+			m.TLSWithoutSNI.WithLabelValues(lc.Name, proto, "block"),
+		}
+	}
 	rt.original = lc.Upstream == UpstreamOriginal
 	rt.edge = newEdgeRuntime(lc, rt.dial, m, rt.log)
 	if lc.Protocol == "http" || lc.Protocol == "auto" {
@@ -372,6 +388,7 @@ func (s *Server) Start() error {
 	}
 	s.page.Store(p)
 	s.started = true
+	s.logTLSWithoutSNI(s.cfg)
 	return nil
 }
 
@@ -1170,6 +1187,11 @@ func validate(cfg Config) error {
 	case "", quicBlockClose, quicBlockDrop:
 	default:
 		return bad("policy.quic_block", "%q: want close or drop", cfg.Policy.QUICBlock)
+	}
+	switch cfg.Policy.TLSWithoutSNI {
+	case "", "pass", "block":
+	default:
+		return bad("policy.tls_without_sni", "%q: want pass or block", cfg.Policy.TLSWithoutSNI)
 	}
 	if cfg.Policy.TLSBlock == "page" {
 		if err := validateTLSPage(cfg.Policy.TLSPage, bad); err != nil {

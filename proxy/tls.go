@@ -157,6 +157,7 @@ func (s *Server) decideHello(rt *listenerRuntime, hello *sni.Hello, ip netip.Add
 		s.echTLS.Inc()
 	}
 	d := s.dec.Decide(hello.ServerName)
+	rt.withoutSNI(hello.ServerName, &d)
 	s.countDecision("tls", &d)
 	if !d.Pass {
 		if rt.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -168,6 +169,50 @@ func (s *Server) decideHello(rt *listenerRuntime, hello *sni.Hello, ip netip.Add
 		}
 	}
 	return d
+}
+
+// withoutSNI applies the listener's Policy.TLSWithoutSNI to d, the
+// decision of a ClientHello naming name, when the hello names no server:
+// no SNI, or an IP literal (the Decider's ip_access). It counts every such
+// hello with its final verdict.
+func (rt *listenerRuntime) withoutSNI(name string, d *Decision) {
+	if name != "" && d.Reason != reasonIPAccess {
+		return
+	}
+	switch rt.noSNI {
+	case "pass":
+		d.Pass = true
+	case "block":
+		d.Pass = false
+	}
+	if d.Pass {
+		rt.noSNICount[0].Inc()
+	} else {
+		rt.noSNICount[1].Inc()
+	}
+}
+
+// reasonIPAccess is the Decider's reason for no name or an IP literal.
+const reasonIPAccess = "ip_access"
+
+// logTLSWithoutSNI says at start, once, that hellos naming no server pass
+// on the TLS and QUIC listeners of cfg: a choice an operator should see,
+// since such a client reaches whatever site the origin serves for the
+// Host inside TLS.
+func (s *Server) logTLSWithoutSNI(cfg Config) {
+	if cfg.Policy.TLSWithoutSNI != "pass" {
+		return
+	}
+	var names []string
+	for _, lc := range cfg.Listeners {
+		if lc.Protocol != "http" {
+			names = append(names, lc.Name)
+		}
+	}
+	if len(names) > 0 {
+		s.log.Info("TLS and QUIC hellos without a server name pass (policy.tls_without_sni: pass); the origin then picks the site by the Host it reads inside TLS, see docs/security.md",
+			"listeners", names)
+	}
 }
 
 // helloOptions are the sni.Read options of a listener.
