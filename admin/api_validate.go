@@ -85,6 +85,10 @@ func stringField(m map[string]json.RawMessage, name string) (string, bool, *apiE
 	if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &v) != nil {
 		return "", false, invalid(name, "%s must be a string", name)
 	}
+	if !utf8.Valid(raw) {
+		// encoding/json would quietly turn the bad bytes into U+FFFD.
+		return "", false, invalid(name, "%s is not valid UTF-8: send text in UTF-8", name)
+	}
 	return v, true, nil
 }
 
@@ -352,7 +356,8 @@ func validateHost(raw string) (host, domain string, e *apiError) {
 }
 
 // checkText checks a text field: surrounding white space trimmed, least
-// to most characters, valid UTF-8 without control characters.
+// to most characters, valid UTF-8 without characters DisplayUnsafe
+// refuses.
 func checkText(field, v string, least, most int) (string, *apiError) {
 	v = strings.TrimSpace(v)
 	n := utf8.RuneCountInString(v)
@@ -365,9 +370,12 @@ func checkText(field, v string, least, most int) (string, *apiError) {
 	if !utf8.ValidString(v) {
 		return "", invalid(field, "%s is not valid UTF-8", field)
 	}
+	pos := 0
 	for _, r := range v {
-		if unicode.IsControl(r) {
-			return "", invalid(field, "%s must not contain control characters (U+%04X)", field, r)
+		pos++
+		if DisplayUnsafe(r) {
+			return "", invalid(field, "%s must be plain text on one line: character %d is U+%04X, %s; remove it",
+				field, pos, r, unsafeKind(r))
 		}
 	}
 	if tokenPattern.MatchString(v) {
@@ -465,4 +473,35 @@ func parseIfMatch(h string) (int64, *apiError) {
 		return 0, invalid("If-Match", `If-Match must be the override's ETag, e.g. "3", got %s`, quoteHost(h))
 	}
 	return v, nil
+}
+
+// DisplayUnsafe reports whether r may not be part of text a person types
+// for others to read (an override's reason or ticket): control characters
+// (C0, DEL, C1: tabs and line breaks break the one-line tables that print
+// it, escapes drive terminals), line and paragraph separators (U+2028,
+// U+2029), and invisible format characters (category Cf), among them the
+// bidirectional controls (U+061C, U+200E, U+200F, U+202A-U+202E,
+// U+2066-U+2069) that make text display in another order than it is
+// stored, so a reason can read as something it does not say. U+200D
+// (zero width joiner) is kept: emoji sequences need it, and it moves
+// nothing. The CLI escapes the same characters when it prints text stored
+// before they were refused.
+func DisplayUnsafe(r rune) bool {
+	if r == '\u200d' {
+		return false
+	}
+	return unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)
+}
+
+// unsafeKind names what sort of character DisplayUnsafe refused.
+func unsafeKind(r rune) string {
+	switch {
+	case unicode.IsControl(r):
+		return "a control character (tabs and line breaks included)"
+	case unicode.In(r, unicode.Zl, unicode.Zp):
+		return "a line or paragraph separator"
+	case unicode.In(r, unicode.Bidi_Control):
+		return "a bidirectional control, which can make text display in another order than it is stored"
+	}
+	return "an invisible formatting character"
 }

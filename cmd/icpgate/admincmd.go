@@ -15,6 +15,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/icpgate/icpgate/admin"
 	"github.com/icpgate/icpgate/proxy"
@@ -383,7 +384,9 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 				fmt.Fprintln(stdout)
 			}
 			for _, line := range e.Trace {
-				fmt.Fprintln(stdout, line)
+				// The trace quotes an override's ticket and the
+				// registry's text as stored.
+				fmt.Fprintln(stdout, escapeText(line, 0))
 			}
 			if e.Verdict != "pass" {
 				if _, hint, ok := proxy.ReasonAdvice(e.Reason); ok {
@@ -656,21 +659,57 @@ func fmtTime(t *time.Time) string {
 	return t.Local().Format("2006-01-02 15:04 MST")
 }
 
-// cell makes a value fit one table cell: control characters (tabs and
-// newlines break the table; escapes could drive the terminal) become
-// spaces, long text is cut, and empty is "-".
+// cell makes a value fit one table cell: characters that could break the
+// table, reorder what is shown around them or drive the terminal become
+// visible escapes (see escapeText), long text is cut, and empty is "-".
 func cell(s string) string {
 	if s == "" {
 		return "-"
 	}
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-			return ' '
+	return escapeText(s, 60)
+}
+
+// escapeText returns s with what admin.DisplayUnsafe refuses (controls,
+// bidi and other format characters, line separators) written as \u202e
+// or \U000e0041, and bytes that are not UTF-8 as \xff. The API refuses
+// these in what people type, but text stored before it did, or written to
+// the database directly, must still print as what it is: an RLO would
+// make a reason read backwards, a U+2028 start a line that looks like
+// another row. When most > 0 the result is cut to most characters, the
+// last one "…", never inside an escape.
+func escapeText(s string, most int) string {
+	var pieces []string
+	width := 0
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		var p string
+		switch {
+		case r == utf8.RuneError && size == 1:
+			p = fmt.Sprintf(`\x%02x`, s[i])
+		case admin.DisplayUnsafe(r) && r <= 0xffff:
+			p = fmt.Sprintf(`\u%04x`, r)
+		case admin.DisplayUnsafe(r):
+			p = fmt.Sprintf(`\U%08x`, r)
+		default:
+			p = s[i : i+size]
 		}
-		return r
-	}, s)
-	if r := []rune(s); len(r) > 60 {
-		s = string(r[:59]) + "…"
+		pieces = append(pieces, p)
+		width += utf8.RuneCountInString(p)
+		i += size
 	}
-	return s
+	if most <= 0 || width <= most {
+		return strings.Join(pieces, "")
+	}
+	var b strings.Builder
+	width = 0
+	for _, p := range pieces {
+		w := utf8.RuneCountInString(p)
+		if width+w > most-1 {
+			break
+		}
+		b.WriteString(p)
+		width += w
+	}
+	b.WriteString("…")
+	return b.String()
 }

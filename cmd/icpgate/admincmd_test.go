@@ -19,8 +19,10 @@ import (
 	"time"
 
 	"github.com/icpgate/icpgate/admin"
+	"github.com/icpgate/icpgate/admin/adminstore"
 	"github.com/icpgate/icpgate/internal/pebbletest"
 	"github.com/icpgate/icpgate/internal/pgtest"
+	"github.com/icpgate/icpgate/registry"
 )
 
 // newToken runs `icpgate token create` for the config at path and returns
@@ -627,5 +629,91 @@ func TestAdminClientHTTPS(t *testing.T) {
 			t.Fatalf("explain over HTTPS: %v", err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestAdminCLIEscapesStoredText: text the API now refuses (bidi
+// controls, line separators, terminal escapes) but that is already stored,
+// from an older version or a direct database write, is printed by
+// allow ls, deny ls, audit ls and explain as visible escapes.
+func TestAdminCLIEscapesStoredText(t *testing.T) {
+	o := startOrigin(t)
+	dir := t.TempDir()
+	path := fileModeConfig(t, dir, o)
+	viewer := newToken(t, path, "viewer")
+
+	st, err := adminstore.OpenBolt(filepath.Join(dir, "admin.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	exp := time.Now().Add(24 * time.Hour)
+	for _, ov := range []registry.Override{
+		{Host: "unfiled.cn", Scope: registry.ScopeDomain, Action: registry.ActionAllow, Expires: exp,
+			Reason: "备案通过 \u202etxt.exe\u2028x", Ticket: "SR-\u202e1", Who: "li.wei\u200f"},
+		{Host: "filed.cn", Scope: registry.ScopeDomain, Action: registry.ActionDeny, Expires: exp,
+			Reason: "\u2066abuse\u2069 \x1b[31mred", Ticket: "T\u2029", Who: "ops"},
+	} {
+		if _, err := st.CreateOverride(ctx, ov, admin.AuditEntry{Who: "ops\u202e", Action: "override.create", Remote: "127.0.0.1:1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.AppendAudit(ctx, admin.AuditEntry{Who: "x", Action: "login", Outcome: "rejected", Remote: "127.0.0.1:1",
+		Detail: "bad\u2028detail\u0085\ufeff"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	g, _ := startServe(t, path)
+	api := "http://" + g.AdminAddr().String()
+	for _, tt := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"allow", "ls"}, []string{`备案通过 \u202etxt.exe\u2028x`, `SR-\u202e1`, `li.wei\u200f`}},
+		{[]string{"deny", "ls"}, []string{`\u2066abuse\u2069 \u001b[31mred`, `T\u2029`}},
+		{[]string{"audit", "ls"}, []string{`ops\u202e`, `bad\u2028detail\u0085\ufeff`}},
+		{[]string{"explain", "www.unfiled.cn"}, []string{`ticket=SR-\u202e1`}},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, out, errOut := cli(t, viewer, append(tt.args, "--admin", api)...)
+			if code != exitOK {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %s:\n%s", w, out)
+				}
+			}
+			for _, r := range out {
+				if r != '\n' && admin.DisplayUnsafe(r) {
+					t.Errorf("output holds U+%04X raw:\n%q", r, out)
+				}
+			}
+		})
+	}
+}
+
+func TestEscapeText(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		most int
+		want string
+	}{
+		{"plain 中文 👨‍💻", 0, "plain 中文 👨‍💻"},
+		{"a\u202eb", 0, `a\u202eb`},
+		{"tag\U000E0041", 0, `tag\U000e0041`},
+		{"bad\xffbyte", 0, `bad\xffbyte`},
+		{"real \ufffd stays", 0, "real \ufffd stays"},
+		{"tab\tand\nline", 0, `tab\u0009and\u000aline`},
+		{"abcdef", 4, "abc…"},
+		{"ab\u202ecd", 6, "ab…"}, // never half an escape
+		{"ab\u202e", 8, `ab\u202e`},
+	} {
+		if got := escapeText(tt.in, tt.most); got != tt.want {
+			t.Errorf("escapeText(%q, %d) = %q, want %q", tt.in, tt.most, got, tt.want)
+		}
 	}
 }
