@@ -19,7 +19,7 @@ import (
 func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", "", "config file (default: the embedded sample config)")
+	path := fs.String("config", "", "config file (default: $ICPGATE_CONFIG, else /etc/icpgate/icpgate.yaml if present, else the embedded demo config)")
 	asJSON := fs.Bool("json", false, "print one JSON object per host (JSON Lines)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: icpgate check [-config FILE] [--json] HOST...")
@@ -33,7 +33,7 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fs.Usage()
 		return exitError
 	}
-	cfg, err := LoadConfig(*path)
+	cfg, err := LoadConfig(findConfig(*path, "check", stderr))
 	if err != nil {
 		fmt.Fprintf(stderr, "icpgate check: %v\n", err)
 		return exitError

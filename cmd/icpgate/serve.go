@@ -373,7 +373,7 @@ func newLogger(cfg LogConfig, w io.Writer, level *slog.LevelVar) *slog.Logger {
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", "", "config file (default: the embedded sample config)")
+	path := fs.String("config", "", "config file (default: $ICPGATE_CONFIG, else /etc/icpgate/icpgate.yaml if present, else the embedded demo config)")
 	if err := fs.Parse(args); err != nil {
 		return exitError
 	}
@@ -381,7 +381,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "icpgate serve: unexpected argument %q\n", fs.Arg(0))
 		return exitError
 	}
-	cfg, err := LoadConfig(*path)
+	cfg, err := LoadConfig(findConfig(*path, "serve", stderr))
 	if err != nil {
 		fmt.Fprintf(stderr, "icpgate serve: %v\n", err)
 		return exitError
