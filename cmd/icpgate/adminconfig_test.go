@@ -75,7 +75,7 @@ func TestAdminConfigErrors(t *testing.T) {
 		{"destinations", minimal + "report: {max_destinations: 5000}\n", "report.max_destinations: must be 1-1024"},
 		{"same file twice", minimal + "admin: {state: x.db}\nreport: {file: x.db}\n", "report.file: "},
 		{"state is the tokens file", minimal + "admin: {state: x, tokens_file: x}\n", "admin.tokens_file: "},
-		{"unknown admin key", minimal + "admin: {token_file: x}\n", "field token_file not found"},
+		{"unknown admin key", minimal + "admin: {token_file: x}\n", "line 6: admin.token_file: unknown key (did you mean tokens_file?)"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "icpgate.yaml")

@@ -119,7 +119,7 @@ log:
 
 // runServe starts `icpgate serve` in-process and returns the gateway once
 // its listeners are bound. Cleanup cancels and requires exit code 0.
-func runServe(t *testing.T, path string) *Gateway {
+func runServe(t testing.TB, path string) *Gateway {
 	t.Helper()
 	started := make(chan *Gateway, 1)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -357,7 +357,7 @@ func TestReload(t *testing.T) {
 	}{
 		{"before", "", "", "", "unfiled.cn", 403},
 		{"status 451", "policy: {http_block_status: 451}\n", "", "", "unfiled.cn", 451},
-		{"broken config refused", "policy: {http_block_status: 451}\nbogus: 1\n", "", "field bogus not found", "unfiled.cn", 451},
+		{"broken config refused", "policy: {http_block_status: 451}\nbogus: 1\n", "", "bogus: unknown key", "unfiled.cn", 451},
 		{"invalid value refused", "policy: {http_block_status: 200}\n", "", "policy.http_block_status", "unfiled.cn", 451},
 		{"registry change applies", "policy: {http_block_status: 451}\n", `{"domain":"unfiled.cn","state":"filed","filing_number":"京ICP备10206938号-1"}` + "\n", "", "unfiled.cn", 200},
 	}
