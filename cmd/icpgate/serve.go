@@ -374,6 +374,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "config file (default: $ICPGATE_CONFIG, else /etc/icpgate/icpgate.yaml if present, else the embedded demo config)")
+	check := fs.Bool("check", false, "load and validate everything (config, registry, suffix list, block page, listener addresses), serve nothing; exit 0 or 2")
 	if err := fs.Parse(args); err != nil {
 		return exitError
 	}
@@ -385,6 +386,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err != nil {
 		fmt.Fprintf(stderr, "icpgate serve: %v\n", err)
 		return exitError
+	}
+	if *check {
+		return checkServe(ctx, cfg, stdout, stderr)
 	}
 	return serve(ctx, cfg, stderr)
 }
