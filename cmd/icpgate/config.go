@@ -185,6 +185,14 @@ type PolicyConfig struct {
 	// IPAccess is "pass" or "block" for traffic without a name (no SNI, no
 	// Host, an IP literal). Default "pass".
 	IPAccess string `yaml:"ip_access"`
+	// TLSWithoutSNI is "pass" or "block" for TLS and QUIC hellos that name
+	// no server (no SNI, or an IP literal), on tls, quic and auto
+	// listeners: such a client reaches whatever site the origin serves for
+	// the Host inside TLS (docs/security.md). Default: the value of
+	// ip_access (so "pass" unless ip_access is "block"): browsers send no
+	// SNI only for IP addresses, and clients that reach servers by IP over
+	// TLS (APIs, monitoring, devices) would break with "block".
+	TLSWithoutSNI string `yaml:"tls_without_sni"`
 	// TLSBlock is "alert", "reset" or "page". Default "alert".
 	TLSBlock string `yaml:"tls_block"`
 	// QUICBlock is "close" (a CONNECTION_CLOSE, so browsers fall back to
@@ -318,6 +326,7 @@ func (c *Config) setDefaults() {
 	orDefault(&c.Report.Capacity, defaultReportCapacity)
 	orDefault(&c.Report.MaxDestinations, defaultReportMaxDests)
 	orDefault(&c.Policy.IPAccess, defaultIPAccess)
+	orDefault(&c.Policy.TLSWithoutSNI, c.Policy.IPAccess)
 	orDefault(&c.Policy.TLSBlock, defaultTLSBlock)
 	orDefault(&c.Policy.QUICBlock, defaultQUICBlock)
 	orDefault(&c.Timeouts.QUICIdle, defaultQUICIdle)
@@ -507,6 +516,11 @@ func (c *Config) validate() error {
 	default:
 		return fmt.Errorf("policy.ip_access: must be pass or block, got %q", c.Policy.IPAccess)
 	}
+	switch c.Policy.TLSWithoutSNI {
+	case "pass", "block":
+	default:
+		return fmt.Errorf("policy.tls_without_sni: must be pass or block, got %q", c.Policy.TLSWithoutSNI)
+	}
 	switch c.Policy.TLSBlock {
 	case "alert", "reset", "page":
 	default:
@@ -611,6 +625,7 @@ func (c *Config) ProxyConfig() proxy.Config {
 		Node: c.Node,
 		Policy: proxy.Policy{
 			TLSBlock:        c.Policy.TLSBlock,
+			TLSWithoutSNI:   c.Policy.TLSWithoutSNI,
 			QUICBlock:       c.Policy.QUICBlock,
 			HTTPBlockStatus: c.Policy.HTTPBlockStatus,
 			RedirectURL:     c.Policy.RedirectURL,
