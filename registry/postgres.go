@@ -124,6 +124,7 @@ type PostgresSource struct {
 	// mu guards the fields below it; the sync itself runs on one goroutine.
 	mu          sync.Mutex
 	connected   bool
+	lostAt      time.Time // when the last session ended (zero: never lost, or back since)
 	cursor      int64
 	dbID        string
 	lastSuccess time.Time
@@ -261,6 +262,9 @@ func (p *PostgresSource) Run(ctx context.Context) error {
 		}
 		p.mu.Lock()
 		p.connected = false
+		if p.lostAt.IsZero() {
+			p.lostAt = time.Now()
+		}
 		p.mu.Unlock()
 		if synced {
 			backoff = minBackoff
@@ -294,7 +298,14 @@ func (p *PostgresSource) session(ctx context.Context) (synced bool, err error) {
 	}
 	p.mu.Lock()
 	p.connected = true
+	lostAt := p.lostAt
+	p.lostAt = time.Time{}
 	p.mu.Unlock()
+	if !lostAt.IsZero() {
+		// The pair of the "session ended" warning: ops see when the
+		// outage ended, not only that retries stopped being logged.
+		p.log.Info("filing database connection restored", "down_seconds", time.Since(lostAt).Seconds())
+	}
 	for {
 		if err := p.syncOnce(ctx, conn); err != nil {
 			if ctx.Err() != nil {

@@ -20,6 +20,8 @@ func TestSystemdUnit(t *testing.T) {
 	for _, want := range []string{
 		"ExecStart=/usr/local/bin/icpgate serve -config /etc/icpgate/icpgate.yaml",
 		"ExecReload=/bin/kill -HUP $MAINPID",
+		"Type=notify\n",
+		"NotifyAccess=main\n",
 		"DynamicUser=yes",
 		"ProtectSystem=strict",
 		"NoNewPrivileges=yes",

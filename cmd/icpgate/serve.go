@@ -418,8 +418,14 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) int {
 				"served_by", g.proxy.ServedBy(l.Name))
 		}
 	}
+	// Before the first load from the filing database there are no records
+	// to count, and "records":0 would read as an empty registry.
+	registryState := any(g.reg.Snapshot().Len())
+	if !g.reg.Loaded() {
+		registryState = "not loaded yet"
+	}
 	log.Info("icpgate started", "version", versionString(), "node", cfg.Node,
-		"admin", g.AdminAddr().String(), "records", g.reg.Snapshot().Len(), "config", source)
+		"admin", g.AdminAddr().String(), "records", registryState, "config", source)
 	if fn, ok := ctx.Value(startedKey{}).(func(*Gateway)); ok {
 		fn(g)
 	}
@@ -434,17 +440,22 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	// Ready once a reload signal would be handled, not only once bound.
+	sdNotify(log, "READY=1\nSTATUS=serving")
 	go func() {
 		for {
 			select {
 			case <-sigCtx.Done():
 				stop()
+				sdNotify(log, "STOPPING=1\nSTATUS=draining")
 				startDrain()
 				return
 			case <-hup:
+				sdNotify(log, sdReloading())
 				if err := g.Reload(); err != nil {
 					log.Error("SIGHUP reload", "error", err)
 				}
+				sdNotify(log, "READY=1\nSTATUS=serving")
 			}
 		}
 	}()
