@@ -141,15 +141,7 @@ const evHelloTimeout = 3 * time.Second
 // front of the raw origin.
 func startEvGateway(t *testing.T, o *evOrigin) (web, tlsAddr string) {
 	t.Helper()
-	dir := t.TempDir()
-	reg, err := os.ReadFile(filepath.Join("testdata", "evasion", "registry.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "registry.jsonl"), reg, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg := fmt.Sprintf(`node: evasion
+	g := serveWithRegistry(t, filepath.Join("testdata", "evasion", "registry.jsonl"), fmt.Sprintf(`node: evasion
 registry:
   file: registry.jsonl
 listeners:
@@ -164,12 +156,7 @@ timeouts:
 log:
   level: error
   format: json
-`, o.httpLn.Addr().String(), o.rawLn.Addr().String(), evHelloTimeout)
-	path := filepath.Join(dir, "icpgate.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	g := runServe(t, path)
+`, o.httpLn.Addr().String(), o.rawLn.Addr().String(), evHelloTimeout))
 	return g.ProxyAddr("web").String(), g.ProxyAddr("tls").String()
 }
 
@@ -690,6 +677,12 @@ func runHTTPCases(t *testing.T, addr string, o *evOrigin, cases []evHTTPCase) {
 func TestEvasionHTTP(t *testing.T) {
 	o := startEvOrigin(t)
 	web, _ := startEvGateway(t, o)
+	runHTTPCases(t, web, o, evasionHTTPCases())
+}
+
+// evasionHTTPCases are TestEvasionHTTP's inputs (the differential
+// harness replays them too).
+func evasionHTTPCases() []evHTTPCase {
 	get := func(host string) string { return "GET /first HTTP/1.1\r\nHost: " + host + "\r\n\r\n" }
 	upstreamHost := func(want string) func(*testing.T, []evRequest, []evResponse) {
 		return func(t *testing.T, reqs []evRequest, _ []evResponse) {
@@ -699,7 +692,7 @@ func TestEvasionHTTP(t *testing.T) {
 		}
 	}
 	ws := "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	cases := []evHTTPCase{
+	return []evHTTPCase{
 		{name: "filed", raw: get("www.filed.cn"), want: []int{200, 200}},
 		{name: "unfiled", raw: get("www.unfiled.cn"), want: []int{403}, reason: "unfiled"},
 		// Absolute-form targets: the authority is the name decided and sent.
@@ -786,7 +779,6 @@ func TestEvasionHTTP(t *testing.T) {
 		{name: "1 MiB of headers", raw: "GET / HTTP/1.1\r\nHost: filed.cn\r\nCookie: " + strings.Repeat("a", 1<<20) + "\r\n\r\n", want: []int{431}},
 		{name: "101 header fields", raw: "GET / HTTP/1.1\r\nHost: filed.cn\r\n" + strings.Repeat("X-A: b\r\n", 100) + "\r\n", want: []int{431}},
 	}
-	runHTTPCases(t, web, o, cases)
 }
 
 // smuggled is a request hidden in a body: if any parser on the path
@@ -801,6 +793,12 @@ const smuggled = "GET /smuggled HTTP/1.1\r\nHost: unfiled.cn\r\n\r\n"
 func TestEvasionSmuggling(t *testing.T) {
 	o := startEvOrigin(t)
 	web, _ := startEvGateway(t, o)
+	runHTTPCases(t, web, o, evasionSmugglingCases())
+}
+
+// evasionSmugglingCases are TestEvasionSmuggling's inputs (the
+// differential harness replays them too).
+func evasionSmugglingCases() []evHTTPCase {
 	chunked := "0\r\n\r\n" + smuggled                                            // a last chunk, then the smuggled request
 	smugChunk := strconv.FormatInt(int64(len(smuggled)), 16) + "\r\n" + smuggled // smuggled as a chunk's data
 	cl := strconv.Itoa(len(chunked))
@@ -808,7 +806,7 @@ func TestEvasionSmuggling(t *testing.T) {
 		return "POST /m HTTP/1.1\r\nHost: www.filed.cn\r\n" + fields + "\r\n" + body
 	}
 	refused, accepted := []int{400}, []int{200, 200}
-	cases := []evHTTPCase{
+	return []evHTTPCase{
 		// CL.TE / TE.CL.
 		{name: "Content-Length then Transfer-Encoding", raw: post("Content-Length: "+cl+"\r\nTransfer-Encoding: chunked\r\n", chunked), want: refused},
 		{name: "Transfer-Encoding then Content-Length", raw: post("Transfer-Encoding: chunked\r\nContent-Length: "+cl+"\r\n", chunked), want: refused},
@@ -863,7 +861,6 @@ func TestEvasionSmuggling(t *testing.T) {
 		{name: "bare CR in chunk extension", raw: post("Transfer-Encoding: chunked\r\n", "2;a\rb\r\nhi\r\n"+chunked), want: refused},
 		{name: "bare LF in trailer", raw: post("Transfer-Encoding: chunked\r\n", "0\r\nX: a\nHost: unfiled.cn\r\n\r\n"), want: refused},
 	}
-	runHTTPCases(t, web, o, cases)
 }
 
 // TestEvasionQUICv2: QUIC version 2 (RFC 9369) Initials, split over two
