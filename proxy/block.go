@@ -85,8 +85,8 @@ type BlockRequest struct {
 	RedirectURL string
 	// Error, when set, makes this a gateway error page rather than a block:
 	// one of bad_request, header_too_large, request_timeout,
-	// method_not_allowed, version_not_supported, upstream_unavailable,
-	// upstream_timeout. It replaces the reason in texts and headers.
+	// method_not_allowed, version_not_supported, expectation_failed,
+	// upstream_unavailable, upstream_timeout. It replaces the reason in texts and headers.
 	Error string
 	// HeadOnly omits the body (the request was HEAD).
 	HeadOnly bool
@@ -492,6 +492,13 @@ var reasonTexts = map[string]reasonText{
 		"The gateway accepts only HTTP/1.0 and HTTP/1.1 on this port.",
 		"请使用 HTTP/1.1 重试。",
 		"Retry with HTTP/1.1.",
+	},
+	"expectation_failed": {
+		"无法满足的 Expect 请求头", "Expectation failed",
+		"请求的 Expect 头要求网关无法满足（只支持 100-continue）。",
+		"The request's Expect header asks for something the gateway cannot meet (only 100-continue is supported).",
+		"请去掉 Expect 请求头后重试。",
+		"Retry without the Expect header.",
 	},
 	"upstream_unavailable": {
 		"源站无法连接", "Origin unavailable",

@@ -161,6 +161,7 @@ type httpHandler struct {
 	errBadRequest, errTooLarge prometheus.Counter
 	errTimeout, errMethod      prometheus.Counter
 	errVersion, errSlowBody    prometheus.Counter
+	errExpect                  prometheus.Counter
 	tunnelIdleClosed           prometheus.Counter
 	upDial, upTimeout, upBad   prometheus.Counter
 	upReset, upExcess          prometheus.Counter
@@ -257,6 +258,7 @@ func newHTTPHandler(cfg Config, l ListenerConfig, d Decider, m *Metrics, log *sl
 	h.errMethod = m.HTTPErrors.WithLabelValues("method_not_allowed")
 	h.errVersion = m.HTTPErrors.WithLabelValues("version_not_supported")
 	h.errSlowBody = m.HTTPErrors.WithLabelValues("body_too_slow")
+	h.errExpect = m.HTTPErrors.WithLabelValues("expectation_failed")
 	h.tunnelIdleClosed = m.IdleTimeouts.WithLabelValues(l.Name)
 	h.upDial = m.UpstreamErrors.WithLabelValues(l.Name, "dial")
 	h.upTimeout = m.UpstreamErrors.WithLabelValues(l.Name, "timeout")
@@ -625,6 +627,9 @@ func (hc *httpConn) refuse(err error, head bool) {
 	case errors.Is(err, ErrHTTPVersion):
 		status, kind = 505, "version_not_supported"
 		h.errVersion.Inc()
+	case errors.Is(err, ErrHTTPExpectation):
+		status, kind = 417, "expectation_failed"
+		h.errExpect.Inc()
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		status, kind = 408, "request_timeout"
 		h.errTimeout.Inc()
@@ -1304,6 +1309,21 @@ func (hc *httpConn) relayChunked(k *chunkReader, src *connBuf, srcConn, dst stre
 				}
 				return fmt.Errorf("reading chunked body: %w", rerr)
 			}
+			continue
+		}
+		if request && prev == ckSize {
+			// The size line goes upstream as the gateway writes it: the
+			// size in hex, no extension (RFC 9112 §7.1.1 lets a recipient
+			// ignore them), no whitespace; origins disagree on what they
+			// accept there, so the client's spelling is not passed on.
+			if len(hc.out)+18 > outFlushThresh {
+				if err := hc.flushOut(dst, count); err != nil {
+					return err
+				}
+			}
+			hc.out = strconv.AppendInt(hc.out, k.rem, 16)
+			hc.out = append(hc.out, "\r\n"...)
+			src.r += n
 			continue
 		}
 		if request && prev == ckTrailer && k.st == ckTrailer {

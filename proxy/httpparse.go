@@ -28,6 +28,10 @@ var (
 	ErrHTTPMethodNotAllowed = errors.New("method not allowed")
 	// ErrHTTPVersion marks an HTTP version other than 1.0 and 1.1 (505).
 	ErrHTTPVersion = errors.New("http version not supported")
+	// ErrHTTPExpectation marks an Expect field other than 100-continue
+	// (417), which the gateway cannot meet: forwarded, origins answer it
+	// differently, some before reading the body and then closing.
+	ErrHTTPExpectation = errors.New("expectation failed")
 	// ErrHTTPBadResponse marks a malformed upstream response (502).
 	ErrHTTPBadResponse = errors.New("bad upstream response")
 )
@@ -490,7 +494,10 @@ func parseFields(b []byte, i int, h *msgHead, maxFields int, request bool) error
 			if request && equalFold(n, "accept") {
 				h.accept = f.value
 			}
-			if request && equalFold(n, "expect") && equalFold(v, "100-continue") {
+			if request && equalFold(n, "expect") {
+				if !equalFold(v, "100-continue") {
+					return fmt.Errorf("%w: Expect %q", ErrHTTPExpectation, v)
+				}
 				h.expect100 = true
 				f.drop = true // we answer 100 Continue ourselves
 			}

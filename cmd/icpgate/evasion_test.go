@@ -58,8 +58,15 @@ type evOrigin struct {
 	raw      [][]byte    // guarded by mu; bytes of each finished raw connection
 }
 
-// rawAck is what the raw origin sends back once the client's stream ended.
-const rawAck = "raw origin ack"
+// rawReady is what the raw origin sends as soon as it accepts, as a TLS
+// server answers a hello at once: the gateway holds the client's later
+// bytes (its FIN included) until the server's first bytes show they are
+// not a HelloRetryRequest. rawAck is what it sends once the client's
+// stream ended.
+const (
+	rawReady = "raw origin ready\n"
+	rawAck   = "raw origin ack"
+)
 
 func startEvOrigin(t *testing.T) *evOrigin {
 	t.Helper()
@@ -101,6 +108,7 @@ func startEvOrigin(t *testing.T) *evOrigin {
 				defer o.wg.Done()
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(20 * time.Second))
+				io.WriteString(c, rawReady)
 				b, _ := io.ReadAll(c)
 				o.mu.Lock()
 				o.raw = append(o.raw, b)
@@ -354,7 +362,7 @@ func sendTLS(t *testing.T, addr string, b []byte, d delivery) (tlsOutcome, []byt
 		t.Fatalf("reading: %v (got %q)", err, got)
 	}
 	switch {
-	case string(got) == rawAck:
+	case string(got) == rawReady+rawAck:
 		return tlsPassed, got
 	case len(got) == 7 && got[0] == 21 && got[3] == 0 && got[4] == 2 && got[5] == 2 && got[6] == 49:
 		return tlsAlert, got
