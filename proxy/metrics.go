@@ -48,8 +48,10 @@ type Metrics struct {
 	QUICActiveFlows *prometheus.GaugeVec
 	// QUICDrops counts client and upstream datagrams a quic listener did
 	// not forward, by listener and reason (no_flow, version, short_initial,
-	// malformed, too_large, flow_limit, ip_limit, pending_limit, hello_timeout,
-	// blocked, upstream).
+	// malformed, too_large, flow_limit, ip_limit, pending_limit,
+	// pending_budget, crypto_conflict, hello_timeout, blocked, upstream,
+	// extra_retry). crypto_conflict, malformed and too_large also count
+	// flows ended after their pass, while the origin still reads Initials.
 	QUICDrops *prometheus.CounterVec
 	// ECHHellos counts ClientHellos carrying an encrypted_client_hello
 	// extension (real or GREASE), by protocol; the decision is made on the
@@ -95,7 +97,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		QUICActiveFlows: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "quic_active_flows",
 			Help: "QUIC flows in the flow table (pending, passing, recently blocked), by listener."}, []string{"listener"}),
 		QUICDrops: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "quic_dropped_datagrams_total",
-			Help: "Datagrams a QUIC listener did not forward, by listener and reason."}, []string{"listener", "reason"}),
+			Help: "Datagrams a QUIC listener did not forward, by listener and reason (no_flow, version, short_initial, malformed, too_large, flow_limit, ip_limit, pending_limit, pending_budget, crypto_conflict, hello_timeout, blocked, upstream, extra_retry)."}, []string{"listener", "reason"}),
 		ECHHellos: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "ech_hellos_total",
 			Help: "ClientHellos carrying an encrypted_client_hello extension, by protocol (decided on the outer name)."}, []string{"protocol"}),
 		TLSWithoutSNI: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "tls_without_sni_total",

@@ -47,7 +47,33 @@ package proxy
 // of the same offsets it sent before is refused (sni.ErrCryptoConflict).
 // The origin keeps the first copy it receives, so only a client whose
 // copies all agree is certain to show the origin the name the gateway
-// decided on.
+// decided on. For the same reason the gateway reads packets as the origin
+// does: a packet whose packet number was seen before is discarded by the
+// origin unread (RFC 9000 12.3), so one that carries CRYPTO bytes not
+// received before refuses the flow too.
+//
+// The Initial phase after a pass: the origin goes on reading the client's
+// Initial packets after the decision, so a passing flow keeps its
+// reassembly state and every client datagram is read before it is
+// forwarded, until the origin has sent a Handshake packet (it has read a
+// ClientHello and answered with its ServerHello, after which Initial
+// CRYPTO data cannot change the hello). CRYPTO bytes that differ from
+// those decided on, new bytes in a packet the origin discards, an
+// undecryptable Initial or CRYPTO data past the hello other than a second
+// ClientHello end the flow (crypto_conflict, malformed or too_large; it
+// stays blocked for quicBlockedTTL). A second ClientHello (after a
+// HelloRetryRequest, which the origin sends in an Initial packet) is
+// decided like the first, and one naming another server is blocked as
+// hrr_sni_mismatch, as on the tls listeners. A Retry from the origin
+// re-keys the reassembly to the connection ID the client's next Initials
+// use; the bytes decided on stay, and the client must send them again
+// unchanged. Only the origin's first Retry reaches the client (later ones
+// are counted as extra_retry), so the client follows the one the gateway
+// does. Until the phase ends the state is charged to
+// Limits.MaxQUICPendingBytes like an undecided flow's (over it the flow is
+// ended, oldest first), and it must end within Timeouts.Hello of the
+// decision (else hello_timeout ends the flow): failing open instead would
+// let a client wait the check out.
 //
 // Limits: at most Limits.MaxQUICFlows flows per listener and
 // Limits.MaxConnsPerIP per client IP (pending, passing and recently
@@ -145,11 +171,12 @@ const (
 	quicDropHelloTimeout = "hello_timeout"   // hello not complete within Timeouts.Hello
 	quicDropBlocked      = "blocked"         // datagrams of a blocked flow
 	quicDropUpstream     = "upstream"        // no upstream, or sending to it failed
+	quicDropRetry        = "extra_retry"     // an origin's Retry after the first one, which the client follows
 )
 
 var quicDropReasons = []string{quicDropNoFlow, quicDropVersion, quicDropSmall, quicDropMalformed, quicDropTooLarge,
 	quicDropFlowLimit, quicDropIPLimit, quicDropPendingLimit, quicDropEvicted, quicDropConflict, quicDropHelloTimeout,
-	quicDropBlocked, quicDropUpstream}
+	quicDropBlocked, quicDropUpstream, quicDropRetry}
 
 // Flow states.
 const (
@@ -185,12 +212,18 @@ type quicFlow struct {
 	created time.Time // for the hello deadline and the blocked TTL
 	last    atomic.Int64
 
-	mu           sync.Mutex // guards the fields below
-	state        int
-	in           *sni.Initials // pending only
-	pending      [][]byte
-	pendingBytes int
-	charged      int // bytes counted in quicListener.buffered: pendingBytes and in's buffers
+	mu    sync.Mutex // guards the fields below
+	state int
+	// in reassembles the client's Initials: while pending, and after a
+	// pass until the origin has left its Initial packets behind.
+	in            *sni.Initials
+	decided       time.Time // when the hello passed (the Initial phase's deadline starts)
+	blockedAt     time.Time // for the blocked TTL
+	secondDecided bool      // a second ClientHello was decided
+	retried       bool      // the origin's first Retry was forwarded
+	pending       [][]byte
+	pendingBytes  int
+	charged       int // bytes counted in quicListener.buffered: pendingBytes and in's buffers
 	// older and newer link the flows that hold buffers (charged > 0 or
 	// pending), oldest first; guarded by quicListener.bmu, not mu.
 	older, newer *quicFlow
@@ -393,6 +426,9 @@ func (q *quicListener) onFlow(rt *listenerRuntime, f *quicFlow, b []byte, h sni.
 	defer f.mu.Unlock()
 	switch f.state {
 	case flowPass:
+		if f.in != nil && !q.check(rt, f, b) {
+			return
+		}
 		f.last.Store(time.Now().UnixNano())
 		if _, err := f.up.Write(b); err != nil {
 			q.drops[quicDropUpstream].Inc() // e.g. ECONNREFUSED from an ICMP error: the flow goes on
@@ -400,7 +436,11 @@ func (q *quicListener) onFlow(rt *listenerRuntime, f *quicFlow, b []byte, h sni.
 		}
 		rt.bytesUp.Add(float64(len(b)))
 	case flowDialing:
-		q.buffer(f, b, h.Initial)
+		// Checked before buffering: buffer refuses the flow for an
+		// Initial it cannot hold, and then nothing it holds is sent.
+		if f.in == nil || q.check(rt, f, b) {
+			q.buffer(f, b, h.Initial)
+		}
 	case flowBlocked:
 		q.drops[quicDropBlocked].Inc()
 		if h.Initial {
@@ -426,14 +466,7 @@ func (q *quicListener) onFlow(rt *listenerRuntime, f *quicFlow, b []byte, h sni.
 		}
 		if err != nil {
 			// Fail closed: a hello that cannot be read is never passed.
-			reason := quicDropMalformed
-			switch {
-			case errors.Is(err, sni.ErrCryptoConflict):
-				reason = quicDropConflict
-			case errors.Is(err, sni.ErrTooLarge):
-				reason = quicDropTooLarge
-			}
-			q.drops[reason].Add(float64(len(f.pending)))
+			q.drops[helloDropReason(err)].Add(float64(len(f.pending)))
 			if q.log.Enabled(context.Background(), slog.LevelDebug) {
 				q.log.Debug("quic hello not read", "client", f.client.Addr().String(), "error", err)
 			}
@@ -453,19 +486,16 @@ func (q *quicListener) onFlow(rt *listenerRuntime, f *quicFlow, b []byte, h sni.
 				q.log.Debug("quic blocked", "sni", hello.ServerName, "reason", d.Reason, "client", f.client.Addr().String())
 			}
 			q.drops[quicDropBlocked].Add(float64(len(f.pending)))
-			q.s.obs.observe(&d, addrPort(q.pc.LocalAddr()))
-			q.block(f, d.Reason)
-			if rt.quicBlock != quicBlockDrop {
-				q.sendClose(rt, f)
-			}
+			q.refuse(rt, f, &d)
 			return
 		}
 		addr := d.Upstream
 		if addr == "" {
 			addr = rt.cfg.Upstream
 		}
-		q.releaseInitials(f)
-		q.charge(f)
+		// f.in stays: the origin reads the client's Initials until it
+		// sends a Handshake packet, and so does check.
+		f.decided = time.Now()
 		if addr == "" {
 			// Fail closed, as the tls listener does.
 			rt.upNone.Inc()
@@ -480,6 +510,84 @@ func (q *quicListener) onFlow(rt *listenerRuntime, f *quicFlow, b []byte, h sni.
 		f.state = flowDialing
 		q.wg.Add(1)
 		go q.runFlow(rt, f, addr)
+	}
+}
+
+// helloDropReason is the drop reason of an sni.Initials error.
+func helloDropReason(err error) string {
+	switch {
+	case errors.Is(err, sni.ErrCryptoConflict):
+		return quicDropConflict
+	case errors.Is(err, sni.ErrTooLarge):
+		return quicDropTooLarge
+	}
+	return quicDropMalformed
+}
+
+// refuse blocks f on decision d (not a pass) and answers the client as
+// Policy.QUICBlock says. f.mu held.
+func (q *quicListener) refuse(rt *listenerRuntime, f *quicFlow, d *Decision) {
+	q.s.obs.observe(d, addrPort(q.pc.LocalAddr()))
+	q.end(f, d.Reason)
+	if rt.quicBlock != quicBlockDrop {
+		q.sendClose(rt, f)
+	}
+}
+
+// check reads datagram b of a passed flow (dialing or passing) whose
+// origin may still read Initial packets, before it is forwarded, and
+// reports whether it may be. It may not, and the flow is ended, when b
+// holds CRYPTO data the origin could read differently from what the flow
+// was decided on (sni.Initials.Add), or a second ClientHello that is not
+// decided a pass. f.mu held.
+func (q *quicListener) check(rt *listenerRuntime, f *quicFlow, b []byte) bool {
+	first, err := f.in.Add(b)
+	q.charge(f)
+	if err != nil {
+		// Fail closed: what the origin reads next is not what was decided.
+		q.drops[helloDropReason(err)].Add(float64(len(f.pending) + 1))
+		if q.log.Enabled(context.Background(), slog.LevelDebug) {
+			q.log.Debug("quic flow ended after its decision", "client", f.client.Addr().String(), "error", err)
+		}
+		q.end(f, "")
+		return false
+	}
+	second, ok := f.in.SecondHello()
+	if !ok || f.secondDecided {
+		return true
+	}
+	// The origin asked for a second hello (HelloRetryRequest) and serves
+	// the connection on it. The name must be the first one's (TLS 1.3
+	// requires it, but the origin need not check), and it is decided
+	// again: the registry may have changed meanwhile. The upstream chosen
+	// for the first hello stays.
+	f.secondDecided = true
+	d := Decision{Reason: reasonRetryMismatch}
+	if sameServerName(first.ServerName, first.HasSNI, &second) {
+		d = q.s.dec.Decide(second.ServerName)
+		rt.withoutSNI(second.ServerName, &d)
+	}
+	q.countDecision(&d)
+	if d.Pass {
+		return true
+	}
+	if q.log.Enabled(context.Background(), slog.LevelDebug) {
+		q.log.Debug("quic blocked: the hello after a retry", "sni", second.ServerName, "first_sni", first.ServerName,
+			"reason", d.Reason, "client", f.client.Addr().String())
+	}
+	q.drops[quicDropBlocked].Add(float64(len(f.pending) + 1))
+	q.refuse(rt, f, &d)
+	return false
+}
+
+// end refuses f, undecided or passed: it is blocked (for quicBlockedTTL,
+// so the client's later datagrams are dropped cheaply), forgets what it
+// buffered and, once passed, closes its upstream socket, which ends
+// runFlow. f.mu held.
+func (q *quicListener) end(f *quicFlow, reason string) {
+	q.block(f, reason)
+	if f.up != nil {
+		f.up.Close()
 	}
 }
 
@@ -513,6 +621,7 @@ func (q *quicListener) buffer(f *quicFlow, b []byte, initial bool) bool {
 func (q *quicListener) block(f *quicFlow, reason string) {
 	f.state = flowBlocked
 	f.reason = reason
+	f.blockedAt = time.Now()
 	q.unbuffer(f)
 }
 
@@ -578,9 +687,11 @@ func (q *quicListener) evictOver(budget int64) {
 			return
 		}
 		f.mu.Lock()
-		if f.state == flowPending || f.state == flowDialing {
+		if f.state == flowPending || f.state == flowDialing || f.state == flowPass && f.in != nil {
+			// A passed flow still in its Initial phase is ended too:
+			// dropping its state would forward its Initials unread.
 			q.drops[quicDropEvicted].Add(float64(len(f.pending)))
-			q.block(f, "")
+			q.end(f, "")
 		} else {
 			q.unbuffer(f) // a flow holds buffers only while undecided or dialing: unlists it
 		}
@@ -642,7 +753,14 @@ func (q *quicListener) countDecision(d *Decision) {
 // flow is idle for its timeout or the listener closes.
 func (q *quicListener) runFlow(rt *listenerRuntime, f *quicFlow, addr string) {
 	defer q.wg.Done()
-	defer q.remove(f)
+	defer func() {
+		f.mu.Lock()
+		blocked := f.state == flowBlocked
+		f.mu.Unlock()
+		if !blocked { // a refused flow stays blocked until the janitor removes it
+			q.remove(f)
+		}
+	}()
 	ua, err := net.ResolveUDPAddr("udp", addr)
 	var up *net.UDPConn
 	if err == nil {
@@ -670,7 +788,8 @@ func (q *quicListener) runFlow(rt *listenerRuntime, f *quicFlow, addr string) {
 			rt.bytesUp.Add(float64(len(b)))
 		}
 	}
-	q.unbuffer(f)
+	f.pending, f.pendingBytes = nil, 0
+	q.charge(f)
 	f.up = up
 	f.state = flowPass
 	f.mu.Unlock()
@@ -713,13 +832,52 @@ func (q *quicListener) runFlow(rt *listenerRuntime, f *quicFlow, addr string) {
 		}
 		b := buf[:n]
 		f.last.Store(time.Now().UnixNano())
-		if h, ok := sni.ParseQUICHeader(b); ok && h.Long && len(h.SCID) > 0 {
-			q.addAlias(f, h.SCID)
+		if h, ok := sni.ParseQUICHeader(b); ok && h.Long {
+			if len(h.SCID) > 0 {
+				q.addAlias(f, h.SCID)
+			}
+			forward, alive := q.fromOrigin(f, b, h)
+			if !alive {
+				return
+			}
+			if !forward {
+				continue
+			}
 		}
 		if _, err := q.pc.WriteToUDPAddrPort(b, f.client); err == nil {
 			rt.bytesDown.Add(float64(n))
 		}
 	}
+}
+
+// fromOrigin follows the origin's long header datagram b of flow f before
+// it is forwarded to the client: it reports whether to forward it, and
+// whether the flow goes on. A Handshake packet ends the Initial phase (the
+// reassembly state is freed); a Retry re-keys it to the connection ID the
+// client's next Initials use. A stateless origin answers each Initial
+// datagram of the hello with a Retry of its own, while a client follows
+// only the first Retry it gets (RFC 9000 17.2.5.2): later ones are not
+// forwarded, so the client follows the one the gateway follows.
+func (q *quicListener) fromOrigin(f *quicFlow, b []byte, h sni.QUICHeader) (forward, alive bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case f.in == nil:
+	case h.Retry && f.retried:
+		q.drops[quicDropRetry].Inc()
+		return false, f.state == flowPass
+	case h.Retry:
+		f.retried = true
+		if err := f.in.ServerRetry(h.SCID); err != nil {
+			q.drops[quicDropMalformed].Inc()
+			q.end(f, "")
+			return false, false
+		}
+	case sni.HasHandshakePacket(b):
+		q.releaseInitials(f)
+		q.charge(f)
+	}
+	return f.state == flowPass, f.state == flowPass
 }
 
 // addAlias makes the server connection ID scid find f, so that the client's
@@ -783,8 +941,9 @@ func (q *quicListener) remove(f *quicFlow) {
 	q.active.Dec()
 }
 
-// janitor expires undecided flows after Timeouts.Hello and blocked flows
-// after quicBlockedTTL, until stop is closed.
+// janitor expires undecided flows after Timeouts.Hello, ends passed flows
+// whose Initial phase lasts longer than Timeouts.Hello after the decision,
+// and removes blocked flows after quicBlockedTTL, until stop is closed.
 func (q *quicListener) janitor(stop <-chan struct{}) {
 	t := time.NewTicker(quicJanitorPeriod)
 	defer t.Stop()
@@ -808,7 +967,12 @@ func (q *quicListener) janitor(stop <-chan struct{}) {
 			case f.state == flowPending && now.Sub(f.created) > hello:
 				q.drops[quicDropHelloTimeout].Add(float64(len(f.pending)))
 				expired = append(expired, f)
-			case f.state == flowBlocked && now.Sub(f.created) > quicBlockedTTL:
+			case (f.state == flowPass || f.state == flowDialing) && f.in != nil && now.Sub(f.decided) > hello:
+				// The origin never left its Initial phase: end the flow
+				// rather than stop reading the client's Initials.
+				q.drops[quicDropHelloTimeout].Add(float64(len(f.pending)))
+				q.end(f, "")
+			case f.state == flowBlocked && now.Sub(f.blockedAt) > quicBlockedTTL:
 				expired = append(expired, f)
 			}
 			f.mu.Unlock()

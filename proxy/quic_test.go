@@ -13,6 +13,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -967,6 +969,237 @@ func TestQUICCryptoConflict(t *testing.T) {
 			waitQUICDrop(t, m, quicDropBlocked, 0)
 			if got := up.pc.datagrams.Load(); got != 0 {
 				t.Errorf("upstream datagrams: got %d, want 0", got)
+			}
+		})
+	}
+}
+
+// namedOrigin is a quic-go server that records the server name of every
+// ClientHello its TLS stack reads, so a test can tell which hello the
+// origin served a connection on.
+type namedOrigin struct {
+	pc    *countingPacketConn
+	mu    sync.Mutex
+	names []string
+}
+
+// newNamedOrigin starts a namedOrigin; configure may change its transport
+// and TLS config before it listens.
+func newNamedOrigin(t *testing.T, configure func(*quic.Transport, *tls.Config)) *namedOrigin {
+	t.Helper()
+	cert, _ := testCert(t)
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &namedOrigin{pc: &countingPacketConn{PacketConn: c}}
+	tr := &quic.Transport{Conn: o.pc}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"icpgate-test"},
+		GetConfigForClient: func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
+			o.mu.Lock()
+			o.names = append(o.names, chi.ServerName)
+			o.mu.Unlock()
+			return nil, nil
+		}}
+	if configure != nil {
+		configure(tr, tc)
+	}
+	ln, err := tr.Listen(tc, &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			conn, err := ln.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			go func() {
+				<-conn.Context().Done()
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		tr.Close()
+		<-done
+	})
+	return o
+}
+
+// namedOriginConn starts a gateway with a quic listener in front of a
+// namedOrigin and returns a UDP socket connected to the gateway.
+func namedOriginConn(t *testing.T) (*namedOrigin, *Metrics, net.Conn) {
+	t.Helper()
+	origin := newNamedOrigin(t, nil)
+	_, m, addr := startQUICGateway(t, origin.pc.LocalAddr().String(), Policy{}, Limits{})
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return origin, m, c
+}
+
+// read reports whether the origin read a ClientHello naming name.
+func (o *namedOrigin) read(name string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Contains(o.names, name)
+}
+
+// nameSwappedHellos returns Go's QUIC ClientHello for unfiled.cn, the same
+// hello for a.filed.cn, and where the names start: the hellos agree
+// before it.
+func nameSwappedHellos(t *testing.T) (unfiled, filed []byte, name int) {
+	t.Helper()
+	unfiled = quicClientHello(t, "unfiled.cn")
+	name = bytes.Index(unfiled, []byte("unfiled.cn"))
+	filed = bytes.Clone(unfiled)
+	copy(filed[name:], "a.filed.cn")
+	return unfiled, filed, name
+}
+
+// waitQUIC waits until done reports true, or fails the test saying what.
+func waitQUIC(t *testing.T, m *Metrics, what string, done func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !done() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not happen (%s)", what, quicDropSummary(m))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestQUICDuplicatePacketNumber sends, through a real socket to a quic-go
+// origin, the common start of two hellos in Initial packet 0, the rest of
+// the a.filed.cn hello in a second packet numbered 0, and the rest of the
+// unfiled.cn hello in packet 1. quic-go discards the second packet 0
+// unread, so a gateway that read it passed the flow on a.filed.cn and
+// forwarded packet 1, with which the origin read a hello for unfiled.cn.
+// The flow must be refused as crypto_conflict before anything is
+// forwarded.
+func TestQUICDuplicatePacketNumber(t *testing.T) {
+	unfiled, filed, name := nameSwappedHellos(t)
+	dcid := []byte{1, 2, 3, 4, 5, 6, 7, 8}
+	origin, m, c := namedOriginConn(t)
+	for _, d := range [][]byte{
+		clientInitial(t, dcid, 0, cryptoFrame(filed, 0, name)),
+		clientInitial(t, dcid, 0, cryptoFrame(filed, name, len(filed))),
+		clientInitial(t, dcid, 1, cryptoFrame(unfiled, name, len(unfiled))),
+	} {
+		if _, err := c.Write(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conflicts := func() float64 { return testutil.ToFloat64(m.QUICDrops.WithLabelValues("quic", quicDropConflict)) }
+	waitQUIC(t, m, "a crypto_conflict drop or the origin reading unfiled.cn", func() bool {
+		return conflicts() > 0 || origin.read("unfiled.cn")
+	})
+	if origin.read("unfiled.cn") {
+		t.Fatal("the origin read a ClientHello for unfiled.cn")
+	}
+	if got := testutil.ToFloat64(m.Decisions.WithLabelValues("quic", "pass", "filed")); got != 0 {
+		t.Errorf("decisions{quic,pass,filed}: got %v, want 0", got)
+	}
+	// Once a datagram to the refused flow is counted as blocked,
+	// everything sent before it has been handled.
+	if _, err := c.Write(clientInitial(t, dcid, 2, cryptoFrame(filed, 0, name))); err != nil {
+		t.Fatal(err)
+	}
+	waitQUICDrop(t, m, quicDropBlocked, 0)
+	if got := origin.pc.datagrams.Load(); got != 0 {
+		t.Errorf("upstream datagrams: got %d, want 0", got)
+	}
+}
+
+// TestQUICAfterPass passes a flow on a whole a.filed.cn hello in Initial
+// packet 0 and then sends, in packet 1, what the origin would read as
+// CRYPTO data after the decision: the unfiled.cn hello over the decided
+// offsets (crypto_conflict), or a second ClientHello, for unfiled.cn,
+// after the first (which an origin that sent a HelloRetryRequest serves
+// the connection on: blocked as hrr_sni_mismatch). The gateway must end
+// the flow before forwarding packet 1, and the origin must never read a
+// hello for unfiled.cn.
+func TestQUICAfterPass(t *testing.T) {
+	unfiled, filed, _ := nameSwappedHellos(t)
+	n := len(filed)
+	both := append(bytes.Clone(filed), unfiled...)
+	dcid := []byte{1, 2, 3, 4, 5, 6, 7, 8}
+	tests := []struct {
+		name    string
+		later   []byte
+		counter func(m *Metrics) prometheus.Counter
+		reason  string
+	}{
+		{"other bytes at decided offsets", cryptoFrame(unfiled, 0, n),
+			func(m *Metrics) prometheus.Counter { return m.QUICDrops.WithLabelValues("quic", quicDropConflict) }, "crypto_conflict"},
+		{"the name's bytes only", cryptoFrame(unfiled, bytes.Index(unfiled, []byte("unfiled")), n),
+			func(m *Metrics) prometheus.Counter { return m.QUICDrops.WithLabelValues("quic", quicDropConflict) }, "crypto_conflict"},
+		{"a second ClientHello for another name", cryptoFrame(both, n, 2*n),
+			func(m *Metrics) prometheus.Counter {
+				return m.Decisions.WithLabelValues("quic", "block", reasonRetryMismatch)
+			}, reasonRetryMismatch},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			origin, m, c := namedOriginConn(t)
+			if _, err := c.Write(clientInitial(t, dcid, 0, cryptoFrame(filed, 0, n))); err != nil {
+				t.Fatal(err)
+			}
+			waitQUIC(t, m, "the pass", func() bool {
+				return testutil.ToFloat64(m.Decisions.WithLabelValues("quic", "pass", "filed")) == 1
+			})
+			if _, err := c.Write(clientInitial(t, dcid, 1, tt.later)); err != nil {
+				t.Fatal(err)
+			}
+			waitQUIC(t, m, tt.reason, func() bool { return testutil.ToFloat64(tt.counter(m)) > 0 })
+			blocked := testutil.ToFloat64(m.QUICDrops.WithLabelValues("quic", quicDropBlocked))
+			if _, err := c.Write(clientInitial(t, dcid, 2, cryptoFrame(filed, 0, 10))); err != nil {
+				t.Fatal(err)
+			}
+			waitQUICDrop(t, m, quicDropBlocked, blocked)
+			if origin.read("unfiled.cn") {
+				t.Error("the origin read a ClientHello for unfiled.cn")
+			}
+		})
+	}
+}
+
+// TestQUICInitialPhase completes real quic-go handshakes through the
+// gateway with origins that answer the first hello with a
+// HelloRetryRequest (the second hello names the same server and is
+// decided again) or with a Retry (the client's next Initials use new
+// keys): reading the client's Initials after the pass must not refuse
+// them.
+func TestQUICInitialPhase(t *testing.T) {
+	tests := []struct {
+		name      string
+		configure func(*quic.Transport, *tls.Config)
+		decisions float64
+	}{
+		{"no retry", nil, 1},
+		{"hello retry request", func(_ *quic.Transport, tc *tls.Config) { tc.CurvePreferences = []tls.CurveID{tls.CurveP256} }, 2},
+		{"retry packet", func(tr *quic.Transport, _ *tls.Config) { tr.VerifySourceAddress = func(net.Addr) bool { return true } }, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			origin := newNamedOrigin(t, tt.configure)
+			_, m, addr := startQUICGateway(t, origin.pc.LocalAddr().String(), Policy{}, Limits{})
+			_, pool := testCert(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			conn, err := quic.DialAddr(ctx, addr, &tls.Config{RootCAs: pool, ServerName: "www.filed.cn", NextProtos: []string{"icpgate-test"}},
+				&quic.Config{HandshakeIdleTimeout: 5 * time.Second})
+			if err != nil {
+				t.Fatalf("handshake: %v (%s)", err, quicDropSummary(m))
+			}
+			defer conn.CloseWithError(0, "")
+			if got := testutil.ToFloat64(m.Decisions.WithLabelValues("quic", "pass", "filed")); got != tt.decisions {
+				t.Errorf("decisions{quic,pass,filed}: got %v, want %v", got, tt.decisions)
 			}
 		})
 	}

@@ -12,7 +12,11 @@ package sni
 //
 // Initials does this for one connection, datagram by datagram, within
 // caps on CRYPTO bytes and packets; ParseInitial is the one-datagram
-// shortcut. AppendInitialClose builds the server's answer for a blocked
+// shortcut. It reads the packets as the server does, so that a gateway
+// decides on the hello the server will read: a packet whose number was
+// seen before is one the server discards (RFC 9000 12.3), and after the
+// hello Initials goes on checking what the client sends until the caller
+// knows the server has moved past its Initial packets. AppendInitialClose builds the server's answer for a blocked
 // connection: an Initial packet carrying a CONNECTION_CLOSE frame.
 
 import (
@@ -54,9 +58,12 @@ var (
 	// ErrQUICVersion: a long header packet of a version other than QUICv1
 	// and QUICv2 (including version negotiation and greased versions).
 	ErrQUICVersion = errors.New("unsupported QUIC version")
-	// ErrCryptoConflict: a CRYPTO frame carries bytes that differ from
-	// bytes of the same offsets received before. Errors matching it also
-	// match ErrMalformed.
+	// ErrCryptoConflict: the client sent CRYPTO data the server may read
+	// differently from Initials: bytes that differ from bytes of the same
+	// offsets received before, new bytes in a packet the server discards
+	// (a packet number already received, another source connection ID),
+	// or bytes past the ClientHello other than one second ClientHello.
+	// Errors matching it also match ErrMalformed.
 	ErrCryptoConflict = errors.New("conflicting QUIC CRYPTO data")
 )
 
@@ -98,6 +105,10 @@ type QUICHeader struct {
 	Version uint32
 	// Initial reports a QUICv1 or QUICv2 Initial packet.
 	Initial bool
+	// Retry reports a QUICv1 or QUICv2 Retry packet; SCID is then the
+	// connection ID the client's next Initials are addressed to and
+	// protected with.
+	Retry bool
 	// DCID and SCID are the connection IDs. They alias the datagram.
 	DCID, SCID []byte
 }
@@ -134,9 +145,46 @@ func ParseQUICHeader(b []byte) (QUICHeader, bool) {
 		if n > maxConnIDLen || m > maxConnIDLen {
 			return h, false
 		}
-		h.Initial = packetType(h.Version, b[0]) == quicInitial
+		t := packetType(h.Version, b[0])
+		h.Initial, h.Retry = t == quicInitial, t == quicRetry
 	}
 	return h, true
+}
+
+// HasHandshakePacket reports whether datagram holds a QUICv1 or QUICv2
+// Handshake packet, first or coalesced after Initial or 0-RTT packets. A
+// server sends its first Handshake packet once it has read a ClientHello
+// and answered it with a ServerHello: from then on, client Initials can no
+// longer change the hello it decided on.
+func HasHandshakePacket(datagram []byte) bool {
+	b := datagram
+	for len(b) > 0 && b[0]&0x80 != 0 {
+		h, ok := ParseQUICHeader(b)
+		if !ok || (h.Version != QUICv1 && h.Version != QUICv2) {
+			return false
+		}
+		t := packetType(h.Version, b[0])
+		switch t {
+		case quicHandshake:
+			return true
+		case quicRetry:
+			return false
+		}
+		p := 7 + len(h.DCID) + len(h.SCID)
+		if t == quicInitial {
+			tok, n := readVarint(b[p:])
+			if n == 0 || uint64(len(b)-p-n) < tok {
+				return false
+			}
+			p += n + int(tok)
+		}
+		length, n := readVarint(b[p:])
+		if n == 0 || uint64(len(b)-p-n) < length {
+			return false
+		}
+		b = b[p+n+int(length):]
+	}
+	return false
 }
 
 // packetType returns the long header packet type of first byte b in v1
@@ -270,7 +318,17 @@ type QUICOptions struct {
 // until it returns the Hello. It is not safe for concurrent use; the zero
 // value uses the default QUICOptions.
 //
-// The Hello it returns aliases its reassembly buffer: it stays valid until
+// A caller that decides on the Hello and then forwards the connection can
+// go on feeding Add the client's datagrams until the server has left its
+// Initial packets behind (it has sent a Handshake packet, see
+// HasHandshakePacket), so that nothing the server reads differs from what
+// the decision was made on: a later Initial must repeat the bytes received
+// before at their offsets, and the only CRYPTO data allowed past the hello
+// is one second ClientHello (after a HelloRetryRequest), which
+// SecondHello returns for deciding. Tell it of a Retry the server sends
+// with ServerRetry.
+//
+// The Hellos it returns alias its reassembly buffer: they stay valid until
 // the next Add or Reset.
 type Initials struct {
 	// Options bound the reassembly; set before the first Add.
@@ -278,8 +336,12 @@ type Initials struct {
 
 	version uint32
 	dcid    []byte
+	scid    [maxConnIDLen]byte // the first Initial's Source Connection ID (held here: no allocation)
+	scidLen int
 	keys    *initialKeys
 	largest int64 // largest packet number opened; -1 before the first
+	pns     [maxPNSpans]pnSpan
+	npns    int // pns in use: the packet numbers received, sorted, disjoint
 	packets int
 	crypto  []byte // CRYPTO stream bytes [0, len) as far as received
 	ranges  []span // received byte ranges of crypto, sorted, disjoint
@@ -288,18 +350,33 @@ type Initials struct {
 	hello   Hello
 	done    bool
 	opened  bool // a packet has been decrypted
+	// helloEnd is the CRYPTO offset where the first ClientHello ends, set
+	// once done; secondEnd where the second one ends, once complete.
+	helloEnd, secondEnd int
+	second              Hello
 }
 
 // span is a received range [from, to) of the CRYPTO stream.
 type span struct{ from, to int }
 
+// pnSpan is a received range [from, to) of packet numbers.
+type pnSpan struct{ from, to uint64 }
+
 // maxSpans caps the holes reassembly tracks, so a peer sending many
 // one-byte fragments cannot make merging quadratic.
 const maxSpans = 64
 
+// maxPNSpans caps the runs of packet numbers tracked (held in Initials
+// itself, so tracking allocates nothing). A client numbers its Initials
+// 0, 1, 2...; each run past the first needs a packet lost or reordered.
+// More runs than this end the connection rather than let Initials forget
+// numbers the server remembers (quic-go remembers 64 runs).
+const maxPNSpans = 16
+
 // Reset clears i for another connection, keeping its buffers and Options.
 func (i *Initials) Reset() {
-	*i = Initials{Options: i.Options, crypto: i.crypto[:0], ranges: i.ranges[:0], plain: i.plain[:0], aad: i.aad[:0], dcid: i.dcid[:0]}
+	*i = Initials{Options: i.Options, crypto: i.crypto[:0], ranges: i.ranges[:0], plain: i.plain[:0], aad: i.aad[:0],
+		dcid: i.dcid[:0]}
 }
 
 // Footprint returns the bytes of the buffers i holds (reassembly and
@@ -316,14 +393,36 @@ func (i *Initials) Version() uint32 { return i.version }
 // the Hello once the ClientHello is complete (and again on later calls).
 // While more data is needed the error matches io.ErrUnexpectedEOF.
 // Otherwise the error matches ErrNotInitial, ErrQUICVersion, ErrMalformed
-// (and ErrCryptoConflict for CRYPTO data that rewrites bytes received
-// before) or ErrTooLarge; the first datagram of a connection must hold an
-// Initial.
+// (and ErrCryptoConflict for CRYPTO data the server may read differently,
+// see ErrCryptoConflict) or ErrTooLarge; the first datagram of a
+// connection must hold an Initial. A packet whose packet number was
+// received before is read only to check that it carries nothing new.
+//
+// Once the hello is complete, Add goes on reading the Initials of later
+// datagrams (a datagram without one is no error): their CRYPTO bytes must
+// agree with those received, their packets count towards MaxPackets, and
+// they may be addressed to any connection ID (the server's, once it
+// answered), though they must open with the connection's keys.
 // datagram is not modified and not retained.
 func (i *Initials) Add(datagram []byte) (Hello, error) {
 	if i.done {
+		if _, err := i.add(datagram); err != nil && !errors.Is(err, ErrNotInitial) && !errors.Is(err, ErrQUICVersion) {
+			return Hello{}, err
+		}
+		if err := i.parseSecond(); err != nil {
+			return Hello{}, err
+		}
 		return i.hello, nil
 	}
+	if _, err := i.add(datagram); err != nil {
+		return Hello{}, err
+	}
+	return i.parse()
+}
+
+// add reads the packets of datagram and reports whether it held an
+// Initial.
+func (i *Initials) add(datagram []byte) (bool, error) {
 	b := datagram
 	sawInitial := false
 	for len(b) > 0 {
@@ -333,27 +432,48 @@ func (i *Initials) Add(datagram []byte) (Hello, error) {
 		h, ok := ParseQUICHeader(b)
 		if !ok {
 			if !sawInitial {
-				return Hello{}, fmt.Errorf("sni: truncated QUIC long header: %w", ErrNotInitial)
+				return false, fmt.Errorf("sni: truncated QUIC long header: %w", ErrNotInitial)
 			}
-			return Hello{}, malformed("truncated coalesced QUIC packet")
+			return true, malformed("truncated coalesced QUIC packet")
 		}
 		if h.Version != QUICv1 && h.Version != QUICv2 {
 			if sawInitial {
 				break // RFC 9000 12.2: ignore coalesced packets of another version
 			}
-			return Hello{}, fmt.Errorf("sni: QUIC version %#08x: %w", h.Version, ErrQUICVersion)
+			return false, fmt.Errorf("sni: QUIC version %#08x: %w", h.Version, ErrQUICVersion)
 		}
 		n, err := i.addPacket(b, h)
 		if err != nil {
-			return Hello{}, err
+			return sawInitial || h.Initial, err
 		}
 		sawInitial = sawInitial || h.Initial
 		b = b[n:]
 	}
 	if !sawInitial {
-		return Hello{}, fmt.Errorf("sni: no initial packet in datagram: %w", ErrNotInitial)
+		return false, fmt.Errorf("sni: no initial packet in datagram: %w", ErrNotInitial)
 	}
-	return i.parse()
+	return true, nil
+}
+
+// ServerRetry tells i that the server answered with a Retry packet whose
+// Source Connection ID is scid. The client's next Initials are addressed
+// to scid and protected with keys derived from it, and the server reads
+// them as a new connection: it forgets the packet numbers and CRYPTO data
+// it had (RFC 9000 17.2.5). i keeps the CRYPTO data the decision was made
+// on, which the client must send again unchanged (RFC 9000 17.2.5.2), so
+// the server still cannot read another hello; packet numbers start over.
+func (i *Initials) ServerRetry(scid []byte) error {
+	if i.keys == nil {
+		return malformed("QUIC retry before any initial")
+	}
+	k, err := deriveInitialKeys(i.version, scid, false)
+	if err != nil {
+		return err
+	}
+	i.keys = k
+	i.dcid = append(i.dcid[:0], scid...)
+	i.largest, i.npns = -1, 0
+	return nil
 }
 
 // addPacket processes the long header packet at the start of b and returns
@@ -396,10 +516,18 @@ func (i *Initials) open(pkt []byte, h QUICHeader, pnOff int) error {
 		i.keys, i.version = k, h.Version
 		i.dcid = append(i.dcid[:0], h.DCID...)
 		i.largest = -1
-	} else if h.Version != i.version || string(h.DCID) != string(i.dcid) {
+		i.scidLen = copy(i.scid[:], h.SCID)
+	} else if h.Version != i.version || !i.done && string(h.DCID) != string(i.dcid) {
 		// Before the server answers, every client Initial carries the
 		// first DCID; another one is another connection.
 		return malformed("QUIC initial of another connection")
+	}
+	if string(h.SCID) != string(i.scid[:i.scidLen]) {
+		// quic-go discards an Initial whose SCID is not the first one's
+		// unread; a client keeps its SCID through the handshake, so no
+		// client but one sending the server what Initials must not read
+		// sends such a packet.
+		return fmt.Errorf("sni: QUIC initial from another source connection ID: %w: %w", ErrCryptoConflict, ErrMalformed)
 	}
 	if i.packets >= i.maxPackets() {
 		return fmt.Errorf("sni: more than %d QUIC initial packets: %w", i.maxPackets(), ErrTooLarge)
@@ -437,7 +565,65 @@ func (i *Initials) open(pkt []byte, h QUICHeader, pnOff int) error {
 	if int64(pn) > i.largest {
 		i.largest = int64(pn)
 	}
-	return i.frames(plain)
+	// A packet number received before: the server discards the packet
+	// unread (RFC 9000 12.3; quic-go checks after opening, as here, so it
+	// decodes the next packet number against the same largest). Initials
+	// does not read it either, and more: a network duplicate repeats CRYPTO
+	// bytes already received, so one that carries any other bytes is an
+	// attempt to complete the hello here with bytes the server never
+	// reads, and ends the connection. Ignoring it would not do: if the
+	// two copies were reordered on the way to the server, it would keep
+	// the other one.
+	dup := i.seenPN(pn)
+	if err := i.frames(plain, dup); err != nil {
+		return err
+	}
+	if !dup {
+		return i.markPN(pn)
+	}
+	return nil
+}
+
+// seenPN reports whether packet number pn was received.
+func (i *Initials) seenPN(pn uint64) bool {
+	for _, r := range i.pns[:i.npns] {
+		if pn < r.from {
+			return false
+		}
+		if pn < r.to {
+			return true
+		}
+	}
+	return false
+}
+
+// markPN records packet number pn (not received before) as received.
+func (i *Initials) markPN(pn uint64) error {
+	r := i.pns[:i.npns]
+	k := 0
+	for k < len(r) && r[k].to < pn {
+		k++
+	}
+	switch {
+	case k < len(r) && r[k].to == pn: // extends r[k], perhaps up to r[k+1]
+		r[k].to = pn + 1
+		if k+1 < len(r) && r[k+1].from == pn+1 {
+			r[k].to = r[k+1].to
+			copy(r[k+1:], r[k+2:])
+			i.npns--
+		}
+	case k < len(r) && r[k].from == pn+1:
+		r[k].from = pn
+	default:
+		if i.npns == maxPNSpans {
+			return fmt.Errorf("sni: QUIC initial packet numbers in more than %d runs: %w", maxPNSpans, ErrTooLarge)
+		}
+		i.npns++
+		r = i.pns[:i.npns]
+		copy(r[k+1:], r[k:])
+		r[k] = pnSpan{pn, pn + 1}
+	}
+	return nil
 }
 
 // decodePN reconstructs a full packet number from its truncated encoding
@@ -456,8 +642,10 @@ func decodePN(largest int64, truncated uint64, pnLen int) uint64 {
 	return candidate
 }
 
-// frames walks the frames of a decrypted Initial payload.
-func (i *Initials) frames(p []byte) error {
+// frames walks the frames of a decrypted Initial payload; dup reports a
+// packet number received before, whose CRYPTO data must all have been
+// received.
+func (i *Initials) frames(p []byte, dup bool) error {
 	if len(p) == 0 {
 		return malformed("empty QUIC initial payload")
 	}
@@ -489,7 +677,7 @@ func (i *Initials) frames(p []byte) error {
 			if p, n = readVarints(p, v[:]); n == 0 || uint64(len(p)) < v[1] {
 				return malformed("truncated QUIC CRYPTO frame")
 			}
-			if err := i.addCrypto(v[0], p[:v[1]]); err != nil {
+			if err := i.addCrypto(v[0], p[:v[1]], dup); err != nil {
 				return err
 			}
 			p = p[v[1]:]
@@ -502,8 +690,9 @@ func (i *Initials) frames(p []byte) error {
 	return nil
 }
 
-// addCrypto copies CRYPTO data at offset into the reassembly buffer.
-func (i *Initials) addCrypto(offset uint64, data []byte) error {
+// addCrypto copies CRYPTO data at offset into the reassembly buffer. For
+// a duplicate packet (dup) it only checks that the data was received.
+func (i *Initials) addCrypto(offset uint64, data []byte, dup bool) error {
 	end := offset + uint64(len(data))
 	if end > uint64(i.maxCrypto()) {
 		return fmt.Errorf("sni: QUIC CRYPTO data up to offset %d: %w", end, ErrTooLarge)
@@ -514,6 +703,15 @@ func (i *Initials) addCrypto(offset uint64, data []byte) error {
 	from, to := int(offset), int(end)
 	if err := i.sameAsReceived(from, to, data); err != nil {
 		return err
+	}
+	if dup {
+		if !i.received(from, to) {
+			return fmt.Errorf("sni: QUIC CRYPTO bytes %d-%d first sent in a packet number used before: %w: %w", from, to, ErrCryptoConflict, ErrMalformed)
+		}
+		return nil
+	}
+	if i.secondEnd > 0 && to > i.secondEnd {
+		return fmt.Errorf("sni: QUIC CRYPTO bytes up to %d, past a second ClientHello: %w: %w", to, ErrCryptoConflict, ErrMalformed)
 	}
 	if to > len(i.crypto) {
 		if to > cap(i.crypto) {
@@ -547,6 +745,20 @@ func (i *Initials) sameAsReceived(from, to int, data []byte) error {
 		}
 	}
 	return nil
+}
+
+// received reports whether every byte of [from, to) was received.
+func (i *Initials) received(from, to int) bool {
+	for _, r := range i.ranges {
+		if r.from <= from {
+			if to <= r.to {
+				return true
+			}
+		} else {
+			break
+		}
+	}
+	return false
 }
 
 // mark records [from, to) as received, merging overlapping and adjacent
@@ -586,8 +798,49 @@ func (i *Initials) parse() (Hello, error) {
 	if err != nil {
 		return Hello{}, err
 	}
-	i.hello, i.done = h, true
+	// A client sends nothing after its ClientHello in Initial packets
+	// until a HelloRetryRequest asks for a second one, and the server has
+	// not seen this hello yet: bytes past it now could only be read by the
+	// server as something the decision was not made on (Go's TLS stack
+	// refuses a connection with bytes buffered past the hello; another
+	// could read them as the hello after a retry).
+	end := handshakeHeaderLen + (int(i.crypto[1])<<16 | int(i.crypto[2])<<8 | int(i.crypto[3]))
+	if i.ranges[0].to > end || len(i.ranges) > 1 {
+		return Hello{}, fmt.Errorf("sni: QUIC CRYPTO data past the %d-byte ClientHello: %w: %w", end, ErrCryptoConflict, ErrMalformed)
+	}
+	i.hello, i.done, i.helloEnd = h, true, end
 	return h, nil
+}
+
+// parseSecond parses the handshake message after the first hello once it
+// is complete: it must be a ClientHello.
+func (i *Initials) parseSecond() error {
+	if i.secondEnd > 0 || i.ranges[0].to < i.helloEnd+handshakeHeaderLen {
+		return nil
+	}
+	h, err := ParseHandshake(i.crypto[i.helloEnd:i.ranges[0].to])
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("sni: QUIC CRYPTO data after the ClientHello: %w", err)
+	}
+	c := i.crypto[i.helloEnd:]
+	end := i.helloEnd + handshakeHeaderLen + (int(c[1])<<16 | int(c[2])<<8 | int(c[3]))
+	if i.ranges[0].to > end || len(i.ranges) > 1 {
+		return fmt.Errorf("sni: QUIC CRYPTO data past the second ClientHello: %w: %w", ErrCryptoConflict, ErrMalformed)
+	}
+	i.second, i.secondEnd = h, end
+	return nil
+}
+
+// SecondHello returns the ClientHello the client sent after the first one
+// (after the server's HelloRetryRequest), once Add has read all of it. A
+// caller that forwards the connection must decide it too, before
+// forwarding the datagram that completed it: the server reads it as the
+// connection's hello.
+func (i *Initials) SecondHello() (Hello, bool) {
+	return i.second, i.secondEnd > 0
 }
 
 func (i *Initials) maxPackets() int {
@@ -628,6 +881,7 @@ func InitialOpens(datagram, origDCID []byte) bool {
 		return false
 	}
 	i := Initials{keys: k, version: h.Version, dcid: h.DCID, largest: -1}
+	i.scidLen = copy(i.scid[:], h.SCID)
 	i.addPacket(datagram, h)
 	return i.packets == 1 && i.opened
 }

@@ -634,12 +634,29 @@ func FuzzParseInitial(f *testing.F) {
 	unfiled, filed, cut := conflictHellos(f)
 	f.Add(cat(cryptoFrame(unfiled, 0, cut), cryptoFrame(filed, 0, len(filed))), true)
 	f.Add(cat(cryptoFrame(filed, 0, cut), cryptoFrame(filed, 0, len(filed))), true)
+	// TestInitialsDuplicatePacket's and TestInitialsAfterHello's shapes:
+	// the whole datagram is also sent again as the same packet, and a
+	// second time after the hello.
+	name := cut - len("unfiled-demo.cn")
+	f.Add(cat(initialPN(f, nil, nil, testSCID, 0, 4, cryptoFrame(filed, 0, name)), initialPN(f, nil, nil, testSCID, 0, 1, cryptoFrame(filed, name, len(filed)))), false)
+	f.Add(initialPN(f, nil, nil, []byte{7}, 0, 4, cryptoFrame(filed, 0, name)), false)
+	f.Add(cat(cryptoFrame(filed, 0, len(filed)), cryptoFrame(append(bytes.Clone(filed), unfiled...), len(filed), 2*len(filed))), true)
+	f.Add(cat(cryptoFrame(filed, 0, len(filed)), cryptoFrame(append(bytes.Clone(filed), 2, 0, 0, 1, 0), len(filed), len(filed)+5)), true)
 	f.Fuzz(func(t *testing.T, b []byte, sealed bool) {
 		if sealed {
 			if len(b) > 1100 {
 				return
 			}
 			b = initialDatagram(t, QUICv1, testDCID, true, quicPacket{0, b})
+		}
+		// The same datagram again is a network duplicate, which the
+		// server discards and which carries nothing new: it never
+		// conflicts, before or after the hello is complete.
+		var in Initials
+		if _, err := in.Add(b); err == nil || errors.Is(err, io.ErrUnexpectedEOF) {
+			if _, err = in.Add(b); errors.Is(err, ErrCryptoConflict) {
+				t.Fatalf("the same datagram again: %v", err)
+			}
 		}
 		h, err := ParseInitial(b)
 		if err != nil {
@@ -722,5 +739,248 @@ func TestAppendClientInitial(t *testing.T) {
 	}
 	if _, err := AppendClientInitial(nil, 0xbabababa, testDCID, testSCID, 0, []byte{framePing}, 0); !errors.Is(err, ErrQUICVersion) {
 		t.Errorf("bad version: got error %v, want %v", err, ErrQUICVersion)
+	}
+}
+
+// initialPN builds a padded datagram of one v1 client Initial packet,
+// numbered pn in a pnLen-byte encoding (the low bytes of pn, RFC 9000
+// 17.1), from scid to dcid, protected with the keys of keyDCID (nil:
+// testDCID for both).
+func initialPN(tb testing.TB, keyDCID, dcid, scid []byte, pn uint64, pnLen int, frames []byte) []byte {
+	tb.Helper()
+	if keyDCID == nil {
+		keyDCID = testDCID
+	}
+	if dcid == nil {
+		dcid = keyDCID
+	}
+	k, err := deriveInitialKeys(QUICv1, keyDCID, false)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	hdrLen := 1 + 4 + 1 + len(dcid) + 1 + len(scid) + 1 + 2 + pnLen
+	payload := frames
+	if n := 1200 - hdrLen - len(payload) - aeadTagLen; n > 0 {
+		payload = append(bytes.Clone(payload), make([]byte, n)...)
+	}
+	out := []byte{0xc0 | typeBits(QUICv1, quicInitial) | byte(pnLen-1)}
+	out = binary.BigEndian.AppendUint32(out, QUICv1)
+	out = append(append(out, byte(len(dcid))), dcid...)
+	out = append(append(out, byte(len(scid))), scid...)
+	out = append(out, 0) // no token
+	l := pnLen + len(payload) + aeadTagLen
+	out = append(out, 0x40|byte(l>>8), byte(l))
+	for j := pnLen - 1; j >= 0; j-- {
+		out = append(out, byte(pn>>(8*j)))
+	}
+	return sealInitial(out, 0, len(out)-pnLen, pnLen, pn, payload, k)
+}
+
+// TestInitialsDuplicatePacket sends CRYPTO data in packets the server
+// discards unread: a packet number it has already received (RFC 9000
+// 12.3, quic-go's duplicate detection), in full or truncated encodings
+// decoded against the largest number received, and a packet from another
+// source connection ID. A gateway reading them completes a hello for
+// a.filed-demo.cn the server never sees; the client then fills the gap at
+// the server with another name's bytes. Each must fail with
+// ErrCryptoConflict; a network duplicate (the same packet again) is fine.
+func TestInitialsDuplicatePacket(t *testing.T) {
+	unfiled, filed, cut := conflictHellos(t)
+	name := cut - len("unfiled-demo.cn") // the hellos agree before here
+	n := len(filed)
+	prefix, rest := cryptoFrame(filed, 0, name), cryptoFrame(filed, name, n)
+	other := []byte{7, 7, 7, 7}
+	type step struct {
+		d    []byte
+		want error // nil: no error or io.ErrUnexpectedEOF
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"same packet number, different CRYPTO data", []step{
+			{initialPN(t, nil, nil, testSCID, 0, 4, prefix), nil},
+			{initialPN(t, nil, nil, testSCID, 0, 4, rest), ErrCryptoConflict},
+		}},
+		{"same packet number, 1-byte encoding", []step{
+			{initialPN(t, nil, nil, testSCID, 0, 4, cryptoFrame(filed, 0, 10)), nil},
+			{initialPN(t, nil, nil, testSCID, 1, 4, cryptoFrame(filed, 10, name)), nil},
+			{initialPN(t, nil, nil, testSCID, 1, 1, rest), ErrCryptoConflict},
+		}},
+		{"same packet number, truncated below the largest's window", []step{
+			{initialPN(t, nil, nil, testSCID, 0x1ff, 4, prefix), nil},
+			{initialPN(t, nil, nil, testSCID, 0x200, 2, cryptoFrame(filed, name, name+1)), nil},
+			// 0xff decodes against 0x200 to 0x1ff, not 0x2ff.
+			{initialPN(t, nil, nil, testSCID, 0x1ff, 1, rest), ErrCryptoConflict},
+		}},
+		{"duplicate completing the hello with the other name after the prefix", []step{
+			{initialPN(t, nil, nil, testSCID, 3, 4, prefix), nil},
+			{initialPN(t, nil, nil, testSCID, 3, 2, cryptoFrame(unfiled, name, n)), ErrCryptoConflict},
+		}},
+		{"another source connection ID", []step{
+			{initialPN(t, nil, nil, testSCID, 0, 4, prefix), nil},
+			{initialPN(t, nil, nil, other, 1, 4, rest), ErrCryptoConflict},
+		}},
+		{"network duplicate before the hello is complete", []step{
+			{initialPN(t, nil, nil, testSCID, 0, 4, prefix), nil},
+			{initialPN(t, nil, nil, testSCID, 0, 4, prefix), nil},
+			{initialPN(t, nil, nil, testSCID, 1, 4, rest), nil},
+			{initialPN(t, nil, nil, testSCID, 1, 4, rest), nil},
+		}},
+		{"duplicate repeating part of what it carried", []step{
+			{initialPN(t, nil, nil, testSCID, 0, 4, prefix), nil},
+			{initialPN(t, nil, nil, testSCID, 0, 4, cryptoFrame(filed, 5, name-5)), nil},
+			{initialPN(t, nil, nil, testSCID, 1, 4, rest), nil},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var in Initials
+			for k, s := range tt.steps {
+				h, err := in.Add(s.d)
+				if s.want != nil {
+					if !errors.Is(err, s.want) || !errors.Is(err, ErrMalformed) {
+						t.Fatalf("datagram %d: got %q, %v, want %v", k, h.ServerName, err, s.want)
+					}
+					return
+				}
+				if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+					t.Fatalf("datagram %d: %v", k, err)
+				}
+				if k == len(tt.steps)-1 && h.ServerName != "a.filed-demo.cn" {
+					t.Fatalf("got %q, %v, want a.filed-demo.cn", h.ServerName, err)
+				}
+			}
+		})
+	}
+}
+
+// TestInitialsAfterHello feeds Initials the client's datagrams after its
+// hello was returned, as a gateway does until the server leaves its
+// Initial phase: what the server could read differently from the decided
+// hello is an error, retransmissions and ACKs are not, and a second
+// ClientHello (after a HelloRetryRequest) is returned by SecondHello.
+func TestInitialsAfterHello(t *testing.T) {
+	unfiled, filed, _ := conflictHellos(t)
+	n := len(filed)
+	serverCID := []byte{0xaa, 0xbb, 0xcc, 0xdd}
+	ack := []byte{frameACK, 0, 0, 0, 0}
+	hello := initialPN(t, nil, nil, testSCID, 0, 4, cryptoFrame(filed, 0, n))
+	second := func(msg []byte, from, to int) []byte { // msg as the CRYPTO stream after the hello
+		return cryptoFrame(append(bytes.Clone(filed), msg...), n+from, n+to)
+	}
+	tests := []struct {
+		name   string
+		later  [][]byte // after hello
+		retry  []byte   // if set, a server Retry to this connection ID comes first
+		want   error
+		second string // the second hello's name, if one is complete
+	}{
+		{"ACK and retransmission to the server's connection ID", [][]byte{
+			initialPN(t, nil, serverCID, testSCID, 1, 2, ack),
+			initialPN(t, nil, serverCID, testSCID, 2, 2, cryptoFrame(filed, 0, n)),
+			initialPN(t, nil, nil, testSCID, 3, 1, cat(ack, cryptoFrame(filed, 20, 40))),
+			{0x40, 1, 2, 3}, // 1-RTT
+		}, nil, nil, ""},
+		{"different bytes at decided offsets", [][]byte{
+			initialPN(t, nil, nil, testSCID, 1, 4, cryptoFrame(unfiled, 0, n)),
+		}, nil, ErrCryptoConflict, ""},
+		{"new data in a duplicate packet number", [][]byte{
+			initialPN(t, nil, nil, testSCID, 0, 4, second(filed, 0, 10)),
+		}, nil, ErrCryptoConflict, ""},
+		{"undecryptable initial", [][]byte{
+			initialPN(t, []byte{1, 1, 1, 1}, testDCID, testSCID, 1, 4, ack),
+		}, nil, ErrMalformed, ""},
+		{"a second ClientHello, in two packets", [][]byte{
+			initialPN(t, nil, nil, testSCID, 1, 4, second(unfiled, 0, 100)),
+			initialPN(t, nil, nil, testSCID, 2, 4, second(unfiled, 100, n)),
+		}, nil, nil, "unfiled-demo.cn"},
+		{"bytes past the second ClientHello", [][]byte{
+			initialPN(t, nil, nil, testSCID, 1, 4, second(cat(filed, []byte{1, 0}), 0, n+2)),
+		}, nil, ErrCryptoConflict, ""},
+		{"a second message that is no ClientHello", [][]byte{
+			initialPN(t, nil, nil, testSCID, 1, 4, second([]byte{2, 0, 0, 1, 0}, 0, 5)),
+		}, nil, ErrMalformed, ""},
+		{"after a Retry, the hello again under the new keys", [][]byte{
+			initialPN(t, serverCID, nil, testSCID, 0, 4, cryptoFrame(filed, 0, n)),
+		}, serverCID, nil, ""},
+		{"after a Retry, another hello under the new keys", [][]byte{
+			initialPN(t, serverCID, nil, testSCID, 0, 4, cryptoFrame(unfiled, 0, n)),
+		}, serverCID, ErrCryptoConflict, ""},
+		{"after a Retry, the old keys", [][]byte{
+			initialPN(t, nil, nil, testSCID, 1, 4, ack),
+		}, serverCID, ErrMalformed, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var in Initials
+			if h, err := in.Add(hello); err != nil || h.ServerName != "a.filed-demo.cn" {
+				t.Fatalf("hello: got %q, %v", h.ServerName, err)
+			}
+			if tt.retry != nil {
+				if err := in.ServerRetry(tt.retry); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var err error
+			for k, d := range tt.later {
+				var h Hello
+				if h, err = in.Add(d); err != nil {
+					if k < len(tt.later)-1 {
+						t.Fatalf("datagram %d: %v", k, err)
+					}
+					break
+				}
+				if h.ServerName != "a.filed-demo.cn" {
+					t.Fatalf("datagram %d: first hello %q, want a.filed-demo.cn", k, h.ServerName)
+				}
+			}
+			if tt.want == nil && err != nil || tt.want != nil && !errors.Is(err, tt.want) {
+				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+			h, ok := in.SecondHello()
+			if ok != (tt.second != "") || h.ServerName != tt.second {
+				t.Errorf("second hello: got %q, %v, want %q", h.ServerName, ok, tt.second)
+			}
+		})
+	}
+	// Before the hello is returned, nothing may follow it: the server has
+	// not asked for a second one.
+	var in Initials
+	if _, err := in.Add(initialPN(t, nil, nil, testSCID, 0, 4, cat(cryptoFrame(filed, 0, n), second(filed, 0, 4)))); !errors.Is(err, ErrCryptoConflict) {
+		t.Errorf("data past the hello: got %v, want %v", err, ErrCryptoConflict)
+	}
+}
+
+// TestHasHandshakePacket reads the datagrams a server sends.
+func TestHasHandshakePacket(t *testing.T) {
+	serverInitial, err := AppendInitialClose(nil, QUICv1, testDCID, testSCID, testSCID, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	handshake := append([]byte{0xe0, 0, 0, 0, 1, 4, 0xaa, 0xbb, 0xcc, 0xdd, 0, 0x40, 30}, make([]byte, 30)...)
+	hsV2 := bytes.Clone(handshake)
+	hsV2[0] = 0xc0 | typeBits(QUICv2, quicHandshake)
+	binary.BigEndian.PutUint32(hsV2[1:], QUICv2)
+	retry := []byte{0xf0, 0, 0, 0, 1, 4, 1, 2, 3, 4, 4, 5, 6, 7, 8, 0xee}
+	for _, tt := range []struct {
+		name string
+		b    []byte
+		want bool
+	}{
+		{"initial", serverInitial, false},
+		{"initial then handshake", cat(serverInitial, handshake), true},
+		{"handshake", handshake, true},
+		{"v2 handshake", hsV2, true},
+		{"retry", retry, false},
+		{"short header", []byte{0x40, 1, 2, 3}, false},
+		{"truncated", cat(serverInitial, handshake[:8]), false},
+	} {
+		if got := HasHandshakePacket(tt.b); got != tt.want {
+			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
+		}
+		if h, _ := ParseQUICHeader(tt.b); h.Retry != (tt.name == "retry") {
+			t.Errorf("%s: ParseQUICHeader Retry %v", tt.name, h.Retry)
+		}
 	}
 }
