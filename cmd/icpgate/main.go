@@ -8,7 +8,7 @@
 //	icpgate serve -config FILE                 run the gateway (SIGHUP reloads, SIGTERM drains)
 //	icpgate check -config FILE [--json] HOST…  explain the decision for each host
 //	icpgate demo                               gateway + demo origins on loopback
-//	icpgate healthcheck -url URL               exit 0 when URL answers 200 (for containers)
+//	icpgate healthcheck [-config FILE]         exit 0 when the admin /healthz answers 200 (for containers)
 //	icpgate db migrate|status|confirm-deletes  the filing database's schema and guard
 //	icpgate import [--dry-run] FILE            load a CSV/JSONL registry into the filing database
 //	icpgate export [-o FILE]                   write the filing database's records
@@ -24,13 +24,10 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"runtime/debug"
-	"time"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3".
@@ -101,7 +98,8 @@ Commands:
   check -config FILE [--json] HOST…  explain the decision for each host
                                      (exit 0: all pass, 1: some blocked, 2: error)
   demo                               run the gateway with demo origins on loopback
-  healthcheck [-url URL]             exit 0 when URL answers 200 (default the admin /healthz)
+  healthcheck [-config FILE]         exit 0 when the admin listener's /healthz answers 200
+                                     (-url URL: probe that URL instead)
   db migrate|status|confirm-deletes  manage icpgate's schema in the filing database
   import [--dry-run] [--replace] FILE  load a CSV/JSONL registry into the filing database
   export [-format jsonl|csv] [-o FILE] write the filing database's records
@@ -161,40 +159,4 @@ func versionString() string {
 		rev += "-dirty"
 	}
 	return "devel-" + rev
-}
-
-// cmdHealthcheck probes url and exits 0 on 200. Distroless images have no
-// curl, so the container HEALTHCHECK calls the binary itself.
-func cmdHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	url := fs.String("url", "http://"+defaultAdminAddress+"/healthz", "URL that must answer 200")
-	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
-	if err := fs.Parse(args); err != nil {
-		return exitError
-	}
-	if fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "icpgate healthcheck: unexpected argument %q\n", fs.Arg(0))
-		return exitError
-	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
-	if err != nil {
-		fmt.Fprintf(stderr, "icpgate healthcheck: %v\n", err)
-		return exitError
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		fmt.Fprintf(stderr, "icpgate healthcheck: %v\n", err)
-		return exitBlocked
-	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(stderr, "icpgate healthcheck: %s answered %s\n", *url, resp.Status)
-		return exitBlocked
-	}
-	fmt.Fprintln(stdout, "ok")
-	return exitOK
 }
