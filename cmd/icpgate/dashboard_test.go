@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"regexp"
 	"slices"
@@ -16,7 +17,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
+	"github.com/icpgate/icpgate/metrics"
+	"github.com/icpgate/icpgate/registry"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
 )
@@ -612,10 +616,29 @@ func TestDashboardMetricsExist(t *testing.T) {
 		body = scrape(t, g)
 	}
 	exposed := exposedSeries(body)
-	// This gateway reads a registry file; the PostgreSQL source's series
-	// come from its collector's descriptors instead.
-	for name, labels := range describedSeries(pgSyncErrors, pgConnected, pgStaleness, pgCursor, pgRefused, pgFromStore) {
-		if exposed[name] == nil {
+	// This gateway reads a registry file: the PostgreSQL source's series
+	// come from a source built for the purpose, its histogram of sync
+	// durations with a series of each kind as the first syncs make them.
+	pg, err := newPGSource(PostgresConfig{DSN: "postgres://icpgate@127.0.0.1:1/unused"}, "", registry.New(registry.Options{}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.close()
+	pgReg := prometheus.NewRegistry()
+	pg.register(pgReg)
+	for _, kind := range []string{"full", "incremental"} {
+		pg.syncDuration.WithLabelValues(kind)
+	}
+	rec := httptest.NewRecorder()
+	metrics.Handler(pgReg).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for name, labels := range exposedSeries(rec.Body.String()) {
+		exposed[name] = labels
+	}
+	// Every family either registers, with its label names: a vector with
+	// no series yet (a listener kind this gateway does not run) is there.
+	families := describedSeries(append(collectorDescs(g.prom), collectorDescs(pgReg)...)...)
+	for name, labels := range families {
+		if exposed[name] == nil && exposed[name+"_bucket"] == nil {
 			exposed[name] = labels
 		}
 	}
@@ -654,6 +677,36 @@ func TestDashboardMetricsExist(t *testing.T) {
 			t.Errorf("dashboard and alerts never use %q", want)
 		}
 	}
+	// Every family the gateway exports has a dashboard panel (histograms
+	// through their _bucket, _sum or _count series).
+	inPanels := map[string]bool{}
+	for _, e := range dashboardExprs(t) {
+		sels, _ := promqlSelectors(e.expr)
+		for _, s := range sels {
+			name := s.Metric
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				if base, ok := strings.CutSuffix(name, suffix); ok && families[base] != nil {
+					name = base
+				}
+			}
+			inPanels[name] = true
+		}
+	}
+	var missing []string
+	for name := range families {
+		if strings.HasPrefix(name, "icpgate_") && !inPanels[name] {
+			missing = append(missing, name)
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		t.Errorf("metric families on no dashboard panel: %s", strings.Join(missing, " "))
+	}
+	for _, want := range []string{"icpgate_registry_change_lag_seconds", "icpgate_tls_without_sni_total", "icpgate_quic_dropped_datagrams_total", "icpgate_build_info"} {
+		if families[want] == nil {
+			t.Errorf("family %s is not registered: the coverage check sees less than the gateway exports", want)
+		}
+	}
 }
 
 // TestDashboardShape checks the dashboard's variables and that every
@@ -686,7 +739,7 @@ func TestDashboardShape(t *testing.T) {
 		vars = append(vars, v.Name+":"+v.Type)
 	}
 	sort.Strings(vars)
-	if got, want := strings.Join(vars, " "), "datasource:datasource instance:query job:query"; got != want {
+	if got, want := strings.Join(vars, " "), "datasource:datasource instance:query job:query runbook_base:textbox"; got != want {
 		t.Errorf("variables: got %q, want %q", got, want)
 	}
 	ids := map[int]bool{}
@@ -716,10 +769,57 @@ func TestDashboardShape(t *testing.T) {
 	}
 }
 
+// runbookDefault is where the runbook links go unless the operator names
+// a copy: docs/operations.md in the repository.
+const runbookDefault = "https://github.com/icpgate/icpgate/blob/main/docs/operations.md"
+
+// operationsAnchors returns the anchors of docs/operations.md's headings,
+// as GitHub (and Gitea and GitLab) make them: lower case, punctuation
+// other than - and _ dropped, spaces as hyphens.
+func operationsAnchors(t *testing.T) map[string]bool {
+	t.Helper()
+	b, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchors := map[string]bool{}
+	fence := false
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "```") {
+			fence = !fence
+		}
+		heading, ok := strings.CutPrefix(strings.TrimLeft(line, "#"), " ")
+		if fence || !strings.HasPrefix(line, "#") || !ok {
+			continue
+		}
+		anchors[headingAnchor(heading)] = true
+	}
+	return anchors
+}
+
+// headingAnchor is the anchor GitHub gives a Markdown heading.
+func headingAnchor(h string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(strings.TrimSpace(h)) {
+		switch {
+		case r == ' ':
+			b.WriteByte('-')
+		case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
 // TestAlertsRunbook checks that every alert has a severity, a summary, a
 // description and a runbook_url pointing at its own section of
-// docs/operations.md, and that the section exists.
+// docs/operations.md, under the runbook_base external label when
+// Prometheus has one and the repository's copy otherwise, and that the
+// section exists.
 func TestAlertsRunbook(t *testing.T) {
+	if got, want := headingAnchor("Control plane: tokens, overrides, audit, report"), "control-plane-tokens-overrides-audit-report"; got != want {
+		t.Errorf("headingAnchor: got %q, want %q", got, want)
+	}
 	b, err := os.ReadFile(alertsPath)
 	if err != nil {
 		t.Fatal(err)
@@ -736,11 +836,8 @@ func TestAlertsRunbook(t *testing.T) {
 	if err := yaml.Unmarshal(b, &f); err != nil {
 		t.Fatal(err)
 	}
-	doc, err := os.ReadFile("../../docs/operations.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	const base = "https://github.com/icpgate/icpgate/blob/main/docs/operations.md#"
+	anchors := operationsAnchors(t)
+	const base = "{{ with $externalLabels.runbook_base }}{{ . }}{{ else }}" + runbookDefault + "{{ end }}#"
 	n := 0
 	for _, g := range f.Groups {
 		for _, r := range g.Rules {
@@ -759,7 +856,7 @@ func TestAlertsRunbook(t *testing.T) {
 			if got, want := r.Annotations["runbook_url"], base+strings.ToLower(r.Alert); got != want {
 				t.Errorf("%s: got runbook_url %q, want %q", r.Alert, got, want)
 			}
-			if !bytes.Contains(doc, []byte("\n### "+r.Alert+"\n")) {
+			if !anchors[strings.ToLower(r.Alert)] {
 				t.Errorf("%s: docs/operations.md has no section %q", r.Alert, "### "+r.Alert)
 			}
 		}
@@ -767,6 +864,372 @@ func TestAlertsRunbook(t *testing.T) {
 	if n < 7 {
 		t.Errorf("got %d alerts, want at least the 7 the issue lists", n)
 	}
+}
+
+// TestDashboardRunbookLinks checks the dashboard's links: every one goes
+// to a section of docs/operations.md that exists, under the runbook_base
+// variable (whose default is the repository's copy), and every alert's
+// runbook is linked from a panel showing what it fires on.
+func TestDashboardRunbookLinks(t *testing.T) {
+	b, err := os.ReadFile(dashboardPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type link struct {
+		Title string `json:"title"`
+		URL   string `json:"url"`
+	}
+	type panel struct {
+		Title  string            `json:"title"`
+		Links  []link            `json:"links"`
+		Panels []json.RawMessage `json:"panels"`
+	}
+	var d struct {
+		Links      []link            `json:"links"`
+		Panels     []json.RawMessage `json:"panels"`
+		Templating struct {
+			List []struct {
+				Name  string          `json:"name"`
+				Query json.RawMessage `json:"query"`
+			} `json:"list"`
+		} `json:"templating"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	def := ""
+	for _, v := range d.Templating.List {
+		if v.Name == "runbook_base" {
+			json.Unmarshal(v.Query, &def)
+		}
+	}
+	if def != runbookDefault {
+		t.Errorf("variable runbook_base: got default %q, want %q", def, runbookDefault)
+	}
+	anchors := operationsAnchors(t)
+	linked := map[string]bool{}
+	check := func(where string, links []link) {
+		for _, l := range links {
+			anchor, ok := strings.CutPrefix(l.URL, "${runbook_base}#")
+			if !ok {
+				t.Errorf("%s: link %q goes to %q, want ${runbook_base}#section", where, l.Title, l.URL)
+				continue
+			}
+			if !anchors[anchor] {
+				t.Errorf("%s: link %q: docs/operations.md has no section #%s", where, l.Title, anchor)
+			}
+			linked[anchor] = true
+		}
+	}
+	check("dashboard", d.Links)
+	var walk func([]json.RawMessage)
+	walk = func(raw []json.RawMessage) {
+		for _, r := range raw {
+			var p panel
+			if err := json.Unmarshal(r, &p); err != nil {
+				t.Fatal(err)
+			}
+			check(fmt.Sprintf("panel %q", p.Title), p.Links)
+			walk(p.Panels)
+		}
+	}
+	walk(d.Panels)
+	if !linked["alerts-runbook"] {
+		t.Error("dashboard: no link to the alerts runbook")
+	}
+	for _, e := range alertExprs(t) {
+		alert := strings.TrimPrefix(e.where, "alert ")
+		if !linked[strings.ToLower(alert)] {
+			t.Errorf("no panel links to the runbook of %s", alert)
+		}
+	}
+}
+
+// dashboardPanel is a panel as TestDashboardUnits reads it.
+type dashboardPanel struct {
+	ID          int    `json:"id"`
+	Title       string `json:"title"`
+	Type        string `json:"type"`
+	FieldConfig struct {
+		Defaults struct {
+			Unit string `json:"unit"`
+		} `json:"defaults"`
+		Overrides []struct {
+			Matcher struct {
+				ID      string `json:"id"`
+				Options any    `json:"options"`
+			} `json:"matcher"`
+			Properties []struct {
+				ID    string `json:"id"`
+				Value any    `json:"value"`
+			} `json:"properties"`
+		} `json:"overrides"`
+	} `json:"fieldConfig"`
+	Targets []struct {
+		RefID string `json:"refId"`
+		Expr  string `json:"expr"`
+	} `json:"targets"`
+}
+
+// unitKinds maps the Grafana units the dashboard uses to the kind of
+// quantity they show; a query's kind (exprKind) must match its unit's.
+var unitKinds = map[string][]string{
+	"per second":       {"reqps", "cps", "ops", "pps"},
+	"bytes per second": {"Bps"},
+	"duration":         {"s"},
+	"ratio":            {"percentunit"},
+	"count":            {"short"},
+	"cores":            {"short"},
+	"bytes":            {"bytes"},
+	"state":            {"bool_yes_no"},
+}
+
+// stateMetrics are 0/1 gauges: shown as is they are a state, summed or
+// counted over instances a count.
+var stateMetrics = map[string]bool{
+	"up": true, "icpgate_registry_loaded": true, "icpgate_registry_last_reload_failed": true,
+	"icpgate_registry_database_connected": true, "icpgate_registry_from_store": true,
+}
+
+// exprKind says what kind of quantity a dashboard expression yields, from
+// its shape and the naming rules of the metrics it reads (_total counters,
+// _seconds and _bytes units): a quantile or a mean of a _seconds
+// histogram or time() minus a timestamp is a duration, any other division
+// a ratio, a rate a per-second quantity (bytes per second for _bytes_total,
+// cores for CPU seconds), an increase a count, a 0/1 gauge a state unless
+// summed or counted, other gauges a duration, bytes or a count by suffix.
+func exprKind(expr string) (string, error) {
+	sels, err := promqlSelectors(expr)
+	if err != nil {
+		return "", err
+	}
+	if len(sels) == 0 {
+		return "", errors.New("names no metric")
+	}
+	first := sels[0].Metric
+	switch {
+	case strings.Contains(expr, "histogram_quantile("):
+		if !strings.HasSuffix(first, "_seconds_bucket") {
+			return "", fmt.Errorf("quantile of %s, not a _seconds histogram", first)
+		}
+		return "duration", nil
+	case topLevelDivision(expr):
+		if len(sels) == 2 && strings.HasSuffix(first, "_seconds_sum") && strings.HasSuffix(sels[1].Metric, "_seconds_count") {
+			return "duration", nil
+		}
+		return "ratio", nil
+	case strings.Contains(expr, "time() -"):
+		return "duration", nil
+	case strings.Contains(expr, "rate("):
+		switch {
+		case strings.HasSuffix(first, "_bytes_total"):
+			return "bytes per second", nil
+		case strings.HasSuffix(first, "_seconds_total"):
+			return "cores", nil
+		}
+		return "per second", nil
+	case strings.Contains(expr, "increase("):
+		return "count", nil
+	case stateMetrics[first]:
+		if strings.HasPrefix(expr, "sum(") || strings.HasPrefix(expr, "count(") {
+			return "count", nil
+		}
+		return "state", nil
+	case strings.HasSuffix(first, "_seconds"):
+		return "duration", nil
+	case strings.HasSuffix(first, "_bytes"):
+		return "bytes", nil
+	}
+	return "count", nil
+}
+
+// topLevelDivision reports whether expr divides outside any brackets,
+// strings and matchers.
+func topLevelDivision(expr string) bool {
+	depth := 0
+	for i := 0; i < len(expr); i++ {
+		switch c := expr[i]; c {
+		case '"', '\'', '`':
+			end, err := skipString(expr, i)
+			if err != nil {
+				return false
+			}
+			i = end - 1
+		case '(', '{', '[':
+			depth++
+		case ')', '}', ']':
+			depth--
+		case '/':
+			if depth == 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// TestDashboardUnits checks that no panel mixes units: each query's unit
+// (the panel's, or an override for its refId) fits the kind of quantity
+// the query yields, and a panel's queries share one unit, or two of the
+// same kind with the second on the right axis.
+func TestDashboardUnits(t *testing.T) {
+	for _, tt := range []struct{ expr, want string }{
+		{`sum(rate(icpgate_decisions_total{job="$job"}[5m]))`, "per second"},
+		{`sum(rate(icpgate_bytes_total[5m]))`, "bytes per second"},
+		{`rate(process_cpu_seconds_total[5m])`, "cores"},
+		{`sum(icpgate_registry_cache_entries)`, "count"},
+		{`sum(increase(icpgate_registry_reloads_total{result="failure"}[5m]))`, "count"},
+		{`max by (instance) (icpgate_registry_database_connected)`, "state"},
+		{`sum(icpgate_registry_loaded)`, "count"},
+		{`sum(rate(a_total{x="a/b"}[5m])) / sum(rate(b_total[5m]))`, "ratio"},
+		{`sum(rate(x_seconds_sum[5m])) / sum(rate(x_seconds_count[5m]))`, "duration"},
+		{`histogram_quantile(0.9, sum by (le) (rate(x_seconds_bucket[5m])))`, "duration"},
+		{`max(time() - icpgate_registry_last_success_timestamp_seconds)`, "duration"},
+		{`process_resident_memory_bytes`, "bytes"},
+	} {
+		if got, err := exprKind(tt.expr); got != tt.want || err != nil {
+			t.Errorf("exprKind(%s): got %q %v, want %q", tt.expr, got, err, tt.want)
+		}
+	}
+
+	b, err := os.ReadFile(dashboardPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []json.RawMessage `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, r := range d.Panels {
+		var p dashboardPanel
+		if err := json.Unmarshal(r, &p); err != nil {
+			t.Fatal(err)
+		}
+		if p.Type == "row" {
+			continue
+		}
+		n++
+		for _, e := range panelUnitProblems(p) {
+			t.Errorf("panel %d %q: %s", p.ID, p.Title, e)
+		}
+	}
+	if n < 50 {
+		t.Errorf("checked %d panels, want the dashboard's (at least 50)", n)
+	}
+
+	// The check catches the mixes the issue found (a count with rates, a
+	// state with a count) and bytes with a ratio on a second axis.
+	for _, js := range []string{
+		`{"title":"Decision cache","fieldConfig":{"defaults":{"unit":"short"}},
+		  "targets":[{"refId":"A","expr":"sum(icpgate_registry_cache_entries)"},
+		             {"refId":"B","expr":"sum(rate(icpgate_registry_cache_evictions_total[5m]))"}]}`,
+		`{"title":"Database sessions and refused deletions","fieldConfig":{"defaults":{"unit":"short"}},
+		  "targets":[{"refId":"A","expr":"max(icpgate_registry_database_connected)"},
+		             {"refId":"B","expr":"max(icpgate_registry_deletion_refused_records)"}]}`,
+		`{"title":"Memory and descriptors","fieldConfig":{"defaults":{"unit":"bytes"},
+		  "overrides":[{"matcher":{"id":"byFrameRefID","options":"B"},
+		    "properties":[{"id":"unit","value":"percentunit"},{"id":"custom.axisPlacement","value":"right"}]}]},
+		  "targets":[{"refId":"A","expr":"process_resident_memory_bytes"},{"refId":"B","expr":"process_open_fds / process_max_fds"}]}`,
+	} {
+		var p dashboardPanel
+		if err := json.Unmarshal([]byte(js), &p); err != nil {
+			t.Fatal(err)
+		}
+		if got := panelUnitProblems(p); len(got) == 0 {
+			t.Errorf("panel %q: no problem found", p.Title)
+		}
+	}
+	// Two units of one kind on two axes are fine.
+	var twoAxes dashboardPanel
+	if err := json.Unmarshal([]byte(`{"title":"Decisions and connections","fieldConfig":{"defaults":{"unit":"reqps"},
+		"overrides":[{"matcher":{"id":"byFrameRefID","options":"B"},
+		  "properties":[{"id":"unit","value":"cps"},{"id":"custom.axisPlacement","value":"right"}]}]},
+		"targets":[{"refId":"A","expr":"sum(rate(icpgate_decisions_total[5m]))"},{"refId":"B","expr":"sum(rate(icpgate_connections_total[5m]))"}]}`), &twoAxes); err != nil {
+		t.Fatal(err)
+	}
+	if got := panelUnitProblems(twoAxes); len(got) != 0 {
+		t.Errorf("requests and connections per second on two axes: got %q, want no problem", got)
+	}
+}
+
+// panelUnitProblems returns what is wrong with the units of p's queries.
+func panelUnitProblems(p dashboardPanel) []string {
+	var problems []string
+	unitOf := map[string]string{} // refId: unit
+	rightAxis := map[string]bool{}
+	for _, o := range p.FieldConfig.Overrides {
+		for _, prop := range o.Properties {
+			if prop.ID != "unit" && prop.ID != "custom.axisPlacement" {
+				continue
+			}
+			ref, ok := o.Matcher.Options.(string)
+			if o.Matcher.ID != "byFrameRefID" || !ok {
+				problems = append(problems, fmt.Sprintf("override of %s by %s: use byFrameRefID so each query's unit is known", prop.ID, o.Matcher.ID))
+				continue
+			}
+			switch v, _ := prop.Value.(string); prop.ID {
+			case "unit":
+				unitOf[ref] = v
+			case "custom.axisPlacement":
+				rightAxis[ref] = v == "right"
+			}
+		}
+	}
+	type axis struct{ unit, kind string }
+	var left, right []axis
+	for _, tg := range p.Targets {
+		unit := p.FieldConfig.Defaults.Unit
+		if u, ok := unitOf[tg.RefID]; ok {
+			unit = u
+		}
+		kind, err := exprKind(tg.Expr)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", tg.RefID, err))
+			continue
+		}
+		if !slices.Contains(unitKinds[kind], unit) {
+			problems = append(problems, fmt.Sprintf("%s is a %s, shown in unit %q (want one of %q)", tg.RefID, kind, unit, unitKinds[kind]))
+		}
+		if rightAxis[tg.RefID] {
+			right = append(right, axis{unit, kind})
+		} else {
+			left = append(left, axis{unit, kind})
+		}
+	}
+	all := append(slices.Clone(left), right...)
+	for _, a := range all[min(1, len(all)):] {
+		if a.kind != all[0].kind {
+			problems = append(problems, fmt.Sprintf("mixes a %s with a %s", all[0].kind, a.kind))
+			break
+		}
+	}
+	for _, side := range [][]axis{left, right} {
+		for _, a := range side[min(1, len(side)):] {
+			if a.unit != side[0].unit {
+				problems = append(problems, fmt.Sprintf("units %q and %q on one axis", side[0].unit, a.unit))
+				break
+			}
+		}
+	}
+	return problems
+}
+
+// collectorDescs returns the descriptors of c (for a registry, of everything
+// registered in it).
+func collectorDescs(c prometheus.Collector) []*prometheus.Desc {
+	ch := make(chan *prometheus.Desc)
+	go func() {
+		c.Describe(ch)
+		close(ch)
+	}()
+	var out []*prometheus.Desc
+	for d := range ch {
+		out = append(out, d)
+	}
+	return out
 }
 
 // describedSeries returns the metric names and variable label names of

@@ -194,13 +194,23 @@ var grafanaToPromQL = strings.NewReplacer("$__rate_interval", "1m", "$job", "icp
 // titled title, with the variables filled in.
 func dashboardQuery(t *testing.T, title string) string {
 	t.Helper()
+	return dashboardQueries(t, title)[0]
+}
+
+// dashboardQueries returns the expressions of the dashboard panel titled
+// title, in order, with the variables filled in.
+func dashboardQueries(t *testing.T, title string) []string {
+	t.Helper()
+	var out []string
 	for _, e := range dashboardExprs(t) {
 		if e.where == fmt.Sprintf("dashboard panel %q", title) {
-			return grafanaToPromQL.Replace(e.expr)
+			out = append(out, grafanaToPromQL.Replace(e.expr))
 		}
 	}
-	t.Fatalf("dashboard has no panel %q", title)
-	return ""
+	if len(out) == 0 {
+		t.Fatalf("dashboard has no panel %q", title)
+	}
+	return out
 }
 
 // TestPrometheusEvaluatesDashboard runs a real Prometheus against a real
@@ -217,6 +227,7 @@ func TestPrometheusEvaluatesDashboard(t *testing.T) {
 			httpGet(t, g.ProxyAddr("web").String(), host)
 			tlsHandshake(g.ProxyAddr("tls").String(), host)
 		}
+		tlsHandshake(g.ProxyAddr("tls").String(), "") // no SNI: passes (policy.tls_without_sni)
 	}
 	driveTraffic() // the decision series exist from the first scrape on
 	p := startPrometheus(t, g.AdminAddr().String())
@@ -272,6 +283,36 @@ func TestPrometheusEvaluatesDashboard(t *testing.T) {
 		}
 		if got["no_access"] != 0 {
 			t.Errorf("state no_access: got %v, want 0", got["no_access"])
+		}
+	})
+
+	t.Run("instances ready of total", func(t *testing.T) {
+		q := dashboardQueries(t, "Instances ready")
+		if len(q) != 2 {
+			t.Fatalf("got queries %q, want ready and total", q)
+		}
+		for i, want := range []float64{1, 1} {
+			res := p.waitFor(t, q[i], func(r []promSample) bool { return len(r) == 1 && r[0].Value == want })
+			if len(res) != 1 || res[0].Value != want {
+				t.Errorf("%s: got %v, want %v", q[i], res, want)
+			}
+		}
+	})
+
+	t.Run("hellos without SNI", func(t *testing.T) {
+		q := dashboardQuery(t, "Hellos without SNI by listener and verdict")
+		// The series of both verdicts exist from the start; only the
+		// passing one moves.
+		rates := func(r []promSample) map[string]float64 {
+			m := map[string]float64{}
+			for _, s := range r {
+				m[s.Metric["listener"]+" "+s.Metric["protocol"]+" "+s.Metric["verdict"]] = s.Value
+			}
+			return m
+		}
+		res := p.waitFor(t, q, func(r []promSample) bool { return rates(r)["tls tls pass"] > 0 })
+		if got := rates(res); !(got["tls tls pass"] > 0) || got["tls tls block"] != 0 {
+			t.Errorf("got %v, want a positive rate for tls tls pass and none blocked", got)
 		}
 	})
 
