@@ -170,12 +170,7 @@ func (h *httpHandler) blockFast(fd int, b []byte, client, local netip.AddrPort, 
 	var idBuf [20]byte
 	id := h.ids.next(idBuf[:0])
 	h.blocks.Log(h.l.Name, "http", host, dec.Reason, client)
-	if h.obs != nil && dec.Domain != "" && h.obs.p.Load() != nil {
-		if !local.IsValid() {
-			local = rawLocalAddr(fd)
-		}
-		h.obs.observe(&dec, local)
-	}
+	h.obs.observe(&dec, h.l.Upstream, netip.AddrPort{}) // the engine is never transparent
 	w := fdWriter{fd: fd}
 	isHead := len(b) > 5 && string(b[:5]) == "HEAD "
 	err := WriteBlock(&w, h.blockRequest(&dec, host, string(id), string(req.accept.of(b)), isHead, start))

@@ -821,7 +821,7 @@ func (hc *httpConn) serveRequest(first bool) bool {
 	hc.id = h.ids.next(hc.id[:0])
 	if !dec.Pass {
 		h.blocks.Log(h.l.Name, "http", hc.host, dec.Reason, hc.client)
-		h.obs.observe(&dec, hc.ci.dst)
+		h.obs.observe(&dec, h.l.Upstream, hc.ci.dst) // ci.dst: the original destination in transparent mode
 		hc.block(&dec, head, isHead)
 		h.durBlock.Observe(time.Since(start).Seconds())
 		return false

@@ -17,12 +17,40 @@ import (
 // already knows. reason is one of the closed set of reason codes; domain
 // is the registrable domain (A-label, lower case) and may alias a buffer
 // that is reused after the call, so an implementation that keeps it must
-// copy it. dst is the address the client connected to: the local address
-// of the accepted TCP connection (the original destination in transparent
-// mode), or the local address of a quic listener's socket; it is the zero
-// AddrPort when unknown.
+// copy it. dst is where the traffic would have gone had it passed (see
+// Destination).
 type BlockObserver interface {
-	ObserveBlock(reason, domain string, dst netip.AddrPort)
+	ObserveBlock(reason, domain string, dst Destination)
+}
+
+// Destination is where blocked traffic would have gone had it passed: the
+// customer's server, which is what the filing team needs to know. (The
+// address the client connected to is the gateway's own listener outside
+// transparent mode, the same for every customer.) At most one field is
+// set; neither when the listener has no upstream and the decision named
+// none.
+type Destination struct {
+	// Upstream is the host:port the gateway would have dialled outside
+	// transparent mode: the Decision's Upstream, else the listener's. It
+	// is configuration or registry data, never a reused buffer, so an
+	// observer may keep it without copying.
+	Upstream string
+	// Original is the connection's original destination in transparent
+	// mode (listener upstream "original"), unmapped.
+	Original netip.AddrPort
+}
+
+// blockDestination is the Destination of blocked traffic decided d on a
+// listener whose configured upstream is upstream; original is the
+// connection's original destination, used only in transparent mode.
+func blockDestination(d *Decision, upstream string, original netip.AddrPort) Destination {
+	switch {
+	case upstream == UpstreamOriginal:
+		return Destination{Original: original} // a Decision's Upstream is ignored, as for a pass
+	case d.Upstream != "":
+		return Destination{Upstream: d.Upstream}
+	}
+	return Destination{Upstream: upstream}
 }
 
 // observerSlot holds the Server's BlockObserver. It is read on every block
@@ -35,13 +63,13 @@ type observerSlot struct {
 type observerBox struct{ o BlockObserver }
 
 // observe passes a block with a registrable domain to the observer, if
-// any. A nil slot does nothing.
-func (s *observerSlot) observe(d *Decision, dst netip.AddrPort) {
+// any, with the destination of blockDestination. A nil slot does nothing.
+func (s *observerSlot) observe(d *Decision, upstream string, original netip.AddrPort) {
 	if s == nil || d.Domain == "" {
 		return
 	}
 	if b := s.p.Load(); b != nil {
-		b.o.ObserveBlock(d.Reason, d.Domain, dst)
+		b.o.ObserveBlock(d.Reason, d.Domain, blockDestination(d, upstream, original))
 	}
 }
 

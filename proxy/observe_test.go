@@ -18,7 +18,7 @@ import (
 // observed is one ObserveBlock call.
 type observed struct {
 	reason, domain string
-	dst            netip.AddrPort
+	dst            Destination
 }
 
 // recordingObserver records every ObserveBlock call: this file tests the
@@ -28,7 +28,7 @@ type recordingObserver struct {
 	calls []observed
 }
 
-func (o *recordingObserver) ObserveBlock(reason, domain string, dst netip.AddrPort) {
+func (o *recordingObserver) ObserveBlock(reason, domain string, dst Destination) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.calls = append(o.calls, observed{reason, strings.Clone(domain), dst})
@@ -46,7 +46,8 @@ func (o *recordingObserver) take() []observed {
 // observeDecider blocks everything but filed.cn and its subdomains:
 // no name and IP literals as ip_access, names with '_' as invalid_host
 // (both without a domain), anything else as unfiled with the last two
-// labels as its registrable domain.
+// labels as its registrable domain; routed.cn's decisions name the
+// upstream routedUpstream.
 type observeDecider struct{}
 
 func (observeDecider) Decide(host string) Decision {
@@ -73,8 +74,14 @@ func (observeDecider) Decide(host string) Decision {
 	if dom == "filed.cn" {
 		return Decision{Pass: true, Reason: "filed", Host: h, Domain: dom, FilingNumber: "京ICP备10206937号-1"}
 	}
+	if dom == "routed.cn" {
+		return Decision{Reason: "unfiled", Host: h, Domain: dom, Upstream: routedUpstream}
+	}
 	return Decision{Reason: "unfiled", Host: h, Domain: dom}
 }
+
+// routedUpstream is the upstream observeDecider names for routed.cn.
+const routedUpstream = "origin.routed.example:8443"
 
 // startObservedGateway runs a Server for cfg deciding with observeDecider,
 // with o set as its block observer before Start.
@@ -100,14 +107,17 @@ func startObservedGateway(t *testing.T, cfg Config, o BlockObserver) *Server {
 	return srv
 }
 
-// checkObserved compares calls with want, each call expected at dst.
-func checkObserved(t *testing.T, got []observed, dst netip.AddrPort, want ...observed) {
+// checkObserved compares calls with want, each call expected at dst
+// unless it names its own.
+func checkObserved(t *testing.T, got []observed, dst Destination, want ...observed) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("got %d observations %v, want %d %v", len(got), got, len(want), want)
 	}
 	for i, w := range want {
-		w.dst = dst
+		if w.dst == (Destination{}) {
+			w.dst = dst
+		}
 		if got[i] != w {
 			t.Errorf("observation %d: got %+v, want %+v", i, got[i], w)
 		}
@@ -115,22 +125,22 @@ func checkObserved(t *testing.T, got []observed, dst netip.AddrPort, want ...obs
 }
 
 // TestObserveTLS blocks TLS handshakes from Go's crypto/tls client: each
-// block with a domain reaches the observer with the listener's address as
-// the destination before the client sees the refusal; passes and blocks
-// without a domain (no SNI) do not.
+// block with a domain reaches the observer with the listener's upstream as
+// the destination (the decision's when it names one) before the client
+// sees the refusal; passes and blocks without a domain (no SNI) do not.
 func TestObserveTLS(t *testing.T) {
 	up := newTLSUpstream(t, "origin", nil)
 	o := &recordingObserver{}
 	srv := startObservedGateway(t, tlsListener(up.addr()), o)
 	addr := srv.Addr("tls").String()
-	dst := srv.Addr("tls").(*net.TCPAddr).AddrPort()
+	dst := Destination{Upstream: up.addr()}
 
 	c, err := dialTLS(addr, "www.filed.cn")
 	if err != nil {
 		t.Fatalf("www.filed.cn: %v", err)
 	}
 	c.Close()
-	for _, name := range []string{"www.unfiled.cn", "Unfiled.CN", "", "other.cn"} {
+	for _, name := range []string{"www.unfiled.cn", "Unfiled.CN", "", "other.cn", "www.routed.cn"} {
 		if c, err := dialTLS(addr, name); err == nil {
 			c.Close()
 			t.Fatalf("%q: got a handshake, want a block", name)
@@ -139,13 +149,14 @@ func TestObserveTLS(t *testing.T) {
 	checkObserved(t, o.take(), dst,
 		observed{reason: "unfiled", domain: "unfiled.cn"},
 		observed{reason: "unfiled", domain: "unfiled.cn"},
-		observed{reason: "unfiled", domain: "other.cn"})
+		observed{reason: "unfiled", domain: "other.cn"},
+		observed{reason: "unfiled", domain: "routed.cn", dst: Destination{Upstream: routedUpstream}})
 }
 
 // TestObserveHTTP blocks requests from Go's net/http client on an http
-// listener: each block with a domain reaches the observer with the address
-// the client connected to; passes and blocks without a domain (an IP
-// literal, an invalid name) do not.
+// listener: each block with a domain reaches the observer with the
+// upstream the request would have gone to; passes and blocks without a
+// domain (an IP literal, an invalid name) do not.
 func TestObserveHTTP(t *testing.T) {
 	upstream := newHTTPTestUpstream(t)
 	cfg := Config{Listeners: []ListenerConfig{{Name: "web", Protocol: "http", Address: "127.0.0.1:0", Upstream: upstream}}}
@@ -164,6 +175,7 @@ func TestObserveHTTP(t *testing.T) {
 		{"10.0.0.1", 403}, // ip_access blocked, no domain
 		{"bad_name.cn", 403},
 		{"other.cn", 403},
+		{"routed.cn", 403},
 	} {
 		req, err := http.NewRequest("GET", "http://"+addr+"/", nil)
 		if err != nil {
@@ -180,14 +192,14 @@ func TestObserveHTTP(t *testing.T) {
 			t.Fatalf("Host %s: got %d, want %d", tt.host, resp.StatusCode, tt.code)
 		}
 	}
-	dst := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
-	checkObserved(t, o.take(), dst,
+	checkObserved(t, o.take(), Destination{Upstream: upstream},
 		observed{reason: "unfiled", domain: "unfiled.cn"},
-		observed{reason: "unfiled", domain: "other.cn"})
+		observed{reason: "unfiled", domain: "other.cn"},
+		observed{reason: "unfiled", domain: "routed.cn", dst: Destination{Upstream: routedUpstream}})
 }
 
 // TestObserveQUIC refuses an HTTP/3 connection from quic-go: the flow's
-// block reaches the observer with the quic listener's address.
+// block reaches the observer with the quic listener's upstream.
 func TestObserveQUIC(t *testing.T) {
 	up := newH3Upstream(t)
 	o := &recordingObserver{}
@@ -202,7 +214,7 @@ func TestObserveQUIC(t *testing.T) {
 	if body, err := h3Get(t, addr, "www.filed.cn", 5*time.Second); err != nil || body == "" {
 		t.Fatalf("www.filed.cn: got %q, %v; want the page", body, err)
 	}
-	checkObserved(t, o.take(), srv.Addr("quic").(*net.UDPAddr).AddrPort(),
+	checkObserved(t, o.take(), Destination{Upstream: up.pc.LocalAddr().String()},
 		observed{reason: "unfiled", domain: "unfiled.cn"})
 }
 
@@ -247,7 +259,7 @@ func TestObserverReplace(t *testing.T) {
 // countingObserver counts without allocating.
 type countingObserver struct{ n int }
 
-func (o *countingObserver) ObserveBlock(string, string, netip.AddrPort) { o.n++ }
+func (o *countingObserver) ObserveBlock(string, string, Destination) { o.n++ }
 
 // TestObserveAllocs checks the hot path: no allocation with no observer,
 // and none added by the hook with one that allocates nothing itself.
@@ -255,19 +267,42 @@ func TestObserveAllocs(t *testing.T) {
 	var s observerSlot
 	d := Decision{Reason: "unfiled", Domain: "unfiled.cn"}
 	dst := netip.MustParseAddrPort("192.0.2.1:443")
-	if a := testing.AllocsPerRun(100, func() { s.observe(&d, dst) }); a != 0 {
+	if a := testing.AllocsPerRun(100, func() { s.observe(&d, "origin:443", dst) }); a != 0 {
 		t.Errorf("no observer: got %v allocations, want 0", a)
 	}
 	o := &countingObserver{}
 	s.p.Store(&observerBox{o})
-	if a := testing.AllocsPerRun(100, func() { s.observe(&d, dst) }); a != 0 {
+	if a := testing.AllocsPerRun(100, func() { s.observe(&d, "origin:443", dst) }); a != 0 {
 		t.Errorf("with an observer: got %v allocations, want 0", a)
 	}
 	if o.n == 0 {
 		t.Error("the observer was never called")
 	}
 	var nilSlot *observerSlot
-	nilSlot.observe(&d, dst) // http handlers built outside a Server
+	nilSlot.observe(&d, "origin:443", dst) // http handlers built outside a Server
+}
+
+// TestBlockDestination: a blocked connection is reported at the upstream
+// it would have gone to, never at the gateway's own listener.
+func TestBlockDestination(t *testing.T) {
+	orig := netip.MustParseAddrPort("198.51.100.7:443")
+	for _, tt := range []struct {
+		name, decided, listener string
+		want                    Destination
+	}{
+		{"listener upstream", "", "10.0.0.5:443", Destination{Upstream: "10.0.0.5:443"}},
+		{"decision upstream", "origin.example:8443", "10.0.0.5:443", Destination{Upstream: "origin.example:8443"}},
+		{"no upstream", "", "", Destination{}},
+		{"transparent", "", UpstreamOriginal, Destination{Original: orig}},
+		{"transparent ignores the decision", "origin.example:8443", UpstreamOriginal, Destination{Original: orig}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := Decision{Reason: "unfiled", Domain: "unfiled.cn", Upstream: tt.decided}
+			if got := blockDestination(&d, tt.listener, orig); got != tt.want {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
 }
 
 func BenchmarkObserveNone(b *testing.B) {
@@ -276,6 +311,17 @@ func BenchmarkObserveNone(b *testing.B) {
 	dst := netip.MustParseAddrPort("192.0.2.1:443")
 	b.ReportAllocs()
 	for b.Loop() {
-		s.observe(&d, dst)
+		s.observe(&d, "origin:443", dst)
+	}
+}
+
+func BenchmarkObserve(b *testing.B) {
+	var s observerSlot
+	s.p.Store(&observerBox{&countingObserver{}})
+	d := Decision{Reason: "unfiled", Domain: "unfiled.cn"}
+	dst := netip.MustParseAddrPort("192.0.2.1:443")
+	b.ReportAllocs()
+	for b.Loop() {
+		s.observe(&d, "origin:443", dst)
 	}
 }

@@ -109,7 +109,7 @@ func TestProxyProtocolAccept(t *testing.T) {
 	g, logs := startEdgeGateway(t, cfg, observeDecider{})
 	obs := &recordingObserver{}
 	g.srv.SetBlockObserver(obs)
-	var seen []netip.AddrPort
+	var seen []Destination
 
 	for _, v := range []byte{1, 2} {
 		for _, ln := range []string{"http", "auto"} {
@@ -160,11 +160,14 @@ func TestProxyProtocolAccept(t *testing.T) {
 			return false
 		})
 	})
-	wantDst := map[netip.AddrPort]bool{netip.MustParseAddrPort("198.51.100.1:80"): true, netip.MustParseAddrPort("[2001:db8::1]:443"): true}
+	// The destination is the upstream, not the one the PROXY header
+	// carried: that is where the client connected (a load balancer), the
+	// upstream is where the customer's server is.
+	wantDst := map[Destination]bool{{Upstream: httpUp.addr()}: true, {Upstream: tlsUp.addr()}: true}
 	for _, c := range obs.take() {
 		seen = append(seen, c.dst)
 		if !wantDst[c.dst] {
-			t.Errorf("observer got destination %s, want the one the PROXY header carried", c.dst)
+			t.Errorf("observer got destination %+v, want the listener's upstream", c.dst)
 		}
 	}
 	if len(seen) != 5 {

@@ -527,7 +527,7 @@ func helloDropReason(err error) string {
 // refuse blocks f on decision d (not a pass) and answers the client as
 // Policy.QUICBlock says. f.mu held.
 func (q *quicListener) refuse(rt *listenerRuntime, f *quicFlow, d *Decision) {
-	q.s.obs.observe(d, addrPort(q.pc.LocalAddr()))
+	q.s.obs.observe(d, rt.cfg.Upstream, netip.AddrPort{}) // never transparent
 	q.end(f, d.Reason)
 	if rt.quicBlock != quicBlockDrop {
 		q.sendClose(rt, f)

@@ -149,8 +149,9 @@ func (s *Server) blockPage(rt *listenerRuntime, serverName string, d *Decision) 
 
 // decideHello decides a ClientHello read on listener rt and counts the
 // decision; a block is also logged (sampled) and shown to the block
-// observer, with the destination dst returns (called only when an
-// observer wants it). ip and client are the connection's client.
+// observer, with the upstream the connection would have gone to (in
+// transparent mode the original destination dst returns, called only when
+// an observer wants it). ip and client are the connection's client.
 func (s *Server) decideHello(rt *listenerRuntime, hello *sni.Hello, ip netip.Addr, client netip.AddrPort, dst func() netip.AddrPort) Decision {
 	if hello.ECH {
 		// Decided on the outer (public) name: the only one we can read.
@@ -165,7 +166,11 @@ func (s *Server) decideHello(rt *listenerRuntime, hello *sni.Hello, ip netip.Add
 		}
 		s.blocks.Log(rt.cfg.Name, "tls", hello.ServerName, d.Reason, client)
 		if d.Domain != "" && s.obs.p.Load() != nil {
-			s.obs.observe(&d, dst())
+			var orig netip.AddrPort
+			if rt.original {
+				orig = dst() // the original destination
+			}
+			s.obs.observe(&d, rt.cfg.Upstream, orig)
 		}
 	}
 	return d

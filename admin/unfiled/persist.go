@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -187,7 +188,7 @@ func (r *Report) load(data []byte) error {
 	// Validate every row first, so a bad file changes nothing.
 	type parsed struct {
 		row  *savedRow
-		dsts []netip.AddrPort
+		dsts []dest
 	}
 	rows := make([]parsed, 0, min(len(f.Domains), r.capacity))
 	seen := make(map[string]bool, len(f.Domains))
@@ -217,13 +218,12 @@ func (r *Report) load(data []byte) error {
 		}
 		p := parsed{row: x}
 		for j, s := range x.Destinations {
-			a, err := netip.ParseAddrPort(s)
+			d, err := parseDest(s)
 			if err != nil {
 				return fmt.Errorf("%s[%d]: %v", field("destinations"), j, err)
 			}
-			a = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
-			if len(p.dsts) < r.maxDests && !slices.Contains(p.dsts, a) {
-				p.dsts = append(p.dsts, a)
+			if len(p.dsts) < r.maxDests && !slices.ContainsFunc(p.dsts, d.same) {
+				p.dsts = append(p.dsts, d)
 			}
 		}
 		rows = append(rows, p)
@@ -272,6 +272,21 @@ func (r *Report) load(data []byte) error {
 	}
 	r.changed = false
 	return nil
+}
+
+// parseDest parses a saved destination: an address (IP:port), or an
+// upstream as the gateway names it (host:port, printable ASCII).
+func parseDest(s string) (dest, error) {
+	if a, err := netip.ParseAddrPort(s); err == nil {
+		return dest{addr: netip.AddrPortFrom(a.Addr().Unmap(), a.Port())}, nil
+	}
+	if len(s) > maxDestLen || !printable(s) {
+		return dest{}, fmt.Errorf("%q: want IP:port or host:port, at most %d printable ASCII bytes", s, maxDestLen)
+	}
+	if _, _, err := net.SplitHostPort(s); err != nil {
+		return dest{}, fmt.Errorf("%q: want IP:port or host:port: %v", s, err)
+	}
+	return dest{name: s}, nil
 }
 
 // Run saves the report every SaveInterval when it changed, and once more

@@ -30,8 +30,12 @@ func filledReport(t testing.TB, file string, capacity int) (*Report, *clock) {
 		if i%3 == 1 {
 			dst = dstC
 		}
-		if i == 7 {
+		switch i {
+		case 7:
 			dst = dstB
+		case 2:
+			r.ObserveUpstream("unfiled", d, "origin.example:8443")
+			continue
 		}
 		r.Observe("unfiled", d, dst)
 	}
@@ -147,6 +151,8 @@ func TestLoadCorrupt(t *testing.T) {
 		{"last before first", row(`,"last_seen":"2025-01-01T00:00:00Z"`), "domains[0].last_seen"},
 		{"far future", row(`,"last_seen":"9999-01-01T00:00:00Z"`), "domains[0].last_seen"},
 		{"bad destination", row(`,"destinations":["192.0.2.1"]`), "domains[0].destinations[0]"},
+		{"destination with a space", row(`,"destinations":["origin example:443"]`), "domains[0].destinations[0]"},
+		{"long destination", row(`,"destinations":["` + strings.Repeat("a", 300) + `:443"]`), "domains[0].destinations[0]"},
 		{"control byte in domain", row(`,"domain":"a\u0000.cn"`), "domains[0].domain"},
 		{"non-ASCII domain", row(`,"domain":"例子.cn"`), "domains[0].domain"},
 		{"control byte in reason", row(`,"reason":"un\nfiled"`), "domains[0].reason"},

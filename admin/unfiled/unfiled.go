@@ -1,7 +1,9 @@
 // Package unfiled keeps the unfiled-site report for the filing team: for
 // each registrable domain the gateway blocked, when it was first and last
-// seen, how many times, for which reason, and which destination addresses
-// the visitors asked for. Regulators ask providers for this list.
+// seen, how many times, for which reason, and where the visitors' traffic
+// would have gone: the upstream (host:port) the gateway would have passed
+// it to, or in transparent mode the original destination address.
+// Regulators ask providers for this list.
 //
 // Blocked names are chosen by whoever sends traffic: a scan or an attack
 // can send millions of random ones. The report therefore keeps a fixed
@@ -23,7 +25,7 @@
 //
 // FirstSeen is when the domain entered the sketch (it may have been seen,
 // and evicted, before). Destinations are the first MaxDestinations
-// distinct addresses; further ones are counted, not kept. Memory is
+// distinct ones; further ones are counted, not kept. Memory is
 // bounded by Capacity whatever the input.
 //
 // Usage (cmd wires it; the report never imports the data plane):
@@ -32,7 +34,7 @@
 //	if err := r.Load(); err != nil {
 //		log.Error("unfiled report not restored, starting empty", "error", err)
 //	}
-//	srv.SetBlockObserver(observer{r}) // calls r.Observe on every block
+//	srv.SetBlockObserver(observer{r}) // calls r.ObserveUpstream or r.Observe on every block
 //	go r.Run(ctx)                     // saves every 30 s when changed, and at exit
 //	rows := r.Top(100, "unfiled")
 package unfiled
@@ -70,6 +72,7 @@ const (
 	MaxMaxDestinations = 1024
 
 	maxDomainLen  = 253 // a DNS name's longest text form
+	maxDestLen    = 261 // [253-byte name]:65535, an upstream's longest text form
 	maxReasonLen  = 64  // reason codes are short snake_case words
 	maxReasons    = 64  // distinct reason strings interned; the set is closed (~12)
 	initialHint   = 1024
@@ -128,7 +131,7 @@ type entry struct {
 	hits        uint64
 	hitsErr     uint64
 	first, last int64            // Unix nanoseconds
-	dests       []netip.AddrPort // first maxDests distinct; backing array reused on eviction
+	dests       []dest // first maxDests distinct; backing array reused on eviction
 	otherDests  uint64           // hits at a destination not in dests
 	pos         int32            // index in heap
 }
@@ -174,24 +177,84 @@ func (r *Report) reset() {
 	r.observed = 0
 }
 
+// dest is one destination of a domain: an upstream as the gateway names
+// it (host:port), or an address (transparent mode's original
+// destination; also what a saved IP:port upstream loads as). Two dests
+// are the same when their text is.
+type dest struct {
+	addr netip.AddrPort // when name is ""
+	name string         // immutable: configuration, registry or an owned copy
+}
+
+// appendTo appends d's text form to b.
+func (d dest) appendTo(b []byte) []byte {
+	if d.name != "" {
+		return append(b, d.name...)
+	}
+	return d.addr.AppendTo(b)
+}
+
+func (d dest) String() string {
+	if d.name != "" {
+		return d.name
+	}
+	return d.addr.String()
+}
+
+// same reports whether d and o have the same text, without allocating.
+func (d dest) same(o dest) bool {
+	switch {
+	case d.name == "" && o.name == "":
+		return d.addr == o.addr
+	case d.name != "" && o.name != "":
+		return d.name == o.name
+	}
+	var buf [64]byte // an AddrPort's text is at most 51 bytes
+	if d.name == "" {
+		return string(d.addr.AppendTo(buf[:0])) == o.name
+	}
+	return string(o.addr.AppendTo(buf[:0])) == d.name
+}
+
+// valid reports whether d names a destination.
+func (d dest) valid() bool { return d.name != "" || d.addr.IsValid() }
+
 // Observe counts one block of domain (a registrable domain) for reason,
-// at destination dst (the zero AddrPort when unknown). It has the method
-// set of the data plane's BlockObserver: it is fast (a mutex, a map
-// lookup and O(log Capacity) heap maintenance), never blocks on I/O, and
-// allocates nothing for a domain already tracked at a known destination.
-// domain is copied only when it enters the sketch, so it may alias a
-// buffer the caller reuses. An empty domain, or one longer than a DNS
-// name can be, or with bytes other than printable ASCII (a registrable
-// domain is an A-label), is ignored.
+// at destination address dst: in transparent mode the original
+// destination (the zero AddrPort when unknown). It has the method set of
+// the data plane's BlockObserver: it is fast (a mutex, a map lookup and
+// O(log Capacity) heap maintenance), never blocks on I/O, and allocates
+// nothing for a domain already tracked at a known destination. domain is
+// copied only when it enters the sketch, so it may alias a buffer the
+// caller reuses. An empty domain, or one longer than a DNS name can be, or
+// with bytes other than printable ASCII (a registrable domain is an
+// A-label), is ignored.
 func (r *Report) Observe(reason, domain string, dst netip.AddrPort) {
+	if dst.IsValid() {
+		dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	}
+	r.observe(reason, domain, dest{addr: dst})
+}
+
+// ObserveUpstream is Observe for a block whose traffic would have gone to
+// upstream (host:port, as the listener or the registry names it; ""
+// when unknown). upstream is kept without copying, so it must not alias a
+// reused buffer; one longer than a host:port can be, or with bytes other
+// than printable ASCII, is not kept.
+func (r *Report) ObserveUpstream(reason, domain, upstream string) {
+	var d dest
+	if len(upstream) <= maxDestLen && printable(upstream) {
+		d.name = upstream
+	}
+	r.observe(reason, domain, d)
+}
+
+func (r *Report) observe(reason, domain string, dst dest) {
 	if domain == "" || len(domain) > maxDomainLen {
 		return
 	}
 	if len(reason) > maxReasonLen {
 		reason = reason[:maxReasonLen]
-	}
-	if dst.IsValid() {
-		dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	}
 	now := r.now().UnixNano()
 	r.mu.Lock()
@@ -281,12 +344,12 @@ func printable(s string) bool {
 
 // addDest records dst for e: kept while e has fewer than maxDests
 // distinct ones, else counted. r.mu must be held.
-func (r *Report) addDest(e *entry, dst netip.AddrPort) {
-	if !dst.IsValid() {
+func (r *Report) addDest(e *entry, dst dest) {
+	if !dst.valid() {
 		return
 	}
 	for _, d := range e.dests {
-		if d == dst {
+		if d.same(dst) {
 			return
 		}
 	}
@@ -295,7 +358,7 @@ func (r *Report) addDest(e *entry, dst netip.AddrPort) {
 		return
 	}
 	if e.dests == nil {
-		e.dests = make([]netip.AddrPort, 0, min(initialDestsN, r.maxDests))
+		e.dests = make([]dest, 0, min(initialDestsN, r.maxDests))
 	}
 	e.dests = append(e.dests, dst)
 }
@@ -366,7 +429,7 @@ type row struct {
 	domain, reason string
 	hits, hitsErr  uint64
 	first, last    int64
-	dests          []netip.AddrPort
+	dests          []dest
 	otherDests     uint64
 }
 
@@ -383,7 +446,7 @@ func (r *Report) rows(reason string, forSave bool) ([]*row, uint64) {
 			nd += len(e.dests)
 		}
 	}
-	flat := make([]netip.AddrPort, 0, nd)
+	flat := make([]dest, 0, nd)
 	for i := range r.entries {
 		e := &r.entries[i]
 		if reason != "" && e.reason != reason {
@@ -465,7 +528,7 @@ func (r *Report) WriteCSV(w io.Writer, reason string) error {
 			if j > 0 {
 				dests = append(dests, ' ')
 			}
-			dests = a.AppendTo(dests)
+			dests = a.appendTo(dests)
 		}
 		rec = [7]string{
 			csvSafe(x.domain),

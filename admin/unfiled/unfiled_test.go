@@ -271,6 +271,32 @@ func TestObserveAllocs(t *testing.T) {
 	}
 }
 
+// TestObserveUpstream: a block is reported at the upstream it would have
+// gone to; an upstream and an address with the same text are one
+// destination, and an upstream that cannot be a host:port is not kept.
+func TestObserveUpstream(t *testing.T) {
+	r := New(Options{MaxDestinations: 3})
+	r.ObserveUpstream("unfiled", "a.cn", "origin.example:8443")
+	r.ObserveUpstream("unfiled", "a.cn", "origin.example:8443")
+	r.ObserveUpstream("unfiled", "a.cn", "10.0.0.5:443")
+	r.Observe("unfiled", "a.cn", netip.MustParseAddrPort("10.0.0.5:443")) // same text: same destination
+	r.ObserveUpstream("unfiled", "a.cn", "")                              // no upstream: counted, no destination
+	r.ObserveUpstream("unfiled", "a.cn", "bad host:80")                   // not printable ASCII: not kept
+	r.ObserveUpstream("unfiled", "a.cn", strings.Repeat("a", 300)+":80")  // too long: not kept
+	got := r.Top(0, "")
+	want := []string{"origin.example:8443", "10.0.0.5:443"}
+	if len(got) != 1 || got[0].Hits != 7 || !reflect.DeepEqual(got[0].Destinations, want) {
+		t.Fatalf("got %+v, want a.cn with 7 hits at %q", got, want)
+	}
+	checkInvariants(t, r)
+	if a := testing.AllocsPerRun(1000, func() { r.ObserveUpstream("unfiled", "a.cn", "origin.example:8443") }); a != 0 {
+		t.Errorf("known upstream: got %v allocations, want 0", a)
+	}
+	if a := testing.AllocsPerRun(1000, func() { r.Observe("unfiled", "a.cn", netip.MustParseAddrPort("10.0.0.5:443")) }); a != 0 {
+		t.Errorf("address known as an upstream's text: got %v allocations, want 0", a)
+	}
+}
+
 // TestObserveCopiesDomain passes a domain that aliases a buffer which is
 // then overwritten, as the data plane's pooled buffers are.
 func TestObserveCopiesDomain(t *testing.T) {

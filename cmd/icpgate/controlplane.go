@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -189,6 +188,10 @@ type blockObserver struct{ r *unfiled.Report }
 var _ proxy.BlockObserver = blockObserver{}
 
 // ObserveBlock implements proxy.BlockObserver.
-func (o blockObserver) ObserveBlock(reason, domain string, dst netip.AddrPort) {
-	o.r.Observe(reason, domain, dst)
+func (o blockObserver) ObserveBlock(reason, domain string, dst proxy.Destination) {
+	if dst.Upstream != "" {
+		o.r.ObserveUpstream(reason, domain, dst.Upstream)
+		return
+	}
+	o.r.Observe(reason, domain, dst.Original)
 }
