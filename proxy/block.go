@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/net/idna"
 )
 
 // ErrBlockPage marks an operator block-page template that does not parse or
@@ -23,41 +25,127 @@ var ErrBlockPage = errors.New("invalid block page template")
 //go:embed blockpage.html
 var defaultBlockPageSource string
 
-var defaultBlockPage = mustBlockPage(template.New("blockpage.html").Parse(defaultBlockPageSource))
+// BlockPageTemplate returns the source of the embedded block page, the
+// starting point for a replacement (Policy.BlockPage; docs/block-page.md).
+func BlockPageTemplate() string { return defaultBlockPageSource }
 
-func mustBlockPage(t *template.Template, err error) *BlockPage {
-	if err != nil {
-		panic(err)
+var (
+	defaultTemplate  = template.Must(template.New("blockpage.html").Parse(defaultBlockPageSource))
+	defaultBlockPage = &BlockPage{t: defaultTemplate, builtin: true, loc: defaultTimeZone()}
+)
+
+// DefaultTimeZone is the zone block pages show the time in when
+// Policy.TimeZone is empty.
+const DefaultTimeZone = "Asia/Shanghai"
+
+// defaultTimeZone is DefaultTimeZone from the zone database or, where there
+// is none (no /usr/share/zoneinfo and a binary built without time/tzdata),
+// a fixed UTC+8: mainland China has kept that offset, with no daylight
+// saving, since 1991, so the pages show the same times either way.
+func defaultTimeZone() *time.Location {
+	if loc, err := time.LoadLocation(DefaultTimeZone); err == nil {
+		return loc
 	}
-	return &BlockPage{t: t}
+	return time.FixedZone("CST", 8*60*60)
 }
 
-// BlockPage is a parsed block-page template. The zero value is not usable;
-// use DefaultBlockPage or LoadBlockPage.
+// BlockPage is a block-page template with the provider's presentation
+// settings (Policy.Provider, TimeZone and ShowNode). It is immutable once
+// made and safe for concurrent use. The zero value is not usable; use
+// NewBlockPage, DefaultBlockPage or LoadBlockPage.
 type BlockPage struct {
-	t *template.Template
+	t        *template.Template
+	builtin  bool // t is the embedded page, which renderFast can write
+	provider Provider
+	loc      *time.Location
+	showNode bool
+	fast     sync.Map // fastKey -> *fastPage, for builtin pages
 }
 
-// DefaultBlockPage returns the embedded bilingual block page.
+// DefaultBlockPage returns the embedded bilingual block page with the
+// default settings: no provider details, Asia/Shanghai time, no node.
 func DefaultBlockPage() *BlockPage { return defaultBlockPage }
 
-// LoadBlockPage parses the html/template at path as a replacement block page
-// and renders it once for every reason code, so a template that fails at
-// run time fails here instead. The template gets the fields of
-// BlockPageData. cmd should call it at start so a bad file fails the start.
+// NewBlockPage returns the block page p describes: the html/template at
+// p.BlockPage (the embedded page when empty) with p.Provider, p.TimeZone
+// and p.ShowNode. It checks those fields and renders the template once for
+// every reason code, so that a template failing at run time fails here.
+// Errors wrap ErrInvalidConfig and name the policy field (and ErrBlockPage
+// for the template).
+func NewBlockPage(p Policy) (*BlockPage, error) {
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("%w: policy.%s: %s", ErrInvalidConfig, field, fmt.Sprintf(format, args...))
+	}
+	page := &BlockPage{t: defaultTemplate, builtin: true, provider: p.Provider, loc: defaultBlockPage.loc, showNode: p.ShowNode}
+	if p.TimeZone != "" {
+		loc, err := time.LoadLocation(p.TimeZone)
+		if err != nil {
+			return nil, bad("time_zone", "%q: want an IANA time zone name such as Asia/Shanghai (%v)", p.TimeZone, err)
+		}
+		page.loc = loc
+	}
+	for _, u := range []struct{ field, url string }{
+		{"provider.support_url", p.Provider.SupportURL},
+		{"provider.filing_url", p.Provider.FilingURL},
+	} {
+		if u.url != "" && !isHTTPURL(u.url) {
+			return nil, bad(u.field, "%q: want an absolute http or https URL", u.url)
+		}
+	}
+	if p.BlockPage != "" {
+		t, err := template.ParseFiles(p.BlockPage)
+		if err != nil {
+			return nil, fmt.Errorf("%w: policy.block_page: %w: %w", ErrInvalidConfig, ErrBlockPage, err)
+		}
+		page.t, page.builtin = t, false
+	}
+	if err := page.check(); err != nil {
+		return nil, fmt.Errorf("%w: policy.block_page: %w", ErrInvalidConfig, err)
+	}
+	return page, nil
+}
+
+// LoadBlockPage parses the html/template at path as a replacement block
+// page with the default settings (NewBlockPage adds the provider's) and
+// renders it once for every reason code. Errors wrap ErrBlockPage.
 func LoadBlockPage(path string) (*BlockPage, error) {
 	t, err := template.ParseFiles(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBlockPage, err)
 	}
-	p := &BlockPage{t: t}
-	for reason := range reasonTexts {
-		d := newBlockPageData(BlockRequest{Host: "example.cn", Decision: Decision{Reason: reason}})
-		if err := t.Execute(io.Discard, d); err != nil {
-			return nil, fmt.Errorf("%w: rendering %s: %w", ErrBlockPage, reason, err)
-		}
+	p := &BlockPage{t: t, loc: defaultBlockPage.loc}
+	if err := p.check(); err != nil {
+		return nil, err
 	}
 	return p, nil
+}
+
+// check renders p for every reason code with every field set.
+func (p *BlockPage) check() error {
+	for reason := range reasonTexts {
+		d := p.data(BlockRequest{
+			Host:      "www.xn--fsqu00a.xn--fiqs8s",
+			Decision:  Decision{Reason: reason, Domain: "xn--fsqu00a.xn--fiqs8s", FilingNumber: "京ICP备10206937号-1"},
+			RequestID: "0123456789abcdef", Node: "node",
+		})
+		d.fillTimes()
+		if err := p.t.Execute(io.Discard, d); err != nil {
+			return fmt.Errorf("%w: rendering %s: %w", ErrBlockPage, reason, err)
+		}
+	}
+	return nil
+}
+
+// samePageSettings reports whether a and b make the same block page, so a
+// reload may keep what was built from a.
+func samePageSettings(a, b Policy) bool {
+	return a.BlockPage == b.BlockPage && a.Provider == b.Provider && a.TimeZone == b.TimeZone && a.ShowNode == b.ShowNode
+}
+
+// isHTTPURL reports whether s is an absolute http or https URL.
+func isHTTPURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }
 
 // BlockRequest is what a block (or gateway error) response is made from.
@@ -70,12 +158,13 @@ type BlockRequest struct {
 	Decision Decision
 	// RequestID identifies the request in logs and support tickets.
 	RequestID string
-	// Node names the gateway.
+	// Node names the gateway; the page shows it only with Policy.ShowNode.
 	Node string
 	// Accept is the request's Accept header; JSON is sent when it prefers
 	// application/json over text/html (q-values honoured).
 	Accept string
-	// Time is shown on the page; zero means time.Now().
+	// Time is shown on the page, in the page's time zone; zero means
+	// time.Now().
 	Time time.Time
 	// Status is the response status. Zero means 403 (or 302 with
 	// RedirectURL).
@@ -90,28 +179,69 @@ type BlockRequest struct {
 	Error string
 	// HeadOnly omits the body (the request was HEAD).
 	HeadOnly bool
-	// Page is the template; nil means the embedded page.
+	// Page is the template and its settings; nil means DefaultBlockPage.
 	Page *BlockPage
 }
 
-// BlockPageData is what the block-page template is executed with. Every
-// field is plain text: html/template escapes it.
+// BlockPageData is what a block-page template is executed with; the JSON
+// body is the same object with the json names (Time excepted). Every field
+// is plain text that html/template escapes where the template puts it.
+// docs/block-page.md lists the fields for template authors.
 type BlockPageData struct {
-	Status       int    `json:"status"`
-	Blocked      bool   `json:"blocked"` // false for gateway errors
-	Domain       string `json:"domain"`
-	Host         string `json:"host"`
-	Reason       string `json:"reason"`
-	RequestID    string `json:"request_id"`
-	Node         string `json:"node"`
-	Time         string `json:"time"`
+	// Status is the response status (403 unless configured otherwise).
+	Status int `json:"status"`
+	// Blocked is true for a block, false for a gateway error page
+	// (bad_request, upstream_unavailable, ...).
+	Blocked bool `json:"blocked"`
+	// Domain is the registrable domain the decision was about (else the
+	// host), as the registry spells it: A-labels for IDNs.
+	Domain string `json:"domain"`
+	// DomainUnicode is Domain in Unicode (例子.中国 for
+	// xn--fsqu00a.xn--fiqs8s), empty when Domain has no A-label or does
+	// not convert.
+	DomainUnicode string `json:"domain_unicode,omitempty"`
+	// Host is the host the client asked for, as received.
+	Host string `json:"host"`
+	// HostUnicode is Host in Unicode, as DomainUnicode is for Domain.
+	HostUnicode string `json:"host_unicode,omitempty"`
+	// Reason is the reason code (unfiled, no_access, ...) or gateway error.
+	Reason string `json:"reason"`
+	// RequestID identifies the block in support's console and CLI.
+	RequestID string `json:"request_id"`
+	// Node is the gateway's name, empty unless Policy.ShowNode is set.
+	Node string `json:"node,omitempty"`
+	// Time is when the request was blocked, in Policy.TimeZone with its
+	// offset: "2026-12-08 12:30:05 +08:00". Not in the JSON body.
+	Time string `json:"-"`
+	// TimeRFC3339 is the same instant in RFC 3339 with the offset
+	// ("2026-12-08T12:30:05+08:00"), for a datetime attribute; it is the
+	// JSON body's "time".
+	TimeRFC3339 string `json:"time"`
+	// FilingNumber is the filing number of the domain's record, if any.
 	FilingNumber string `json:"filing_number"`
-	TitleZh      string `json:"title_zh"`
-	TitleEn      string `json:"title_en"`
-	MessageZh    string `json:"message_zh"`
-	MessageEn    string `json:"message_en"`
-	AdviceZh     string `json:"advice_zh"`
-	AdviceEn     string `json:"advice_en"`
+	// TitleZh ... AdviceEn explain Reason in Chinese and English: a title,
+	// what happened, and what the site owner (or visitor) does next.
+	TitleZh   string `json:"title_zh"`
+	TitleEn   string `json:"title_en"`
+	MessageZh string `json:"message_zh"`
+	MessageEn string `json:"message_en"`
+	AdviceZh  string `json:"advice_zh"`
+	AdviceEn  string `json:"advice_en"`
+	// Provider is the provider's name, support contact and links
+	// (Policy.Provider); an empty field is not configured.
+	Provider Provider `json:"provider,omitzero"`
+
+	when time.Time // Time and TimeRFC3339, unformatted, in the page's zone
+}
+
+// pageTimeLayout is how BlockPageData.Time is written. renderFast relies on
+// '+' being the only character of its output that needs escaping in HTML.
+const pageTimeLayout = "2006-01-02 15:04:05 -07:00"
+
+// fillTimes formats Time and TimeRFC3339.
+func (d *BlockPageData) fillTimes() {
+	d.Time = d.when.Format(pageTimeLayout)
+	d.TimeRFC3339 = d.when.Format(time.RFC3339)
 }
 
 func (r *BlockRequest) status() int {
@@ -134,7 +264,9 @@ func (r *BlockRequest) reason() string {
 	return r.Decision.Reason
 }
 
-func newBlockPageData(r BlockRequest) BlockPageData {
+// data is the template data of r on p, times not yet formatted
+// (fillTimes).
+func (p *BlockPage) data(r BlockRequest) BlockPageData {
 	reason := r.reason()
 	t, ok := reasonTexts[reason]
 	if !ok {
@@ -151,23 +283,64 @@ func newBlockPageData(r BlockRequest) BlockPageData {
 	if domain == "" {
 		domain = r.Host
 	}
-	return BlockPageData{
-		Status:       r.status(),
-		Blocked:      r.Error == "",
-		Domain:       domain,
-		Host:         r.Host,
-		Reason:       reason,
-		RequestID:    r.RequestID,
-		Node:         r.Node,
-		Time:         tm.UTC().Format(time.RFC3339),
-		FilingNumber: r.Decision.FilingNumber,
-		TitleZh:      t.titleZh,
-		TitleEn:      t.titleEn,
-		MessageZh:    t.messageZh,
-		MessageEn:    t.messageEn,
-		AdviceZh:     t.adviceZh,
-		AdviceEn:     t.adviceEn,
+	d := BlockPageData{
+		Status:        r.status(),
+		Blocked:       r.Error == "",
+		Domain:        domain,
+		DomainUnicode: unicodeName(domain),
+		Host:          r.Host,
+		HostUnicode:   unicodeName(r.Host),
+		Reason:        reason,
+		RequestID:     r.RequestID,
+		FilingNumber:  r.Decision.FilingNumber,
+		TitleZh:       t.titleZh,
+		TitleEn:       t.titleEn,
+		MessageZh:     t.messageZh,
+		MessageEn:     t.messageEn,
+		AdviceZh:      t.adviceZh,
+		AdviceEn:      t.adviceEn,
+		Provider:      p.provider,
+		when:          tm.In(p.loc),
 	}
+	if p.showNode {
+		d.Node = r.Node
+	}
+	return d
+}
+
+// unicodeName returns the Unicode form of a host name with A-labels
+// ("xn--..."), an optional port kept, or "" when it has none or does not
+// convert both ways under the lookup profile (then the page shows only the
+// name as received: never a half-converted one, nor one that stands for
+// another name). Names without "xn--" cost nothing: the common case
+// allocates nothing.
+func unicodeName(host string) string {
+	if !hasACELabel(host) {
+		return ""
+	}
+	name, port := host, ""
+	if i := strings.LastIndexByte(host, ':'); i >= 0 {
+		name, port = host[:i], host[i:]
+	}
+	u, err := idna.Lookup.ToUnicode(name)
+	if err != nil {
+		return ""
+	}
+	if a, err := idna.Lookup.ToASCII(u); err != nil || a != strings.ToLower(name) || a == u {
+		return ""
+	}
+	return u + port
+}
+
+// hasACELabel reports whether some label of s starts with "xn--", in any
+// case.
+func hasACELabel(s string) bool {
+	for i := 0; i+4 <= len(s); i++ {
+		if (i == 0 || s[i-1] == '.') && (s[i]|0x20) == 'x' && (s[i+1]|0x20) == 'n' && s[i+2] == '-' && s[i+3] == '-' {
+			return true
+		}
+	}
+	return false
 }
 
 var blockBufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -178,7 +351,11 @@ var blockBufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // Connection: close, then an HTML page or a JSON object. The caller closes
 // the connection afterwards.
 func WriteBlock(w io.Writer, req BlockRequest) error {
-	d := newBlockPageData(req)
+	page := req.Page
+	if page == nil {
+		page = defaultBlockPage
+	}
+	d := page.data(req)
 	body := blockBufPool.Get().(*bytes.Buffer)
 	out := blockBufPool.Get().(*bytes.Buffer)
 	body.Reset()
@@ -196,16 +373,14 @@ func WriteBlock(w io.Writer, req BlockRequest) error {
 		ctype = ""
 	case prefersJSON(req.Accept):
 		ctype = "application/json; charset=utf-8"
+		d.TimeRFC3339 = d.when.Format(time.RFC3339)
 		enc := json.NewEncoder(body)
 		if err := enc.Encode(d); err != nil {
 			return fmt.Errorf("encoding block response: %w", err)
 		}
 	default:
-		page := req.Page
-		if page == nil {
-			page = defaultBlockPage
-		}
-		if page != defaultBlockPage || !renderFast(body, &d) {
+		if !page.builtin || !page.renderFast(body, &d) {
+			d.fillTimes()
 			if err := page.t.Execute(body, d); err != nil {
 				return fmt.Errorf("rendering block page: %w", err)
 			}
@@ -348,115 +523,115 @@ type reasonText struct {
 var reasonTexts = map[string]reasonText{
 	"filed": {
 		"网站已备案", "Site is filed",
-		"该域名已取得 ICP 备案，并已在本服务商完成接入。",
-		"This domain holds an ICP filing with an access record at this provider.",
-		"正常情况下不会看到本页。如果仍然无法访问，请把下方的请求 ID 提供给服务商客服。",
-		"You should not normally see this page. If the site stays unreachable, give the request ID below to the provider's support.",
+		"该域名已有 ICP 备案，并已在本服务商接入。",
+		"This domain has an ICP filing that lists this provider as its access provider.",
+		"正常情况下不会看到本页。如果网站仍然打不开，请联系客服并提供请求 ID。",
+		"You should not normally see this page. If the site stays unreachable, contact support with the request ID.",
 	},
 	"access_pending": {
 		"接入备案初审已通过", "Access filing passed preliminary review",
-		"该域名的接入备案已通过本服务商的初审，网站在审核期间可以访问。",
-		"The access filing for this domain passed this provider's preliminary review; the site may be reached while the review continues.",
-		"请留意管局审核结果并按要求补充材料。如仍无法访问，请联系服务商客服并提供请求 ID。",
-		"Watch for the authority's decision and supply any material it asks for. If the site stays unreachable, contact support with the request ID.",
+		"该域名在本服务商的接入备案已通过初审，正在等待管局审核，审核期间网站可以访问。",
+		"The access filing for this domain has passed this provider's preliminary review and awaits the filing authority; the site may be reached in the meantime.",
+		"请留意管局发来的短信和邮件，按要求完成核验或补充材料。如果网站仍然打不开，请联系客服并提供请求 ID。",
+		"Watch for text messages and e-mails from the filing authority and complete any verification or material it asks for. If the site stays unreachable, contact support with the request ID.",
 	},
 	"rectifying": {
 		"备案整改中", "Filing under rectification",
-		"该域名的备案正在整改，整改期限内网站仍可访问。",
-		"The filing for this domain is being rectified; the site stays reachable until the deadline.",
-		"请在期限前完成整改事项，以免到期后访问被中断。",
-		"Complete the required corrections before the deadline so that access is not cut off.",
+		"该域名的备案信息需要整改，整改期限内网站仍可正常访问。",
+		"The filing for this domain must be corrected; the site stays reachable until the rectification deadline.",
+		"请在期限前按整改通知修改备案信息。逾期未整改的，本服务商可能取消接入，管局也可能注销备案，网站将因此无法访问。",
+		"Correct the filing as the rectification notice asks before the deadline. After the deadline this provider may withdraw access, or the authority may cancel the filing, and the site goes offline.",
 	},
 	"rectification_overdue": {
 		"备案整改已逾期", "Rectification deadline passed",
-		"该域名备案的整改期限已过，按规定暂停访问。",
-		"The deadline for correcting this domain's filing has passed, so access is suspended.",
-		"请完成管局要求的整改并联系服务商客服复核；记录更新后访问会立即恢复。",
-		"Finish the corrections the filing authority requires and ask the provider's support to review them; access returns as soon as the record is updated.",
+		"该域名的备案整改期限已过，整改尚未完成，网站已暂停访问。",
+		"The deadline for correcting this domain's filing passed before the corrections were made, so the site is suspended.",
+		"请网站负责人尽快按整改通知变更备案信息；变更审核通过、本服务商记录更新后，网站即恢复访问。如果接入已被取消或备案已被注销，则需要重新办理接入备案或备案。",
+		"Site owner: make the corrections the rectification notice asks for (a change filing) as soon as possible; the site returns once they are approved and this provider's records are updated. If access has since been withdrawn or the filing cancelled, a new access filing or a new filing is needed.",
 	},
 	"no_access": {
-		"未在本服务商接入", "Not filed with this provider",
-		"该域名已有 ICP 备案，但接入服务商不是本服务商。",
-		"This domain has an ICP filing, but this provider is not listed as its access provider.",
-		"请提交接入备案，把本服务商添加为该网站的接入服务商。本服务商初审通过后即可访问。",
-		"Submit an access filing that adds this provider as the site's access provider. The site opens once this provider's preliminary review passes.",
+		"未在本服务商接入", "Not accessed through this provider",
+		"该域名已有 ICP 备案，但备案中的接入服务商不包括本服务商。",
+		"This domain has an ICP filing, but the filing does not list this provider as an access provider.",
+		"请网站负责人在本服务商提交接入备案，将本服务商添加为接入服务商。接入备案审核通过、本服务商记录更新后即可访问；初审通过后，如需在管局审核期间提前开通，可联系客服申请。",
+		"Site owner: submit an access filing with this provider to add it as an access provider. The site opens once that filing is approved and recorded here; after this provider's preliminary review passes, you can ask support to open the site while the authority reviews the filing.",
 	},
 	"filing_pending": {
 		"备案审核中", "Filing under review",
-		"该域名的备案正在审核，审核通过前网站不得开通访问。",
-		"A filing for this domain is under review; the site must stay offline until it is approved.",
-		"请等待审核结果。备案号下发并录入本服务商系统后，网站会自动恢复访问。",
-		"Wait for the decision. Once the filing number is issued and recorded by this provider, the site opens automatically.",
+		"该域名的备案（首次备案或新增网站）正在审核。审核通过前，网站不能开通访问。",
+		"A filing for this domain (a first filing or a new website) is under review; the site may not be opened to visitors until it is approved.",
+		"请等待审核结果，并留意管局的短信核验通知。备案号下发、本服务商记录更新后，网站会自动开通，无需另行申请。",
+		"Wait for the decision and watch for the filing authority's verification text message. Once the filing number is issued and this provider's records are updated, the site opens with no further request.",
 	},
 	"cancelled": {
 		"备案已注销", "Filing cancelled",
-		"该域名的 ICP 备案已被工信部注销。",
-		"The ICP filing for this domain has been cancelled by the MIIT.",
-		"已注销的备案号无法恢复。请为该域名重新办理备案，审核通过并完成接入后即可访问。",
-		"A cancelled filing number cannot be restored. File the domain again; the site opens once the new filing is approved and the access record is in place.",
+		"该域名的 ICP 备案已注销：可能是备案主体自己申请注销，也可能是管局依规注销（例如备案信息不实，或网站已没有任何接入服务商）。",
+		"The ICP filing for this domain has been cancelled, either at the request of its holder or by the filing authority (for example because the filing was inaccurate or no access provider remained).",
+		"注销的备案号无法恢复。请网站负责人通过本服务商为该域名重新办理备案，审核通过、取得新的备案号后即可访问。",
+		"A cancelled filing number cannot be restored. Site owner: file the domain again through this provider; the site opens once the new filing is approved and has its number.",
 	},
 	"access_revoked": {
 		"接入已取消", "Access withdrawn",
-		"本服务商已取消该域名的接入。",
-		"This provider has withdrawn access for this domain.",
-		"请联系服务商客服了解取消原因；如需继续在本服务商托管，需要重新办理接入备案。",
-		"Contact the provider's support to learn why access was withdrawn; hosting here again needs a new access filing.",
+		"本服务商已取消该域名的接入，例如整改逾期，或网站已迁往其他服务商。",
+		"This provider has withdrawn access for this domain, for example after an overdue rectification or a move to another provider.",
+		"如需继续在本服务商托管，请重新提交接入备案；如果取消接入后备案已被注销，则需要重新办理备案。取消原因可咨询客服。",
+		"To host the site here again, submit a new access filing; if the filing was cancelled after access was withdrawn, file the domain again. Support can tell you why access was withdrawn.",
 	},
 	"blacklisted": {
 		"域名已被列入黑名单", "Domain is blacklisted",
 		"该域名已被列入黑名单，本服务商不能为其提供访问。",
-		"This domain is on a blacklist and cannot be served by this provider.",
-		"如认为有误，请携带请求 ID 联系服务商客服。",
-		"If you believe this is a mistake, contact the provider's support and quote the request ID.",
+		"This domain is on a blacklist, so this provider cannot serve it.",
+		"列入黑名单的原因以及能否解除，请向当地通信管理局咨询。如认为本服务商的记录有误，请联系客服并提供请求 ID。",
+		"Ask the provincial communications administration why the domain was blacklisted and whether the listing can be lifted. If you believe this provider's record is wrong, contact support with the request ID.",
 	},
 	"unfiled": {
 		"网站未备案", "Site not filed",
-		"没有找到该域名的 ICP 备案记录。",
-		"No ICP filing record was found for this domain.",
-		"中国大陆的服务器只能为已备案的域名提供访问。请以本服务商为接入服务商为该域名办理备案，审核通过后即可访问。",
-		"Servers in mainland China may serve only filed domains. File this domain with this provider as its access provider; the site opens once the filing is approved.",
+		"本服务商的备案记录中没有该域名。中国大陆境内服务器上的网站，域名须先完成 ICP 备案才能开通访问。",
+		"This provider has no ICP filing on record for this domain. A website on a server in mainland China may be opened to visitors only once its domain has an ICP filing.",
+		"请网站负责人通过本服务商为该域名办理 ICP 备案（由本服务商作为接入服务商）。管局审核通过、取得备案号后即可开通访问，审核期间网站不能上线。如果该域名已在其他服务商备案，请改为在本服务商办理接入备案。",
+		"Site owner: file this domain for ICP through this provider, which then becomes its access provider. The site opens once the filing authority approves the filing and issues its number; it stays offline during the review. If the domain is already filed through another provider, submit an access filing here instead.",
 	},
 	"suffix_not_fileable": {
 		"域名后缀不支持备案", "Suffix cannot be filed",
-		"该域名的后缀不在工信部可备案的后缀名单中。",
-		"This domain's suffix is not on the MIIT's list of suffixes that can be filed.",
-		"请改用可备案后缀的域名，办理备案后再将网站指向该域名。",
-		"Move the site to a domain under a fileable suffix and file that domain.",
+		"该域名的后缀不在工信部可备案的域名后缀之列，无法办理 ICP 备案。",
+		"This domain's suffix is not one the MIIT accepts for ICP filing, so the domain cannot be filed.",
+		"请改用可备案后缀的域名（工信部公示可备案的后缀），该域名须在工信部批准的注册服务机构注册并完成实名认证；为新域名办理备案后，再将网站迁移过去。",
+		"Move the site to a domain under a suffix the MIIT lists as fileable, registered with an MIIT-approved registrar under the filer's verified name, and file that domain first.",
 	},
 	"ip_access": {
 		"不允许通过 IP 访问", "Access by IP address not allowed",
 		"本节点不允许直接通过 IP 地址或不带主机名访问。",
 		"This node does not allow access by IP address or without a host name.",
-		"请使用网站已备案的域名访问。",
-		"Visit the site through its filed domain name.",
+		"请使用网站的域名访问。",
+		"Visit the site through its domain name.",
 	},
 	"invalid_host": {
 		"主机名无效", "Invalid host name",
 		"请求中的主机名不是有效的域名。",
 		"The host name in the request is not a valid domain name.",
-		"请检查输入的网址。网站管理员请确认访问使用的是已备案的域名。",
-		"Check the address. Site owners: make sure visitors use the site's filed domain name.",
+		"请检查输入的网址。网站负责人请确认网站链接使用的是已备案的域名。",
+		"Check the address. Site owners: make sure the site's links use its filed domain name.",
 	},
 	"override_allow": {
 		"已临时放行", "Temporarily allowed",
-		"客服已临时放行该域名。",
-		"Support has temporarily allowed this domain.",
-		"如仍无法访问，请联系服务商客服并提供请求 ID。",
-		"If the site stays unreachable, contact support with the request ID.",
+		"客服已为该域名临时开通访问。",
+		"Support has temporarily opened access for this domain.",
+		"请在临时放行到期前办妥备案手续，以免到期后访问中断。如果网站仍然打不开，请联系客服并提供请求 ID。",
+		"Complete the filing before the temporary access ends, or the site goes offline then. If the site stays unreachable, contact support with the request ID.",
 	},
 	"override_deny": {
-		"已被运维拦截", "Blocked by the provider",
-		"本服务商运维已对该域名设置拦截。",
-		"The provider's operations team has blocked this domain.",
-		"请携带请求 ID 联系服务商客服，了解拦截原因及解除所需的条件。",
-		"Contact the provider's support with the request ID to learn why and what is needed to lift the block.",
+		"已被服务商拦截", "Blocked by the provider",
+		"本服务商已对该域名设置拦截。",
+		"This provider has blocked this domain.",
+		"请联系客服并提供请求 ID，了解拦截原因及解除条件。",
+		"Contact support with the request ID to learn why and what is needed to lift the block.",
 	},
 	"unknown": {
 		"访问被拦截", "Access blocked",
 		"网关拦截了该请求。",
 		"The gateway blocked this request.",
-		"请携带请求 ID 联系服务商客服。",
-		"Contact the provider's support with the request ID.",
+		"请联系客服并提供请求 ID。",
+		"Contact support with the request ID.",
 	},
 	"bad_request": {
 		"请求格式错误", "Bad request",
@@ -523,8 +698,11 @@ var reasonTexts = map[string]reasonText{
 // page is rendered once per (reason, status, which fields are empty) with
 // sentinels in place of the per-request fields and split at them; a request
 // then writes the static segments and its own values escaped exactly as
-// html/template's text escaper does. TestBlockFastMatchesTemplate checks the
-// two produce identical bytes. Operator templates always take the slow path.
+// html/template's text escaper does, and the time formatted straight into
+// the buffer. Each BlockPage keeps its own segments, since the provider's
+// details are part of them. TestBlockFastMatchesTemplate checks the two
+// paths produce identical bytes. Operator templates always take the slow
+// path: they may branch on a field's value, which sentinels would defeat.
 
 type fastKey struct {
 	reason  string
@@ -540,35 +718,38 @@ type fastPage struct {
 	fields []uint8 // fields[i] follows segs[i]
 }
 
-var fastPages sync.Map // fastKey -> *fastPage
-
 const (
 	fastSentinel    = "Zq7IcpgateField"
 	fastSentinelEnd = "q7Z"
 )
 
+// fastTime is the index of Time among the dynamic fields: it is written
+// from BlockPageData.when, not from the (unformatted) string.
+const fastTime = 6
+
 // dynamicFields lists BlockPageData's per-request fields.
-func (d *BlockPageData) dynamicFields() [6]*string {
-	return [6]*string{&d.Domain, &d.Host, &d.RequestID, &d.Node, &d.Time, &d.FilingNumber}
+func (d *BlockPageData) dynamicFields() [8]*string {
+	return [8]*string{&d.Domain, &d.DomainUnicode, &d.Host, &d.HostUnicode,
+		&d.RequestID, &d.Node, &d.Time, &d.FilingNumber}
 }
 
 // renderFast writes the embedded page for d to w and reports whether it
 // could.
-func renderFast(w *bytes.Buffer, d *BlockPageData) bool {
+func (p *BlockPage) renderFast(w *bytes.Buffer, d *BlockPageData) bool {
 	if _, ok := reasonTexts[d.Reason]; !ok || d.Status < 100 || d.Status > 999 {
 		return false // keep the cache bounded to the closed set
 	}
 	vals := d.dynamicFields()
-	var present uint8
-	for i, p := range vals {
-		if *p != "" {
+	present := uint8(1) << fastTime // a page always has its time
+	for i, v := range vals {
+		if *v != "" {
 			present |= 1 << i
 		}
 	}
 	key := fastKey{d.Reason, d.Status, d.Blocked, present}
-	v, ok := fastPages.Load(key)
+	v, ok := p.fast.Load(key)
 	if !ok {
-		v, _ = fastPages.LoadOrStore(key, buildFastPage(*d))
+		v, _ = p.fast.LoadOrStore(key, p.buildFastPage(*d, present))
 	}
 	fp := v.(*fastPage)
 	if fp == nil {
@@ -576,21 +757,28 @@ func renderFast(w *bytes.Buffer, d *BlockPageData) bool {
 	}
 	for i, seg := range fp.segs {
 		w.WriteString(seg)
-		if i < len(fp.fields) {
-			htmlEscapeText(w, *vals[fp.fields[i]])
+		if i >= len(fp.fields) {
+			break
+		}
+		if f := fp.fields[i]; f == fastTime {
+			writePageTime(w, d.when)
+		} else {
+			htmlEscapeText(w, *vals[f])
 		}
 	}
 	return true
 }
 
-func buildFastPage(d BlockPageData) *fastPage {
-	for i, p := range d.dynamicFields() {
-		if *p != "" {
-			*p = fastSentinel + strconv.Itoa(i) + fastSentinelEnd
+func (p *BlockPage) buildFastPage(d BlockPageData, present uint8) *fastPage {
+	for i, v := range d.dynamicFields() {
+		if present&(1<<i) != 0 {
+			*v = fastSentinel + strconv.Itoa(i) + fastSentinelEnd
 		}
 	}
+	// Not a dynamic field: a template using it gets the slow path.
+	d.TimeRFC3339 = fastSentinel + "-" + fastSentinelEnd
 	var b strings.Builder
-	if err := defaultBlockPage.t.Execute(&b, d); err != nil {
+	if err := p.t.Execute(&b, d); err != nil {
 		return nil
 	}
 	out := b.String()
@@ -602,12 +790,30 @@ func buildFastPage(d BlockPageData) *fastPage {
 			return fp
 		}
 		rest := out[i+len(fastSentinel):]
-		if len(rest) < 1+len(fastSentinelEnd) || rest[0] < '0' || rest[0] > '5' || rest[1:1+len(fastSentinelEnd)] != fastSentinelEnd {
+		if len(rest) < 1+len(fastSentinelEnd) || rest[0] < '0' || rest[0] > '7' || rest[1:1+len(fastSentinelEnd)] != fastSentinelEnd {
 			return nil // a sentinel was transformed: not a plain text context
 		}
 		fp.segs = append(fp.segs, out[:i])
 		fp.fields = append(fp.fields, rest[0]-'0')
 		out = rest[1+len(fastSentinelEnd):]
+	}
+}
+
+// writePageTime writes t in pageTimeLayout, escaped as html/template
+// escapes text: of the layout's characters (digits, '-', ' ', ':', '+')
+// only '+' changes. Formatting into a stack buffer allocates nothing.
+func writePageTime(w *bytes.Buffer, t time.Time) {
+	var buf [len(pageTimeLayout) + 8]byte
+	b := t.AppendFormat(buf[:0], pageTimeLayout)
+	for {
+		i := bytes.IndexByte(b, '+')
+		if i < 0 {
+			w.Write(b)
+			return
+		}
+		w.Write(b[:i])
+		w.WriteString("&#43;")
+		b = b[i+1:]
 	}
 }
 

@@ -107,11 +107,38 @@ type Policy struct {
 	// ?d=<host>&r=<reason>&id=<request id>.
 	RedirectURL string
 	// BlockPage is the path of an html/template that replaces the embedded
-	// bilingual block page (see proxy/blockpage.html for the fields it gets).
+	// bilingual block page (BlockPageData lists the fields it gets;
+	// docs/block-page.md shows how to start from proxy/blockpage.html).
 	// Default "": the embedded page.
 	BlockPage string
+	// Provider names the hosting provider and its support on block pages
+	// (and in their JSON body). Zero: nothing shown, the texts say only
+	// "this provider".
+	Provider Provider
+	// TimeZone is the IANA name of the time zone block pages show the time
+	// in, with its offset. Default "": Asia/Shanghai.
+	TimeZone string
+	// ShowNode shows Config.Node on block pages and in their JSON body.
+	// Default false: visitors see the request ID, which is all support
+	// needs to find the block; the node stays in logs and metrics.
+	ShowNode bool
 	// TLSPage configures TLSBlock "page"; it is ignored otherwise.
 	TLSPage TLSPage
+}
+
+// Provider is the hosting provider as block pages name it. Every field is
+// optional; an empty one is left off the page.
+type Provider struct {
+	// Name is the provider's name, e.g. "示例云 Example Cloud".
+	Name string `json:"name,omitempty"`
+	// SupportContact is how to reach support, as plain text (a phone
+	// number, an e-mail address, working hours).
+	SupportContact string `json:"support_contact,omitempty"`
+	// SupportURL is an absolute http(s) URL of the support or ticket page.
+	SupportURL string `json:"support_url,omitempty"`
+	// FilingURL is an absolute http(s) URL of the provider's ICP filing
+	// page or console, where site owners file or add an access filing.
+	FilingURL string `json:"filing_url,omitempty"`
 }
 
 // TLSPage configures Policy.TLSBlock "page": a blocked TLS connection is

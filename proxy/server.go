@@ -262,7 +262,7 @@ func (s *Server) buildPage(cfg Config, lns map[string]*listener) (*tlsPage, erro
 	if cur := s.page.Load(); cur != nil && s.cfg.Policy.TLSBlock == "page" &&
 		s.cfg.Policy.TLSPage == cfg.Policy.TLSPage && s.cfg.Node == cfg.Node &&
 		s.cfg.Policy.HTTPBlockStatus == cfg.Policy.HTTPBlockStatus &&
-		s.cfg.Policy.RedirectURL == cfg.Policy.RedirectURL && s.cfg.Policy.BlockPage == cfg.Policy.BlockPage &&
+		s.cfg.Policy.RedirectURL == cfg.Policy.RedirectURL && samePageSettings(s.cfg.Policy, cfg.Policy) &&
 		s.cfg.Timeouts.Hello == cfg.Timeouts.Hello && sameTCPAddr(cur.challenge, chall) {
 		return cur, nil
 	}
@@ -340,6 +340,13 @@ func (s *Server) newRuntime(cfg Config, lc ListenerConfig) *listenerRuntime {
 	rt.edge = newEdgeRuntime(lc, rt.dial, m, rt.log)
 	if lc.Protocol == "http" || lc.Protocol == "auto" {
 		rt.http = newHTTPHandler(cfg, lc, &s.dec, m, s.log)
+		// The page with the provider's settings (Policy.Provider,
+		// TimeZone, ShowNode); validate has checked them, so an error
+		// here is a template file changed since, and the handler keeps
+		// the page it loaded.
+		if p, err := NewBlockPage(cfg.Policy); err == nil {
+			rt.http.page = p
+		}
 		rt.http.blocks = s.blocks
 		rt.http.obs = &s.obs
 		// HTTP keeps Go's default keep-alive on its pooled upstream
@@ -1207,10 +1214,8 @@ func validate(cfg Config) error {
 			return bad("policy.redirect_url", "%q: want an absolute http or https URL", r)
 		}
 	}
-	if p := cfg.Policy.BlockPage; p != "" {
-		if _, err := LoadBlockPage(p); err != nil {
-			return bad("policy.block_page", "%v", err)
-		}
+	if _, err := NewBlockPage(cfg.Policy); err != nil {
+		return err // names the field
 	}
 	for _, d := range []struct {
 		name string

@@ -253,7 +253,6 @@ func newTLSPage(cfg Config, d Decider, m *TLSPageMetrics, log *slog.Logger, chal
 		node:      cfg.Node,
 		status:    cfg.Policy.HTTPBlockStatus,
 		redirect:  cfg.Policy.RedirectURL,
-		page:      defaultBlockPage,
 		hello:     cfg.Timeouts.Hello,
 		storage:   storage,
 		challenge: challengeAddr,
@@ -269,13 +268,11 @@ func newTLSPage(cfg Config, d Decider, m *TLSPageMetrics, log *slog.Logger, chal
 	if p.hello <= 0 {
 		p.hello = defaultHelloTimeout
 	}
-	if cfg.Policy.BlockPage != "" {
-		bp, err := LoadBlockPage(cfg.Policy.BlockPage)
-		if err != nil {
-			return nil, fmt.Errorf("%w: policy.block_page: %w", ErrInvalidConfig, err)
-		}
-		p.page = bp
+	bp, err := NewBlockPage(cfg.Policy)
+	if err != nil {
+		return nil, err
 	}
+	p.page = bp
 	p.ids.init()
 	for _, r := range []string{pageServed, pageNoCert, pageNotEligible, pageHandshake, pageNoRequest, pageChallenge} {
 		p.results[r] = m.Pages.WithLabelValues(r)

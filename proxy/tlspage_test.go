@@ -66,6 +66,7 @@ var testPageDecider = pageDecider{filed: map[string]bool{"filed.cn": true}}
 func pageConfig(t testing.TB, upstream string, page TLSPage) Config {
 	cfg := tlsListener(upstream)
 	cfg.Node = "edge-test"
+	cfg.Policy.ShowNode = true // the page's settings reach the TLS page
 	cfg.Policy.TLSBlock = "page"
 	if page.StorageDir == "" {
 		page.StorageDir = t.TempDir()

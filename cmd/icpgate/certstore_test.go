@@ -155,7 +155,7 @@ func testPGCertStorageSharedByNodes(t *testing.T, dsn string) {
 		m := proxy.NewMetrics(prometheus.NewRegistry())
 		cfg := proxy.Config{Node: name,
 			Listeners: []proxy.ListenerConfig{{Name: "tls", Protocol: "tls", Address: "127.0.0.1:0", Upstream: "127.0.0.1:1"}},
-			Policy: proxy.Policy{TLSBlock: "page", TLSPage: proxy.TLSPage{
+			Policy: proxy.Policy{TLSBlock: "page", ShowNode: true, TLSPage: proxy.TLSPage{
 				ACMEDirectory: ca.Directory, CARootsFile: ca.TLSRootsFile, Storage: st, Timeout: 30 * time.Second}}}
 		srv, err := proxy.NewServer(cfg, blockAll{}, m, nil)
 		if err != nil {

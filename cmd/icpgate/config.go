@@ -204,12 +204,56 @@ type PolicyConfig struct {
 	// RedirectURL, when set, turns HTTP blocks into a 302 to this absolute
 	// http(s) URL. Default "": serve the block page.
 	RedirectURL string `yaml:"redirect_url"`
-	// BlockPage is an html/template file replacing the built-in block page.
+	// BlockPage is an html/template file replacing the built-in block page
+	// (docs/block-page.md; `icpgate blockpage` prints the built-in one).
 	// Relative paths resolve against the config file's directory. Default "".
 	BlockPage string `yaml:"block_page"`
+	// Provider names the provider and its support on block pages.
+	// Default: nothing shown.
+	Provider ProviderConfig `yaml:"provider"`
+	// TimeZone is the IANA time zone block pages show times in, with the
+	// offset. Default Asia/Shanghai.
+	TimeZone string `yaml:"time_zone"`
+	// ShowNode shows node on block pages and in their JSON body. Default
+	// false: visitors see the request ID; the node stays in logs.
+	ShowNode bool `yaml:"show_node"`
 	// TLSPage configures tls_block: page, the HTTPS block page, and the
 	// ACME CA admin.tls_names use (see tlspage.go).
 	TLSPage TLSPageConfig `yaml:"tls_page"`
+}
+
+// ProviderConfig is the provider as block pages name it (proxy.Provider);
+// every field is optional and an empty one is left off the page.
+type ProviderConfig struct {
+	// Name is the provider's name, e.g. "示例云 Example Cloud".
+	Name string `yaml:"name"`
+	// SupportContact is how to reach support, as text: phone, e-mail,
+	// hours.
+	SupportContact string `yaml:"support_contact"`
+	// SupportURL is the support or ticket page, an absolute http(s) URL.
+	SupportURL string `yaml:"support_url"`
+	// FilingURL is the provider's ICP filing page or console, an absolute
+	// http(s) URL.
+	FilingURL string `yaml:"filing_url"`
+}
+
+// validatePage checks the block page's settings.
+func (p *PolicyConfig) validatePage() error {
+	if _, err := time.LoadLocation(p.TimeZone); err != nil {
+		return fmt.Errorf("policy.time_zone: must be an IANA time zone name such as Asia/Shanghai, got %q", p.TimeZone)
+	}
+	for _, u := range []struct{ key, url string }{{"support_url", p.Provider.SupportURL}, {"filing_url", p.Provider.FilingURL}} {
+		if u.url != "" && !isHTTPURL(u.url) {
+			return fmt.Errorf("policy.provider.%s: must be an absolute http or https URL, got %q", u.key, u.url)
+		}
+	}
+	return nil
+}
+
+// isHTTPURL reports whether s is an absolute http or https URL.
+func isHTTPURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }
 
 // TimeoutsConfig bounds each phase of a connection; Go duration strings.
@@ -336,6 +380,7 @@ func (c *Config) setDefaults() {
 	orDefault(&c.Limits.MaxQUICPendingBytes, defaultMaxQUICPending)
 	c.Policy.TLSPage.setDefaults()
 	orDefault(&c.Policy.HTTPBlockStatus, defaultHTTPStatus)
+	orDefault(&c.Policy.TimeZone, proxy.DefaultTimeZone)
 	orDefault(&c.Timeouts.Hello, defaultHello)
 	orDefault(&c.Timeouts.Dial, defaultDial)
 	orDefault(&c.Timeouts.Drain, defaultDrain)
@@ -534,11 +579,11 @@ func (c *Config) validate() error {
 	if s := c.Policy.HTTPBlockStatus; s < 400 || s > 599 {
 		return fmt.Errorf("policy.http_block_status: must be 400-599, got %d", s)
 	}
-	if u := c.Policy.RedirectURL; u != "" {
-		pu, err := url.Parse(u)
-		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-			return fmt.Errorf("policy.redirect_url: must be an absolute http or https URL, got %q", u)
-		}
+	if u := c.Policy.RedirectURL; u != "" && !isHTTPURL(u) {
+		return fmt.Errorf("policy.redirect_url: must be an absolute http or https URL, got %q", u)
+	}
+	if err := c.Policy.validatePage(); err != nil {
+		return err
 	}
 	for _, d := range []struct {
 		name string
@@ -630,6 +675,9 @@ func (c *Config) ProxyConfig() proxy.Config {
 			HTTPBlockStatus: c.Policy.HTTPBlockStatus,
 			RedirectURL:     c.Policy.RedirectURL,
 			BlockPage:       c.Policy.BlockPage,
+			Provider:        proxy.Provider(c.Policy.Provider),
+			TimeZone:        c.Policy.TimeZone,
+			ShowNode:        c.Policy.ShowNode,
 			TLSPage:         c.Policy.TLSPage.proxyConfig(),
 		},
 		Timeouts: proxy.Timeouts{

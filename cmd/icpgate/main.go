@@ -17,6 +17,7 @@
 //	icpgate explain HOST…                      the running gateway's decision, overrides included
 //	icpgate audit ls                           the audit log
 //	icpgate report unfiled [--csv]             blocked domains, for the filing team
+//	icpgate blockpage                          print the built-in block page template
 //	icpgate version
 //
 // main is thin: it hands the arguments to run, which tests drive directly.
@@ -28,6 +29,10 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+
+	// The zone database, for policy.time_zone where the system has none
+	// (distroless and scratch containers): about 450 KB.
+	_ "time/tzdata"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3".
@@ -78,6 +83,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdAudit(ctx, rest, stdout, stderr)
 	case "report":
 		return cmdReport(ctx, rest, stdout, stderr)
+	case "blockpage":
+		return cmdBlockPage(rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "icpgate %s\n", versionString())
 		return exitOK
@@ -103,6 +110,8 @@ Commands:
   db migrate|status|confirm-deletes  manage icpgate's schema in the filing database
   import [--dry-run] [--replace] FILE  load a CSV/JSONL registry into the filing database
   export [-format jsonl|csv] [-o FILE] write the filing database's records
+  blockpage                          print the built-in block page template, to start
+                                     a policy.block_page from (docs/block-page.md)
   version                            print the version
 
 Access tokens (written to admin.tokens_file or the filing database directly):
