@@ -3,6 +3,7 @@ package registry
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/csv"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,16 +23,23 @@ import (
 	"unsafe"
 )
 
-// ErrBadFile is returned (wrapped, as "path:line: reason") when a registry
-// file cannot be used. One bad row rejects the whole file.
+// ErrBadFile is matched by the error returned when a registry file cannot
+// be used (a *FileError listing its bad lines as "path:line: reason"). One
+// bad row rejects the whole file: the previous registry keeps serving.
 var ErrBadFile = errors.New("bad registry file")
 
 // ErrShrink is returned (wrapped) when a reload would remove more of the
 // registry than FileSource.MaxDeleteFraction allows.
 var ErrShrink = errors.New("reload would remove too many records")
 
-// maxLine bounds one JSON line; a record is a few hundred bytes.
+// maxLine bounds one line of a registry file; a record is a few hundred
+// bytes.
 const maxLine = 64 << 10
+
+// maxListed is how many bad lines (and, separately, warnings) one read of a
+// registry file lists; the rest are counted. Ops fix a file from the list,
+// and a file that is wrong on every line should not make a megabyte error.
+const maxListed = 20
 
 // fileRow is one row of the registry file. The names are a fixed interface
 // (DESIGN.md "Registry file"); CSV uses them as header columns.
@@ -89,7 +98,7 @@ func (fr *fileRow) record() (Record, error) {
 	}
 	st, err := ParseState(fr.State)
 	if err != nil {
-		return rec, fmt.Errorf("%w: state: %w", ErrInvalidRecord, err)
+		return rec, fmt.Errorf("%w: state: %w (want one of %s)", ErrInvalidRecord, err, stateList)
 	}
 	rec.State = st
 	if rec.RectifyDeadline, err = parseTime("rectify_deadline", fr.RectifyDeadline); err != nil {
@@ -100,6 +109,36 @@ func (fr *fileRow) record() (Record, error) {
 	}
 	return rec, nil
 }
+
+// fileRecord is record for a row of a registry file, which may write its
+// domain in upper case or with a trailing dot: the domain is normalised
+// (lower case, no trailing dot, A-labels) and warn says what was read, so
+// a file exported from a spreadsheet or a DNS tool is not refused for it.
+// Anything else that is not the registrable domain is still an error.
+func (fr *fileRow) fileRecord() (rec Record, warn string, err error) {
+	if rec, err = fr.record(); err != nil {
+		return rec, "", err
+	}
+	d := rec.Domain
+	if f := strings.ToLower(strings.TrimSuffix(d, ".")); f != d && f != "" {
+		// When the fixed name is still wrong its error names the fixed
+		// name; the line number leads back to what was written.
+		if rec.Domain, err = CanonicalDomain(f); err != nil {
+			return rec, "", err
+		}
+		warn = fmt.Sprintf("domain %q read as %s (write domains in lower case, without a trailing dot)", d, rec.Domain)
+	}
+	return rec, warn, nil
+}
+
+// stateList names the states, for messages that say what is wanted.
+var stateList = func() string {
+	var names []string
+	for _, st := range States() {
+		names = append(names, st.String())
+	}
+	return strings.Join(names, ", ")
+}()
 
 func parseTime(field, v string) (time.Time, error) {
 	if v == "" {
@@ -165,7 +204,7 @@ func decodeJSONRow(line []byte, fr *fileRow, borrow bool) error {
 				}
 			}
 			if col < 0 {
-				return fmt.Errorf("%w: unknown field %q", ErrInvalidRecord, key)
+				return fmt.Errorf("%w: unknown field %q (the fields are %s)", ErrInvalidRecord, key, strings.Join(columns, ", "))
 			}
 			if seen&(1<<col) != 0 {
 				return fmt.Errorf("%w: %s: given twice", ErrInvalidRecord, columns[col])
@@ -358,8 +397,8 @@ func (p *jsonParser) hex4() (rune, bool) {
 
 // LoadFile reads and validates a registry file (JSON Lines or CSV, chosen by
 // the extension .jsonl/.json/.ndjson/.csv, else sniffed from the first
-// byte) and returns its records, domains in A-label form. The first bad row
-// fails the whole file with "path:line: reason".
+// byte) and returns its records, domains in A-label form. A file with bad
+// rows fails whole, with a *FileError listing them ("path:line: reason").
 func LoadFile(path string) ([]Record, error) {
 	s, err := loadSnapshot(path)
 	if err != nil {
@@ -375,34 +414,41 @@ func LoadFile(path string) ([]Record, error) {
 // LoadSnapshot is LoadFile returning a Snapshot (without overrides).
 func LoadSnapshot(path string) (*Snapshot, error) { return loadSnapshot(path) }
 
-func loadSnapshot(path string) (*Snapshot, error) {
-	s, _, err := loadSnapshotRows(path, false)
-	return s, err
+// LoadSnapshotWarnings is LoadSnapshot that also returns the warnings:
+// rows accepted after their domain was normalised (upper case, a trailing
+// dot). They are returned with the error too, when the file is refused.
+func LoadSnapshotWarnings(path string) (*Snapshot, Warnings, error) {
+	res, err := loadSnapshotRows(path, false)
+	return res.snap, res.warns, err
 }
 
-// loadSnapshotRows is loadSnapshot that, when rows is true and the file is
-// JSON Lines, also returns the hash and domain of every row (see
-// fileindex.go); nil for CSV.
-func loadSnapshotRows(path string, rows bool) (*Snapshot, []rowPair, error) {
+func loadSnapshot(path string) (*Snapshot, error) {
+	res, err := loadSnapshotRows(path, false)
+	return res.snap, err
+}
+
+// readResult is what one read of a registry file produced.
+type readResult struct {
+	snap  *Snapshot
+	warns Warnings
+	// pairs are the hash and domain of every row of a JSON Lines file
+	// (see fileindex.go), when asked for; nil for CSV.
+	pairs []rowPair
+}
+
+// loadSnapshotRows reads the file at path; with rows, a JSON Lines file's
+// row pairs too.
+func loadSnapshotRows(path string, rows bool) (readResult, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("opening registry file: %w", err)
+		return readResult{}, fmt.Errorf("opening registry file: %w", err)
 	}
 	defer f.Close()
 	hint := 0
 	if fi, err := f.Stat(); err == nil {
 		hint = int(fi.Size() / 200) // about 200 bytes a row
 	}
-	var pairs *[]rowPair
-	if rows {
-		pairs = new([]rowPair)
-		*pairs = make([]rowPair, 0, hint)
-	}
-	s, err := readSnapshot(f, path, hint, pairs)
-	if err != nil || pairs == nil {
-		return s, nil, err
-	}
-	return s, *pairs, nil
+	return readSnapshot(f, path, hint, rows)
 }
 
 // ReadSnapshot parses a registry file's contents from r, as LoadFile does;
@@ -410,19 +456,18 @@ func loadSnapshotRows(path string, rows bool) (*Snapshot, []rowPair, error) {
 // ("name:line: reason"). It serves embedded data such as the sample
 // registry.
 func ReadSnapshot(r io.Reader, name string) (*Snapshot, error) {
-	return readSnapshot(r, name, 0, nil)
+	res, err := readSnapshot(r, name, 0, false)
+	return res.snap, err
 }
 
-// readSnapshot parses a registry; for JSON Lines, when pairs is not nil,
-// it also collects each row's hash and domain into *pairs (set to nil for
-// CSV).
-func readSnapshot(r io.Reader, name string, hint int, pairs *[]rowPair) (*Snapshot, error) {
-	b := NewBuilder(hint)
-	br := bufio.NewReaderSize(r, 64<<10)
-	// Spreadsheets write a UTF-8 byte order mark first.
-	if p, _ := br.Peek(3); bytes.Equal(p, []byte("\xef\xbb\xbf")) {
-		br.Discard(3)
+// readSnapshot parses a registry; for JSON Lines, with rows, it also
+// collects each row's hash and domain.
+func readSnapshot(r io.Reader, name string, hint int, rows bool) (readResult, error) {
+	fr := &fileReader{path: name, b: NewBuilder(hint), rows: rows}
+	if rows {
+		fr.pairs = make([]rowPair, 0, hint)
 	}
+	br := newLineBuffer(r)
 	isCSV := false
 	switch strings.ToLower(filepath.Ext(name)) {
 	case ".jsonl", ".json", ".ndjson":
@@ -433,18 +478,31 @@ func readSnapshot(r io.Reader, name string, hint int, pairs *[]rowPair) (*Snapsh
 	}
 	var err error
 	if isCSV {
-		if pairs != nil {
-			*pairs = nil
-			pairs = nil
-		}
-		err = readCSV(br, name, b)
+		fr.rows, fr.pairs = false, nil
+		err = fr.readCSV(br)
 	} else {
-		err = readJSONL(br, name, b, pairs)
+		err = fr.readJSONL(br)
+	}
+	res := readResult{warns: fr.warns}
+	if err == nil {
+		err = fr.err()
 	}
 	if err != nil {
-		return nil, err
+		return res, err
 	}
-	return b.Build(), nil
+	res.snap, res.pairs = fr.b.Build(), fr.pairs
+	return res, nil
+}
+
+// newLineBuffer buffers a registry file for reading by lines (a line of
+// maxLine bytes and its CR LF fit), past a UTF-8 byte order mark, which
+// spreadsheets write first.
+func newLineBuffer(r io.Reader) *bufio.Reader {
+	br := bufio.NewReaderSize(r, maxLine+2)
+	if p, _ := br.Peek(3); bytes.Equal(p, []byte("\xef\xbb\xbf")) {
+		br.Discard(3)
+	}
+	return br
 }
 
 // sniffJSON reports whether the first non-space byte opens a JSON object.
@@ -487,44 +545,264 @@ func lineError(path string, line int, err error) error {
 	return &LineError{Path: path, Line: line, Err: err}
 }
 
-func readJSONL(br *bufio.Reader, path string, b *Builder, pairs *[]rowPair) error {
-	sc := bufio.NewScanner(br)
-	sc.Buffer(make([]byte, 0, 4096), maxLine)
-	line := 0
-	for sc.Scan() {
-		line++
-		p := bytes.TrimSpace(sc.Bytes())
+// FileError is a registry file refused for its bad lines: every one of
+// them up to 20, in file order, and the count of the rest. Its Error is
+// one "path:line: reason" line for each, then "path: and N more bad lines
+// (M in all)"; a file with one bad line reads as that line's LineError.
+// It matches ErrBadFile, and errors.As finds the first LineError.
+type FileError struct {
+	Path  string
+	Lines []*LineError
+	More  int // bad lines not listed
+}
+
+// Error lists the bad lines, one a line.
+func (e *FileError) Error() string {
+	var b strings.Builder
+	for i, le := range e.Lines {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(le.Error())
+	}
+	if e.More > 0 {
+		fmt.Fprintf(&b, "\n%s: and %d more bad lines (%d in all)", e.Path, e.More, len(e.Lines)+e.More)
+	}
+	return b.String()
+}
+
+// Unwrap returns the listed line errors.
+func (e *FileError) Unwrap() []error {
+	errs := make([]error, len(e.Lines))
+	for i, le := range e.Lines {
+		errs[i] = le
+	}
+	return errs
+}
+
+// Is reports whether target is ErrBadFile.
+func (e *FileError) Is(target error) bool { return target == ErrBadFile }
+
+// Count returns the number of bad lines, listed or not.
+func (e *FileError) Count() int { return len(e.Lines) + e.More }
+
+// Warning is a row of a registry file that was accepted after a fix (its
+// domain normalised), with what was read.
+type Warning struct {
+	Path string
+	Line int
+	Msg  string
+}
+
+// String returns "path:line: message".
+func (w Warning) String() string { return fmt.Sprintf("%s:%d: %s", w.Path, w.Line, w.Msg) }
+
+// Warnings are the warnings of one read of a registry file: the first 20,
+// in file order, and the count of the rest.
+type Warnings struct {
+	List []Warning
+	More int
+}
+
+// Lines returns the warnings as text, one a line, and a last line counting
+// those not listed.
+func (ws Warnings) Lines() []string {
+	out := make([]string, 0, len(ws.List)+1)
+	for _, w := range ws.List {
+		out = append(out, w.String())
+	}
+	if ws.More > 0 && len(ws.List) > 0 {
+		out = append(out, fmt.Sprintf("%s: and %d more rows normalised the same way", ws.List[0].Path, ws.More))
+	}
+	return out
+}
+
+// errLineTooLong is the reason of a line longer than maxLine.
+var errLineTooLong = fmt.Errorf("longer than %d bytes; a record is one line of at most %d bytes", maxLine, maxLine)
+
+// dupError is a duplicate domain with the line of its first row, which is
+// filled in once the read is over (fileReader.err).
+type dupError struct {
+	domain string
+	first  int
+}
+
+func (e *dupError) Error() string {
+	if e.first == 0 {
+		return fmt.Sprintf("%v: domain %s", ErrDuplicate, e.domain)
+	}
+	return fmt.Sprintf("%v: domain %s is also on line %d", ErrDuplicate, e.domain, e.first)
+}
+
+func (e *dupError) Unwrap() error { return ErrDuplicate }
+
+// fileReader reads the rows of one registry file into a Builder, going on
+// past bad rows so that all of them are reported at once.
+type fileReader struct {
+	path  string
+	b     *Builder
+	rows  bool      // collect pairs (JSON Lines)
+	pairs []rowPair // hash and domain of each row, when rows
+
+	bad   []*LineError // the first maxListed bad lines
+	more  int          // bad lines past those
+	dups  []*dupError  // listed duplicates, their first line unknown yet
+	warns Warnings
+
+	// lines maps the records added (by their index in the Builder) to
+	// their line, to name the first line of a duplicate: an entry where a
+	// record is not on the line after the previous record's (blank or bad
+	// lines between, a CSV record over several lines), so it stays a few
+	// entries for a file without gaps.
+	lines []lineJump
+}
+
+// lineJump says that record idx and those after it, up to the next jump,
+// are on consecutive lines from line.
+type lineJump struct{ idx, line int }
+
+func (fr *fileReader) fail(line int, err error) {
+	if len(fr.bad) >= maxListed {
+		fr.more++
+		return
+	}
+	fr.bad = append(fr.bad, &LineError{Path: fr.path, Line: line, Err: err})
+}
+
+func (fr *fileReader) warn(line int, msg string) {
+	if len(fr.warns.List) >= maxListed {
+		fr.warns.More++
+		return
+	}
+	fr.warns.List = append(fr.warns.List, Warning{Path: fr.path, Line: line, Msg: msg})
+}
+
+// add validates a row read at line and adds it to the Builder, or records
+// why not.
+func (fr *fileReader) add(line int, row *fileRow, raw []byte) {
+	rec, warn, err := row.fileRecord()
+	if err == nil {
+		err = fr.b.Add(rec)
+	}
+	if errors.Is(err, ErrDuplicate) {
+		dom, _ := CanonicalDomain(rec.Domain) // as Add found it
+		d := &dupError{domain: strings.Clone(dom)}
+		if len(fr.bad) < maxListed {
+			fr.dups = append(fr.dups, d)
+		}
+		err = d
+	}
+	if err != nil {
+		fr.fail(line, err)
+		return
+	}
+	if warn != "" {
+		fr.warn(line, warn)
+	}
+	idx := fr.b.Len() - 1
+	if n := len(fr.lines); n == 0 || fr.lines[n-1].line+idx-fr.lines[n-1].idx != line {
+		fr.lines = append(fr.lines, lineJump{idx, line})
+	}
+	if fr.rows {
+		fr.pairs = append(fr.pairs, rowPair{rowHash(raw), fr.b.last})
+	}
+}
+
+// lineOf returns the line of the record added idx-th.
+func (fr *fileReader) lineOf(idx int) int {
+	i, _ := slices.BinarySearchFunc(fr.lines, idx, func(j lineJump, idx int) int { return cmp.Compare(j.idx, idx) })
+	if i == len(fr.lines) || fr.lines[i].idx > idx {
+		i--
+	}
+	return fr.lines[i].line + idx - fr.lines[i].idx
+}
+
+// err returns the FileError of the bad lines, nil when there are none,
+// after finding the first line of each listed duplicate: one pass over the
+// records, made only when a file has duplicates.
+func (fr *fileReader) err() error {
+	if len(fr.bad) == 0 {
+		return nil
+	}
+	if len(fr.dups) > 0 && fr.b.pk != nil {
+		want := make(map[string][]*dupError, len(fr.dups))
+		for _, d := range fr.dups {
+			want[d.domain] = append(want[d.domain], d)
+		}
+		idx := 0
+		fr.b.pk.p.each(func(r *Record) bool {
+			if ds, ok := want[r.Domain]; ok {
+				for _, d := range ds {
+					d.first = fr.lineOf(idx)
+				}
+				delete(want, r.Domain)
+			}
+			idx++
+			return len(want) > 0
+		})
+	}
+	return &FileError{Path: fr.path, Lines: fr.bad, More: fr.more}
+}
+
+// lineReader reads a file line by line like bufio.Scanner, but a line
+// longer than maxLine is skipped and reported rather than ending the read
+// with "token too long", so the lines after it are checked too.
+type lineReader struct {
+	br   *bufio.Reader // of at least maxLine+2 bytes (newLineBuffer)
+	line int
+}
+
+// next returns the next line trimmed of surrounding space (valid until the
+// next call), or errLineTooLong for a line longer than maxLine, or io.EOF
+// at the end, or the read error.
+func (lr *lineReader) next() ([]byte, error) {
+	lr.line++
+	p, err := lr.br.ReadSlice('\n')
+	long := false
+	for err == bufio.ErrBufferFull {
+		long = true
+		_, err = lr.br.ReadSlice('\n')
+	}
+	switch {
+	case err == io.EOF && (long || len(p) > 0):
+	case err != nil:
+		return nil, err
+	}
+	if long || len(bytes.TrimRight(p, "\r\n")) > maxLine {
+		return nil, errLineTooLong
+	}
+	return bytes.TrimSpace(p), nil
+}
+
+func (fr *fileReader) readJSONL(br *bufio.Reader) error {
+	lr := lineReader{br: br}
+	for {
+		p, err := lr.next()
+		if err == io.EOF {
+			return nil
+		}
+		if err == errLineTooLong {
+			fr.fail(lr.line, err)
+			continue
+		}
+		if err != nil {
+			return lineError(fr.path, lr.line, fmt.Errorf("reading: %w", err))
+		}
 		if len(p) == 0 {
 			continue
 		}
-		var fr fileRow
+		var row fileRow
 		// Borrowed strings: Add copies the record into the snapshot's
 		// arena and keeps none of them.
-		if err := decodeJSONRow(p, &fr, true); err != nil {
-			return lineError(path, line, err)
+		if err := decodeJSONRow(p, &row, true); err != nil {
+			fr.fail(lr.line, err)
+			continue
 		}
-		if err := addRow(b, &fr); err != nil {
-			return lineError(path, line, err)
-		}
-		if pairs != nil {
-			*pairs = append(*pairs, rowPair{rowHash(p), b.last})
-		}
+		fr.add(lr.line, &row, p)
 	}
-	if err := sc.Err(); err != nil {
-		return lineError(path, line+1, fmt.Errorf("reading: %w", err))
-	}
-	return nil
 }
 
-func addRow(b *Builder, fr *fileRow) error {
-	rec, err := fr.record()
-	if err != nil {
-		return err
-	}
-	return b.Add(rec)
-}
-
-func readCSV(br *bufio.Reader, path string, b *Builder) error {
+func (fr *fileReader) readCSV(br *bufio.Reader) error {
 	cr := csv.NewReader(br)
 	cr.ReuseRecord = true
 	cr.FieldsPerRecord = 0 // every row as wide as the header
@@ -533,53 +811,67 @@ func readCSV(br *bufio.Reader, path string, b *Builder) error {
 		return nil // an empty file is an empty registry
 	}
 	if err != nil {
-		return lineError(path, 1, fmt.Errorf("bad CSV: %w", err))
+		var pe *csv.ParseError
+		if !errors.As(err, &pe) {
+			return lineError(fr.path, 1, fmt.Errorf("reading: %w", err))
+		}
+		fr.fail(pe.StartLine, fmt.Errorf("%w: bad CSV: %w", ErrInvalidRecord, pe.Err))
+		return nil
 	}
+	// Every problem of the header is listed; the rows cannot be read
+	// without it.
 	cols := make([]int, len(header))
 	seen := map[int]bool{}
 	for i, h := range header {
 		name := strings.TrimSpace(h)
-		idx := -1
-		for j, c := range columns {
-			if c == name {
-				idx = j
-			}
-		}
-		if idx < 0 {
-			return lineError(path, 1, fmt.Errorf("%w: unknown column %q", ErrInvalidRecord, name))
-		}
-		if seen[idx] {
-			return lineError(path, 1, fmt.Errorf("%w: duplicate column %q", ErrInvalidRecord, name))
+		idx := slices.Index(columns, name)
+		switch {
+		case idx < 0:
+			fr.fail(1, fmt.Errorf("%w: unknown column %q (the columns are %s)", ErrInvalidRecord, name, strings.Join(columns, ", ")))
+		case seen[idx]:
+			fr.fail(1, fmt.Errorf("%w: duplicate column %q", ErrInvalidRecord, name))
 		}
 		seen[idx] = true
 		cols[i] = idx
 	}
 	for _, req := range []int{0, 1} {
 		if !seen[req] {
-			return lineError(path, 1, fmt.Errorf("%w: missing column %q", ErrInvalidRecord, columns[req]))
+			fr.fail(1, fmt.Errorf("%w: missing column %q", ErrInvalidRecord, columns[req]))
 		}
+	}
+	if len(fr.bad) > 0 {
+		return nil
 	}
 	for {
 		row, err := cr.Read()
 		if err == io.EOF {
 			return nil
 		}
-		line, _ := cr.FieldPos(0)
 		if err != nil {
+			// Not FieldPos: after some parse errors the record has no
+			// field, and FieldPos panics.
 			var pe *csv.ParseError
-			if errors.As(err, &pe) {
-				line = pe.StartLine
+			if !errors.As(err, &pe) {
+				return fmt.Errorf("reading %s: %w", fr.path, err)
 			}
-			return lineError(path, line, fmt.Errorf("%w: bad CSV: %w", ErrInvalidRecord, err))
+			fr.fail(pe.StartLine, fmt.Errorf("%w: bad CSV: %w", ErrInvalidRecord, pe.Err))
+			continue
 		}
-		var fr fileRow
+		line, _ := cr.FieldPos(0)
+		size := 0
+		for _, v := range row {
+			size += len(v) + 1
+		}
+		if size-1 > maxLine {
+			fr.fail(line, errLineTooLong)
+			continue
+		}
+		var r fileRow
 		for i, v := range row {
 			// Clone: the reader reuses its buffer and records keep strings.
-			fr.set(cols[i], strings.Clone(strings.TrimSpace(v)))
+			r.set(cols[i], strings.Clone(strings.TrimSpace(v)))
 		}
-		if err := addRow(b, &fr); err != nil {
-			return lineError(path, line, err)
-		}
+		fr.add(line, &r, nil)
 	}
 }
 
@@ -681,7 +973,7 @@ func (f *FileSource) load(id fileID) error {
 	f.loadMu.Lock()
 	defer f.loadMu.Unlock()
 	start := time.Now()
-	installed, incremental, err := f.reload()
+	installed, incremental, warns, err := f.reload()
 	f.mu.Lock()
 	f.loaded = id
 	f.lastErr = err
@@ -693,6 +985,7 @@ func (f *FileSource) load(id fileID) error {
 		f.lastSuccess.Store(time.Now().UnixNano())
 		f.log.Info("registry file loaded", "records", installed.Len(), "incremental", incremental,
 			"duration_seconds", time.Since(start).Seconds())
+		f.logWarnings(warns)
 	}
 	if f.OnReload != nil {
 		f.OnReload(installed, err)
@@ -700,9 +993,21 @@ func (f *FileSource) load(id fileID) error {
 	return err
 }
 
+// logWarnings logs the rows a load accepted after normalising them, each
+// with its line (an incremental load: only the rows that changed).
+func (f *FileSource) logWarnings(ws Warnings) {
+	for _, w := range ws.List {
+		f.log.Warn("registry file row normalised", "line", w.Line, "warning", w.Msg)
+	}
+	if ws.More > 0 {
+		f.log.Warn("more registry file rows normalised, not logged one by one", "count", ws.More)
+	}
+}
+
 // reload installs the file's records: from the rows that changed since
 // the last load when it can (see fileindex.go), else from a full parse.
-func (f *FileSource) reload() (installed *Snapshot, incremental bool, err error) {
+// warns are the rows it read that were normalised.
+func (f *FileSource) reload() (installed *Snapshot, incremental bool, warns Warnings, err error) {
 	if ix := f.rows; ix != nil && f.reg.Loaded() {
 		base := f.reg.Snapshot()
 		if base.gen == ix.gen {
@@ -719,20 +1024,21 @@ func (f *FileSource) reload() (installed *Snapshot, incremental bool, err error)
 				if err == nil {
 					f.rows = ix.next(ch.seen, ch.added, installed.gen)
 					f.incrementals.Add(1)
-					return installed, true, nil
+					return installed, true, ch.warns, nil
 				}
 				if !errors.Is(err, errStaleRows) {
-					return nil, true, err
+					return nil, true, Warnings{}, err
 				}
 			}
 			// A bad row: the full parse below reports it as a full load
 			// would (and the serving snapshot stays).
 		}
 	}
-	recs, pairs, err := loadSnapshotRows(f.path, true)
+	res, err := loadSnapshotRows(f.path, true)
 	if err != nil {
-		return nil, false, err
+		return nil, false, res.warns, err
 	}
+	recs := res.snap
 	installed, err = f.install(func(old *Snapshot) (*Snapshot, error) {
 		if err := f.guard(old, recs.Len(), -1); err != nil {
 			return nil, err
@@ -755,10 +1061,10 @@ func (f *FileSource) reload() (installed *Snapshot, incremental bool, err error)
 		return s, nil
 	})
 	f.rows = nil
-	if err == nil && pairs != nil {
-		f.rows = buildRowIndex(pairs, installed.gen)
+	if err == nil && res.pairs != nil {
+		f.rows = buildRowIndex(res.pairs, installed.gen)
 	}
-	return installed, false, err
+	return installed, false, res.warns, err
 }
 
 // errStaleRows: the serving records changed under the row index (another
@@ -837,7 +1143,12 @@ func (f *FileSource) Run(ctx context.Context) error {
 		// Load a changed file once it has been stable for one interval.
 		if id != loaded && id == prev {
 			if err := f.load(id); err != nil {
-				f.log.Error("registry file rejected, previous snapshot keeps serving", "error", err.Error())
+				args := []any{"error", err.Error()}
+				var fe *FileError
+				if errors.As(err, &fe) {
+					args = append(args, "bad_lines", fe.Count())
+				}
+				f.log.Error("registry file rejected, previous snapshot keeps serving", args...)
 			}
 		}
 		prev = id

@@ -1,8 +1,6 @@
 package registry
 
 import (
-	"bufio"
-	"bytes"
 	"cmp"
 	"fmt"
 	"hash/maphash"
@@ -162,6 +160,7 @@ type fileChanges struct {
 	rows    int       // rows in the file
 	seen    []bool    // seen[i]: the row of ix.hashes[i] is still there
 	added   []rowPair // rows not in ix
+	warns   Warnings  // rows among added whose domain was normalised
 }
 
 // readChanges reads the JSON Lines file at path and compares it with ix,
@@ -179,20 +178,22 @@ func readChanges(path string, ix *rowIndex, old *Snapshot) (*fileChanges, error)
 }
 
 func diffRows(r io.Reader, path string, ix *rowIndex, old *Snapshot) (*fileChanges, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
-	if p, _ := br.Peek(3); bytes.Equal(p, []byte("\xef\xbb\xbf")) {
-		br.Discard(3)
-	}
-	sc := bufio.NewScanner(br)
-	sc.Buffer(make([]byte, 0, 4096), maxLine)
+	lr := lineReader{br: newLineBuffer(r)}
 	ch := &fileChanges{}
 	seen := make([]bool, len(ix.hashes))
 	var lines []int            // lines[i]: the line of upserts[i]
 	added := map[string]bool{} // domains of the new and changed rows
-	line := 0
-	for sc.Scan() {
-		line++
-		p := bytes.TrimSpace(sc.Bytes())
+	// Warnings go through a fileReader so they are capped as a full
+	// load's are.
+	notes := fileReader{path: path}
+	for {
+		p, err := lr.next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, lineError(path, lr.line, err)
+		}
 		if len(p) == 0 {
 			continue
 		}
@@ -200,16 +201,16 @@ func diffRows(r io.Reader, path string, ix *rowIndex, old *Snapshot) (*fileChang
 		h := rowHash(p)
 		if i, ok := ix.find(h); ok {
 			if seen[i] {
-				return nil, lineError(path, line, fmt.Errorf("%w: domain %s", ErrDuplicate, ix.doms[i]))
+				return nil, lineError(path, lr.line, fmt.Errorf("%w: domain %s", ErrDuplicate, ix.doms[i]))
 			}
 			seen[i] = true
 			continue
 		}
 		var fr fileRow
 		if err := decodeJSONRow(p, &fr, false); err != nil {
-			return nil, lineError(path, line, err)
+			return nil, lineError(path, lr.line, err)
 		}
-		rec, err := fr.record()
+		rec, warn, err := fr.fileRecord()
 		if err == nil {
 			err = canonicalRecord(&rec)
 		}
@@ -217,16 +218,17 @@ func diffRows(r io.Reader, path string, ix *rowIndex, old *Snapshot) (*fileChang
 			err = fmt.Errorf("%w: domain %s", ErrDuplicate, rec.Domain)
 		}
 		if err != nil {
-			return nil, lineError(path, line, err)
+			return nil, lineError(path, lr.line, err)
+		}
+		if warn != "" {
+			notes.warn(lr.line, warn)
 		}
 		added[rec.Domain] = true
 		ch.upserts = append(ch.upserts, rec)
-		lines = append(lines, line)
+		lines = append(lines, lr.line)
 		ch.added = append(ch.added, rowPair{h, rec.Domain})
 	}
-	if err := sc.Err(); err != nil {
-		return nil, lineError(path, line+1, fmt.Errorf("reading: %w", err))
-	}
+	ch.warns = notes.warns
 	// Rows that are gone: their domains are deleted unless a new row
 	// holds them (an edited row). A new row for a domain whose old row is
 	// still there is a duplicate, as a full load would say.

@@ -101,6 +101,17 @@ func TestDatabaseCommands(t *testing.T) {
 		}
 	}
 
+	// A dry run prints the rows it normalised, with their lines.
+	upper := filepath.Join(t.TempDir(), "upper.csv")
+	if err := os.WriteFile(upper, []byte("domain,state\nNEW.CN.,cancelled\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCmd(t, importCmd, "-config", cfgPath, "--dry-run", upper)
+	if want := "icpgate import: warning: " + upper + `:2: domain "NEW.CN." read as new.cn (write domains in lower case, without a trailing dot)` + "\n"; code != exitOK || errOut != want ||
+		!strings.Contains(out, "1 rows, 0 inserted, 1 updated, 0 unchanged, 0 deleted") {
+		t.Errorf("dry run of %s: got exit %d, stdout %q, stderr %q; want a dry run and stderr %q", upper, code, out, errOut, want)
+	}
+
 	// Export, in both formats, imports back unchanged.
 	for _, format := range []string{"jsonl", "csv"} {
 		path := filepath.Join(t.TempDir(), "export."+format)
@@ -115,13 +126,33 @@ func TestDatabaseCommands(t *testing.T) {
 		if !strings.Contains(string(data), "xn--fsqu00a.xn--fiqs8s") || !strings.Contains(string(data), "new.cn") {
 			t.Errorf("export %s: got %q, want the three records", format, data)
 		}
-		code, out, errOut := runCmd(t, importCmd, "-config", cfgPath, path)
+		code, out, errOut = runCmd(t, importCmd, "-config", cfgPath, path)
 		if code != exitOK || !strings.Contains(out, "3 rows, 0 inserted, 0 updated, 3 unchanged") {
 			t.Errorf("re-import of the %s export: got exit %d, %q %q, want 3 unchanged", format, code, out, errOut)
 		}
 	}
-	code, out, _ := runCmd(t, exportCmd, "-dsn", dsn)
+	code, out, _ = runCmd(t, exportCmd, "-dsn", dsn)
 	if want := `{"domain":"filed.cn","state":"filed","filing_number":"京ICP备10206937号-1","subject":"北京测试科技有限公司","subject_type":"enterprise","province":"京","upstream":"10.0.0.5:443","updated_at":"2026-11-01T08:00:00Z"}`; code != exitOK || !strings.Contains(out, want+"\n") {
 		t.Errorf("export to stdout: got %q, want a line %q", out, want)
+	}
+}
+
+// TestImportListsBadLines checks that a file with bad rows is refused
+// before any database is contacted, every bad line listed.
+func TestImportListsBadLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bad.jsonl")
+	content := `{"domain":"a.cn","state":"filed"}` + "\n" + `{"domain":"B.CN","state":"cancelled"}` + "\n" +
+		`{"domain":"b.cn","state":"cancelled"}` + "\n" + strings.Repeat("x", 70000) + "\n"
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCmd(t, importCmd, "-dsn", "postgres://icpgate@127.0.0.1:1/none", "--dry-run", path)
+	want := "icpgate import: warning: " + path + `:2: domain "B.CN" read as b.cn (write domains in lower case, without a trailing dot)` + "\n" +
+		"icpgate import: " + path + " has 3 bad lines; nothing was imported:\n" +
+		"  " + path + ":1: invalid record: filing_number: required for state filed\n" +
+		"  " + path + ":3: duplicate domain: domain b.cn is also on line 2\n" +
+		"  " + path + ":4: longer than 65536 bytes; a record is one line of at most 65536 bytes\n"
+	if code != exitError || out != "" || errOut != want {
+		t.Errorf("got exit %d, stdout %q, stderr\n%s\nwant exit %d, stderr\n%s", code, out, errOut, exitError, want)
 	}
 }

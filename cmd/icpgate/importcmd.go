@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"iter"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -50,9 +52,12 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitError
 	}
 	path := files[0]
-	snap, err := registry.LoadSnapshot(path)
+	snap, warns, err := registry.LoadSnapshotWarnings(path)
+	for _, w := range warns.Lines() {
+		fmt.Fprintf(stderr, "icpgate import: warning: %s\n", w)
+	}
 	if err != nil {
-		fmt.Fprintf(stderr, "icpgate import: %v\n", err)
+		printLoadError(stderr, "icpgate import", err, "nothing was imported")
 		return exitError
 	}
 	conn, err := df.connect(ctx)
@@ -78,6 +83,21 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fmt.Fprintf(stdout, "%s %s: %d rows, %d inserted, %d updated, %d unchanged, %d deleted in %.1fs\n",
 		verb, path, sum.Rows, sum.Inserted, sum.Updated, sum.Unchanged, sum.Deleted, time.Since(start).Seconds())
 	return exitOK
+}
+
+// printLoadError prints the error of a registry file that was refused:
+// a file with several bad lines as a count and then one line for each,
+// indented, after what the refusal means (outcome).
+func printLoadError(w io.Writer, cmd string, err error, outcome string) {
+	var fe *registry.FileError
+	if !errors.As(err, &fe) || fe.Count() < 2 {
+		fmt.Fprintf(w, "%s: %v (%s)\n", cmd, err, outcome)
+		return
+	}
+	fmt.Fprintf(w, "%s: %s has %d bad lines; %s:\n", cmd, fe.Path, fe.Count(), outcome)
+	for _, line := range strings.Split(err.Error(), "\n") {
+		fmt.Fprintf(w, "  %s\n", line)
+	}
 }
 
 // importSnapshot loads snap into the database in one transaction, rolled
