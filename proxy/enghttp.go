@@ -1,3 +1,5 @@
+//go:build linux
+
 package proxy
 
 // The engine's share of an http listener.

@@ -429,7 +429,7 @@ func (h *httpHandler) serve(ctx context.Context, c stream, ci *connInfo) {
 func (h *httpHandler) run(ctx context.Context, c stream, ci *connInfo, host string, first bool, p *parker, j *connJob) (parked bool) {
 	hc := h.conns.Get().(*httpConn)
 	hc.h, hc.c, hc.client, hc.ci, hc.host = h, c, ci.client, *ci, host
-	hc.canPark = p != nil
+	hc.canPark = p.enabled()
 	hc.ip = ci.client.Addr().Unmap().AppendTo(hc.ip[:0])
 	if first && j != nil && len(j.first) > 0 {
 		hc.in.grow(len(j.first))
@@ -1652,25 +1652,6 @@ func tunnelCopy(dst, src stream, done chan<- int64) {
 	n, _ := spliceCopy(dst, src, nil)
 	dst.CloseWrite()
 	done <- n
-}
-
-// spliceRun moves up to n bytes from src to dst with splice(2) through a
-// cached pipe (splice.go), never more; eof reports that src ended first.
-func spliceRun(dst, src stream, n int64) (moved int64, eof bool, err error) {
-	srcRC, err := src.SyscallConn()
-	if err != nil {
-		return 0, false, err
-	}
-	dstRC, err := dst.SyscallConn()
-	if err != nil {
-		return 0, false, err
-	}
-	s, err := getSplicer()
-	if err != nil {
-		return 0, false, err
-	}
-	defer putSplicer(s)
-	return s.copyRun(dstRC, srcRC, n, true)
 }
 
 // chunkReader validates chunked framing incrementally (RFC 9112 §7.1).

@@ -18,11 +18,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/pires/go-proxyproto"
-	"golang.org/x/sys/unix"
 )
 
 // PROXY header framing (proxy-protocol.txt §2.1, §2.2).
@@ -284,11 +283,9 @@ func peek(c *net.TCPConn, buf []byte, more func([]byte) bool) (n int, eof bool, 
 	var serr error
 	err = rc.Read(func(fd uintptr) bool {
 		for {
-			m, e := recvPeek(int(fd), buf)
+			m, e := peekSocket(fd, buf)
 			switch {
-			case e == unix.EINTR:
-				continue
-			case e == unix.EAGAIN:
+			case e == syscall.EAGAIN:
 				return false // nothing yet: wait
 			case e != 0:
 				serr = e
@@ -315,21 +312,6 @@ func peek(c *net.TCPConn, buf []byte, more func([]byte) bool) (n int, eof bool, 
 		err = serr
 	}
 	return n, eof, err
-}
-
-// recvPeek is recv(fd, b, MSG_PEEK|MSG_DONTWAIT) without the allocation
-// unix.Recvfrom makes for the source address.
-func recvPeek(fd int, b []byte) (int, unix.Errno) {
-	r, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
-		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-	return int(r), e
-}
-
-// peerClosed reports whether the peer of a TCP socket has closed its side
-// (the socket is in CLOSE_WAIT).
-func peerClosed(fd int) bool {
-	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-	return err == nil && info.State == unix.BPF_TCP_CLOSE_WAIT
 }
 
 // acquireGlobal admits one connection against the global cap only: a

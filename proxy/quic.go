@@ -102,12 +102,10 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/icpgate/icpgate/sni"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sys/unix"
 )
 
 // QUIC defaults and fixed bounds.
@@ -270,16 +268,7 @@ var initialsPool = sync.Pool{New: func() any { return new(sni.Initials) }}
 // bindQUIC opens the UDP socket of a quic listener, with SO_REUSEPORT like
 // the TCP listeners.
 func bindQUIC(lc ListenerConfig) (*net.UDPConn, error) {
-	lcfg := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		})
-		if err == nil && serr != nil {
-			err = fmt.Errorf("setting SO_REUSEPORT: %w", serr)
-		}
-		return err
-	}}
+	lcfg := net.ListenConfig{Control: reusePortControl}
 	pc, err := lcfg.ListenPacket(context.Background(), "udp", lc.Address)
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: binding udp %s: %w", lc.Name, lc.Address, err)
@@ -341,7 +330,7 @@ func (q *quicListener) readLoop() {
 			continue
 		}
 		backoff = 0
-		if flags&unix.MSG_TRUNC != 0 {
+		if flags&msgTrunc != 0 {
 			q.drops[quicDropTooLarge].Inc()
 			continue
 		}
@@ -821,7 +810,7 @@ func (q *quicListener) runFlow(rt *listenerRuntime, f *quicFlow, addr string) {
 			}
 			continue // ECONNREFUSED from an ICMP error and the like
 		}
-		if flags&unix.MSG_TRUNC != 0 {
+		if flags&msgTrunc != 0 {
 			// Rare (datagrams over 2 KiB): this one is lost; this flow
 			// reads with a full-size buffer from now on.
 			q.drops[quicDropTooLarge].Inc()

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sys/unix"
 )
 
 // relayChunk is how many bytes one splice run moves before the byte
@@ -22,12 +20,11 @@ const relayChunk = 1 << 20
 // relay moves bytes between client and up in both directions until both
 // have ended, counting them in bytesUp (client to upstream) and bytesDown.
 //
-// Both ends are *net.TCPConn, so each direction is splice(2) through a
-// pipe (spliceCopy, splice.go): the payload never enters user space. When
-// one side ends its
-// stream (EOF), relay half-closes the other side with CloseWrite and keeps
-// the opposite direction running, so a client can send a request, shut its
-// write side and still read the whole response. Any error in one direction
+// Both ends are *net.TCPConn, so on Linux each direction is splice(2)
+// through a pipe (spliceCopy): the payload never enters user space. When
+// one side ends its stream (EOF), relay half-closes the other side with
+// CloseWrite and keeps the opposite direction running, so a client can
+// send a request, shut its write side and still read the whole response. Any error in one direction
 // (reset, a close by the idle watchdog or by the drain deadline) closes both
 // connections, which ends the other direction too. relay does not close the
 // connections on the normal path; the caller does.
@@ -72,36 +69,15 @@ func relayDownstream(client, up *net.TCPConn, bytesDown prometheus.Counter) (int
 	return n, nil
 }
 
-// spliceCopy copies src to dst until EOF on src (nil error) or an error,
-// with splice(2) through a cached pipe (splice.go), adding the bytes moved
-// to count (if any) every relayChunk bytes and at the end.
-func spliceCopy(dst, src syscall.Conn, count prometheus.Counter) (int64, error) {
-	srcRC, err := src.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	dstRC, err := dst.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	s, err := getSplicer()
-	if err != nil {
-		return 0, err
-	}
-	defer putSplicer(s)
-	var total int64
-	for {
-		n, done, err := s.copyRun(dstRC, srcRC, relayChunk, false)
-		if n > 0 {
-			total += n
-			if count != nil {
-				count.Add(float64(n))
-			}
-		}
-		if err != nil || done {
-			return total, err
-		}
-	}
+// stream is a connected TCP socket as the HTTP handler and the connection
+// set use it: a *net.TCPConn (accepted by an accept loop, or dialled), or a
+// client connection the engine hands over (a sockConn, enghttp.go). Paths
+// that need a *net.TCPConn (TLS, auto, transparent, PROXY) only ever get
+// one: see trackedConn.tcp.
+type stream interface {
+	net.Conn
+	syscall.Conn
+	CloseWrite() error
 }
 
 // trackedConn is one admitted client connection, registered in a connSet so
@@ -280,35 +256,4 @@ func (s *connSet) checkIdle(now time.Time, due []idleCheck, onClose func(listene
 		s.reschedule(d.tc, now.Add(d.idle-inactive).UnixNano())
 	}
 	return closed
-}
-
-// errNoTCPInfo reports a socket whose TCP_INFO could not be read.
-var errNoTCPInfo = errors.New("reading TCP_INFO")
-
-// tcpInactive reports how long c has seen no progress: the time since it
-// last received data, or, while it has data in flight or queued to send (a
-// slow reader), since it last received an ACK, whichever is more recent.
-// The kernel keeps these with jiffy resolution; that is ample for an idle
-// timeout.
-func tcpInactive(c syscall.Conn) (time.Duration, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return 0, fmt.Errorf("%w: %w", errNoTCPInfo, err)
-	}
-	var info *unix.TCPInfo
-	var serr error
-	err = rc.Control(func(fd uintptr) {
-		info, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-	})
-	if err == nil {
-		err = serr
-	}
-	if err != nil {
-		return 0, fmt.Errorf("%w: %w", errNoTCPInfo, err)
-	}
-	ms := info.Last_data_recv
-	if (info.Unacked > 0 || info.Notsent_bytes > 0) && info.Last_ack_recv < ms {
-		ms = info.Last_ack_recv
-	}
-	return time.Duration(ms) * time.Millisecond, nil
 }

@@ -12,11 +12,9 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sys/unix"
 
 	"github.com/icpgate/icpgate/sni"
 )
@@ -478,61 +476,6 @@ func clientSpeaksFirst(protocol string) bool {
 	return protocol == "tls" || protocol == "http"
 }
 
-// deferAccept makes the kernel complete a connection's handshake but queue
-// it for accept only once its first bytes have arrived (TCP_DEFER_ACCEPT,
-// nginx's "deferred", HAProxy's "defer-accept"). The accepting side then
-// finds the ClientHello or request head already there: the passthrough
-// engine reads it in the turn that accepts, and a handler's first read
-// does not wait, so a new connection costs one poller wake-up fewer. A
-// client that connects and stays silent costs a request socket in the
-// kernel, not a descriptor and a connection slot here.
-func deferAccept(ln *net.TCPListener) error {
-	rc, err := ln.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, deferAcceptSeconds)
-	}); err != nil {
-		return err
-	}
-	if serr != nil {
-		return fmt.Errorf("setting TCP_DEFER_ACCEPT: %w", serr)
-	}
-	return nil
-}
-
-// listenControl sets SO_REUSEPORT and the inherited keep-alive options on a
-// listening socket before bind.
-func listenControl(network, address string, c syscall.RawConn) error {
-	var serr error
-	err := c.Control(func(fd uintptr) {
-		for _, o := range []struct {
-			level, name, value int
-			what               string
-		}{
-			{unix.SOL_SOCKET, unix.SO_REUSEPORT, 1, "SO_REUSEPORT"},
-			// Inherited by accepted sockets: the passthrough engine
-			// relays small messages at once without a setsockopt each.
-			{unix.IPPROTO_TCP, unix.TCP_NODELAY, 1, "TCP_NODELAY"},
-			{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1, "SO_KEEPALIVE"},
-			{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, keepAliveIdleSeconds, "TCP_KEEPIDLE"},
-			{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, keepAliveIntervalSeconds, "TCP_KEEPINTVL"},
-			{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, keepAliveCount, "TCP_KEEPCNT"},
-		} {
-			if err := unix.SetsockoptInt(int(fd), o.level, o.name, o.value); err != nil {
-				serr = fmt.Errorf("setting %s: %w", o.what, err)
-				return
-			}
-		}
-	})
-	if err == nil {
-		err = serr
-	}
-	return err
-}
-
 // Addr returns the bound address of the named listener, or nil when there
 // is no such listener or it is not bound.
 // ServedBy names how listener name's connections are served: "engine"
@@ -650,24 +593,13 @@ func (s *Server) Reload(cfg Config, d Decider) error {
 // close stops accepting on l; its open connections are not touched.
 func (l *listener) close() {
 	l.closing.Store(true)
-	for _, e := range l.engines {
-		e.call(func() { e.removeListener(l) }) // before the socket closes
-	}
+	l.leaveEngines() // before the socket closes
 	if l.ln != nil {
 		l.ln.Close()
 	}
 	l.closeEngineFD()
 	if l.pc != nil {
 		l.pc.Close() // ends the quic read loop, which ends its flows
-	}
-}
-
-// closeEngineFD closes the engines' descriptor of l's socket, once no
-// engine watches it.
-func (l *listener) closeEngineFD() {
-	if l.efd >= 0 {
-		rawClose(l.efd)
-		l.efd = -1
 	}
 }
 
@@ -695,8 +627,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.startAccept(l)
 	}
 	s.mu.Unlock()
-	napper.add(1)
-	defer napper.add(-1)
+	defer s.startNapper()()
 
 	watchdogDone := make(chan struct{})
 	stopWatchdog := make(chan struct{})
@@ -761,12 +692,7 @@ func (s *Server) shutdown() {
 	select {
 	case <-done:
 	case <-t.C:
-		n := s.conns.closeAll()
-		s.mu.Lock()
-		for _, e := range s.engines {
-			e.call(func() { n += e.closeAll() })
-		}
-		s.mu.Unlock()
+		n := s.conns.closeAll() + s.closeEngineConns()
 		s.hardCancel()
 		s.log.Warn("drain deadline reached, closed open connections", "connections", n)
 		<-done
@@ -814,79 +740,8 @@ func (s *Server) acceptLoop(l *listener) {
 	}
 }
 
-// engineAccept makes every engine accept on l, starting the engines the
-// first time. s.mu must be held.
-func (s *Server) engineAccept(l *listener) error {
-	if s.engines == nil {
-		n := engineProcs.cores()
-		for range n {
-			e, err := newEngine(s)
-			if err != nil {
-				s.stopEngines()
-				return err
-			}
-			s.engines = append(s.engines, e)
-		}
-	}
-	fd, err := dupCloexec(l.ln)
-	if err != nil {
-		return err
-	}
-	l.efd = fd
-	for _, e := range s.engines {
-		var err error
-		e.call(func() { err = e.addListener(l) })
-		if err != nil {
-			for _, added := range l.engines {
-				added.call(func() { added.removeListener(l) })
-			}
-			l.engines = nil
-			l.closeEngineFD()
-			return err
-		}
-		l.engines = append(l.engines, e)
-	}
-	// Only the duplicate is left: closing a descriptor does not shut the
-	// socket down while another refers to it. ln keeps its address.
-	l.ln.Close()
-	return nil
-}
-
-// dupCloexec duplicates c's descriptor, close-on-exec. The duplicate is
-// the caller's alone: in no poller, and unaffected by c's Close.
-func dupCloexec(c syscall.Conn) (int, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	nfd, derr := -1, error(nil)
-	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return -1, err
-	}
-	return nfd, derr
-}
-
-// stopEngines stops the passthrough engines. s.mu must be held.
-func (s *Server) stopEngines() {
-	for _, e := range s.engines {
-		e.stop()
-	}
-	s.engines = nil
-}
-
 // openConns reports the open client connections.
 func (s *Server) openConns() int { return s.conns.len() + s.engineConns() }
-
-// engineConns reports the connections the engines serve.
-func (s *Server) engineConns() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, e := range s.engines {
-		n += int(e.open.Load())
-	}
-	return n
-}
 
 // admitConn applies the connection limits to c, accepted on l, and starts
 // its handler.

@@ -12,12 +12,11 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sys/unix"
 
 	"github.com/icpgate/icpgate/metrics"
 )
@@ -27,11 +26,6 @@ const (
 	transparentTPROXY   = "tproxy"
 	transparentRedirect = "redirect"
 )
-
-// ip6tSOOriginalDst is IP6T_SO_ORIGINAL_DST (linux/netfilter_ipv6/ip6_tables.h),
-// which golang.org/x/sys does not define; it has the same value as
-// SO_ORIGINAL_DST, at level SOL_IPV6.
-const ip6tSOOriginalDst = 80
 
 // Reasons a transparent listener refuses a connection, the label values of
 // EdgeMetrics.TransparentRefused.
@@ -143,26 +137,6 @@ func (d *upstreamDialer) dial(ctx context.Context, addr string, ci *connInfo) (*
 		}
 	}
 	return up, nil
-}
-
-// transparentControl makes a socket IP_TRANSPARENT (IPV6_TRANSPARENT for
-// tcp6), so that it may bind a non-local address (spoofed source) or accept
-// connections TPROXY delivers. It needs CAP_NET_ADMIN (or CAP_NET_RAW).
-func transparentControl(network, address string, c syscall.RawConn) error {
-	level, opt, name := unix.SOL_IP, unix.IP_TRANSPARENT, "IP_TRANSPARENT"
-	if network == "tcp6" {
-		level, opt, name = unix.SOL_IPV6, unix.IPV6_TRANSPARENT, "IPV6_TRANSPARENT"
-	}
-	var serr error
-	err := c.Control(func(fd uintptr) {
-		if e := unix.SetsockoptInt(int(fd), level, opt, 1); e != nil {
-			serr = fmt.Errorf("setting %s (needs CAP_NET_ADMIN): %w", name, e)
-		}
-	})
-	if err == nil {
-		err = serr
-	}
-	return err
 }
 
 // transparentListenControl is listenControl plus IP_TRANSPARENT, for
@@ -303,33 +277,6 @@ func originalDst(c *net.TCPConn, mode string) (netip.AddrPort, error) {
 	return dst, err
 }
 
-// getOriginalDst reads SO_ORIGINAL_DST (IPv4) or IP6T_SO_ORIGINAL_DST
-// (IPv6): the destination conntrack recorded before NAT REDIRECT rewrote
-// it. golang.org/x/sys has no getsockopt returning a sockaddr, hence the
-// raw call with exactly the length the kernel expects.
-func getOriginalDst(fd int, v6 bool) (netip.AddrPort, error) {
-	if !v6 {
-		var sa unix.RawSockaddrInet4
-		l := uint32(unix.SizeofSockaddrInet4)
-		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_IP, unix.SO_ORIGINAL_DST,
-			uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&l)), 0)
-		if e != 0 {
-			return netip.AddrPort{}, fmt.Errorf("getsockopt SO_ORIGINAL_DST: %w", e)
-		}
-		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(p[0])<<8|uint16(p[1])), nil
-	}
-	var sa unix.RawSockaddrInet6
-	l := uint32(unix.SizeofSockaddrInet6)
-	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_IPV6, ip6tSOOriginalDst,
-		uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&l)), 0)
-	if e != 0 {
-		return netip.AddrPort{}, fmt.Errorf("getsockopt IP6T_SO_ORIGINAL_DST: %w", e)
-	}
-	p := (*[2]byte)(unsafe.Pointer(&sa.Port))
-	return unmapAddrPort(netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(p[0])<<8|uint16(p[1]))), nil
-}
-
 // errTransparent marks a connection a transparent listener refuses.
 var errTransparent = errors.New("transparent destination refused")
 
@@ -391,6 +338,9 @@ func validateEdge(l ListenerConfig, f string, bad func(field, format string, arg
 			return bad(f+"transparent", "required with upstream \"original\": tproxy or redirect")
 		}
 	case transparentTPROXY, transparentRedirect:
+		if !transparentSupported {
+			return bad(f+"transparent", "%q needs Linux (IP_TRANSPARENT, SO_ORIGINAL_DST); this build is for %s", l.Transparent, runtime.GOOS)
+		}
 		if !original {
 			return bad(f+"transparent", "%q needs upstream \"original\"", l.Transparent)
 		}

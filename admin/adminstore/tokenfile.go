@@ -13,10 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/icpgate/icpgate/admin"
 )
@@ -69,15 +66,6 @@ type fileID struct {
 	dev, ino     uint64
 	size         int64
 	mtime, ctime int64 // ns
-}
-
-func idOf(fi os.FileInfo) fileID {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fileID{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
-	}
-	return fileID{dev: uint64(st.Dev), ino: uint64(st.Ino), size: st.Size,
-		mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}
 }
 
 // OpenTokenFile opens the token file at path, creating it (mode 0600) and
@@ -409,11 +397,11 @@ func (f *TokenFile) lock(ctx context.Context) (unlock func(), err error) {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		err := unix.Flock(int(fd.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
+		held, err := tryLock(fd)
+		if held {
 			break
 		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+		if err != nil {
 			fd.Close()
 			return nil, fmt.Errorf("adminstore: locking %s: %w", f.lockPath, err)
 		}

@@ -103,7 +103,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			prev(g)
 		}
 	})
-	return serve(ctx, cfg, stderr)
+	return serve(ctx, cfg, serveOptions{}, stderr)
 }
 
 // demoToken creates the demo's admin token in the token file at path and

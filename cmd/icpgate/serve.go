@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -375,6 +376,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "config file (default: $ICPGATE_CONFIG, else /etc/icpgate/icpgate.yaml if present, else the embedded demo config)")
 	check := fs.Bool("check", false, "load and validate everything (config, registry, suffix list, block page, listener addresses), serve nothing; exit 0 or 2")
+	upgrade := fs.Bool("upgrade", false, "replace the running icpgate that serves these addresses: start beside it and, once ready, have it drain and exit (Linux)")
 	if err := fs.Parse(args); err != nil {
 		return exitError
 	}
@@ -390,13 +392,28 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if *check {
 		return checkServe(ctx, cfg, stdout, stderr)
 	}
-	return serve(ctx, cfg, stderr)
+	return serve(ctx, cfg, serveOptions{upgrade: *upgrade}, stderr)
+}
+
+// serveOptions are serve's flags beyond the config.
+type serveOptions struct {
+	// upgrade replaces the running instance on the same addresses instead
+	// of refusing to start beside it (instance.go).
+	upgrade bool
 }
 
 // serve runs cfg until ctx is done or a SIGINT/SIGTERM arrives.
-func serve(ctx context.Context, cfg *Config, stderr io.Writer) int {
+func serve(ctx context.Context, cfg *Config, opts serveOptions, stderr io.Writer) int {
 	level := new(slog.LevelVar)
 	log := newLogger(cfg.Log, stderr, level)
+	// Before anything is loaded or bound, so that a refused second
+	// instance touches nothing of the first's.
+	inst, err := claimInstance(cfg, opts.upgrade, log)
+	if err != nil {
+		log.Error("cannot start", "error", err)
+		return exitError
+	}
+	defer inst.close()
 	g, err := NewGateway(cfg, log, level)
 	if err != nil {
 		log.Error("cannot start", "error", err)
@@ -442,13 +459,31 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) int {
 	defer signal.Stop(hup)
 	// Ready once a reload signal would be handled, not only once bound.
 	sdNotify(log, "READY=1\nSTATUS=serving")
+	// An upgrade tells the instance it replaces to drain once this one is
+	// ready (its registry loaded), not merely bound.
+	inst.takeOver(g.ready)
+	var upgradeFailed atomic.Bool
 	go func() {
+		drain := func() {
+			stop()
+			sdNotify(log, "STOPPING=1\nSTATUS=draining")
+			// From here a new instance may claim the addresses.
+			inst.release()
+			startDrain()
+		}
 		for {
 			select {
 			case <-sigCtx.Done():
-				stop()
-				sdNotify(log, "STOPPING=1\nSTATUS=draining")
-				startDrain()
+				drain()
+				return
+			case <-inst.drainRequested():
+				log.Info("draining: replaced by an upgrade")
+				drain()
+				return
+			case err := <-inst.upgradeFailed():
+				log.Error("upgrade failed; this instance stops", "error", err)
+				upgradeFailed.Store(true)
+				drain()
 				return
 			case <-hup:
 				sdNotify(log, sdReloading())
@@ -466,6 +501,9 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer) int {
 		return exitError
 	}
 	log.Info("stopped")
+	if upgradeFailed.Load() {
+		return exitError
+	}
 	return exitOK
 }
 

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package origins runs real HTTP origin servers for tests: nginx, Apache
 // httpd, Node.js's http module and Go's net/http, each on a loopback port
 // with keep-alive, each logging every request it parsed as one JSON line

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package pgtest starts a real PostgreSQL server for tests: Debian's
 // postgresql 15 binaries, a fresh cluster in a temporary directory, a
 // private loopback port and a unix socket directory of its own, stopped on

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 )
 
@@ -180,4 +181,55 @@ func rawCloseWrite(c syscall.Conn) error {
 		return &net.OpError{Op: "shutdown", Net: "tcp", Err: errno}
 	}
 	return nil
+}
+
+// spliceCopy copies src to dst until EOF on src (nil error) or an error,
+// with splice(2) through a cached pipe (below), adding the bytes moved
+// to count (if any) every relayChunk bytes and at the end.
+func spliceCopy(dst, src stream, count prometheus.Counter) (int64, error) {
+	srcRC, err := src.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	dstRC, err := dst.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	s, err := getSplicer()
+	if err != nil {
+		return 0, err
+	}
+	defer putSplicer(s)
+	var total int64
+	for {
+		n, done, err := s.copyRun(dstRC, srcRC, relayChunk, false)
+		if n > 0 {
+			total += n
+			if count != nil {
+				count.Add(float64(n))
+			}
+		}
+		if err != nil || done {
+			return total, err
+		}
+	}
+}
+
+// spliceRun moves up to n bytes from src to dst with splice(2) through a
+// cached pipe, never more; eof reports that src ended first.
+func spliceRun(dst, src stream, n int64) (moved int64, eof bool, err error) {
+	srcRC, err := src.SyscallConn()
+	if err != nil {
+		return 0, false, err
+	}
+	dstRC, err := dst.SyscallConn()
+	if err != nil {
+		return 0, false, err
+	}
+	s, err := getSplicer()
+	if err != nil {
+		return 0, false, err
+	}
+	defer putSplicer(s)
+	return s.copyRun(dstRC, srcRC, n, true)
 }

@@ -266,6 +266,107 @@ func (rt *listenerRuntime) engineServes() bool {
 	return rt.cfg.Protocol == "tls" && e.transparent == "" && !rt.original && !e.dialer.spoof
 }
 
+// Server's side of the engines.
+
+// closeEngineFD closes the engines' descriptor of l's socket, once no
+// engine watches it.
+func (l *listener) closeEngineFD() {
+	if l.efd >= 0 {
+		rawClose(l.efd)
+		l.efd = -1
+	}
+}
+
+// engineAccept makes every engine accept on l, starting the engines the
+// first time. s.mu must be held.
+func (s *Server) engineAccept(l *listener) error {
+	if s.engines == nil {
+		n := engineProcs.cores()
+		for range n {
+			e, err := newEngine(s)
+			if err != nil {
+				s.stopEngines()
+				return err
+			}
+			s.engines = append(s.engines, e)
+		}
+	}
+	fd, err := dupCloexec(l.ln)
+	if err != nil {
+		return err
+	}
+	l.efd = fd
+	for _, e := range s.engines {
+		var err error
+		e.call(func() { err = e.addListener(l) })
+		if err != nil {
+			for _, added := range l.engines {
+				added.call(func() { added.removeListener(l) })
+			}
+			l.engines = nil
+			l.closeEngineFD()
+			return err
+		}
+		l.engines = append(l.engines, e)
+	}
+	// Only the duplicate is left: closing a descriptor does not shut the
+	// socket down while another refers to it. ln keeps its address.
+	l.ln.Close()
+	return nil
+}
+
+// dupCloexec duplicates c's descriptor, close-on-exec. The duplicate is
+// the caller's alone: in no poller, and unaffected by c's Close.
+func dupCloexec(c syscall.Conn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	return nfd, derr
+}
+
+// stopEngines stops the passthrough engines. s.mu must be held.
+func (s *Server) stopEngines() {
+	for _, e := range s.engines {
+		e.stop()
+	}
+	s.engines = nil
+}
+
+// engineConns reports the connections the engines serve.
+func (s *Server) engineConns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, e := range s.engines {
+		n += int(e.open.Load())
+	}
+	return n
+}
+
+// leaveEngines stops every engine accepting on l.
+func (l *listener) leaveEngines() {
+	for _, e := range l.engines {
+		e.call(func() { e.removeListener(l) })
+	}
+}
+
+// closeEngineConns closes every connection the engines serve: the drain
+// deadline. It returns how many there were.
+func (s *Server) closeEngineConns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, e := range s.engines {
+		e.call(func() { n += e.closeAll() })
+	}
+	return n
+}
+
 // engineProcs gives every running engine a P of its own: GOMAXPROCS is
 // the process's own count (cores) plus one per engine. An engine waits in
 // a raw, blocking epoll_wait that keeps its P (engine.run), so without its
@@ -917,10 +1018,8 @@ func (e *engine) readHello(c *pconn) {
 	}
 }
 
-var (
-	errHelloEOF      = errors.New("client closed before its hello was complete")
-	errHelloTooLarge = fmt.Errorf("hello over %d bytes: %w", sni.DefaultMaxBytes, sni.ErrTooLarge)
-)
+// errHelloEOF: the client closed before its hello was complete.
+var errHelloEOF = errors.New("client closed before its hello was complete")
 
 func (e *engine) helloFailed(c *pconn, kind string, err error) {
 	rt := c.rt

@@ -8,17 +8,6 @@ import (
 	"time"
 )
 
-// stream is a connected TCP socket as the HTTP handler and the connection
-// set use it: a *net.TCPConn (accepted by an accept loop, or dialled), or a
-// client connection the engine hands over (a sockConn, enghttp.go). Paths
-// that need a *net.TCPConn (TLS, auto, transparent, PROXY) only ever get
-// one: see trackedConn.tcp.
-type stream interface {
-	net.Conn
-	syscall.Conn
-	CloseWrite() error
-}
-
 // sockConn is an accepted socket the engine has already read from, handed
 // to a handler goroutine.
 //

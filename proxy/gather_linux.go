@@ -182,6 +182,13 @@ type idleNapper struct {
 
 var napper idleNapper
 
+// startNapper counts s as serving, so the napper runs, until the returned
+// stop is called.
+func (s *Server) startNapper() (stop func()) {
+	napper.add(1)
+	return func() { napper.add(-1) }
+}
+
 // add counts delta Servers starting (or, negative, stopping) to serve: the
 // napper runs while one does.
 func (z *idleNapper) add(delta int) {
