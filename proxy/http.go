@@ -44,33 +44,11 @@ package proxy
 //     sleep in the poller, so the client's and the upstream's events
 //     gather instead of each waking it.
 //
-// Measured (go test -bench HTTPKeepAlive, 2-core VM shared with five
-// other jobs at load average 7-10, so the figures are the spread over
-// several runs of 3, each run measuring all variants; nginx 1.22 with one worker, upstream keepalive and a
-// "map $host" standing in for the registry). Small keep-alive GET over
-// loopback, client -> gateway -> minimal raw-TCP upstream:
-//
-//	one request in flight (latency)            µs/req   allocs/req
-//	  direct to the upstream (baseline)         33-64       0
-//	  this handler                              45-130      0
-//	  nginx                                     86-123      -
-//	  net/http + httputil.ReverseProxy         145-300     78 (39.7 KB)
-//	16 connections at once, gateway in its own process (throughput)
-//	  this handler (BenchmarkHTTPKeepAliveProcess)  59-85
-//	  nginx (BenchmarkHTTPKeepAliveNginxParallel)   59-69
-//
-// So: about level with nginx (better latency, within noise to ~20% behind
-// on throughput), 2-3x faster than the ReverseProxy design and without its
-// allocations. The handler's CPU is ~70% syscalls (the four above; a
-// pooled upstream connection is peeked for liveness only before
-// non-retryable requests); user space is
-// the ~0.85 µs head parse (BenchmarkParseRequestHead: 0 allocs for a
-// 420-byte browser head) plus the decision. A blocked request on a new
-// connection (connect, block page, close; BenchmarkHTTPBlocked) costs
-// ~180 µs and 34 allocs including the client's; rendering the page
-// (BenchmarkWriteBlock) is ~2 µs and 5 allocs thanks to block.go's fast
-// path for the embedded page (html/template alone: ~18 µs, 90 allocs).
-// Whole-system ratios under parallel load belong to the bench/ scripts.
+// Its speed is measured, not described here: the benchmarks in
+// http_test.go (BenchmarkHTTPKeepAlive*, BenchmarkHTTPBlocked,
+// BenchmarkParseRequestHead, BenchmarkWriteBlock) and the whole-system
+// runs of bench/ against nginx and HAProxy, whose results are in
+// bench/results.
 //
 // Deliberate simplifications: HTTP/1.0 clients get "Connection: close" after
 // each response; a request with "Expect: 100-continue" is answered
@@ -184,7 +162,7 @@ type httpHandler struct {
 // newHTTPHandler creates the handler of one http listener. A replacement
 // block page that fails to load is logged and the embedded page used: the
 // gateway keeps blocking (fail-closed on access, fail-safe on looks); cmd
-// validates Policy.BlockPage at start with LoadBlockPage so this is rare.
+// validates the block page settings at start (NewBlockPage) so this is rare.
 func newHTTPHandler(cfg Config, l ListenerConfig, d Decider, m *Metrics, log *slog.Logger) *httpHandler {
 	h := &httpHandler{
 		l:              l,
@@ -205,13 +183,13 @@ func newHTTPHandler(cfg Config, l ListenerConfig, d Decider, m *Metrics, log *sl
 		maxHeaders:     cfg.Limits.MaxHeaders,
 		m:              m,
 	}
-	if cfg.Policy.BlockPage != "" {
-		p, err := LoadBlockPage(cfg.Policy.BlockPage)
-		if err != nil {
-			h.log.Error("block page not loaded, using the embedded page", "path", cfg.Policy.BlockPage, "error", err)
-		} else {
-			h.page = p
-		}
+	// The page with the provider's settings (Policy.Provider, TimeZone,
+	// ShowNode, BlockPage). Validation has checked them, so an error here
+	// is a template file changed since.
+	if p, err := NewBlockPage(cfg.Policy); err != nil {
+		h.log.Error("block page not loaded, using the embedded page", "path", cfg.Policy.BlockPage, "error", err)
+	} else {
+		h.page = p
 	}
 	if h.status == 0 {
 		h.status = 403

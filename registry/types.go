@@ -19,7 +19,7 @@ var ErrUnknownVerdict = errors.New("unknown verdict")
 // forms are fixed interfaces (registry file, database, API).
 type State uint8
 
-// Record states, in the order of DESIGN.md's decision table.
+// Record states, those that pass first, then those that block.
 const (
 	StateFiled         State = iota + 1 // filed, with an access record here
 	StateChanging                       // filed, change filing in progress
@@ -27,7 +27,7 @@ const (
 	StateRectifying                     // in rectification, before the deadline
 	StateNoAccess                       // filed elsewhere, no access record here
 	StateFilingPending                  // first filing / new website under review
-	StateCancelled                      // filing cancelled by MIIT
+	StateCancelled                      // filing cancelled (注销), by its holder or by the authority
 	StateAccessRevoked                  // access cancelled by this provider
 	StateBlacklisted                    // blacklisted
 
