@@ -22,6 +22,7 @@
 //	/healthz                 200 "ok" while the process serves HTTP (open, GET/HEAD)
 //	/readyz                  200 once the registry has loaded, else 503 + JSON detail (open, GET/HEAD)
 //	/v1/explain?host=NAME    the decision for NAME with its trace (viewer)
+//	/v1/records?filing_number=N|subject=S  registry records by filing number or subject (viewer)
 //	/v1/session              console sign-in (POST), who am I (GET), sign-out (DELETE)
 //	/v1/overrides[/{id}]     the support whitelist and ops denylist (viewer reads; support/admin write)
 //	/v1/overrides/bulk       many creates at once (admin)
@@ -159,6 +160,7 @@ type Server struct {
 	failures *limiterSet[string]   // failed authentications per client IP (/64)
 	mutators *limiterSet[[32]byte] // mutations per token hash
 	applyMu  sync.Mutex            // serialises Config.Apply calls
+	searches chan struct{}         // a token per running record search (api_search.go)
 
 	mu   sync.Mutex // guards ln and srv
 	ln   net.Listener

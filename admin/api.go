@@ -44,12 +44,31 @@ type apiError struct {
 	Field    string `json:"field,omitempty"`
 	NeedRole string `json:"need_role,omitempty"`
 	State    string `json:"state,omitempty"`
+	// Problem is a finer code under Code for the console to say in its
+	// own words ("unsafe_char", "too_long"; docs/admin-api.md), with Args
+	// filling its placeholders. Message stays the English for everyone
+	// else.
+	Problem string            `json:"problem,omitempty"`
+	Args    map[string]string `json:"args,omitempty"`
 
 	retryAfter time.Duration // 429: Retry-After
 	allow      string        // 405: Allow
 }
 
 func (e *apiError) Error() string { return e.Message }
+
+// because sets e's Problem and its Args from key, value pairs, and
+// returns e.
+func (e *apiError) because(problem string, kv ...string) *apiError {
+	e.Problem = problem
+	for i := 0; i+1 < len(kv); i += 2 {
+		if e.Args == nil {
+			e.Args = make(map[string]string, len(kv)/2)
+		}
+		e.Args[kv[i]] = kv[i+1]
+	}
+	return e
+}
 
 // invalid is a 400 naming the bad field.
 func invalid(field, format string, args ...any) *apiError {
@@ -142,6 +161,7 @@ func (s *Server) initAPI() {
 		s.hosts[strings.TrimSuffix(strings.ToLower(h), ".")] = true
 	}
 	s.sessions = newSessionStore()
+	s.searches = make(chan struct{}, maxSearches)
 	s.failures = newLimiterSet[string](limiterSetSize, s.cfg.FailedLoginsPerMinute, s.cfg.FailedLoginsPerMinute)
 	s.mutators = newLimiterSet[[32]byte](limiterSetSize, s.cfg.MutationsPerMinute, min(mutationBurst, s.cfg.MutationsPerMinute))
 }
@@ -154,6 +174,7 @@ func (s *Server) routeAPI(mux *http.ServeMux) {
 	read := func(f func(*call)) *endpoint { return &endpoint{role: RoleViewer, serve: f} }
 	routes := map[string]resource{
 		"/v1/explain": {"GET": read(s.explain)},
+		"/v1/records": {"GET": read(s.searchRecords)},
 		"/v1/session": {
 			"GET":    read(s.whoami),
 			"POST":   {action: "login", maxBody: maxLoginBody, serve: s.login},
@@ -420,7 +441,7 @@ func (s *Server) explain(c *call) {
 		return
 	}
 	if _, ok := q["host"]; !ok {
-		writeError(c.w, invalid("host", "missing query parameter host"))
+		writeError(c.w, invalid("host", "missing query parameter host").because("required"))
 		return
 	}
 	d := s.reg.Decide(q.Get("host"))
@@ -432,10 +453,10 @@ func (s *Server) explain(c *call) {
 func onlyParams(q map[string][]string, names ...string) *apiError {
 	for k, v := range q {
 		if !slices.Contains(names, k) {
-			return invalid(k, "unknown query parameter %q (known: %s)", k, strings.Join(names, ", "))
+			return invalid(k, "unknown query parameter %q (known: %s)", k, strings.Join(names, ", ")).because("unknown_param", "name", k)
 		}
 		if len(v) > 1 {
-			return invalid(k, "query parameter %q given %d times", k, len(v))
+			return invalid(k, "query parameter %q given %d times", k, len(v)).because("param_twice", "name", k)
 		}
 	}
 	return nil

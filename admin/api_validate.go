@@ -33,32 +33,32 @@ func decodeObject(body []byte, known func(name string) *apiError) (map[string]js
 	dec := json.NewDecoder(bytes.NewReader(body))
 	tok, err := dec.Token()
 	if err != nil || tok != json.Delim('{') {
-		return nil, invalid("", "the body must be one JSON object")
+		return nil, invalid("", "the body must be one JSON object").because("malformed_json")
 	}
 	m := make(map[string]json.RawMessage)
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return nil, invalid("", "malformed JSON at byte %d: %v", dec.InputOffset(), err)
+			return nil, invalid("", "malformed JSON at byte %d: %v", dec.InputOffset(), err).because("malformed_json")
 		}
 		name, _ := tok.(string) // object keys are always strings
 		if _, dup := m[name]; dup {
-			return nil, invalid(name, "field %q given twice", name)
+			return nil, invalid(name, "field %q given twice", name).because("field_twice", "name", name)
 		}
 		if e := known(name); e != nil {
 			return nil, e
 		}
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
-			return nil, invalid(name, "malformed JSON in field %q at byte %d: %v", name, dec.InputOffset(), err)
+			return nil, invalid(name, "malformed JSON in field %q at byte %d: %v", name, dec.InputOffset(), err).because("malformed_json")
 		}
 		m[name] = raw
 	}
 	if _, err := dec.Token(); err != nil { // the closing brace
-		return nil, invalid("", "malformed JSON at byte %d: %v", dec.InputOffset(), err)
+		return nil, invalid("", "malformed JSON at byte %d: %v", dec.InputOffset(), err).because("malformed_json")
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, invalid("", "trailing data after the JSON object at byte %d", dec.InputOffset())
+		return nil, invalid("", "trailing data after the JSON object at byte %d", dec.InputOffset()).because("malformed_json")
 	}
 	return m, nil
 }
@@ -71,7 +71,7 @@ func knownFields(names ...string) func(string) *apiError {
 				return nil
 			}
 		}
-		return invalid(name, "unknown field %q (known: %s)", name, strings.Join(names, ", "))
+		return invalid(name, "unknown field %q (known: %s)", name, strings.Join(names, ", ")).because("unknown_field", "name", name)
 	}
 }
 
@@ -83,11 +83,11 @@ func stringField(m map[string]json.RawMessage, name string) (string, bool, *apiE
 	}
 	var v string
 	if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &v) != nil {
-		return "", false, invalid(name, "%s must be a string", name)
+		return "", false, invalid(name, "%s must be a string", name).because("malformed_json")
 	}
 	if !utf8.Valid(raw) {
 		// encoding/json would quietly turn the bad bytes into U+FFFD.
-		return "", false, invalid(name, "%s is not valid UTF-8: send text in UTF-8", name)
+		return "", false, invalid(name, "%s is not valid UTF-8: send text in UTF-8", name).because("not_utf8")
 	}
 	return v, true, nil
 }
@@ -100,7 +100,7 @@ func boolField(m map[string]json.RawMessage, name string) (bool, *apiError) {
 	}
 	var v bool
 	if json.Unmarshal(raw, &v) != nil {
-		return false, invalid(name, "%s must be true or false", name)
+		return false, invalid(name, "%s must be true or false", name).because("malformed_json")
 	}
 	return v, nil
 }
@@ -156,11 +156,11 @@ func parseUpdate(body []byte) (overrideRequest, *apiError) {
 		case "ttl", "expires", "reason", "ticket":
 			return nil
 		case "host", "scope", "action":
-			return invalid(name, "%s cannot change: delete the override and create a new one", name)
+			return invalid(name, "%s cannot change: delete the override and create a new one", name).because("cannot_change")
 		case "confirm":
 			return invalid(name, "confirm applies only when creating an allow")
 		}
-		return invalid(name, "unknown field %q (an update takes ttl, expires, reason, ticket)", name)
+		return invalid(name, "unknown field %q (an update takes ttl, expires, reason, ticket)", name).because("unknown_field", "name", name)
 	})
 	if e != nil {
 		return req, e
@@ -178,7 +178,7 @@ func parseUpdate(body []byte) (overrideRequest, *apiError) {
 	}
 	req.HasReason, req.HasTicket = has[2], has[3]
 	if req.TTL == "" && req.Expires == "" && !has[2] && !has[3] {
-		return req, invalid("", "nothing to change: give ttl, expires, reason or ticket")
+		return req, invalid("", "nothing to change: give ttl, expires, reason or ticket").because("nothing_to_change")
 	}
 	return req, nil
 }
@@ -191,9 +191,9 @@ func parseAction(s string) (registry.Action, *apiError) {
 	case "deny":
 		return registry.ActionDeny, nil
 	case "":
-		return 0, invalid("action", `action is required: "allow" or "deny"`)
+		return 0, invalid("action", `action is required: "allow" or "deny"`).because("required")
 	}
-	return 0, invalid("action", `action must be "allow" or "deny", got %q`, s)
+	return 0, invalid("action", `action must be "allow" or "deny", got %q`, s).because("action_bad")
 }
 
 // overridePolicy is what validating an override needs besides the
@@ -235,11 +235,12 @@ func (p *overridePolicy) validateCreate(req overrideRequest) (registry.Override,
 		o.Scope = registry.ScopeExact
 	case "domain":
 		if host != domain {
-			return o, invalid("scope", "scope domain needs a registrable domain, and %s is under %s: use host %q, or scope exact", host, domain, domain)
+			return o, invalid("scope", "scope domain needs a registrable domain, and %s is under %s: use host %q, or scope exact", host, domain, domain).
+				because("scope_not_domain", "host", host, "domain", domain)
 		}
 		o.Scope = registry.ScopeDomain
 	default:
-		return o, invalid("scope", `scope must be "exact" or "domain", got %q`, req.Scope)
+		return o, invalid("scope", `scope must be "exact" or "domain", got %q`, req.Scope).because("scope_bad")
 	}
 	if o.Reason, e = checkText("reason", req.Reason, 1, maxReasonLen); e != nil {
 		return o, e
@@ -330,27 +331,27 @@ func (p *overridePolicy) allowable(domain string, confirm bool) *apiError {
 // returns it with its registrable domain.
 func validateHost(raw string) (host, domain string, e *apiError) {
 	if raw == "" {
-		return "", "", invalid("host", "host is required")
+		return "", "", invalid("host", "host is required").because("required")
 	}
 	if strings.Contains(raw, "*") {
-		return "", "", invalid("host", `host: wildcards are not supported; an override with scope "domain" on the registrable domain covers every name under it`)
+		return "", "", invalid("host", `host: wildcards are not supported; an override with scope "domain" on the registrable domain covers every name under it`).because("host_wildcard")
 	}
 	n, kind, err := registry.Normalize(raw)
 	if err != nil {
-		return "", "", invalid("host", "host: %v", err)
+		return "", "", invalid("host", "host: %v", err).because("host_invalid")
 	}
 	switch kind {
 	case registry.HostIP:
-		return "", "", invalid("host", "host: %s is an IP address; filing, and so every override, is per domain name", n)
+		return "", "", invalid("host", "host: %s is an IP address; filing, and so every override, is per domain name", n).because("host_ip")
 	case registry.HostEmpty:
-		return "", "", invalid("host", "host is required")
+		return "", "", invalid("host", "host is required").because("required")
 	}
 	d, err := registry.RegistrableDomain(n)
 	if errors.Is(err, registry.ErrPublicSuffix) {
-		return n, "", invalid("host", "host: %s is a public suffix, not a domain anyone files", n)
+		return n, "", invalid("host", "host: %s is a public suffix, not a domain anyone files", n).because("host_public_suffix", "host", n)
 	}
 	if err != nil {
-		return n, "", invalid("host", "host: %v", err)
+		return n, "", invalid("host", "host: %v", err).because("host_invalid")
 	}
 	return n, d, nil
 }
@@ -362,26 +363,28 @@ func checkText(field, v string, least, most int) (string, *apiError) {
 	v = strings.TrimSpace(v)
 	n := utf8.RuneCountInString(v)
 	if n < least {
-		return "", invalid(field, "%s is required", field)
+		return "", invalid(field, "%s is required", field).because("required")
 	}
 	if n > most {
-		return "", invalid(field, "%s is %d characters; at most %d", field, n, most)
+		return "", invalid(field, "%s is %d characters; at most %d", field, n, most).
+			because("too_long", "max", strconv.Itoa(most), "length", strconv.Itoa(n))
 	}
 	if !utf8.ValidString(v) {
-		return "", invalid(field, "%s is not valid UTF-8", field)
+		return "", invalid(field, "%s is not valid UTF-8", field).because("not_utf8")
 	}
 	pos := 0
 	for _, r := range v {
 		pos++
 		if DisplayUnsafe(r) {
 			return "", invalid(field, "%s must be plain text on one line: character %d is U+%04X, %s; remove it",
-				field, pos, r, unsafeKind(r))
+				field, pos, r, unsafeKind(r)).
+				because("unsafe_char", "position", strconv.Itoa(pos), "char", fmt.Sprintf("U+%04X", r))
 		}
 	}
 	if tokenPattern.MatchString(v) {
 		// It would be kept in the override and in the audit log's
 		// before/after for ever.
-		return "", invalid(field, "%s contains what looks like an icpgate token; never paste a token anywhere (revoke it if it was shared)", field)
+		return "", invalid(field, "%s contains what looks like an icpgate token; never paste a token anywhere (revoke it if it was shared)", field).because("token_pasted")
 	}
 	return v, nil
 }
@@ -399,24 +402,25 @@ func (p *overridePolicy) expiry(action registry.Action, ttl, expires string, cre
 	field := "ttl"
 	switch {
 	case ttl != "" && expires != "":
-		return time.Time{}, invalid("ttl", "give ttl or expires, not both")
+		return time.Time{}, invalid("ttl", "give ttl or expires, not both").because("ttl_and_expires")
 	case ttl != "":
 		d, err := parseTTL(ttl)
 		if err != nil {
-			return time.Time{}, invalid("ttl", "ttl: %v", err)
+			return time.Time{}, invalid("ttl", "ttl: %v", err).because("ttl_bad")
 		}
 		if d <= 0 {
-			return time.Time{}, invalid("ttl", "ttl must be positive, got %q", ttl)
+			return time.Time{}, invalid("ttl", "ttl must be positive, got %q", ttl).because("ttl_bad")
 		}
 		if d > limit {
-			return time.Time{}, invalid("ttl", "ttl %s is too long: at most %s from now (%s)", ttl, days(limit), setting)
+			return time.Time{}, invalid("ttl", "ttl %s is too long: at most %s from now (%s)", ttl, days(limit), setting).
+				because("too_far", "days", wholeDays(limit))
 		}
 		at = p.now.Add(d)
 	case expires != "":
 		field = "expires"
 		t, err := time.Parse(time.RFC3339, expires)
 		if err != nil {
-			return time.Time{}, invalid("expires", "expires must be an RFC 3339 time such as 2027-01-11T05:00:00Z, got %q", expires)
+			return time.Time{}, invalid("expires", "expires must be an RFC 3339 time such as 2027-01-11T05:00:00Z, got %q", expires).because("expires_bad")
 		}
 		at = t
 	case !creating:
@@ -424,16 +428,18 @@ func (p *overridePolicy) expiry(action registry.Action, ttl, expires string, cre
 	case action == registry.ActionAllow:
 		at = p.now.Add(p.defaultAllow)
 	default:
-		return time.Time{}, invalid("ttl", "a deny needs ttl or expires (at most %s from now)", days(limit))
+		return time.Time{}, invalid("ttl", "a deny needs ttl or expires (at most %s from now)", days(limit)).
+			because("deny_needs_expiry", "days", wholeDays(limit))
 	}
 	// Microseconds: what PostgreSQL keeps, so the stored expiry is the
 	// one answered.
 	at = at.UTC().Truncate(time.Microsecond)
 	if !at.After(p.now) {
-		return time.Time{}, invalid(field, "%s is in the past (%s)", field, at.Format(time.RFC3339Nano))
+		return time.Time{}, invalid(field, "%s is in the past (%s)", field, at.Format(time.RFC3339Nano)).because("in_past")
 	}
 	if at.Sub(p.now) > limit {
-		return time.Time{}, invalid(field, "%s is too far: at most %s from now (%s)", field, days(limit), setting)
+		return time.Time{}, invalid(field, "%s is too far: at most %s from now (%s)", field, days(limit), setting).
+			because("too_far", "days", wholeDays(limit))
 	}
 	return at, nil
 }
@@ -462,15 +468,18 @@ func days(d time.Duration) string {
 	return d.String()
 }
 
+// wholeDays is d in whole days, for an error's args.
+func wholeDays(d time.Duration) string { return strconv.FormatInt(int64(d/(24*time.Hour)), 10) }
+
 // parseIfMatch parses If-Match: one strong ETag "<version>".
 func parseIfMatch(h string) (int64, *apiError) {
 	h = strings.TrimSpace(h)
 	if len(h) < 3 || h[0] != '"' || h[len(h)-1] != '"' {
-		return 0, invalid("If-Match", `If-Match must be the override's ETag, e.g. "3", got %s`, quoteHost(h))
+		return 0, invalid("If-Match", `If-Match must be the override's ETag, e.g. "3", got %s`, quoteHost(h)).because("if_match_bad")
 	}
 	v, err := strconv.ParseInt(h[1:len(h)-1], 10, 64)
 	if err != nil || v < 1 {
-		return 0, invalid("If-Match", `If-Match must be the override's ETag, e.g. "3", got %s`, quoteHost(h))
+		return 0, invalid("If-Match", `If-Match must be the override's ETag, e.g. "3", got %s`, quoteHost(h)).because("if_match_bad")
 	}
 	return v, nil
 }

@@ -20,6 +20,10 @@ import (
 func (s *Server) checkHost(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if e := s.hostError(r); e != nil {
+			if wantsHTML(r) {
+				writeHostPage(w, r) // a person at a browser (hostpage.go)
+				return
+			}
 			writeError(w, e)
 			return
 		}

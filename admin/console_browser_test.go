@@ -183,7 +183,7 @@ func TestConsoleBrowser(t *testing.T) {
 	b.Do(t, "sign in with an unknown token",
 		chromedp.SetValue(id("signin-token"), "icpg_"+strings.Repeat("A", 43)),
 		chromedp.Click(id("signin-submit")),
-		chromedp.WaitVisible(css("#signin-msg.msg-error .err-server")),
+		chromedp.WaitVisible(css(`#signin-msg.msg-error[data-code="unauthenticated"] .err-summary`)),
 	)
 	b.Do(t, "sign in as li.wei",
 		chromedp.SetValue(id("signin-token"), env.secrets["li.wei"]),
@@ -283,7 +283,7 @@ func TestConsoleBrowser(t *testing.T) {
 		chromedp.SetValue(id("ov-ticket"), "SR-1"),
 		chromedp.SetValue(id("ov-reason"), "test"),
 		chromedp.Click(id("ov-submit")),
-		chromedp.WaitVisible(css(`#ov-msg.msg-error .err-server q`)),
+		chromedp.WaitVisible(css(`#ov-msg.msg-error[data-code="invalid/host_public_suffix"] .err-detail`)),
 		chromedp.WaitVisible(css(`#ov-host[aria-invalid="true"]`)),
 	)
 	// A blacklisted domain: 422, never.

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -401,4 +403,36 @@ func textOf(n *html.Node) string {
 	}
 	f(n)
 	return b.String()
+}
+
+// TestConsoleProblemTexts checks that every problem code the API sends
+// (apiError.because in this package's sources) has a text in the
+// console's tables, so the Chinese console never falls back to the
+// server's English for a known problem.
+func TestConsoleProblemTexts(t *testing.T) {
+	zh := loadDict(t, "zh-CN")
+	code := regexp.MustCompile(`because\("([a-z_]+)"`)
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range code.FindAllStringSubmatch(string(b), -1) {
+			seen++
+			if _, ok := zh["problem."+m[1]]; !ok {
+				t.Errorf("%s: problem %q has no text (problem.%s in i18n/*.json)", f, m[1], m[1])
+			}
+		}
+	}
+	if seen < 20 {
+		t.Errorf("found %d problem codes in the sources; the pattern no longer matches how they are set", seen)
+	}
 }

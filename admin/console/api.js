@@ -23,6 +23,8 @@ export class ApiError extends Error {
     this.field = body.field || ""; // the field a 400 is about
     this.needRole = body.need_role || ""; // the role a 403 asks for
     this.state = body.state || ""; // the record state a 409 is about
+    this.problem = body.problem || ""; // a 400's finer code ("unsafe_char", "too_long", ...)
+    this.args = body.args && typeof body.args === "object" ? body.args : {}; // its values
     const ra = headers ? parseInt(headers.get("Retry-After") || "", 10) : NaN;
     this.retryAfter = Number.isFinite(ra) ? ra : 0;
   }

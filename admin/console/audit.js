@@ -4,7 +4,7 @@
 import { api, query } from "./api.js";
 import { el, $, append, show as showEl } from "./dom.js";
 import { t, has } from "./i18n.js";
-import { clearErrors, showError, markField, timeNode, Pager } from "./ui.js";
+import { clearErrors, clearMessages, showError, markField, timeNode, Pager } from "./ui.js";
 
 const PAGE_SIZE = 50;
 
@@ -17,6 +17,7 @@ const open = new Set(); // IDs of entries whose details are shown
 export function init() {
   $("audit-filter").addEventListener("submit", (ev) => {
     ev.preventDefault();
+    clearMessages($("view-audit"));
     reload();
   });
   pager = new Pager("audit", load);
@@ -140,11 +141,26 @@ function rowNodes(e) {
     el("td", {}, e.who ? el("span", { class: "who", text: e.who }) : el("span", { class: "muted", text: t("audit.who_unknown") }), e.role ? el("div", { class: "sub", text: label("role.", e.role) }) : null),
     el("td", {}, el("span", { text: label("audit.action.", e.action) }), el("div", { class: "sub" }, el("code", { text: e.action }))),
     el("td", {}, targetNode(e)),
+    el("td", { class: "ticket" }, ticketReason(e).ticket || el("span", { class: "muted", text: "—" })),
+    el("td", { class: "reason" }, ticketReason(e).reason || el("span", { class: "muted", text: "—" })),
     el("td", {}, el("span", { class: "badge badge-outcome-" + e.outcome, text: label("audit.outcome.", e.outcome) }), e.detail ? el("div", { class: "sub verbatim", text: e.detail }) : null),
     el("td", {}, toggle),
   );
-  const detail = el("tr", { id: detailID, class: "detail", hidden: !isOpen }, el("td", { colspan: "6" }, detailNode(e)));
+  const detail = el("tr", { id: detailID, class: "detail", hidden: !isOpen }, el("td", { colspan: "8" }, detailNode(e)));
   return [row, detail];
+}
+
+/**
+ * ticketReason returns the ticket and reason an entry is about: what the
+ * request sent (an attempt, refused or not, says what it tried), else the
+ * override after the change, else before it (a removal).
+ */
+export function ticketReason(e) {
+  const obj = (v) => (v && typeof v === "object" && !Array.isArray(v) ? v : {});
+  const input = obj(e.input);
+  const o = { ...obj(e.before), ...obj(e.after) };
+  const pick = (k) => (typeof input[k] === "string" && input[k] !== "" ? input[k] : typeof o[k] === "string" ? o[k] : "");
+  return { ticket: pick("ticket"), reason: pick("reason") };
 }
 
 // targetNode shows the host acted on first (what support staff search

@@ -1,11 +1,14 @@
 // Explain: why is this host blocked (or passed)? Shows the verdict, what
 // the reason means, what to tell the customer, whether a whitelist entry is
-// appropriate, and every step of the decision (GET /v1/explain).
+// appropriate, and every step of the decision (GET /v1/explain). The same
+// box takes a filing number (备案号) or a subject (主体) name, and lists
+// the registry's records for it (GET /v1/records), each a link to its
+// explanation.
 
 import { api, can, query } from "./api.js";
 import { el, $, append } from "./dom.js";
-import { t, has } from "./i18n.js";
-import { clearErrors, showError, markField, busy, timeNode, status } from "./ui.js";
+import { t, has, fmtNumber } from "./i18n.js";
+import { clearErrors, clearMessages, showError, markField, busy, timeNode, status } from "./ui.js";
 import * as overrides from "./overrides.js";
 
 // Reasons for which a whitelist entry can make sense; filing_pending and
@@ -14,8 +17,9 @@ import * as overrides from "./overrides.js";
 const WHITELISTABLE = new Set(["unfiled", "no_access", "rectification_overdue", "access_revoked", "filing_pending", "cancelled"]);
 
 let go = () => {};
-let last = null; // the explanation shown, re-rendered on a language switch
-let lastHost = ""; // the host it was asked for
+let last = null; // the explanation or search answer shown, re-rendered on a language switch
+let lastKind = ""; // "host", "filing_number" or "subject": what last is
+let lastQuery = ""; // kind + ":" + value asked for
 let note = ""; // the host extracted from a pasted URL, when different
 
 /** init wires the form. */
@@ -27,23 +31,56 @@ export function init(ctx) {
 /** onSession forgets what the previous person looked up. */
 export function onSession() {
   last = null;
-  lastHost = "";
+  lastQuery = "";
   $("explain-result").replaceChildren();
   clearErrors($("explain-form"), $("explain-msg"));
 }
 
-/** show runs the lookup named in the hash (#explain?host=...). */
+/**
+ * show runs the lookup named in the hash: #explain?host=...,
+ * #explain?filing_number=... or #explain?subject=....
+ */
 export function show(params, first) {
-  const host = params.get("host");
-  if (host && host !== lastHost) {
-    $("explain-host").value = host;
-    lookup(host);
-  } else if (first) $("explain-host").focus();
+  for (const kind of KINDS) {
+    const v = params.get(kind);
+    if (v && kind + ":" + v !== lastQuery) {
+      if (kind !== "host" || note !== v) {
+        // Not the host just taken out of a pasted URL: a link or the hash.
+        note = "";
+        $("explain-host").value = v;
+      }
+      lookup(kind, v);
+      return;
+    }
+  }
+  if (first) $("explain-host").focus();
 }
 
 /** rerender draws the last result again (after a language switch). */
 export function rerender() {
-  if (last) render(last);
+  if (!last) return;
+  if (lastKind === "host") render(last);
+  else renderSearch(lastKind, last);
+}
+
+const KINDS = ["host", "filing_number", "subject"];
+
+/** halfWidth folds full-width letters, digits and punctuation to ASCII. */
+function halfWidth(s) {
+  return s.replace(/[\uff01-\uff5e]/g, (c) => String.fromCharCode(c.charCodeAt(0) - 0xfee0)).replace(/\u3000/g, " ");
+}
+
+/**
+ * classify says what support staff typed: a filing or licence number
+ * ("京ICP备10206937号-1", "浙B2-20040180", with a 备案号 label or in
+ * full-width), a URL or domain (no spaces and a dot, or a scheme), or
+ * else a subject name. The server normalises and validates.
+ */
+export function classify(raw) {
+  const s = halfWidth(raw.trim());
+  if (/ICP\s*[备證证]/i.test(s) || /^备案号/.test(s) || /^[\u4e00-\u9fff]\s*[AB][12](\.[AB][12])*\s*-\s*\d/i.test(s)) return "filing_number";
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(s) || (!/\s/.test(s) && /[.。．｡:]/.test(s))) return "host";
+  return "subject";
 }
 
 /**
@@ -67,12 +104,18 @@ function onSubmit(ev) {
   ev.preventDefault();
   const form = ev.currentTarget;
   clearErrors(form, $("explain-msg"));
+  clearMessages($("view-explain"));
   const raw = form.elements.host.value;
   if (raw.trim() === "") return void markField(form, "host", t("explain.host_required"));
+  lastQuery = ""; // look up again even if it is the same
+  const kind = classify(raw);
+  if (kind !== "host") {
+    note = "";
+    return void go("explain", { [kind]: raw.trim() });
+  }
   const host = hostFromInput(raw);
   if (host === "") return void markField(form, "host", t("explain.host_unparsable"));
   note = host !== raw.trim() ? host : "";
-  lastHost = ""; // look up again even if it is the same host
   go("explain", { host });
 }
 
@@ -80,15 +123,16 @@ function onSubmit(ev) {
 // hash can change while one is in flight).
 let seq = 0;
 
-async function lookup(host) {
+async function lookup(kind, value) {
   const my = ++seq;
-  lastHost = host;
+  lastQuery = kind + ":" + value;
   const form = $("explain-form");
   clearErrors(form, $("explain-msg"));
   await busy(form, async () => {
     let data, err;
     try {
-      ({ data } = await api("GET", "/v1/explain" + query({ host })));
+      const path = kind === "host" ? "/v1/explain" : "/v1/records";
+      ({ data } = await api("GET", path + query({ [kind]: value })));
     } catch (e) {
       err = e;
     }
@@ -96,12 +140,64 @@ async function lookup(host) {
     if (err) {
       last = null;
       $("explain-result").replaceChildren();
+      if (err.field === "filing_number" || err.field === "subject") err.field = "host"; // the one box
       showError($("explain-msg"), err, form);
       return;
     }
     last = data;
-    render(data);
+    lastKind = kind;
+    if (kind === "host") render(data);
+    else renderSearch(kind, data);
   });
+}
+
+// renderSearch shows the records found for a filing number or subject:
+// a table of domains with their filing, state and the gateway's verdict,
+// each a link to its explanation.
+function renderSearch(kind, d) {
+  const out = $("explain-result");
+  out.replaceChildren();
+  const records = d.records || [];
+  const asked = kind === "filing_number" ? d.filing_number : d.subject;
+  const card = el("section", { class: "card", id: "search-result", dataset: { kind, count: String(records.length) } });
+  append(card, el("h2", { text: t(kind === "filing_number" ? "search.heading_number" : "search.heading_subject", { q: asked, n: records.length }) }));
+  if (records.length === 0) {
+    append(card, el("p", { class: "muted", id: "search-empty", text: t(kind === "filing_number" ? "search.none_number" : "search.none_subject") }));
+  } else {
+    const tbody = el("tbody");
+    for (const r of records) {
+      const pass = r.verdict === "pass";
+      const state = has("state." + r.state) ? t("state." + r.state) : r.state;
+      append(
+        tbody,
+        el(
+          "tr",
+          { dataset: { domain: r.domain, verdict: r.verdict, reason: r.reason } },
+          el("td", {}, el("a", { href: "#explain?" + new URLSearchParams({ host: r.domain }), class: "host" }, el("code", { text: r.domain }))),
+          el("td", { text: r.filing_number || "—" }),
+          el("td", { text: r.subject || "—" }),
+          el("td", {}, el("span", { class: "state state-" + r.state, text: state })),
+          el("td", {}, el("span", { class: "badge " + (pass ? "badge-allow" : "badge-deny"), text: t(pass ? "verdict.pass" : "verdict.block") }), el("div", { class: "sub", text: reasonTitle(r.reason) })),
+        ),
+      );
+    }
+    const head = el(
+      "tr",
+      {},
+      ["search.col_domain", "record.filing_number", "record.subject", "record.state", "search.col_verdict"].map((k) => el("th", { scope: "col", text: t(k) })),
+    );
+    append(card, el("div", { class: "table-wrap", role: "region", tabindex: "0", "aria-label": t("search.table_label") }, el("table", { class: "data", id: "search-table" }, el("thead", {}, head), tbody)));
+  }
+  if (d.more) append(card, el("p", { class: "note", id: "search-more", text: t("search.more", { n: records.length }) }));
+  if (d.incomplete) append(card, el("p", { class: "note", id: "search-incomplete", text: t("search.incomplete", { n: fmtNumber(d.scanned || 0) }) }));
+  const site = kind === "filing_number" ? /^(.*号)-\d+$/.exec(d.filing_number || "") : null;
+  if (site) {
+    append(
+      card,
+      el("p", {}, el("button", { type: "button", class: "secondary", id: "search-subject-number", text: t("search.all_sites", { q: site[1] }), onclick: () => go("explain", { filing_number: site[1] }) })),
+    );
+  }
+  append(out, card);
 }
 
 function reasonKey(code, part) {

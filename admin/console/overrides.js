@@ -6,7 +6,7 @@
 import { api, can, query, ApiError } from "./api.js";
 import { el, $, append, show as showEl } from "./dom.js";
 import { t, has, fmtTime } from "./i18n.js";
-import { clearErrors, showError, showOK, markField, busy, timeNode, dialog, status, ttlRadios, Pager } from "./ui.js";
+import { clearErrors, clearMessages, showError, showOK, markField, busy, timeNode, dialog, status, ttlRadios, Pager } from "./ui.js";
 
 const PAGE_SIZE = 50;
 
@@ -22,6 +22,7 @@ export function init(ctx) {
   $("ov-form").addEventListener("submit", onCreate);
   $("ov-filter").addEventListener("submit", (ev) => {
     ev.preventDefault();
+    clearMessages($("view-overrides"));
     reload();
   });
   pager = new Pager("ov", load);
@@ -94,6 +95,7 @@ async function onCreate(ev) {
   ev.preventDefault();
   const form = ev.currentTarget;
   const msg = $("ov-msg");
+  clearMessages($("view-overrides"));
   clearErrors(form, msg);
   const f = form.elements;
   const checked = form.querySelector('input[name="ttl"]:checked');
@@ -259,7 +261,7 @@ async function remove(o) {
 // list so what is shown is what is stored.
 async function mutate(method, o, body, okText) {
   const msg = $("ov-list-msg");
-  clearErrors(null, msg);
+  clearMessages($("view-overrides"));
   try {
     const { data } = await api(method, "/v1/overrides/" + encodeURIComponent(o.id), { body, ifMatch: o.version });
     const text = okText(data || {});

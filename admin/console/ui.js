@@ -4,7 +4,7 @@
 
 import { ApiError } from "./api.js";
 import { el, $, append } from "./dom.js";
-import { t, has, fmtTime, fmtRelative } from "./i18n.js";
+import { t, has, fmtTime, fmtRelative, currentLang } from "./i18n.js";
 
 /** roleName is the translated name of a role code. */
 export function roleName(role) {
@@ -80,16 +80,62 @@ export function markField(form, name, text) {
   return true;
 }
 
+// FIELD_NAMES are the fields the API names in a 400, as the forms label
+// them; others are shown as sent.
+const FIELD_NAMES = new Set(["host", "ticket", "reason", "ttl", "expires", "scope", "action", "token", "filing_number", "subject"]);
+
+/** fieldName is the translated name of a field the server named. */
+export function fieldName(f) {
+  return FIELD_NAMES.has(f) ? t("field." + f) : f;
+}
+
+// PLAIN_CODES are error codes whose summary (errorSummary) says all there
+// is: the server's English adds nothing a support engineer needs.
+const PLAIN_CODES = new Set([
+  "unauthenticated",
+  "forbidden",
+  "csrf",
+  "not_found",
+  "confirmation_required",
+  "conflict",
+  "too_large",
+  "misdirected",
+  "not_allowed",
+  "if_match_required",
+  "rate_limited",
+  "unavailable",
+  "network",
+]);
+
 /**
- * showError puts err into msg: a plain-language summary and, verbatim,
- * what the server said; a 400's field is highlighted in form.
+ * errorDetail says what the server found wrong in the user's language:
+ * the text of its problem code (err.problem, with err.args), or "" when
+ * the code's summary says it all. null means the console has no words
+ * for it, and the server's own (English) message has to be shown.
+ */
+export function errorDetail(err) {
+  if (!(err instanceof ApiError)) return null;
+  if (err.problem && has("problem." + err.problem)) return t("problem." + err.problem, { ...err.args, field: fieldName(err.field) });
+  if (!err.problem && PLAIN_CODES.has(err.code)) return "";
+  return null;
+}
+
+/**
+ * showError puts err into msg: a plain-language summary and what the
+ * server found wrong, translated by its code; the server's own message
+ * is shown verbatim only in English or for a code the console does not
+ * know. A 400's field is highlighted in form. An error replaces whatever
+ * msg said before (a success included).
  */
 export function showError(msg, err, form) {
   msg.replaceChildren();
   msg.hidden = false;
   msg.className = "msg msg-error";
+  const detail = errorDetail(err);
+  if (err instanceof ApiError) msg.dataset.code = err.problem ? err.code + "/" + err.problem : err.code;
   append(msg, el("p", { class: "err-summary", text: errorSummary(err) }));
-  if (err instanceof ApiError && err.serverMessage) {
+  if (detail) append(msg, el("p", { class: "err-detail", text: detail }));
+  if (err instanceof ApiError && err.serverMessage && (detail === null || currentLang() === "en")) {
     append(
       msg,
       el("p", { class: "err-server" }, el("span", { class: "label", text: t("err.server_said") }), " ", el("q", { class: "verbatim", text: err.serverMessage })),
@@ -97,7 +143,21 @@ export function showError(msg, err, form) {
   } else if (!(err instanceof ApiError)) {
     append(msg, el("p", { class: "err-server verbatim", text: String(err && err.message ? err.message : err) }));
   }
-  if (err instanceof ApiError && err.field && form) markField(form, err.field, err.serverMessage);
+  if (err instanceof ApiError && err.field && form) markField(form, err.field, detail || err.serverMessage);
+}
+
+/**
+ * clearMessages hides every message in a view (#view-NAME) and the status
+ * line: a new action starts with nothing left over from the last one, so
+ * an old success never stands above a new error.
+ */
+export function clearMessages(view) {
+  for (const m of view.querySelectorAll(".msg")) {
+    m.replaceChildren();
+    m.hidden = true;
+    delete m.dataset.code;
+  }
+  clearStatus();
 }
 
 /** showOK puts a success message (text and optional extra nodes) into msg. */
@@ -109,6 +169,14 @@ export function showOK(msg, text, ...extra) {
 }
 
 let statusTimer = 0;
+
+/** clearStatus hides the status line. */
+export function clearStatus() {
+  const s = $("status");
+  clearTimeout(statusTimer);
+  s.hidden = true;
+  s.textContent = "";
+}
 
 /** status announces a short message in the status line (screen readers hear it). */
 export function status(text) {
