@@ -341,6 +341,9 @@ type Explanation struct {
 	Override *OverrideInfo `json:"override,omitempty"`
 	// IgnoredOverride is an allow that matched a blacklisted domain.
 	IgnoredOverride *OverrideInfo `json:"ignored_override,omitempty"`
+	// RejectedRow is a row of the filing database for Domain that failed
+	// validation and so gives it no record.
+	RejectedRow *RejectedRowInfo `json:"rejected_row,omitempty"`
 	// Error says why the input is invalid.
 	Error string `json:"error,omitempty"`
 	// ValidUntil is when the decision changes by itself (an override
@@ -361,6 +364,18 @@ type RecordInfo struct {
 	Upstream        string     `json:"upstream,omitempty"`
 	RectifyDeadline *time.Time `json:"rectify_deadline,omitempty"`
 	UpdatedAt       *time.Time `json:"updated_at,omitempty"`
+}
+
+// RejectedRowInfo is a rejected database row in an Explanation.
+type RejectedRowInfo struct {
+	// Domain is the row's domain as the database has it.
+	Domain string `json:"domain"`
+	// Field is the column at fault, "" when no single one is.
+	Field string `json:"field,omitempty"`
+	// Value is that column's value.
+	Value string `json:"value,omitempty"`
+	// Error says what is wrong, naming the field and value.
+	Error string `json:"error"`
 }
 
 // OverrideInfo is an override in an Explanation.
@@ -388,6 +403,7 @@ func Explain(d *registry.Decision) Explanation {
 		Record:          recordInfo(d.Record),
 		Override:        overrideInfo(d.Override),
 		IgnoredOverride: overrideInfo(d.Ignored),
+		RejectedRow:     rejectedInfo(d.Rejected),
 		ValidUntil:      timePtr(d.ValidUntil),
 		Trace:           strings.Split(strings.TrimRight(d.Explain(), "\n"), "\n"),
 	}
@@ -405,6 +421,13 @@ func Explain(d *registry.Decision) Explanation {
 		e.Error = d.Err.Error()
 	}
 	return e
+}
+
+func rejectedInfo(r *registry.RejectedRow) *RejectedRowInfo {
+	if r == nil {
+		return nil
+	}
+	return &RejectedRowInfo{Domain: r.Domain, Field: r.Field, Value: r.Value, Error: r.Reason}
 }
 
 func recordInfo(r *registry.Record) *RecordInfo {

@@ -185,8 +185,10 @@ func TestRegistryCollectorLint(t *testing.T) {
 	for _, p := range problems {
 		t.Errorf("%s: %s", p.Metric, p.Text)
 	}
-	if got := testutil.CollectAndCount(c); got != 9+1+1+2+2+1+1+1 {
-		t.Errorf("got %d series, want %d", got, 18)
+	// records by state, rejected rows, loaded, last success, reloads by
+	// result, cache requests by result, evictions, invalidations, entries.
+	if got := testutil.CollectAndCount(c); got != 9+1+1+1+2+2+1+1+1 {
+		t.Errorf("got %d series, want %d", got, 19)
 	}
 }
 

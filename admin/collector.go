@@ -1,6 +1,8 @@
 package admin
 
 import (
+	"fmt"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/icpgate/icpgate/metrics"
@@ -15,6 +17,7 @@ type RegistryCollector struct {
 	reloads func() registry.ReloadStats
 
 	records, loaded, lastSuccess, reloadsTotal *prometheus.Desc
+	rejected                                   *prometheus.Desc
 	cacheRequests, cacheEvictions, cacheInval  *prometheus.Desc
 	cacheEntries                               *prometheus.Desc
 }
@@ -31,6 +34,8 @@ func NewRegistryCollector(reg *registry.Registry, reloads func() registry.Reload
 		reloads: reloads,
 		records: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "records"),
 			"Records in the serving registry snapshot, by filing state.", []string{"state"}, nil),
+		rejected: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "rejected_rows"),
+			fmt.Sprintf("Rows of the filing database that fail validation, as of the last sync; each leaves its domain without a record (icpgate check DOMAIN says why). At most %d are counted. Always 0 with a registry file, which is refused whole instead.", registry.MaxRejectedRows), nil, nil),
 		loaded: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "loaded"),
 			"1 once a registry snapshot has been installed, else 0 (every name is then blocked as unfiled).", nil, nil),
 		lastSuccess: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "last_success_timestamp_seconds"),
@@ -50,7 +55,7 @@ func NewRegistryCollector(reg *registry.Registry, reloads func() registry.Reload
 
 // Describe implements prometheus.Collector.
 func (c *RegistryCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.records, c.loaded, c.lastSuccess, c.reloadsTotal,
+	for _, d := range []*prometheus.Desc{c.records, c.rejected, c.loaded, c.lastSuccess, c.reloadsTotal,
 		c.cacheRequests, c.cacheEvictions, c.cacheInval, c.cacheEntries} {
 		ch <- d
 	}
@@ -62,6 +67,7 @@ func (c *RegistryCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, st := range registry.States() {
 		ch <- prometheus.MustNewConstMetric(c.records, prometheus.GaugeValue, float64(snap.Count(st)), st.String())
 	}
+	ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.GaugeValue, float64(snap.RejectedCount()))
 	loaded := 0.0
 	if c.reg.Loaded() {
 		loaded = 1

@@ -52,6 +52,10 @@ type Decision struct {
 	// Ignored is an allow override that matched but was not applied
 	// because the domain is blacklisted.
 	Ignored *Override
+	// Rejected is a row of the filing database under Domain that failed
+	// validation, if any: the reason Domain has no record (or, for a row
+	// naming a subdomain, a row that never counted). Read-only.
+	Rejected *RejectedRow
 	// Err says why the input was invalid (Reason invalid_host).
 	Err error
 	// ValidUntil is the instant at which this decision may change without a
@@ -119,6 +123,11 @@ func Decide(host string, snap *Snapshot, now time.Time, p Policy) Decision {
 		rec = snap.Lookup(dom)
 	}
 	d.Record = rec
+	if snap != nil && len(snap.rejected) > 0 {
+		if rs := snap.rejected[dom]; len(rs) > 0 {
+			d.Rejected = &rs[0]
+		}
+	}
 
 	// 4. Overrides. Deny beats allow whatever the scope: an ops denylist
 	// entry is a compliance control that a support whitelist must never
@@ -292,6 +301,9 @@ func (d *Decision) Explain() string {
 			b.WriteString("suffix:     not on the MIIT list of fileable suffixes\n")
 		}
 	}
+	if rj := d.Rejected; rj != nil {
+		fmt.Fprintf(&b, "rejected:   %s\n", rj.Explain())
+	}
 	fmt.Fprintf(&b, "verdict:    %s (%s)\n", d.Verdict, d.Reason)
 	if !d.ValidUntil.IsZero() {
 		fmt.Fprintf(&b, "until:      %s\n", d.ValidUntil.Format(time.RFC3339))
@@ -314,4 +326,10 @@ func describeOverride(o *Override) string {
 		s += " expires=" + o.Expires.Format(time.RFC3339)
 	}
 	return s
+}
+
+// Explain says what the rejected row means for decisions, as the
+// explanation of a decision prints it.
+func (r *RejectedRow) Explain() string {
+	return "database row rejected: " + r.Reason + "; the row is ignored (its domain has no record from it) until it is fixed in the filing database"
 }

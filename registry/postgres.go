@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,7 +36,7 @@ const (
 	SyncErrSchema     = "schema"      // database not migrated or newer
 	SyncErrQuery      = "query"       // a query failed
 	SyncErrGap        = "gap"         // sequence gap: full reload
-	SyncErrInvalidRow = "invalid_row" // a row failed validation and was skipped
+	SyncErrInvalidRow = "invalid_row" // a row failed validation and was rejected
 	SyncErrMassDelete = "mass_delete" // refused by the mass-deletion guard
 	SyncErrStore      = "store"       // writing the local store failed
 )
@@ -93,7 +94,7 @@ type SyncStats struct {
 	LastError   error     // last failed sync, nil after a success
 	FullLoads   uint64    // full loads installed
 	Incremental uint64    // incremental syncs that applied changes
-	InvalidRows uint64    // rows skipped as invalid, all syncs
+	InvalidRows uint64    // rows rejected as invalid, all syncs (each time read)
 	// Errors counts failures by kind (SyncErrorKinds); every kind present.
 	Errors map[string]uint64
 	// DeletionRefused is the number of records a refused sync would have
@@ -114,8 +115,12 @@ type SyncStats struct {
 // cursor.
 //
 // Fail-static: a failed or refused sync never changes the serving
-// snapshot; an invalid row is skipped (its previous record, if any, keeps
-// serving), logged with its key and counted.
+// snapshot. A row that fails validation is rejected: its domain has no
+// record (an earlier one is dropped, in a full load as in an incremental
+// sync, so every node and icpgate check decide it alike), the snapshot
+// remembers the row and why (Decision.Rejected, up to MaxRejectedRows),
+// and it is logged with its domain, field and value, and counted. Rows
+// rejected in bulk count as deletions against MaxDeleteFraction.
 type PostgresSource struct {
 	reg  *Registry
 	opts PostgresOptions
@@ -485,17 +490,88 @@ func (s *rowScanner) record() (Record, error) {
 	return rec, nil
 }
 
-// invalidLog logs the first few invalid rows of a sync with their keys and
-// counts the rest, so a bad bulk import cannot flood the log.
-type invalidLog struct {
-	log *slog.Logger
-	n   int
+// value returns the scanned value of the record column field, as the
+// database has it.
+func (s *rowScanner) value(field string) string {
+	t := func(ts pgtype.Timestamptz) string {
+		if !ts.Valid {
+			return ""
+		}
+		return ts.Time.Format(time.RFC3339)
+	}
+	switch field {
+	case "domain":
+		return s.domain.String
+	case "state":
+		return s.state.String
+	case "filing_number":
+		return s.filing.String
+	case "subject":
+		return s.subject.String
+	case "subject_type":
+		return s.subjectType.String
+	case "province":
+		return s.province.String
+	case "upstream":
+		return s.upstream.String
+	case "rectify_deadline":
+		return t(s.deadline)
+	case "updated_at":
+		return t(s.updated)
+	}
+	return ""
 }
 
+// rejectRow describes the scanned row that failed with err: the column at
+// fault is the one the validation error starts with (every message names
+// it first, as in `filing_number "京ICP备123号": ...`).
+func rejectRow(sc *rowScanner, err error) RejectedRow {
+	msg := strings.TrimPrefix(err.Error(), ErrInvalidRecord.Error()+": ")
+	r := RejectedRow{Domain: sc.domain.String, Reason: msg}
+	if errors.Is(err, ErrDuplicate) {
+		// Two rows whose names are the same domain (例子.中国 and its
+		// A-label): the later one read is rejected.
+		r.Field = "domain"
+	}
+	for _, c := range columns {
+		if len(msg) > len(c) && strings.HasPrefix(msg, c) && (msg[len(c)] == ' ' || msg[len(c)] == ':') {
+			r.Field = c
+		}
+	}
+	if r.Field != "" {
+		r.Value = sc.value(r.Field)
+	}
+	return r
+}
+
+// invalidLog collects the rows of one sync that fail validation, logs the
+// first few with their key, field and value, and counts the rest, so a bad
+// bulk write cannot flood the log.
+type invalidLog struct {
+	log      *slog.Logger
+	n        int
+	rejected []RejectedRow // record rows, up to MaxRejectedRows
+}
+
+const invalidLogged = 20
+
+// reject records a record row that failed validation.
+func (l *invalidLog) reject(r RejectedRow) {
+	l.n++
+	if len(l.rejected) < MaxRejectedRows {
+		l.rejected = append(l.rejected, r)
+	}
+	if l.n <= invalidLogged {
+		l.log.Warn("database row rejected; its domain has no record from it until it is fixed",
+			"domain", r.Domain, "field", r.Field, "value", r.Value, "error", r.Reason)
+	}
+}
+
+// add records an override row that failed validation.
 func (l *invalidLog) add(key string, err error) {
 	l.n++
-	if l.n <= 20 {
-		l.log.Warn("invalid row skipped", "domain", key, "error", err.Error())
+	if l.n <= invalidLogged {
+		l.log.Warn("database override rejected", "override", key, "error", err.Error())
 	}
 }
 
@@ -503,8 +579,8 @@ func (l *invalidLog) done(p *PostgresSource) {
 	if l.n == 0 {
 		return
 	}
-	if l.n > 20 {
-		p.log.Warn("invalid rows skipped", "count", l.n, "logged", 20)
+	if l.n > invalidLogged {
+		p.log.Warn("database rows rejected", "count", l.n, "logged", invalidLogged)
 	}
 	p.invalidRows.Add(uint64(l.n))
 	p.mu.Lock()
@@ -548,7 +624,7 @@ func (p *PostgresSource) fullLoad(ctx context.Context, conn *pgx.Conn) error {
 	tg := sc.targets()
 	for rows.Next() {
 		if err := rows.Scan(tg...); err != nil {
-			bad.add(sc.domain.String, err)
+			bad.reject(RejectedRow{Domain: sc.domain.String, Reason: err.Error()})
 			continue
 		}
 		rec, err := sc.record()
@@ -556,7 +632,7 @@ func (p *PostgresSource) fullLoad(ctx context.Context, conn *pgx.Conn) error {
 			err = b.Add(rec)
 		}
 		if err != nil {
-			bad.add(sc.domain.String, err)
+			bad.reject(rejectRow(&sc, err))
 		}
 	}
 	rows.Close()
@@ -571,8 +647,12 @@ func (p *PostgresSource) fullLoad(ctx context.Context, conn *pgx.Conn) error {
 		b.AddOverride(o) // validated by readOverrides
 	}
 	bad.done(p)
-	snap := b.Build()
-	// The guard: compare with what serves now.
+	// A rejected row's domain gets no record, whatever an earlier load
+	// had: see incrementalSync.
+	snap := b.Build().WithRejected(bad.rejected)
+	// The guard: compare with what serves now. Rejected rows that had a
+	// record count as removals: a bulk write of bad rows is refused like a
+	// mass deletion.
 	if old := p.reg.Snapshot(); p.reg.Loaded() && old.Len() > 0 {
 		removed := 0
 		for r := range old.Records() {
@@ -749,8 +829,8 @@ func (p *PostgresSource) incrementalSync(ctx context.Context, conn *pgx.Conn, cu
 		return tag(SyncErrQuery, fmt.Errorf("reading changes: %w", err))
 	}
 	type change struct {
-		rec     *Record // nil: deleted
-		invalid bool
+		rec      *Record      // nil: deleted or rejected
+		rejected *RejectedRow // the row failed validation
 	}
 	changes := make(map[string]change)
 	var order []string
@@ -794,7 +874,8 @@ func (p *PostgresSource) incrementalSync(ctx context.Context, conn *pgx.Conn, cu
 			err = validateRecord(&rec)
 		}
 		if err != nil {
-			changes[key] = change{invalid: true}
+			r := rejectRow(&sc, err)
+			changes[key] = change{rejected: &r}
 			continue
 		}
 		changes[key] = change{rec: &rec}
@@ -810,10 +891,39 @@ func (p *PostgresSource) incrementalSync(ctx context.Context, conn *pgx.Conn, cu
 	var upserts []Record
 	var deletes []string
 	seen := make(map[string]bool, len(order))
+	// The rejected rows after these changes: those of old whose rows did
+	// not change, and the changed rows that fail.
+	var rejected []RejectedRow
+	rejectedChanged := false
+	for _, r := range old.Rejected() {
+		if _, changed := changes[r.Domain]; changed {
+			rejectedChanged = true
+			continue
+		}
+		rejected = append(rejected, r)
+	}
 	for _, key := range order {
 		c := changes[key]
-		if c.invalid {
-			bad.add(key, fmt.Errorf("%w: row fails validation; its previous record keeps serving", ErrInvalidRecord))
+		if c.rejected != nil {
+			// Fail closed for the row: its domain loses the record it
+			// had, as a full load (which has no earlier record to keep)
+			// leaves it without one. So every gateway, whenever it
+			// started, and icpgate check decide it alike, and the
+			// explanation says why. Keeping the old record instead
+			// would pass a site the filing team may have just
+			// cancelled, on some nodes only. A bulk write of bad rows
+			// is not applied row by row: the deletions count against
+			// the mass-deletion guard below, which refuses the sync
+			// and keeps the whole registry serving.
+			bad.reject(*c.rejected)
+			rejected = append(rejected, *c.rejected)
+			rejectedChanged = true
+			if dom, err := CanonicalDomain(key); err == nil && !seen[dom] {
+				seen[dom] = true
+				if old.Lookup(dom) != nil {
+					deletes = append(deletes, dom)
+				}
+			}
 			continue
 		}
 		if c.rec == nil {
@@ -850,6 +960,9 @@ func (p *PostgresSource) incrementalSync(ctx context.Context, conn *pgx.Conn, cu
 		s, err := cur.Apply(upserts, deletes)
 		if err != nil {
 			return nil, err
+		}
+		if rejectedChanged {
+			s = s.WithRejected(rejected)
 		}
 		if overrides {
 			return s.WithOverrides(ovs)

@@ -184,7 +184,7 @@ func TestPostgresIncremental(t *testing.T) {
 		{"UPDATE icpgate_records SET state = 'access_revoked' WHERE domain = 'filed2.cn'", "filed2.cn", "access_revoked"},
 		{"DELETE FROM icpgate_records WHERE domain = 'filed3.cn'", "filed3.cn", "unfiled"},
 		{"INSERT INTO icpgate_overrides (host, scope, action) VALUES ('filed4.cn', 'domain', 'deny')", "a.filed4.cn", "override_deny"},
-		{"UPDATE icpgate_records SET filing_number = 'bad' WHERE domain = 'filed5.cn'", "filed5.cn", "filed"}, // invalid: old record stays
+		{"UPDATE icpgate_records SET filing_number = 'bad' WHERE domain = 'filed5.cn'", "filed5.cn", "unfiled"}, // rejected: no record (TestPostgresRejectedRows)
 		{"UPDATE icpgate_records SET domain = 'renamed.cn' WHERE domain = 'filed6.cn'", "renamed.cn", "filed"},
 	}
 	for _, s := range steps {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,13 @@ type Snapshot struct {
 	overrides map[string][]Override
 	nov       int
 	counts    [numStates + 1]int
+	// rejected holds the rows of the source that failed validation, by
+	// the registrable domain of their name (rejectedKey), so a decision
+	// can say why a domain has no record. Only the PostgreSQL source sets
+	// it (a registry file with a bad row is refused whole); like the rest
+	// it is never changed once built.
+	rejected  map[string][]RejectedRow
+	nrejected int
 	// gen identifies the records (not the overrides): Build and Apply give
 	// each result a new one, WithOverrides keeps it. A source that keeps
 	// its own index of what it loaded (FileSource) checks it to know that
@@ -175,6 +183,71 @@ func (s *Snapshot) WithOverrides(overrides []Override) (*Snapshot, error) {
 	return &n, nil
 }
 
+// MaxRejectedRows is the most rejected rows a snapshot remembers
+// (WithRejected keeps the first): enough for any real mistake, bounded
+// against a bulk write of bad rows.
+const MaxRejectedRows = 10000
+
+// RejectedRow is a row of the filing database that failed validation. It
+// gives its domain no record: the domain decides as if it had none (see
+// PostgresSource), and the decision carries the row to say why.
+type RejectedRow struct {
+	// Domain is the row's domain as the database has it.
+	Domain string
+	// Field is the column at fault ("filing_number", "state", ...), ""
+	// when no single column is.
+	Field string
+	// Value is that column's value.
+	Value string
+	// Reason says what is wrong, naming the field and value:
+	// `filing_number "京ICP备123号": ...`.
+	Reason string
+}
+
+// WithRejected returns a snapshot with the records and overrides of s and
+// rows (at most MaxRejectedRows of them) as its rejected rows, in place of
+// s's. Like WithOverrides it shares the records.
+func (s *Snapshot) WithRejected(rows []RejectedRow) *Snapshot {
+	n := *s
+	n.rejected, n.nrejected = nil, 0
+	rows = rows[:min(len(rows), MaxRejectedRows)]
+	if len(rows) > 0 {
+		n.rejected = make(map[string][]RejectedRow, len(rows))
+		for _, r := range rows {
+			k := rejectedKey(r.Domain)
+			n.rejected[k] = append(n.rejected[k], r)
+		}
+		n.nrejected = len(rows)
+	}
+	return &n
+}
+
+// Rejected returns a copy of the rejected rows, sorted by domain.
+func (s *Snapshot) Rejected() []RejectedRow {
+	out := make([]RejectedRow, 0, s.nrejected)
+	for _, rs := range s.rejected {
+		out = append(out, rs...)
+	}
+	slices.SortFunc(out, func(a, b RejectedRow) int { return strings.Compare(a.Domain, b.Domain) })
+	return out
+}
+
+// RejectedCount returns the number of rejected rows.
+func (s *Snapshot) RejectedCount() int { return s.nrejected }
+
+// rejectedKey is the registrable domain of a rejected row's name, which
+// is what a decision looks up; the name as it is when it has none.
+func rejectedKey(name string) string {
+	n, kind, err := Normalize(name)
+	if err != nil || kind != HostName {
+		return name
+	}
+	if reg, err := RegistrableDomain(n); err == nil {
+		return reg
+	}
+	return n
+}
+
 // Apply returns a snapshot with upserts added or replacing the records of
 // their domains and the records of deletes removed; s is unchanged and the
 // overrides are carried over. It costs in proportion to the changes, not to
@@ -256,6 +329,9 @@ func (s *Snapshot) compact() error {
 func (s *Snapshot) sameDomain(o *Snapshot, domain string) bool {
 	r1, r2 := s.Lookup(domain), o.Lookup(domain)
 	if (r1 == nil) != (r2 == nil) || (r1 != nil && r1 != r2 && !r1.Equal(r2)) {
+		return false
+	}
+	if !slices.Equal(s.rejected[domain], o.rejected[domain]) {
 		return false
 	}
 	ov1, ov2 := s.overrides[domain], o.overrides[domain]

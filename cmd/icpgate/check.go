@@ -44,9 +44,14 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitError
 	}
 	reg := registry.New(registry.Options{CacheSize: -1, Policy: policy})
+	// A database row that fails validation gives its domain no record in
+	// a running gateway as in this one-off load (registry.PostgresSource),
+	// so both decide it alike; the decision's Rejected says why.
+	source := "registry file " + cfg.Registry.File
 	if cfg.Embedded() {
 		err = loadEmbeddedRegistry(reg)
 	} else if cfg.Registry.Postgres.DSN != "" {
+		source = "the filing database"
 		err = loadPostgresOnce(ctx, cfg.Registry.Postgres, reg)
 	} else {
 		var snap *registry.Snapshot
@@ -55,7 +60,7 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "icpgate check: loading registry %s: %v\n", cfg.Registry.File, err)
+		printLoadError(stderr, "icpgate check: loading "+source, err, "no host checked")
 		return exitError
 	}
 
@@ -78,6 +83,13 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			fmt.Fprintln(stdout)
 		}
 		io.WriteString(stdout, d.Explain())
+		if rj := d.Rejected; rj != nil {
+			what := "the row"
+			if rj.Field != "" {
+				what = fmt.Sprintf("%s %q of the row", rj.Field, rj.Value)
+			}
+			fmt.Fprintf(stdout, "fix:        ask the filing team to correct %s for %s in the filing database; the gateways use the row once it is valid\n", what, rj.Domain)
+		}
 		if d.Verdict != registry.Pass {
 			// The block page's advice, so support reads what the owner sees.
 			if _, hint, ok := proxy.ReasonAdvice(string(d.Reason)); ok {
