@@ -3,6 +3,7 @@ package admin
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"mime"
 	"net/http"
 	"net/url"
@@ -34,7 +35,7 @@ func parseLimit(name, v string, def, most int) (int, *apiError) {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 || n > most {
-		return 0, invalid(name, "%s must be a number from 1 to %d, got %q", name, most, v).because("limit_bad", "max", strconv.Itoa(most))
+		return 0, invalid(name, "%s must be a number from 1 to %d, got %q", name, most, v)
 	}
 	return n, nil
 }
@@ -430,14 +431,15 @@ func (s *Server) listAudit(c *call) {
 }
 
 // reportUnfiled answers GET /v1/report/unfiled: JSON, or CSV with
-// format=csv or Accept: text/csv.
+// format=csv or Accept: text/csv; bom=1 starts the CSV with a UTF-8 byte
+// order mark, without which Excel on Chinese Windows reads it as GBK.
 func (s *Server) reportUnfiled(c *call) {
 	if s.cfg.Report == nil {
 		writeError(c.w, notFound("the unfiled-site report is not enabled on this gateway"))
 		return
 	}
 	q := c.r.URL.Query()
-	if e := onlyParams(q, "n", "reason", "format"); e != nil {
+	if e := onlyParams(q, "n", "reason", "format", "bom"); e != nil {
 		writeError(c.w, e)
 		return
 	}
@@ -462,6 +464,15 @@ func (s *Server) reportUnfiled(c *call) {
 		writeError(c.w, invalid("format", `format must be "json" or "csv", got %q`, f))
 		return
 	}
+	bom := false
+	switch b := q.Get("bom"); b {
+	case "1", "true":
+		bom = true
+	case "", "0", "false":
+	default:
+		writeError(c.w, invalid("bom", `bom must be "1" or "0", got %q`, b))
+		return
+	}
 	if !csv {
 		rows := s.cfg.Report.Top(n, reason)
 		if rows == nil {
@@ -477,6 +488,9 @@ func (s *Server) reportUnfiled(c *call) {
 	h.Set("Content-Disposition", `attachment; filename="unfiled.csv"`)
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
+	if bom {
+		io.WriteString(c.w, "\ufeff") // an error shows in WriteCSV's
+	}
 	if err := s.cfg.Report.WriteCSV(c.w, reason); err != nil {
 		// The status is sent; a cut CSV is all the client can see.
 		s.log.Warn("writing the unfiled report CSV", "error", err)

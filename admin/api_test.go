@@ -1293,6 +1293,16 @@ func TestReport(t *testing.T) {
 			t.Errorf("csv: got %q", r.body)
 		}
 	}
+	// Excel on Chinese Windows reads CSV without a byte order mark as GBK.
+	r = e.do(req{method: "GET", path: "/v1/report/unfiled?format=csv&bom=1", token: e.secret["viewer"]})
+	if r.status != 200 || !strings.HasPrefix(r.body, "\ufeffdomain,reason,") {
+		t.Errorf("bom=1: got %d %q, want the CSV after a UTF-8 byte order mark", r.status, r.body)
+	}
+	r = e.do(req{method: "GET", path: "/v1/report/unfiled?format=csv&bom=0", token: e.secret["viewer"]})
+	if r.status != 200 || !strings.HasPrefix(r.body, "domain,reason,") {
+		t.Errorf("bom=0: got %d %q, want the CSV without a byte order mark", r.status, r.body)
+	}
+	wantError(t, e.do(req{method: "GET", path: "/v1/report/unfiled?format=csv&bom=yes", token: e.secret["viewer"]}), 400, "invalid", "bom")
 }
 
 // compact returns JSON without insignificant white space.

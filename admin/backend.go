@@ -205,8 +205,10 @@ type ReportRow struct {
 	// heavy-hitter sketch's error), 0 when exact.
 	Hits      uint64 `json:"hits"`
 	HitsError uint64 `json:"hits_error"`
-	// Destinations are the addresses (ip:port) the blocked visitors asked
-	// for, at most a few per domain.
+	// Destinations are where the blocked traffic would have gone, at most
+	// a few per domain: the upstream (host:port, the record's or the
+	// listener's), or in transparent mode the original destination
+	// (ip:port).
 	Destinations []string `json:"destinations"`
 }
 

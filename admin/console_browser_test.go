@@ -416,10 +416,12 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Errorf("report row: got %q", got)
 	}
 	b.Screenshot(t, "09-report")
-	csv := browsertest.Run(t, b, "CSV download", chromedp.Evaluate[string](`fetch(document.getElementById("report-csv").href).then(r => r.text())`,
+	// Decoded keeping a byte order mark (text() would drop it): Excel on
+	// Chinese Windows needs the mark to read UTF-8.
+	csv := browsertest.Run(t, b, "CSV download", chromedp.Evaluate[string](`fetch(document.getElementById("report-csv").href).then(r => r.arrayBuffer()).then(a => new TextDecoder("utf-8", {ignoreBOM: true}).decode(a))`,
 		chromedp.EvalAwaitPromise))
-	if !strings.HasPrefix(csv, "domain,reason,hits,hits_error,first_seen,last_seen,destinations") || !strings.Contains(csv, "unfiled-shop.cn") {
-		t.Errorf("CSV: got %q", csv)
+	if !strings.HasPrefix(csv, "\ufeffdomain,reason,hits,hits_error,first_seen,last_seen,destinations") || !strings.Contains(csv, "unfiled-shop.cn") {
+		t.Errorf("CSV: got %q, want it to start with a UTF-8 byte order mark and the header", csv)
 	}
 
 	// English, remembered across a reload.

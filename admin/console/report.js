@@ -38,8 +38,10 @@ export function rerender() {
   renderRows();
 }
 
+// updateCSV points the download at the CSV with a byte order mark: Excel
+// on Chinese Windows reads a CSV without one as GBK and garbles it.
 function updateCSV() {
-  $("report-csv").setAttribute("href", "/v1/report/unfiled" + query({ format: "csv", reason: $("report-reason").value }));
+  $("report-csv").setAttribute("href", "/v1/report/unfiled" + query({ format: "csv", reason: $("report-reason").value, bom: "1" }));
 }
 
 // seq numbers the requests; only the latest one's answer is shown.

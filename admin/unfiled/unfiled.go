@@ -101,6 +101,9 @@ type Options struct {
 	Log *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Location is the time zone of WriteCSV's times (written with their
+	// offset). nil means UTC.
+	Location *time.Location
 }
 
 // Report is the unfiled-site report: a Space-Saving sketch of blocked
@@ -112,6 +115,7 @@ type Report struct {
 	interval time.Duration
 	log      *slog.Logger
 	now      func() time.Time
+	loc      *time.Location
 
 	saveMu sync.Mutex // serialises Save and Load's file access
 
@@ -130,10 +134,10 @@ type entry struct {
 	reason      string // interned
 	hits        uint64
 	hitsErr     uint64
-	first, last int64            // Unix nanoseconds
+	first, last int64  // Unix nanoseconds
 	dests       []dest // first maxDests distinct; backing array reused on eviction
-	otherDests  uint64           // hits at a destination not in dests
-	pos         int32            // index in heap
+	otherDests  uint64 // hits at a destination not in dests
+	pos         int32  // index in heap
 }
 
 // New returns an empty report. Call Load to restore a saved one.
@@ -145,6 +149,7 @@ func New(opts Options) *Report {
 		interval: opts.SaveInterval,
 		log:      opts.Log,
 		now:      opts.Now,
+		loc:      opts.Location,
 	}
 	if r.capacity <= 0 {
 		r.capacity = DefaultCapacity
@@ -163,6 +168,9 @@ func New(opts Options) *Report {
 	r.log = r.log.With("component", "unfiled")
 	if r.now == nil {
 		r.now = time.Now
+	}
+	if r.loc == nil {
+		r.loc = time.UTC
 	}
 	r.reset()
 	return r
@@ -511,7 +519,8 @@ var CSVHeader = []string{"domain", "reason", "hits", "hits_error", "first_seen",
 
 // WriteCSV writes every row (only those with reason unless it is ""),
 // hits descending, after the header line CSVHeader. Times are RFC 3339 in
-// UTC, destinations are separated by spaces. A cell that a spreadsheet
+// Options.Location with its offset (2026-01-31T08:00:00+08:00; Z in
+// UTC), destinations are separated by spaces. A cell that a spreadsheet
 // would take for a formula is prefixed with a quote. It implements
 // admin.Reporter.
 func (r *Report) WriteCSV(w io.Writer, reason string) error {
@@ -535,8 +544,8 @@ func (r *Report) WriteCSV(w io.Writer, reason string) error {
 			csvSafe(x.reason),
 			strconv.FormatUint(x.hits, 10),
 			strconv.FormatUint(x.hitsErr, 10),
-			time.Unix(0, x.first).UTC().Format(time.RFC3339),
-			time.Unix(0, x.last).UTC().Format(time.RFC3339),
+			time.Unix(0, x.first).In(r.loc).Format(time.RFC3339),
+			time.Unix(0, x.last).In(r.loc).Format(time.RFC3339),
 			csvSafe(string(dests)),
 		}
 		if err := cw.Write(rec[:]); err != nil {

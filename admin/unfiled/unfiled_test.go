@@ -390,6 +390,25 @@ type failingWriter struct{}
 
 func (failingWriter) Write([]byte) (int, error) { return 0, fmt.Errorf("disk full") }
 
+// TestWriteCSVLocation: with a Location, CSV times are in that zone with
+// its offset, the instant unchanged.
+func TestWriteCSVLocation(t *testing.T) {
+	// Asia/Shanghai's offset, without needing the zone database.
+	shanghai := time.FixedZone("CST", 8*60*60)
+	c := newClock() // 2026-03-01T08:00:00Z, 16:00 in Shanghai
+	r := New(Options{Now: c.Now, Location: shanghai})
+	r.ObserveUpstream("unfiled", "a.cn", "origin.example:443")
+	var b bytes.Buffer
+	if err := r.WriteCSV(&b, ""); err != nil {
+		t.Fatal(err)
+	}
+	want := "domain,reason,hits,hits_error,first_seen,last_seen,destinations\n" +
+		"a.cn,unfiled,1,0,2026-03-01T16:00:00+08:00,2026-03-01T16:00:00+08:00,origin.example:443\n"
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}
+
 func TestCSVSafe(t *testing.T) {
 	for _, tt := range []struct{ in, want string }{
 		{"example.cn", "example.cn"},

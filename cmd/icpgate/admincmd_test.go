@@ -255,7 +255,13 @@ func TestAdminCLI(t *testing.T) {
 		}
 		found := false
 		for _, r := range recs[1:] {
-			found = found || r[0] == "nobody-filed-this.cn"
+			if r[0] == "nobody-filed-this.cn" {
+				found = true
+				// Where the request would have gone, not the gateway's listener.
+				if want := o.http.Addr().String(); r[6] != want {
+					t.Errorf("report CSV destinations: got %q, want the listener's upstream %q", r[6], want)
+				}
+			}
 			if r[1] != "unfiled" {
 				t.Errorf("report CSV --reason unfiled: row %q", r)
 			}
@@ -263,6 +269,14 @@ func TestAdminCLI(t *testing.T) {
 		if !found {
 			t.Errorf("report CSV: no row for nobody-filed-this.cn in %q", recs)
 		}
+	}
+	// --bom: for Excel on Chinese Windows, which reads CSV without it as GBK.
+	if code, out, errOut := cli(t, viewer, with("report", "unfiled", "--csv", "--bom")...); code != exitOK ||
+		!strings.HasPrefix(out, "\ufeffdomain,reason,hits,") {
+		t.Errorf("report unfiled --csv --bom: got %d %q %s, want the CSV after a UTF-8 byte order mark", code, out, errOut)
+	}
+	if code, _, errOut := cli(t, viewer, with("report", "unfiled", "--bom")...); code != exitError || !strings.Contains(errOut, "--bom: only with --csv") {
+		t.Errorf("report unfiled --bom without --csv: got %d %q, want an error", code, errOut)
 	}
 
 	// rm: blocked again.
