@@ -98,6 +98,9 @@ type Config struct {
 	// (IPv6 per /64); over it every attempt from there gets 429 until the
 	// bucket refills. Default 10 (also the burst).
 	FailedLoginsPerMinute int
+	// TimeZone is the IANA zone the console shows times in, with their
+	// offset (policy.time_zone). Default "Asia/Shanghai".
+	TimeZone string
 	// Now is the clock. Default time.Now; tests inject one.
 	Now func() time.Time
 }
@@ -109,6 +112,7 @@ const (
 	DefaultMaxDenyTTL            = 365 * 24 * time.Hour
 	DefaultMutationsPerMinute    = 60
 	DefaultFailedLoginsPerMinute = 10
+	DefaultTimeZone              = "Asia/Shanghai"
 	// mutationBurst is the mutation limiter's burst.
 	mutationBurst = 20
 )
@@ -118,6 +122,9 @@ const (
 func (cfg Config) withDefaults() Config {
 	if cfg.Address == "" {
 		cfg.Address = DefaultAddress
+	}
+	if cfg.TimeZone == "" {
+		cfg.TimeZone = DefaultTimeZone
 	}
 	if cfg.ReadHeaderTimeout <= 0 {
 		cfg.ReadHeaderTimeout = 5 * time.Second

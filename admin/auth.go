@@ -184,6 +184,8 @@ type sessionBody struct {
 	Role string `json:"role"`
 	// CSRF is the value to send in X-CSRF-Token; "" with a Bearer token.
 	CSRF string `json:"csrf"`
+	// TimeZone is the IANA zone to show times in (Config.TimeZone).
+	TimeZone string `json:"time_zone"`
 }
 
 // login answers POST /v1/session {"token": "..."}: it sets the session
@@ -235,12 +237,12 @@ func (s *Server) login(c *call) {
 	}
 	http.SetCookie(c.w, sessionCookieFor(r, id, int(sessionTTL.Seconds())))
 	c.audit("ok", "signed in to the console")
-	writeJSON(c.w, http.StatusOK, sessionBody{Name: c.tok.Name, Role: c.tok.Role.String(), CSRF: sess.csrf})
+	writeJSON(c.w, http.StatusOK, sessionBody{Name: c.tok.Name, Role: c.tok.Role.String(), CSRF: sess.csrf, TimeZone: s.cfg.TimeZone})
 }
 
 // whoami answers GET /v1/session.
 func (s *Server) whoami(c *call) {
-	b := sessionBody{Name: c.tok.Name, Role: c.tok.Role.String()}
+	b := sessionBody{Name: c.tok.Name, Role: c.tok.Role.String(), TimeZone: s.cfg.TimeZone}
 	if c.sess != nil {
 		b.CSRF = c.sess.csrf
 	}

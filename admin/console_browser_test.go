@@ -349,6 +349,11 @@ func TestConsoleBrowser(t *testing.T) {
 	if d := time.Until(*o.Expires); d < 89*24*time.Hour {
 		t.Errorf("after extending by 90 days the override expires in %v", d)
 	}
+	// Times read on the gateway's clock (Asia/Shanghai by default) with
+	// their offset, whatever zone the browser runs in.
+	if got, want := b.Text(t, "#ov-list-msg"), o.Expires.In(time.FixedZone("", 8*3600)).Format("2006-01-02 15:04 +08:00"); !strings.Contains(got, want) {
+		t.Errorf("extend message %q, want the expiry as %q", got, want)
+	}
 
 	// Someone else changes it behind the console's back: removing it
 	// then answers 412, the console says so and reloads; the second try

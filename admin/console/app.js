@@ -5,7 +5,7 @@
 
 import { api, session, setUnauthenticatedHandler } from "./api.js";
 import { $, show } from "./dom.js";
-import { initI18n, applyI18n, t, setLang, otherLang, onLangChange } from "./i18n.js";
+import { initI18n, applyI18n, t, setLang, otherLang, onLangChange, setTimeZone } from "./i18n.js";
 import { clearErrors, showError, markField, busy, roleName, status } from "./ui.js";
 import * as explain from "./explain.js";
 import * as overrides from "./overrides.js";
@@ -61,6 +61,7 @@ function signedIn(s) {
   session.name = s.name;
   session.role = s.role;
   session.csrf = s.csrf;
+  if (s.time_zone) setTimeZone(s.time_zone);
   updateWhoami();
   show($("whoami"), true);
   show($("signout"), true);

@@ -83,12 +83,34 @@ export function onLangChange(f) {
   listeners.push(f);
 }
 
-/** fmtTime formats an RFC 3339 time in the browser's time zone. */
+// zone is the gateway's display zone (the session's time_zone, set from
+// policy.time_zone): every person sees the same clock, whatever zone their
+// browser is in, and the offset says which clock it is.
+let zone = "Asia/Shanghai";
+
+/** setTimeZone sets the IANA zone times are shown in; an unknown name is ignored. */
+export function setTimeZone(z) {
+  try {
+    new Intl.DateTimeFormat("en", { timeZone: z });
+    zone = z;
+  } catch {
+    // Keep the default: a wrong zone must not hide every time.
+  }
+}
+
+/** fmtTime formats an RFC 3339 time as "2026-12-08 12:30 +08:00" in the display zone. */
 export function fmtTime(iso) {
   if (!iso) return "";
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return String(iso);
-  return new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "short" }).format(d);
+  const parts = {};
+  for (const p of new Intl.DateTimeFormat("en-US", {
+    timeZone: zone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", timeZoneName: "longOffset",
+  }).formatToParts(d)) parts[p.type] = p.value;
+  // longOffset reads "GMT+08:00", or "GMT" for UTC itself.
+  const off = parts.timeZoneName === "GMT" ? "+00:00" : parts.timeZoneName.replace("GMT", "");
+  return `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute} ${off}`;
 }
 
 /** fmtRelative says how far iso is from now ("in 45 days", "2 hours ago"). */

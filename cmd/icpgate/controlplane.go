@@ -158,6 +158,7 @@ func (cp *controlPlane) adminConfig(cfg *Config, acfg admin.Config) admin.Config
 	acfg.MaxDenyTTL = cfg.Admin.MaxDenyTTL
 	acfg.MutationsPerMinute = cfg.Admin.MutationsPerMinute
 	acfg.FailedLoginsPerMinute = cfg.Admin.FailedLoginsPerMinute
+	acfg.TimeZone = cfg.Policy.TimeZone
 	return acfg
 }
 
