@@ -28,7 +28,8 @@ type importSummary struct {
 }
 
 // cmdImport runs `icpgate import [-config FILE] [--dry-run] [--replace] FILE`:
-// the file (CSV or JSON Lines, the registry file format) is validated in
+// the file (CSV or JSON Lines, the registry file format; UTF-8 unless
+// --encoding names GBK or GB18030) is validated in
 // full first, a bad row failing the import with its line, then loaded in
 // one transaction: new domains inserted, changed ones updated; with
 // --replace, domains missing from the file are deleted. --dry-run does all
@@ -39,8 +40,9 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	df := addDBFlags(fs)
 	dry := fs.Bool("dry-run", false, "validate and compute the summary, change nothing")
 	replace := fs.Bool("replace", false, "delete records whose domain is not in the file")
+	enc := fs.String("encoding", "utf-8", "the file's encoding: utf-8, or gbk or gb18030 (what Excel on Chinese Windows saves CSV in)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: icpgate import [-config FILE | -dsn URL] [--dry-run] [--replace] FILE")
+		fmt.Fprintln(stderr, "Usage: icpgate import [-config FILE | -dsn URL] [--dry-run] [--replace] [--encoding gbk] FILE")
 		fs.PrintDefaults()
 	}
 	files, err := parseInterleaved(fs, args)
@@ -52,7 +54,7 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitError
 	}
 	path := files[0]
-	snap, warns, err := registry.LoadSnapshotWarnings(path)
+	snap, warns, err := loadImportFile(path, *enc)
 	for _, w := range warns.Lines() {
 		fmt.Fprintf(stderr, "icpgate import: warning: %s\n", w)
 	}
