@@ -261,6 +261,10 @@ func TestAdminCLI(t *testing.T) {
 				if want := o.http.Addr().String(); r[6] != want {
 					t.Errorf("report CSV destinations: got %q, want the listener's upstream %q", r[6], want)
 				}
+				// In policy.time_zone (default Asia/Shanghai), with the offset.
+				if !strings.HasSuffix(r[4], "+08:00") || !strings.HasSuffix(r[5], "+08:00") {
+					t.Errorf("report CSV times: got %q and %q, want them at +08:00", r[4], r[5])
+				}
 			}
 			if r[1] != "unfiled" {
 				t.Errorf("report CSV --reason unfiled: row %q", r)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/icpgate/icpgate/admin"
 	"github.com/icpgate/icpgate/admin/adminstore"
@@ -88,11 +89,15 @@ func openControlPlane(ctx context.Context, cfg *Config, reg *registry.Registry, 
 			return nil, fmt.Errorf("applying stored overrides: %w", err)
 		}
 	}
+	// CSV times in the zone block pages use, with their offset; validated
+	// with the config, so an error here leaves UTC.
+	loc, _ := time.LoadLocation(cfg.Policy.TimeZone)
 	cp.report = unfiled.New(unfiled.Options{
 		Capacity:        cfg.Report.Capacity,
 		MaxDestinations: cfg.Report.MaxDestinations,
 		File:            cfg.Report.File,
 		Log:             log, // unfiled.New adds component=unfiled
+		Location:        loc,
 	})
 	if err := cp.report.Load(); err != nil {
 		// The report is a statistic: losing it must not stop the gateway.
