@@ -35,7 +35,7 @@ func parseLimit(name, v string, def, most int) (int, *apiError) {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 || n > most {
-		return 0, invalid(name, "%s must be a number from 1 to %d, got %q", name, most, v)
+		return 0, invalid(name, "%s must be a number from 1 to %d, got %q", name, most, v).because("limit_bad", "max", strconv.Itoa(most))
 	}
 	return n, nil
 }

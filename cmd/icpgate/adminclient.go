@@ -71,6 +71,9 @@ func newAdminClient(cf *clientFlags) (*adminClient, error) {
 		if err != nil {
 			return nil, err
 		}
+		if loc, err := time.LoadLocation(cfg.Policy.TimeZone); err == nil && cfg.Policy.TimeZone != "" {
+			displayZone.Store(loc)
+		}
 		dial := dialableAddress(cfg.Admin.Address)
 		c.where = dial
 		c.base = &url.URL{Scheme: "http", Host: dial}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,12 +14,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 	"unicode/utf8"
 
 	"github.com/icpgate/icpgate/admin"
 	"github.com/icpgate/icpgate/proxy"
+	"github.com/icpgate/icpgate/registry"
 )
 
 // The admin commands (allow, deny, explain, audit, report) talk to a
@@ -291,16 +294,22 @@ func changeOverride(ctx context.Context, cf *clientFlags, action, id, method str
 }
 
 func overrideRemove(ctx context.Context, action string, args []string, stdout, stderr io.Writer) (int, error) {
-	fs := withUsage(flag.NewFlagSet(action+" rm", flag.ContinueOnError), stderr, action+" rm ID [-config FILE] [--admin URL] [--json]")
+	fs := withUsage(flag.NewFlagSet(action+" rm", flag.ContinueOnError), stderr, action+" rm ID|HOST [-config FILE] [--admin URL] [--json]")
 	cf := addClientFlags(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return exitError, err
 	}
 	if len(pos) != 1 {
-		return exitError, usageError(fs, stderr, "want exactly one override ID (see icpgate "+action+" ls)")
+		return exitError, usageError(fs, stderr, "want exactly one override ID or HOST (see icpgate "+action+" ls)")
 	}
-	o, err := changeOverride(ctx, cf, action, pos[0], http.MethodDelete, nil)
+	id := pos[0]
+	if !isOverrideID(id) {
+		if id, err = activeOverrideID(ctx, cf, action, pos[0]); err != nil {
+			return exitError, err
+		}
+	}
+	o, err := changeOverride(ctx, cf, action, id, http.MethodDelete, nil)
 	if err != nil {
 		return exitError, err
 	}
@@ -309,6 +318,56 @@ func overrideRemove(ctx context.Context, action string, args []string, stdout, s
 	}
 	fmt.Fprintf(stdout, "removed %s override %s for %s (%s scope)\n", action, o.ID, o.Host, o.Scope)
 	return exitOK, nil
+}
+
+// isOverrideID reports whether s is an override ID (a decimal number)
+// rather than a host.
+func isOverrideID(s string) bool {
+	_, err := strconv.ParseUint(s, 10, 64)
+	return err == nil
+}
+
+// activeOverrideID returns the ID of the one active override of action
+// whose host is host (normalised as the gateway does). None, or more than
+// one (an exact and a domain entry for the same name), is an error that
+// lists them, so the person picks by ID.
+func activeOverrideID(ctx context.Context, cf *clientFlags, action, host string) (string, error) {
+	n, kind, err := registry.Normalize(host)
+	if err != nil || kind != registry.HostName {
+		return "", fmt.Errorf("%q is neither an override ID nor a host name (see icpgate %s ls)", host, action)
+	}
+	c, err := newAdminClient(cf)
+	if err != nil {
+		return "", err
+	}
+	var p struct {
+		Overrides []admin.OverrideJSON `json:"overrides"`
+	}
+	query := url.Values{"action": {action}, "active": {"true"}, "q": {n}, "limit": {"1000"}}
+	if _, err := c.getJSON(ctx, "/v1/overrides", query, &p); err != nil {
+		return "", err
+	}
+	var match []admin.OverrideJSON
+	for _, o := range p.Overrides {
+		if o.Host == n {
+			match = append(match, o)
+		}
+	}
+	switch len(match) {
+	case 0:
+		return "", fmt.Errorf("no active %s override for %s (icpgate %s ls --all lists expired ones too)", action, n, action)
+	case 1:
+		return match[0].ID, nil
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d active %s overrides for %s; remove one by ID:\n", len(match), action, n)
+	tw := tabwriter.NewWriter(&b, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "  ID\tHOST\tSCOPE\tEXPIRES\tTICKET\tBY\tREASON")
+	for _, o := range match {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", o.ID, o.Host, o.Scope, fmtTime(o.Expires), cell(o.Ticket), cell(o.CreatedBy), cell(o.Reason))
+	}
+	tw.Flush()
+	return "", errors.New(strings.TrimRight(b.String(), "\n"))
 }
 
 func overrideExtend(ctx context.Context, action string, args []string, stdout, stderr io.Writer) (int, error) {
@@ -346,11 +405,20 @@ func overrideExtend(ctx context.Context, action string, args []string, stdout, s
 // all pass, 1 when any is blocked, 2 on error.
 func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return adminCmd("explain", stderr, func() (int, error) {
-		fs := withUsage(flag.NewFlagSet("explain", flag.ContinueOnError), stderr, "explain [-config FILE] [--admin URL] [--json] HOST...")
+		fs := withUsage(flag.NewFlagSet("explain", flag.ContinueOnError), stderr,
+			"explain [-config FILE] [--admin URL] [--json] HOST... | --filing-number N | --subject S")
 		cf := addClientFlags(fs)
+		number := fs.String("filing-number", "", "list the registry's websites with this filing number (备案号): 京ICP备10206937号 for every site, -1 for one")
+		subject := fs.String("subject", "", "list the registry's websites whose subject (主体, the owner) contains this text")
 		hosts, err := parseFlags(fs, args)
 		if err != nil {
 			return exitError, err
+		}
+		if *number != "" || *subject != "" {
+			if len(hosts) != 0 {
+				return exitError, usageError(fs, stderr, "give HOST arguments or --filing-number/--subject, not both")
+			}
+			return searchRecords(ctx, cf, *number, *subject, stdout, stderr)
 		}
 		if len(hosts) == 0 {
 			return exitError, usageError(fs, stderr, "")
@@ -396,6 +464,59 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		}
 		return code, nil
 	})
+}
+
+// searchRecords prints the registry's records with a filing number or
+// subject (GET /v1/records), each with the gateway's verdict: exit 0 when
+// some match, 1 when none does, 2 on error.
+func searchRecords(ctx context.Context, cf *clientFlags, number, subject string, stdout, stderr io.Writer) (int, error) {
+	c, err := newAdminClient(cf)
+	if err != nil {
+		return exitError, err
+	}
+	query := url.Values{}
+	if number != "" {
+		query.Set("filing_number", number)
+	}
+	if subject != "" {
+		query.Set("subject", subject)
+	}
+	var a admin.SearchAnswer
+	r, err := c.getJSON(ctx, "/v1/records", query, &a)
+	if err != nil {
+		return exitError, err
+	}
+	code := exitOK
+	if len(a.Records) == 0 {
+		code = exitBlocked
+	}
+	if a.Incomplete {
+		fmt.Fprintf(stderr, "icpgate explain: the search ran out of time after %d records; the list may be incomplete\n", a.Scanned)
+	}
+	if cf.json {
+		_, err := stdout.Write(r.body)
+		return code, err
+	}
+	what := "filing number " + a.FilingNumber
+	if number == "" {
+		what = fmt.Sprintf("subject containing %q", subject)
+	}
+	if len(a.Records) == 0 {
+		fmt.Fprintf(stdout, "no records with %s\n", what)
+		return code, nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "DOMAIN\tFILING NUMBER\tSTATE\tVERDICT\tREASON\tSUBJECT")
+	for _, rec := range a.Records {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", rec.Domain, cell(rec.FilingNumber), rec.State, rec.Verdict, rec.Reason, cell(rec.Subject))
+	}
+	if err := tw.Flush(); err != nil {
+		return exitError, err
+	}
+	if a.More {
+		fmt.Fprintf(stdout, "(the first %d records with %s; narrow the search for the rest)\n", len(a.Records), what)
+	}
+	return code, nil
 }
 
 // cmdAudit lists the audit log: "audit ls".
@@ -474,10 +595,11 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return exitOK, nil
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tAT\tWHO\tROLE\tFROM\tACTION\tTARGET\tOUTCOME\tDETAIL")
+		fmt.Fprintln(tw, "ID\tAT\tWHO\tROLE\tFROM\tACTION\tTARGET\tTICKET\tREASON\tOUTCOME\tDETAIL")
 		for _, e := range entries {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, fmtTime(&e.At), cell(e.Who), cell(e.Role),
-				cell(e.Remote), e.Action, cell(auditTarget(e)), e.Outcome, cell(e.Detail))
+			ticket, reason := auditTicketReason(e)
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, fmtTime(&e.At), cell(e.Who), cell(e.Role),
+				cell(e.Remote), e.Action, cell(auditTarget(e)), cell(ticket), cell(reason), e.Outcome, cell(e.Detail))
 		}
 		return exitOK, tw.Flush()
 	})
@@ -493,6 +615,23 @@ func auditTarget(e admin.AuditEntry) string {
 		return e.Target + " " + e.Normalized
 	}
 	return e.Target
+}
+
+// auditTicketReason returns the ticket and reason an entry is about, as
+// the console shows them: what the request sent, else the override after
+// the change, else before it (a removal).
+func auditTicketReason(e admin.AuditEntry) (ticket, reason string) {
+	type tr struct {
+		Ticket string `json:"ticket"`
+		Reason string `json:"reason"`
+	}
+	var in, before, after tr
+	// A body that is not an object (a bulk's, a string kept for a bad
+	// request) leaves the fields empty.
+	json.Unmarshal(e.Input, &in)
+	json.Unmarshal(e.Before, &before)
+	json.Unmarshal(e.After, &after)
+	return cmp.Or(in.Ticket, after.Ticket, before.Ticket), cmp.Or(in.Reason, after.Reason, before.Reason)
 }
 
 // parseWhen parses an RFC 3339 time, or a duration before now ("24h",
@@ -669,7 +808,30 @@ func fmtTime(t *time.Time) string {
 	if t == nil || t.IsZero() {
 		return "never"
 	}
-	return t.Local().Format("2006-01-02 15:04 MST")
+	loc := displayZone.Load()
+	if loc == nil {
+		loc = defaultDisplayZone
+	}
+	return t.In(loc).Format("2006-01-02 15:04 -07:00")
+}
+
+// displayZone is the zone the admin commands print times in: the config's
+// policy.time_zone (set when the command reads a config), else the
+// default, Asia/Shanghai. Not the machine's zone: staff on servers set to
+// UTC and staff on laptops must read the same clock, and the offset says
+// which one it is.
+// It is atomic because tests run commands side by side.
+var displayZone atomic.Pointer[time.Location]
+
+var defaultDisplayZone = mustZone("Asia/Shanghai")
+
+// mustZone loads an IANA zone that the embedded tzdata always has.
+func mustZone(name string) *time.Location {
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		panic(err)
+	}
+	return loc
 }
 
 // cell makes a value fit one table cell: characters that could break the
