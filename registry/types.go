@@ -195,6 +195,19 @@ func Reasons() []Reason {
 	return r[:]
 }
 
+// Verdicts reports which verdicts a decision with reason r can carry: each
+// reason has one, but for ip_access, which follows the policy. Metrics are
+// pre-registered from it, so a pair that cannot happen is never exported.
+func (r Reason) Verdicts() (pass, block bool) {
+	switch r {
+	case ReasonFiled, ReasonAccessPending, ReasonRectifying, ReasonOverrideAllow:
+		return true, false
+	case ReasonIPAccess:
+		return true, true
+	}
+	return false, true
+}
+
 // Record is one registrable domain's filing record.
 type Record struct {
 	Domain          string // registrable domain, A-label, lower case
