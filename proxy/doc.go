@@ -39,7 +39,7 @@
 // ECH is counted and decided on its outer name, the only one readable. A passing
 // one is dialled to Decision.Upstream or the listener's default, the hello
 // bytes are replayed, and then both directions are moved with splice(2)
-// through a cached pipe (splice.go): the payload stays in the kernel, and
+// through a cached pipe (splice_linux.go): the payload stays in the kernel, and
 // the calls do not wake the Go scheduler's monitor thread. When one side
 // finishes, the other is half-closed with
 // CloseWrite and the reverse direction keeps running.

@@ -5,7 +5,7 @@ package proxy
 // The engine's share of an http listener.
 //
 // An http listener outside transparent mode and without PROXY headers is
-// accepted by the passthrough engines (engine.go), like a tls listener.
+// accepted by the passthrough engines (engine_linux.go), like a tls listener.
 // The listening socket is TCP_DEFER_ACCEPT, so a new connection's request
 // is already there when it is accepted: the engine reads it in the same
 // turn and, when it is a complete request head with no body behind it
@@ -22,7 +22,7 @@ package proxy
 // blocked one is closed only after draining it, which may take a while),
 // a head split across reads, a malformed one (the handler answers with
 // the right status), a client that sent nothing yet. The hand-off wraps
-// the socket in a sockConn (sockconn.go), two system calls, fewer than
+// the socket in a sockConn (sockconn_linux.go), two system calls, fewer than
 // the accept loop's accept spent after accept4.
 
 import (

@@ -41,6 +41,7 @@ func engineHTTPGateway(t *testing.T, blockPage string) (*gateway, *httpCountingU
 	cfg := httpBaseConfig(u.addr)
 	cfg.Policy.BlockPage = blockPage
 	g := startGateway(t, cfg, httpTestDecider())
+	skipWithoutEngines(t, g.srv)
 	if got := g.srv.ServedBy("http"); got != "engine" {
 		t.Fatalf("ServedBy: got %q, want engine", got)
 	}

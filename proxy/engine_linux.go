@@ -11,6 +11,8 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,9 +45,9 @@ import (
 // (EPOLLEXCLUSIVE, so one engine wakes per connection) and every socket of
 // its connections (edge-triggered, registered for reading, and for writing
 // only once a write found a buffer full). All of its socket calls are raw,
-// non-blocking system calls (rawsys.go); it waits in a raw, blocking
-// epoll_wait on a P of its own (run, engineProcs), so the rest of the
-// process (HTTP, QUIC, admin) keeps the Ps it had. The listening sockets
+// non-blocking system calls (rawsys_linux.go); with nothing to do it
+// waits in the runtime's poller (run), so its P goes to the rest of the
+// process (HTTP, QUIC, admin) as any goroutine's would. The listening sockets
 // it accepts on are duplicates outside the runtime's poller (the
 // listener's own descriptor is closed), which would otherwise wake a
 // second thread for every connection. Connections have no goroutine, no
@@ -141,7 +143,17 @@ func engineNow() int64 { return int64(time.Since(engineStart)) }
 type engine struct {
 	s      *Server
 	epfd   int
+	ep     *os.File        // epfd, in the runtime poller (wait)
+	rc     syscall.RawConn // ep's
 	wakefd int
+	naps   bool // Performance.GatherNaps
+
+	// wait's state: the read deadline set on ep (engine clock, 0 for
+	// none, -1 for one that expired), and the events its callback,
+	// waitFn, collected.
+	deadline int64
+	got      int
+	waitFn   func(uintptr) bool
 
 	evs     []unix.EpollEvent
 	scratch []byte
@@ -166,7 +178,7 @@ type engine struct {
 	nextSweep int64
 	readied   bool     // a turn started handler goroutines (startHandler)
 	work      uint64   // bytes read from sockets since the start
-	trial     napTrial // whether a dense turn naps before its wait (gather.go)
+	trial     napTrial // whether a dense turn naps before its wait (gather_linux.go)
 
 	open   atomic.Int64 // connections served, for the drain log and tests
 	served atomic.Int64 // connections taken since the start, for tests
@@ -281,7 +293,7 @@ func (l *listener) closeEngineFD() {
 // first time. s.mu must be held.
 func (s *Server) engineAccept(l *listener) error {
 	if s.engines == nil {
-		n := engineProcs.cores()
+		n := engineCount()
 		for range n {
 			e, err := newEngine(s)
 			if err != nil {
@@ -367,75 +379,94 @@ func (s *Server) closeEngineConns() int {
 	return n
 }
 
-// engineProcs gives every running engine a P of its own: GOMAXPROCS is
-// the process's own count (cores) plus one per engine. An engine waits in
-// a raw, blocking epoll_wait that keeps its P (engine.run), so without its
-// own P it would take one from the handlers, the QUIC path and the admin
-// server. The first engine to start records the count it found; when the
-// last one stops, the process gets that count back (the runtime's default
-// again, following the CPU limit, unless GOMAXPROCS was set).
-var engineProcs engineProcsT
+// The oldest kernel the engines run on: 4.5 brought EPOLLEXCLUSIVE (one
+// engine woken per new connection), and 4.18 the wake-up of a reader
+// whose socket's SO_RCVLOWAT is lowered below what is queued, which the
+// end of a burst relies on (pushTails). On an older kernel every listener
+// is served by the goroutine path.
+const engineKernelMajor, engineKernelMinor = 4, 18
 
-type engineProcsT struct {
-	mu   sync.Mutex
-	base int // GOMAXPROCS before the first engine
-	live int // running engines
+// engineSupported reports why the engines cannot run on this kernel: nil
+// on 4.18 or later (checked once, with uname).
+var engineSupported = sync.OnceValue(func() error {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return fmt.Errorf("passthrough engine: uname: %w", err)
+	}
+	release := unix.ByteSliceToString(u.Release[:])
+	major, minor, ok := kernelVersion(release)
+	if !ok {
+		return fmt.Errorf("passthrough engine: kernel release %q not understood", release)
+	}
+	if major < engineKernelMajor || major == engineKernelMajor && minor < engineKernelMinor {
+		return fmt.Errorf("passthrough engine: kernel %s is older than %d.%d", release, engineKernelMajor, engineKernelMinor)
+	}
+	return nil
+})
+
+// kernelVersion reads the major and minor numbers of a kernel release
+// such as "5.15.0-91-generic".
+func kernelVersion(release string) (major, minor int, ok bool) {
+	num := func(s string) (int, string, bool) {
+		i := 0
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		if i == 0 || i > 6 {
+			return 0, s, false
+		}
+		n, _ := strconv.Atoi(s[:i])
+		return n, s[i:], true
+	}
+	major, rest, ok := num(release)
+	if !ok || len(rest) == 0 || rest[0] != '.' {
+		return 0, 0, false
+	}
+	minor, _, ok = num(rest[1:])
+	return major, minor, ok
 }
 
-// add counts delta engines started (or, negative, stopped) and sets
-// GOMAXPROCS to match.
-func (p *engineProcsT) add(delta int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.live == 0 {
-		p.base = runtime.GOMAXPROCS(0)
+// engineCount is how many engines a Server starts: one per P, so that
+// each core has an event loop while the listeners' connections are spread
+// over them (EPOLLEXCLUSIVE). The count is read through runtime/metrics,
+// which cannot change it: the Server never sets GOMAXPROCS, so the
+// runtime keeps following the CPU limit.
+func engineCount() int {
+	sample := []metrics.Sample{{Name: "/sched/gomaxprocs:threads"}}
+	metrics.Read(sample)
+	if sample[0].Value.Kind() != metrics.KindUint64 {
+		return 1
 	}
-	p.live += delta
-	switch {
-	case p.live > 0:
-		runtime.GOMAXPROCS(p.base + p.live)
-	case os.Getenv("GOMAXPROCS") == "":
-		runtime.SetDefaultGOMAXPROCS()
-	default:
-		runtime.GOMAXPROCS(p.base)
-	}
-}
-
-// cores reports the process's own P count, the engines' aside: how many
-// engines a Server starts.
-func (p *engineProcsT) cores() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.live == 0 {
-		return runtime.GOMAXPROCS(0)
-	}
-	return p.base
+	return max(int(sample[0].Value.Uint64()), 1)
 }
 
 // newEngine creates an engine and starts its goroutine.
 func newEngine(s *Server) (*engine, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	epfd, ep, rc, err := newPolledEpoll("engine")
 	if err != nil {
-		return nil, fmt.Errorf("passthrough engine: epoll_create1: %w", err)
+		return nil, fmt.Errorf("passthrough engine: %w", err)
 	}
 	wakefd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	if err != nil {
-		unix.Close(epfd)
+		ep.Close()
 		return nil, fmt.Errorf("passthrough engine: eventfd: %w", err)
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Pad: evWake}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
-		unix.Close(epfd)
+		ep.Close()
 		unix.Close(wakefd)
 		return nil, fmt.Errorf("passthrough engine: epoll_ctl: %w", err)
 	}
-	engineProcs.add(1)
 	e := &engine{
-		s: s, epfd: epfd, wakefd: wakefd,
+		s: s, epfd: epfd, ep: ep, rc: rc, wakefd: wakefd, naps: s.cfg.Performance.GatherNaps,
 		evs:     make([]unix.EpollEvent, engineEvents),
 		scratch: make([]byte, engineScratch),
 		lns:     make(map[int32]*engListener),
 		done:    make(chan struct{}),
+	}
+	e.waitFn = func(uintptr) bool {
+		e.got = e.poll()
+		return e.got > 0
 	}
 	go e.run()
 	return e, nil
@@ -457,32 +488,25 @@ func (e *engine) call(f func()) bool {
 	return true
 }
 
-// run is the engine's goroutine: it waits in its own epoll set, handles
-// what is ready and the timers that are due, and waits again.
+// run is the engine's goroutine: it waits for events of its epoll set,
+// handles them and the timers that are due, and waits again.
 //
-// The wait is a blocking epoll_wait issued raw, on a P of the engine's
-// own (engineProcs): one system call per wake-up, as in nginx. Waiting in
-// the runtime's poller instead (the epoll descriptor read-waited like a
-// socket) cost three: the runtime polls once without blocking before it
-// parks a thread, then blocks, and the engine then collects its own
-// events. A raw call never hands its P back, which is why the engine has a
-// P to itself; the scheduler still reaches it, as it reaches a goroutine
-// in a long loop, by a signal (preemption, a stop-the-world), which ends
-// the wait with EINTR, and the loop then yields (runtime.Gosched). A wait
-// is at most engineWaitMax long, so that holds even with asynchronous
-// preemption turned off.
+// The wait is the runtime poller's, as a socket read's is: the epoll
+// descriptor is readable while events are ready (newPolledEpoll), so the
+// goroutine parks with its P free for other goroutines, and the next
+// timer is the descriptor's read deadline. Each wait first collects
+// without blocking (poll), so a busy engine finds events and never parks.
 func (e *engine) run() {
 	defer close(e.done)
-	timeout := 0
 	var turn int64 // when the last turn began
 	e.trial.start(engineNow(), 0)
+	more := false
 	for !e.halt.Load() {
-		n, errno := rawEpollWait(e.epfd, e.evs, timeout)
-		if errno != 0 {
-			n = 0
-			if errno == unix.EINTR {
-				runtime.Gosched()
-			}
+		var n int
+		if more {
+			n = e.poll()
+		} else {
+			n = e.wait()
 		}
 		e.now = engineNow()
 		dense := e.now-turn < int64(gatherDense)
@@ -496,32 +520,57 @@ func (e *engine) run() {
 		e.timers()
 		// A full batch may have left events behind; a queued direction
 		// must not wait for an event.
-		if n == len(e.evs) || len(e.again) > 0 {
-			timeout = 0
-			continue
-		}
-		timeout = e.waitMillis()
-		if napperBusy.Load() {
-			// Goroutines queued on this P are not stolen meanwhile
-			// (napperBusy): let them run, and wait 1 ms at most.
-			timeout = min(timeout, 1)
-			e.readied = true
-		}
-		switch {
-		case n > 0 && len(e.pushes) > 0:
-			rawNap(burstNap)
-		case n > 0 && dense && e.trial.naps(e.now, e.work):
-			rawNap(gatherNap)
+		more = n == len(e.evs) || len(e.again) > 0
+		if e.naps && n > 0 && !more {
+			switch {
+			case len(e.pushes) > 0:
+				nap(burstNap)
+			case dense && e.trial.naps(e.now, e.work):
+				nap(gatherNap)
+			}
 		}
 		if e.readied {
 			// This turn gave connections to handler goroutines, queued
-			// on this P: let it run them now rather than leave them for
-			// another thread to steal while the wait holds the P.
+			// on this P: let them run now rather than after the turns
+			// a busy engine takes without parking.
 			e.readied = false
 			runtime.Gosched()
 		}
 	}
 	e.release()
+}
+
+// poll collects the ready events without waiting.
+func (e *engine) poll() int {
+	n, errno := rawEpollPoll(e.epfd, e.evs)
+	if errno != 0 {
+		return 0
+	}
+	return n
+}
+
+// wait collects the ready events, parked in the runtime poller until
+// there are some or the next timer is due.
+func (e *engine) wait() int {
+	at := e.nextTimer()
+	if at != 0 && at <= engineNow() {
+		return e.poll()
+	}
+	if at != e.deadline {
+		var t time.Time
+		if at != 0 {
+			t = engineStart.Add(time.Duration(at))
+		}
+		e.ep.SetReadDeadline(t)
+		e.deadline = at
+	}
+	e.got = 0
+	if err := e.rc.Read(e.waitFn); err != nil {
+		// The deadline passed: the timers are due. An expired deadline
+		// fails every wait until it is set again.
+		e.deadline = -1
+	}
+	return e.got
 }
 
 // burstNap is how long a turn that handled events naps before its wait
@@ -533,13 +582,10 @@ func (e *engine) run() {
 // connections of the engine wait that much longer only while a burst runs.
 const burstNap = 50 * time.Microsecond
 
-// engineWaitMax is the longest wait of an engine's loop.
-const engineWaitMax = 10 * time.Millisecond
-
-// waitMillis is the next wait's timeout: until the next timer (the sweep
+// nextTimer is when the next timer is due on the engine clock: the sweep
 // while connections are open or a listener is paused, the tail push while
-// a burst runs), rounded up to the millisecond, at most engineWaitMax.
-func (e *engine) waitMillis() int {
+// a burst runs; 0 for none.
+func (e *engine) nextTimer() int64 {
 	want := int64(0)
 	if e.open.Load() > 0 || e.paused() {
 		want = e.nextSweep
@@ -547,11 +593,7 @@ func (e *engine) waitMillis() int {
 	if e.pushAt != 0 && (want == 0 || e.pushAt < want) {
 		want = e.pushAt
 	}
-	d := int64(engineWaitMax)
-	if want != 0 {
-		d = min(max(want-e.now, 0), d)
-	}
-	return int((d + int64(time.Millisecond) - 1) / int64(time.Millisecond))
+	return want
 }
 
 // timers runs the tail push and the sweep when they are due.
@@ -1721,7 +1763,6 @@ func (e *engine) release() {
 		rawClose(p[1])
 	}
 	e.pipes = nil
-	unix.Close(e.epfd)
+	e.ep.Close() // closes epfd
 	unix.Close(e.wakefd)
-	engineProcs.add(-1)
 }

@@ -27,6 +27,5 @@ func (l *listener) leaveEngines() {}
 
 func (l *listener) closeEngineFD() {}
 
-// startNapper does nothing: the gather naps are the engine's and the
-// Linux poller's (gather_linux.go).
-func (s *Server) startNapper() (stop func()) { return func() {} }
+// engineSupported reports why the engines cannot run here.
+func engineSupported() error { return errNoEngine }

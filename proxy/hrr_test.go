@@ -177,7 +177,7 @@ func TestHRRSecondHelloChecked(t *testing.T) {
 			o := newRetryOrigin(t)
 			g := startGateway(t, retryListeners(o.addr()), filedOnly)
 			if ln == "tls" {
-				enginesOf(t, g)
+				servedByEngines(t, g)
 			}
 			addr := g.addr(ln)
 
@@ -263,7 +263,7 @@ func TestHRRSecondHelloOpenSSLOrigin(t *testing.T) {
 	})
 
 	g := startGateway(t, retryListeners(origin), filedOnly)
-	enginesOf(t, g)
+	servedByEngines(t, g)
 	for _, ln := range []string{"tls", "auto"} {
 		t.Run(ln, func(t *testing.T) {
 			if got := retrySwitch(t, g.addr(ln), "filed.cn", "unfiled.cn"); !endsWithAccessDenied(got) {

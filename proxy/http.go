@@ -39,10 +39,7 @@ package proxy
 //     the wait for its response, and a response that is all here inside
 //     the wait for the client's next request (rawIO.sendThenRead).
 //     Deadlines are moved lazily (rawIO.setDeadline), so a request
-//     updates no runtime timer while its connection is busy. Under load
-//     on one P, the idle napper (gather.go) naps where the thread would
-//     sleep in the poller, so the client's and the upstream's events
-//     gather instead of each waking it.
+//     updates no runtime timer while its connection is busy.
 //
 // Its speed is measured, not described here: the benchmarks in
 // http_test.go (BenchmarkHTTPKeepAlive*, BenchmarkHTTPBlocked,

@@ -1082,8 +1082,8 @@ func BenchmarkHTTPKeepAliveDirect(b *testing.B) {
 }
 
 // BenchmarkHTTPKeepAliveNginx does the same hop through nginx (one worker,
-// upstream keepalive, a map of the registry deciding on $host), the
-// baseline DESIGN.md names. Skipped without nginx.
+// upstream keepalive, a map of the registry deciding on $host): the
+// baseline the gateway is compared with. Skipped without nginx.
 func BenchmarkHTTPKeepAliveNginx(b *testing.B) { httpBenchNginx(b, false) }
 
 // BenchmarkHTTPKeepAliveNginxParallel is BenchmarkHTTPKeepAliveParallel

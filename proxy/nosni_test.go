@@ -24,7 +24,7 @@ func TestTLSWithoutSNIPolicy(t *testing.T) {
 			d := filedOnly
 			d.ipAccess = policy == "block" // the opposite: the policy wins
 			g := startGateway(t, cfg, d)
-			enginesOf(t, g)
+			servedByEngines(t, g)
 			for _, ln := range []string{"tls", "auto"} {
 				for _, lab := range []string{"pass", "block"} {
 					if n := testutil.ToFloat64(g.m.TLSWithoutSNI.WithLabelValues(ln, "tls", lab)); n != 0 {

@@ -143,7 +143,7 @@ func TestProxyProtocolAccept(t *testing.T) {
 		}
 	}
 	t.Run("tls v2", func(t *testing.T) {
-		enginesOf(t, g) // PROXY headers on a tls listener are the engine's
+		servedByEngines(t, g) // PROXY headers on a tls listener are the engine's
 		raw := dialRaw(t, g.addr("tls"))
 		raw.Write(proxyHeader(t, 2, "[2001:db8::7]:5555", "[2001:db8::1]:443"))
 		_, pool := testCert(t)
@@ -266,7 +266,7 @@ func TestProxyProtocolSend(t *testing.T) {
 				{Name: "http", Protocol: "http", Address: "127.0.0.1:0", Upstream: httpBack, ProxyProtocol: pp},
 			}}
 			g := startGateway(t, cfg, filedDecider)
-			enginesOf(t, g) // the engine writes the header ahead of the hello
+			servedByEngines(t, g) // the engine writes the header ahead of the hello
 
 			raw := dialRaw(t, g.addr("tls"))
 			raw.Write(proxyHeader(t, 2, "203.0.113.5:6000", "198.51.100.1:443"))

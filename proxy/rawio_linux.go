@@ -81,9 +81,6 @@ func (r *rawIO) Read(b []byte) (int, error) {
 		fn = r.leadFn
 	}
 	err := r.rc.Read(fn)
-	if napperCounts.Load() {
-		handlerWork.Add(1)
-	}
 	if r.lead != nil && err == nil {
 		if r.errno != 0 {
 			r.lead = nil // the write failed: nothing more goes out

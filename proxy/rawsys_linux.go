@@ -4,17 +4,16 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"syscall"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// Raw system calls of the passthrough engine (engine.go). Every one of
+// Raw system calls of the passthrough engine (engine_linux.go). Every one of
 // them is non-blocking on a non-blocking descriptor, so it is issued with
 // RawSyscall: the goroutine never enters the scheduler's system-call state,
 // which is what wakes the runtime's monitor thread and hands the P to
-// another thread (see the top of splice.go). Each retries EINTR itself.
+// another thread (see the top of splice_linux.go). Each retries EINTR itself.
 
 func rawCall(trap, a1, a2, a3 uintptr) (uintptr, syscall.Errno) {
 	for {
@@ -175,32 +174,13 @@ func rawEpollCtl(epfd, op, fd int, ev *unix.EpollEvent) syscall.Errno {
 	return e
 }
 
-// rawEpollPoll collects the ready events without waiting (timeout 0): the
-// parker (park.go) waits in the runtime's poller, on the epoll descriptor
-// itself.
+// rawEpollPoll collects the ready events of epfd without waiting
+// (timeout 0), retrying EINTR: the parker (park_linux.go) and the engines
+// wait in the runtime's poller, on the epoll descriptor itself, and then
+// collect with this.
 func rawEpollPoll(epfd int, evs []unix.EpollEvent) (int, syscall.Errno) {
-	for {
-		n, e := rawEpollWait(epfd, evs, 0)
-		if e != unix.EINTR {
-			return n, e
-		}
-	}
-}
-
-// rawEpollWait waits up to timeout milliseconds (-1: no limit, 0: not at
-// all) for events of epfd: the passthrough engine's blocking wait, on a P
-// of its own (engineProcs). Unlike the other calls it returns EINTR: a
-// signal that ends the wait is the runtime asking the goroutine to yield.
-func rawEpollWait(epfd int, evs []unix.EpollEvent, timeout int) (int, syscall.Errno) {
-	r, _, e := syscall.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&evs[0])), uintptr(len(evs)), uintptr(timeout), 0, 0)
+	r, e := rawCall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&evs[0])), uintptr(len(evs)), 0, 0, 0)
 	return int(r), e
-}
-
-// rawNap sleeps d (under a second) on the thread, keeping the P: the
-// engine's pause while a burst streams (burstNap).
-func rawNap(d time.Duration) {
-	ts := unix.NsecToTimespec(int64(d))
-	syscall.RawSyscall(unix.SYS_NANOSLEEP, uintptr(unsafe.Pointer(&ts)), 0, 0)
 }
 
 // rawSetNoDelay sets TCP_NODELAY on fd; turning it on sends what is queued.

@@ -35,6 +35,9 @@ type Config struct {
 	// Limits cap resources; MaxConns and MaxConnsPerIP are enforced by the
 	// Server at accept.
 	Limits Limits
+	// Performance selects how connections are served: by the passthrough
+	// engines or a goroutine each, and whether the engines nap.
+	Performance Performance
 }
 
 // Defaults of Timeouts fields the Server applies itself (the HTTP handler
@@ -108,10 +111,14 @@ type Server struct {
 	// their client connections and kept across Reloads (upstreampool.go).
 	upPool *upstreamPool
 
+	// engineOn: the passthrough engines may serve listeners
+	// (Performance.Engine, as NewServer found it).
+	engineOn bool
+
 	mu      sync.Mutex // guards the fields below
 	cfg     Config
 	lns     map[string]*listener
-	engines []*engine  // passthrough engines (engine.go), made by the first listener that needs them
+	engines []*engine  // passthrough engines (engine_linux.go), made by the first listener that needs them
 	pages   []*tlsPage // every page server built, stopped after the drain
 	started bool
 	serving bool
@@ -225,6 +232,11 @@ func NewServer(cfg Config, d Decider, m *Metrics, log *slog.Logger) (*Server, er
 	empty := map[string]*[2]prometheus.Counter{}
 	s.decisions.Store(&empty)
 	s.cfg = cfg
+	s.engineOn = cfg.Performance.engineWanted()
+	if err := engineSupported(); s.engineOn && err != nil {
+		s.engineOn = false
+		s.log.Warn("passthrough engines unavailable: every listener is served by a goroutine per connection", "error", err)
+	}
 	s.lns = make(map[string]*listener, len(cfg.Listeners))
 	for _, lc := range cfg.Listeners {
 		l := newListener(lc)
@@ -436,8 +448,9 @@ func (l *listener) unbind() {
 //
 // Keep-alive is configured on the listening socket, which Linux copies to
 // every accepted socket, and Go's per-connection keep-alive setup is off
-// (KeepAlive -1): that saves four setsockopt calls per accepted connection,
-// the cost FIELD.md blames for Go proxies' per-connection overhead.
+// (KeepAlive -1): that saves four setsockopt calls per accepted connection.
+// On systems other than Linux the listening socket keeps the system's
+// defaults (listenControl, sock_other.go).
 //
 // A tproxy listener's socket is also IP_TRANSPARENT, so that connections
 // TPROXY rules deliver to it (addressed to other hosts) are accepted.
@@ -493,7 +506,7 @@ func (s *Server) ServedBy(name string) string {
 		return ""
 	case l.pc != nil:
 		return "quic"
-	case l.ln != nil && l.rt.Load().engineServes():
+	case l.ln != nil && s.engineOn && l.rt.Load().engineServes():
 		return "engine"
 	}
 	return "handlers"
@@ -627,7 +640,6 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.startAccept(l)
 	}
 	s.mu.Unlock()
-	defer s.startNapper()()
 
 	watchdogDone := make(chan struct{})
 	stopWatchdog := make(chan struct{})
@@ -646,7 +658,7 @@ func (s *Server) Serve(ctx context.Context) error {
 // startAccept starts the accept loop of l, or has the passthrough engines
 // accept on it when its config lets them. s.mu must be held.
 func (s *Server) startAccept(l *listener) {
-	if l.ln != nil && l.rt.Load().engineServes() {
+	if l.ln != nil && s.engineOn && l.rt.Load().engineServes() {
 		if err := s.engineAccept(l); err == nil {
 			return
 		} else {
@@ -971,6 +983,9 @@ func validate(cfg Config) error {
 	}
 	if len(cfg.Listeners) == 0 {
 		return bad("listeners", "at least one listener is required")
+	}
+	if err := cfg.Performance.validate(bad); err != nil {
+		return err
 	}
 	names := make(map[string]bool, len(cfg.Listeners))
 	type bindKey struct {

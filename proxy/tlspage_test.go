@@ -124,7 +124,7 @@ func TestTLSPagePebble(t *testing.T) {
 	cfg := pageConfig(t, up.addr(), TLSPage{ACMEDirectory: ca.Directory, CARootsFile: ca.TLSRootsFile, StorageDir: storage, Timeout: 60 * time.Second})
 	g := startGateway(t, cfg, testPageDecider)
 	// Page mode is the engine's: it hands blocked connections to the page.
-	enginesOf(t, g)
+	servedByEngines(t, g)
 	addr := g.addr("tls")
 	pm := g.m.TLSPage
 

@@ -16,7 +16,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -889,9 +888,7 @@ func statID(path string) (fileID, error) {
 		return fileID{}, err
 	}
 	id := fileID{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		id.ino, id.dev = uint64(st.Ino), uint64(st.Dev)
-	}
+	id.ino, id.dev = inodeOf(fi)
 	return id, nil
 }
 

@@ -49,9 +49,35 @@ type Config struct {
 	Limits LimitsConfig `yaml:"limits"`
 	// Log configures the process log on stderr.
 	Log LogConfig `yaml:"log"`
+	// Performance selects how the data plane serves connections
+	// (docs/performance.md).
+	Performance PerformanceConfig `yaml:"performance"`
 
 	// path is the file the config was read from; "" for the embedded one.
 	path string
+}
+
+// PerformanceConfig selects how the data plane serves connections
+// (proxy.Performance).
+type PerformanceConfig struct {
+	// Engine is on or off: the passthrough engines serve tls listeners and
+	// http listeners without PROXY headers (Linux 4.18 or later), or a
+	// goroutine per connection serves every listener. Default "": on,
+	// unless the environment variable ICPGATE_ENGINE is off.
+	Engine string `yaml:"engine"`
+	// GatherNaps is on or off: busy engines nap briefly before they wait,
+	// so that events gather. Default off.
+	GatherNaps string `yaml:"gather_naps"`
+}
+
+// validate checks the on/off values.
+func (p *PerformanceConfig) validate() error {
+	for _, f := range []struct{ key, v string }{{"engine", p.Engine}, {"gather_naps", p.GatherNaps}} {
+		if f.v != "" && f.v != "on" && f.v != "off" {
+			return fmt.Errorf("performance.%s: must be on or off, got %q", f.key, f.v)
+		}
+	}
+	return nil
 }
 
 // RegistryConfig locates the filing registry.
@@ -485,6 +511,9 @@ func (c *Config) validate() error {
 	if err := c.Registry.Postgres.validate(); err != nil {
 		return err
 	}
+	if err := c.Performance.validate(); err != nil {
+		return err
+	}
 	switch {
 	case !c.Embedded():
 		if err := registrySource(c.Registry.File, c.Registry.Postgres.DSN); err != nil {
@@ -699,6 +728,10 @@ func (c *Config) ProxyConfig() proxy.Config {
 			MinBodyRate:    c.Limits.MinBodyRate,
 
 			MaxQUICPendingBytes: c.Limits.MaxQUICPendingBytes,
+		},
+		Performance: proxy.Performance{
+			Engine:     c.Performance.Engine,
+			GatherNaps: c.Performance.GatherNaps == "on",
 		},
 	}
 	for i := range c.Listeners {
