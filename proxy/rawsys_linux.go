@@ -33,24 +33,6 @@ func rawCall6(trap, a1, a2, a3, a4, a5, a6 uintptr) (uintptr, syscall.Errno) {
 	}
 }
 
-// rawRead reads into b; 0 bytes with no error is EOF.
-func rawRead(fd int, b []byte) (int, syscall.Errno) {
-	if len(b) == 0 {
-		return 0, 0
-	}
-	r, e := rawCall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-	return int(r), e
-}
-
-// rawWriteFD writes b (a part of it when the socket buffer fills).
-func rawWriteFD(fd int, b []byte) (int, syscall.Errno) {
-	if len(b) == 0 {
-		return 0, 0
-	}
-	r, e := rawCall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-	return int(r), e
-}
-
 // rawClose closes fd. close(2) of a socket never blocks unless SO_LINGER
 // has a timeout, which the engine never sets.
 func rawClose(fd int) {
