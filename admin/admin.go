@@ -23,6 +23,7 @@
 //	/readyz                  200 once the registry has loaded, else 503 + JSON detail (open, GET/HEAD)
 //	/v1/explain?host=NAME    the decision for NAME with its trace (viewer)
 //	/v1/records?filing_number=N|subject=S  registry records by filing number or subject (viewer)
+//	/v1/requests/{id}[?host=H]  what a block page's request ID says: time, node, reason, host (viewer)
 //	/v1/session              console sign-in (POST), who am I (GET), sign-out (DELETE)
 //	/v1/overrides[/{id}]     the support whitelist and ops denylist (viewer reads; support/admin write)
 //	/v1/overrides/bulk       many creates at once (admin)
@@ -98,6 +99,9 @@ type Config struct {
 	// (IPv6 per /64); over it every attempt from there gets 429 until the
 	// bucket refills. Default 10 (also the burst).
 	FailedLoginsPerMinute int
+	// Node is this gateway's node name (node), which request IDs of its
+	// blocks carry a tag of. Default "": no ID is told to be this node's.
+	Node string
 	// TimeZone is the IANA zone the console shows times in, with their
 	// offset (policy.time_zone). Default "Asia/Shanghai".
 	TimeZone string

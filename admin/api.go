@@ -173,8 +173,9 @@ func (s *Server) routeAPI(mux *http.ServeMux) {
 	}
 	read := func(f func(*call)) *endpoint { return &endpoint{role: RoleViewer, serve: f} }
 	routes := map[string]resource{
-		"/v1/explain": {"GET": read(s.explain)},
-		"/v1/records": {"GET": read(s.searchRecords)},
+		"/v1/explain":       {"GET": read(s.explain)},
+		"/v1/records":       {"GET": read(s.searchRecords)},
+		"/v1/requests/{id}": {"GET": read(s.explainRequest)},
 		"/v1/session": {
 			"GET":    read(s.whoami),
 			"POST":   {action: "login", maxBody: maxLoginBody, serve: s.login},

@@ -164,6 +164,7 @@ func (cp *controlPlane) adminConfig(cfg *Config, acfg admin.Config) admin.Config
 	acfg.MutationsPerMinute = cfg.Admin.MutationsPerMinute
 	acfg.FailedLoginsPerMinute = cfg.Admin.FailedLoginsPerMinute
 	acfg.TimeZone = cfg.Policy.TimeZone
+	acfg.Node = cfg.Node
 	return acfg
 }
 
