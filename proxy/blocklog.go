@@ -90,6 +90,12 @@ func (b *blockLog) allow(now int64) bool {
 // before Log returns and not retained, so it may alias a pooled buffer. A
 // nil blockLog does nothing.
 func (b *blockLog) Log(listener, protocol, host, reason string, client netip.AddrPort) {
+	b.LogID(listener, protocol, host, reason, nil, client)
+}
+
+// LogID is Log with the block's request ID (request_id), when it has one
+// the visitor sees (HTTP block pages); id, like host, is not retained.
+func (b *blockLog) LogID(listener, protocol, host, reason string, id []byte, client netip.AddrPort) {
 	if b == nil || !b.log.Enabled(context.Background(), slog.LevelInfo) {
 		return
 	}
@@ -104,7 +110,7 @@ func (b *blockLog) Log(listener, protocol, host, reason string, client netip.Add
 	n := b.suppressed.Swap(0)
 	b.lastLine.Store(now)
 	client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
-	attrs := [7]slog.Attr{
+	attrs := [8]slog.Attr{
 		slog.String("listener", listener),
 		slog.String("protocol", protocol),
 		// A copy: host may alias a pooled buffer, and a handler may keep
@@ -114,6 +120,10 @@ func (b *blockLog) Log(listener, protocol, host, reason string, client netip.Add
 		slog.String("client", client.String()),
 	}
 	k := 5
+	if len(id) > 0 {
+		attrs[k] = slog.String("request_id", string(id))
+		k++
+	}
 	if n > 0 {
 		attrs[k] = slog.Int64("suppressed", n)
 		k++

@@ -169,9 +169,9 @@ func (h *httpHandler) blockFast(fd int, b []byte, client, local netip.AddrPort, 
 	}
 	start := time.Now()
 	h.countDecision(&dec)
-	var idBuf [20]byte
-	id := h.ids.next(idBuf[:0])
-	h.blocks.Log(h.l.Name, "http", host, dec.Reason, client)
+	var idBuf [blockIDLen]byte
+	id := appendBlockID(idBuf[:0], h.node, &dec, host, start) // self-describing (blockid.go)
+	h.blocks.LogID(h.l.Name, "http", host, dec.Reason, id, client)
 	h.obs.observe(&dec, h.l.Upstream, netip.AddrPort{}) // the engine is never transparent
 	w := fdWriter{fd: fd}
 	isHead := len(b) > 5 && string(b[:5]) == "HEAD "

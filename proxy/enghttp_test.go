@@ -75,7 +75,7 @@ func TestEngineHTTP(t *testing.T) {
 			if resp.StatusCode != 403 || resp.Header.Get("X-Icpgate-Reason") != "unfiled" || !resp.Close {
 				t.Fatalf("%s: got %d %v, want 403 unfiled, close", tc.method, resp.StatusCode, resp.Header)
 			}
-			if len(resp.Header.Get("X-Request-Id")) != 16 {
+			if len(resp.Header.Get("X-Request-Id")) != blockIDLen {
 				t.Fatalf("%s: request ID %q", tc.method, resp.Header.Get("X-Request-Id"))
 			}
 			switch {

@@ -793,9 +793,11 @@ func (hc *httpConn) serveRequest(first bool) bool {
 	}
 	dec := h.d.Decide(hc.host)
 	h.countDecision(&dec)
-	hc.id = h.ids.next(hc.id[:0])
-	if !dec.Pass {
-		h.blocks.Log(h.l.Name, "http", hc.host, dec.Reason, hc.client)
+	if dec.Pass {
+		hc.id = h.ids.next(hc.id[:0])
+	} else {
+		hc.id = appendBlockID(hc.id[:0], h.node, &dec, hc.host, start) // self-describing (blockid.go)
+		h.blocks.LogID(h.l.Name, "http", hc.host, dec.Reason, hc.id, hc.client)
 		h.obs.observe(&dec, h.l.Upstream, hc.ci.dst) // ci.dst: the original destination in transparent mode
 		hc.block(&dec, head, isHead)
 		h.durBlock.Observe(time.Since(start).Seconds())

@@ -129,7 +129,6 @@ type tlsPage struct {
 	redirect string
 	page     *BlockPage
 	hello    time.Duration
-	ids      requestIDs
 
 	challenge *net.TCPAddr // the tls listener certmagic leaves TLS-ALPN-01 to
 
@@ -273,7 +272,6 @@ func newTLSPage(cfg Config, d Decider, m *TLSPageMetrics, log *slog.Logger, chal
 		return nil, err
 	}
 	p.page = bp
-	p.ids.init()
 	for _, r := range []string{pageServed, pageNoCert, pageNotEligible, pageHandshake, pageNoRequest, pageChallenge} {
 		p.results[r] = m.Pages.WithLabelValues(r)
 	}
@@ -501,10 +499,12 @@ func (p *tlsPage) serve(ctx context.Context, c *net.TCPConn, sc *sni.Conn, rv ui
 		return
 	}
 
+	now := time.Now()
 	req := BlockRequest{
 		Host: d.Host, Decision: *d, Node: p.node, Status: p.status,
-		RedirectURL: p.redirect, Page: p.page, Time: time.Now(),
-		RequestID: string(p.ids.next(make([]byte, 0, 16))),
+		RedirectURL: p.redirect, Page: p.page, Time: now,
+		// Self-describing, as an http block's (blockid.go).
+		RequestID: string(appendBlockID(make([]byte, 0, blockIDLen), p.node, d, d.Host, now)),
 	}
 	c.SetDeadline(time.Now().Add(p.hello))
 	br := bufio.NewReaderSize(io.LimitReader(tc, pageMaxRequestHead), 4<<10)
