@@ -124,6 +124,11 @@ type RequestCandidate struct {
 // handful at most.
 const maxCandidates = 20
 
+// candidateSlack widens a report row's time range when matching an ID's
+// time: the ID's is cut to the second and taken before the report's, and
+// in PostgreSQL mode rows may come from other nodes' clocks.
+const candidateSlack = 5 * time.Second
+
 // explainRequest answers GET /v1/requests/{id}[?host=H].
 func (s *Server) explainRequest(c *call) {
 	q := c.r.URL.Query()
@@ -247,8 +252,7 @@ func (s *Server) requestHost(id blockid.ID, given string) *RequestHost {
 	}
 	t := id.Time()
 	for _, r := range s.cfg.Report.Top(maxReportRows, "") {
-		// The ID's time is cut to the second; the report's are not.
-		if blockid.DomainTag(r.Domain) != id.DomainTag() || r.FirstSeen.After(t.Add(time.Second)) || r.LastSeen.Before(t) {
+		if blockid.DomainTag(r.Domain) != id.DomainTag() || r.FirstSeen.After(t.Add(candidateSlack)) || r.LastSeen.Before(t.Add(-candidateSlack)) {
 			continue
 		}
 		c := RequestCandidate{Domain: r.Domain, Reason: r.Reason, FirstSeen: r.FirstSeen.In(s.location()), LastSeen: r.LastSeen.In(s.location()), Hits: r.Hits}

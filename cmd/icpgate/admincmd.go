@@ -406,13 +406,24 @@ func overrideExtend(ctx context.Context, action string, args []string, stdout, s
 func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return adminCmd("explain", stderr, func() (int, error) {
 		fs := withUsage(flag.NewFlagSet("explain", flag.ContinueOnError), stderr,
-			"explain [-config FILE] [--admin URL] [--json] HOST... | --filing-number N | --subject S")
+			"explain [-config FILE] [--admin URL] [--json] HOST... | --filing-number N | --subject S | --request-id ID [--host H]")
 		cf := addClientFlags(fs)
 		number := fs.String("filing-number", "", "list the registry's websites with this filing number (备案号): 京ICP备10206937号 for every site, -1 for one")
 		subject := fs.String("subject", "", "list the registry's websites whose subject (主体, the owner) contains this text")
+		requestID := fs.String("request-id", "", "read the request ID a visitor brings from a block page: when, which node, which reason, which host")
+		idHost := fs.String("host", "", "with --request-id: the address the visitor says they opened, to verify")
 		hosts, err := parseFlags(fs, args)
 		if err != nil {
 			return exitError, err
+		}
+		if *requestID != "" {
+			if len(hosts) != 0 || *number != "" || *subject != "" {
+				return exitError, usageError(fs, stderr, "give --request-id alone (with --host), not with HOST arguments or --filing-number/--subject")
+			}
+			return explainRequestID(ctx, cf, *requestID, *idHost, stdout)
+		}
+		if *idHost != "" {
+			return exitError, usageError(fs, stderr, "--host goes with --request-id; to explain a host, give it as an argument")
 		}
 		if *number != "" || *subject != "" {
 			if len(hosts) != 0 {
@@ -464,6 +475,94 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		}
 		return code, nil
 	})
+}
+
+// explainRequestID prints what a block page's request ID says
+// (GET /v1/requests/{id}), verifying host when given: exit 0 when
+// answered, 2 on error (a malformed ID among them).
+func explainRequestID(ctx context.Context, cf *clientFlags, id, host string, stdout io.Writer) (int, error) {
+	c, err := newAdminClient(cf)
+	if err != nil {
+		return exitError, err
+	}
+	var query url.Values
+	if host != "" {
+		query = url.Values{"host": {host}}
+	}
+	var a admin.RequestAnswer
+	r, err := c.getJSON(ctx, "/v1/requests/"+url.PathEscape(strings.TrimSpace(id)), query, &a)
+	if err != nil {
+		return exitError, err
+	}
+	if cf.json {
+		_, err := stdout.Write(r.body)
+		return exitOK, err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
+	fmt.Fprintf(tw, "request ID\t%s\n", escapeText(a.ID, 0))
+	if a.Legacy {
+		fmt.Fprintf(tw, "format\t16-hex, issued before block IDs described themselves (or for a request that passed): no details\n")
+	}
+	if a.Time != nil {
+		fmt.Fprintf(tw, "time\t%s\n", a.Time.In(zoneOrDefault()).Format("2006-01-02 15:04:05 -07:00"))
+	}
+	if n := a.Node; n != nil {
+		if n.ThisNode {
+			fmt.Fprintf(tw, "node\t%s (this gateway)\n", escapeText(n.Name, 0))
+		} else {
+			fmt.Fprintf(tw, "node\ttag %s, not this node\n", n.Tag)
+		}
+	}
+	if rs := a.Reason; rs != nil {
+		if rs.Code == "" {
+			fmt.Fprintf(tw, "reason\ttag %d, unknown to this version\n", rs.Tag)
+		} else {
+			fmt.Fprintf(tw, "reason\t%s\n", strings.TrimSuffix(rs.Code+": "+rs.Meaning, ": "))
+		}
+	}
+	if h := a.Host; h != nil {
+		switch h.Status {
+		case admin.HostVerified:
+			fmt.Fprintf(tw, "host\t%s (verified)\n", h.Host)
+		case admin.HostSameDomain:
+			fmt.Fprintf(tw, "host\ta name under %s, not %s\n", h.Domain, escapeText(h.Given, 0))
+		case admin.HostMismatch:
+			fmt.Fprintf(tw, "host\tnot %s\n", escapeText(h.Given, 0))
+		case admin.HostCandidates:
+			fmt.Fprintf(tw, "host\t%d candidate(s) from the unfiled report, below\n", len(h.Candidates))
+		default:
+			fmt.Fprintf(tw, "host\tunknown: ask the visitor which address they opened, then add --host\n")
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return exitError, err
+	}
+	if a.Host != nil && len(a.Host.Candidates) > 0 {
+		fmt.Fprintln(stdout)
+		tw = tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "DOMAIN\tHOST\tREASON\tFIRST SEEN\tLAST SEEN\tHITS")
+		for _, c := range a.Host.Candidates {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", c.Domain, cell(c.Host), c.Reason, fmtTime(&c.FirstSeen), fmtTime(&c.LastSeen), c.Hits)
+		}
+		if err := tw.Flush(); err != nil {
+			return exitError, err
+		}
+	}
+	switch {
+	case a.Legacy:
+		fmt.Fprintln(stdout, "what to do: ask the visitor which address they opened and when, and explain that address")
+	case a.Host != nil && a.Host.Status != admin.HostVerified:
+		fmt.Fprintln(stdout, "what to do: ask the visitor which address they opened, and add --host ADDRESS to verify it")
+	}
+	return exitOK, nil
+}
+
+// zoneOrDefault is displayZone, or the default when no config set it.
+func zoneOrDefault() *time.Location {
+	if loc := displayZone.Load(); loc != nil {
+		return loc
+	}
+	return defaultDisplayZone
 }
 
 // searchRecords prints the registry's records with a filing number or
@@ -808,11 +907,7 @@ func fmtTime(t *time.Time) string {
 	if t == nil || t.IsZero() {
 		return "never"
 	}
-	loc := displayZone.Load()
-	if loc == nil {
-		loc = defaultDisplayZone
-	}
-	return t.In(loc).Format("2006-01-02 15:04 -07:00")
+	return t.In(zoneOrDefault()).Format("2006-01-02 15:04 -07:00")
 }
 
 // displayZone is the zone the admin commands print times in: the config's
