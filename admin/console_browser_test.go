@@ -28,6 +28,10 @@ type consoleEnv struct {
 	url     string
 	reg     *registry.Registry
 	secrets map[string]string // token name -> secret
+	// node is the gateway's node name; started is about when the report's
+	// rows were seen (unfiled-shop.cn, elsewhere.cn).
+	node    string
+	started time.Time
 }
 
 func startConsoleEnv(t *testing.T) *consoleEnv {
@@ -56,7 +60,7 @@ func startConsoleEnv(t *testing.T) *consoleEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := &consoleEnv{reg: reg, secrets: map[string]string{}}
+	env := &consoleEnv{reg: reg, secrets: map[string]string{}, node: "gw-bj-1", started: now}
 	for _, p := range []struct {
 		name string
 		role admin.Role
@@ -86,7 +90,7 @@ func startConsoleEnv(t *testing.T) *consoleEnv {
 		}
 		return reg.Update(func(old *registry.Snapshot) (*registry.Snapshot, error) { return old.WithOverrides(ovs) })
 	}
-	srv := admin.New(admin.Config{Address: "127.0.0.1:0", Backend: backend, Tokens: tokens, Apply: apply, Report: report},
+	srv := admin.New(admin.Config{Address: "127.0.0.1:0", Backend: backend, Tokens: tokens, Apply: apply, Report: report, Node: env.node},
 		reg, prometheus.NewRegistry(), nil, nil)
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)

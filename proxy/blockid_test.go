@@ -58,8 +58,8 @@ func TestBlockIDReasons(t *testing.T) {
 func TestBlockLogRequestID(t *testing.T) {
 	var buf bytes.Buffer
 	b := newBlockLog(slog.New(slog.NewTextHandler(&buf, nil)), 10, 1)
-	b.LogID("http", "http", "x.cn", "unfiled", []byte("0SH7K2M-4R9XQWB-3D1ZC8T"), netip.MustParseAddrPort("192.0.2.1:5"))
-	if !strings.Contains(buf.String(), "request_id=0SH7K2M-4R9XQWB-3D1ZC8T") {
+	b.LogID("http", "http", "x.cn", "unfiled", []byte("DCBRFKE-CEG50ZZ-7YR7ARC"), netip.MustParseAddrPort("192.0.2.1:5"))
+	if !strings.Contains(buf.String(), "request_id=DCBRFKE-CEG50ZZ-7YR7ARC") {
 		t.Errorf("got %q, want request_id", buf.String())
 	}
 }

@@ -3,7 +3,9 @@
 // appropriate, and every step of the decision (GET /v1/explain). The same
 // box takes a filing number (备案号) or a subject (主体) name, and lists
 // the registry's records for it (GET /v1/records), each a link to its
-// explanation.
+// explanation. It also takes the request ID a visitor read off a block
+// page (GET /v1/requests/{id}): when, which gateway, why, and which
+// address, verified when support types the one the visitor names.
 
 import { api, can, query } from "./api.js";
 import { el, $, append } from "./dom.js";
@@ -21,6 +23,7 @@ let last = null; // the explanation or search answer shown, re-rendered on a lan
 let lastKind = ""; // "host", "filing_number" or "subject": what last is
 let lastQuery = ""; // kind + ":" + value asked for
 let note = ""; // the host extracted from a pasted URL, when different
+let lastID = ""; // the request ID shown, for its verify form
 
 /** init wires the form. */
 export function init(ctx) {
@@ -38,18 +41,20 @@ export function onSession() {
 
 /**
  * show runs the lookup named in the hash: #explain?host=...,
- * #explain?filing_number=... or #explain?subject=....
+ * #explain?filing_number=..., #explain?subject=... or
+ * #explain?request_id=...[&id_host=...].
  */
 export function show(params, first) {
   for (const kind of KINDS) {
     const v = params.get(kind);
-    if (v && kind + ":" + v !== lastQuery) {
+    const idHost = kind === "request_id" ? params.get("id_host") || "" : "";
+    if (v && kind + ":" + v + "|" + idHost !== lastQuery) {
       if (kind !== "host" || note !== v) {
         // Not the host just taken out of a pasted URL: a link or the hash.
         note = "";
         $("explain-host").value = v;
       }
-      lookup(kind, v);
+      lookup(kind, v, idHost);
       return;
     }
   }
@@ -60,10 +65,11 @@ export function show(params, first) {
 export function rerender() {
   if (!last) return;
   if (lastKind === "host") render(last);
+  else if (lastKind === "request_id") renderRequest(last);
   else renderSearch(lastKind, last);
 }
 
-const KINDS = ["host", "filing_number", "subject"];
+const KINDS = ["host", "filing_number", "subject", "request_id"];
 
 /** halfWidth folds full-width letters, digits and punctuation to ASCII. */
 function halfWidth(s) {
@@ -78,9 +84,20 @@ function halfWidth(s) {
  */
 export function classify(raw) {
   const s = halfWidth(raw.trim());
+  if (isRequestID(s)) return "request_id";
   if (/ICP\s*[备證证]/i.test(s) || /^备案号/.test(s) || /^[\u4e00-\u9fff]\s*[AB][12](\.[AB][12])*\s*-\s*\d/i.test(s)) return "filing_number";
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(s) || (!/\s/.test(s) && /[.。．｡:]/.test(s))) return "host";
   return "subject";
+}
+
+/**
+ * isRequestID says whether s looks like a block page's request ID: 21
+ * letters and digits (with any hyphens and spaces) mixing both, or an
+ * old 16-hex one. The server checks the check character.
+ */
+export function isRequestID(s) {
+  const c = s.replace(/[\s-]/g, "");
+  return /^[0-9a-f]{16}$/i.test(c) || (/^[0-9a-z]{21}$/i.test(c) && /[0-9]/.test(c) && /[a-z]/i.test(c));
 }
 
 /**
@@ -111,7 +128,7 @@ function onSubmit(ev) {
   const kind = classify(raw);
   if (kind !== "host") {
     note = "";
-    return void go("explain", { [kind]: raw.trim() });
+    return void go("explain", { [kind]: kind === "request_id" ? halfWidth(raw.trim()) : raw.trim() });
   }
   const host = hostFromInput(raw);
   if (host === "") return void markField(form, "host", t("explain.host_unparsable"));
@@ -123,16 +140,17 @@ function onSubmit(ev) {
 // hash can change while one is in flight).
 let seq = 0;
 
-async function lookup(kind, value) {
+async function lookup(kind, value, idHost = "") {
   const my = ++seq;
-  lastQuery = kind + ":" + value;
+  lastQuery = kind + ":" + value + "|" + idHost;
   const form = $("explain-form");
   clearErrors(form, $("explain-msg"));
   await busy(form, async () => {
     let data, err;
     try {
-      const path = kind === "host" ? "/v1/explain" : "/v1/records";
-      ({ data } = await api("GET", path + query({ [kind]: value })));
+      let path = (kind === "host" ? "/v1/explain" : "/v1/records") + query({ [kind]: value });
+      if (kind === "request_id") path = "/v1/requests/" + encodeURIComponent(value) + query({ host: idHost });
+      ({ data } = await api("GET", path));
     } catch (e) {
       err = e;
     }
@@ -140,14 +158,17 @@ async function lookup(kind, value) {
     if (err) {
       last = null;
       $("explain-result").replaceChildren();
-      if (err.field === "filing_number" || err.field === "subject") err.field = "host"; // the one box
+      if (err.field === "filing_number" || err.field === "subject" || err.field === "id") err.field = "host"; // the one box
       showError($("explain-msg"), err, form);
       return;
     }
     last = data;
     lastKind = kind;
     if (kind === "host") render(data);
-    else renderSearch(kind, data);
+    else if (kind === "request_id") {
+      lastID = value;
+      renderRequest(data);
+    } else renderSearch(kind, data);
   });
 }
 
@@ -198,6 +219,104 @@ function renderSearch(kind, d) {
     );
   }
   append(out, card);
+}
+
+// renderRequest shows what a request ID says: when, which gateway, why
+// (with what to tell the visitor) and which address, with a form to
+// verify the address the visitor names.
+function renderRequest(d) {
+  const out = $("explain-result");
+  out.replaceChildren();
+  const h = d.host || {};
+  const card = el("section", { class: "card", id: "rid-result", dataset: { legacy: String(!!d.legacy), host: h.status || "" } });
+  append(card, el("h2", { text: t("rid.heading", { id: d.id }) }));
+  if (d.legacy) {
+    append(card, el("p", { id: "rid-legacy", text: t("rid.legacy") }));
+    append(out, card);
+    return;
+  }
+  const dl = el("dl", { class: "facts" });
+  append(dl, dlRow(t("rid.time"), el("span", { id: "rid-time" }, timeNode(d.time, { relative: true }))));
+  append(dl, dlRow(t("rid.node"), el("span", { id: "rid-node", dataset: { thisNode: String(d.node.this_node) }, text: d.node.this_node ? t("rid.this_node", { name: d.node.name }) : t("rid.other_node", { tag: d.node.tag }) })));
+  const rc = d.reason.code;
+  append(dl, dlRow(t("rid.reason"), rc ? el("span", { id: "rid-reason", dataset: { reason: rc } }, reasonTitle(rc), " ", code(rc)) : el("span", { id: "rid-reason", text: t("rid.reason_unknown", { tag: d.reason.tag }) })));
+  append(dl, dlRow(t("rid.host"), hostNode(h)));
+  append(card, dl);
+
+  const input = el("input", { id: "rid-host", name: "id_host", type: "text", autocomplete: "off", spellcheck: "false", maxlength: "2048", placeholder: "www.example.cn", value: h.given || "" });
+  const verify = el(
+    "form",
+    {
+      id: "rid-verify",
+      class: "searchbar",
+      novalidate: true,
+      onsubmit: (ev) => {
+        ev.preventDefault();
+        const host = hostFromInput(input.value);
+        if (host) go("explain", { request_id: lastID, id_host: host });
+      },
+    },
+    el("label", { for: "rid-host", text: t("rid.verify_label") }),
+    input,
+    el("button", { type: "submit", id: "rid-verify-submit", text: t("rid.verify") }),
+  );
+  append(card, verify);
+  append(out, card);
+  if (rc) {
+    append(
+      out,
+      el(
+        "div",
+        { class: "guidance" },
+        el("section", {}, el("h2", { text: t("explain.meaning") }), el("p", { text: t(reasonKey(rc, "meaning")) })),
+        el("section", {}, el("h2", { text: t("explain.tell") }), el("blockquote", { class: "tell", id: "rid-tell", text: t(reasonKey(rc, "tell")) })),
+      ),
+    );
+  }
+}
+
+// hostNode says what is known of a request ID's address.
+function hostNode(h) {
+  const explainLink = (host) => el("a", { href: "#explain?" + new URLSearchParams({ host }), class: "host" }, code(host));
+  const box = el("div", { id: "rid-host-answer", dataset: { status: h.status || "" } });
+  switch (h.status) {
+    case "verified":
+      append(box, el("p", {}, explainLink(h.host), " ", el("span", { class: "badge badge-allow", text: t("rid.verified") })));
+      break;
+    case "same_domain":
+      append(box, el("p", { text: t("rid.host_same_domain", { domain: h.domain, given: h.given }) }));
+      break;
+    case "mismatch":
+      append(box, el("p", { text: t("rid.host_mismatch", { given: h.given }) }));
+      break;
+    case "candidates": {
+      append(box, el("p", { text: t("rid.host_candidates") }));
+      const ul = el("ul", { id: "rid-candidates" });
+      for (const c of h.candidates || []) {
+        append(
+          ul,
+          el(
+            "li",
+            { dataset: { domain: c.domain } },
+            c.host ? explainLink(c.host) : el("span", { text: t("rid.under", { domain: c.domain }) }),
+            " · ",
+            reasonTitle(c.reason),
+            " · ",
+            t("rid.seen", { n: fmtNumber(c.hits) }),
+            " ",
+            timeNode(c.first_seen),
+            " – ",
+            timeNode(c.last_seen),
+          ),
+        );
+      }
+      append(box, ul);
+      break;
+    }
+    default:
+      append(box, el("p", { text: t("rid.host_unknown") }));
+  }
+  return box;
 }
 
 function reasonKey(code, part) {

@@ -15,7 +15,7 @@
 //
 // The 100 bits are written as 20 characters of Crockford's base32
 // (0-9 and A-Z without I, L, O and U) and a check character, in three
-// groups of seven: "0SH7K2M-4R9XQWB-3D1ZC8T". Reading one out on the
+// groups of seven: "DCBRFKE-CEG50ZZ-7YR7ARC". Reading one out on the
 // phone is 21 characters; a mistyped character, or two characters
 // swapped, anywhere in it is always detected by the check character (a
 // weighted sum in GF(32), see check). Parse ignores case, hyphens and
