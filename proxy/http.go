@@ -113,6 +113,9 @@ func putHTTPBuf(b []byte) {
 
 // httpHandler serves the connections of one http listener.
 type httpHandler struct {
+	// splicers keeps the pipes of bodies and tunnels: the Server's
+	// (newRuntime), or the handler's own.
+	splicers *splicerCache
 	l        ListenerConfig
 	d        Decider
 	log      *slog.Logger
@@ -162,6 +165,7 @@ type httpHandler struct {
 // validates the block page settings at start (NewBlockPage) so this is rare.
 func newHTTPHandler(cfg Config, l ListenerConfig, d Decider, m *Metrics, log *slog.Logger) *httpHandler {
 	h := &httpHandler{
+		splicers:       new(splicerCache),
 		l:              l,
 		d:              d,
 		log:            log.With("component", "http", "listener", l.Name),
@@ -1203,7 +1207,7 @@ func (hc *httpConn) splice(n int64, src, dst stream, count *int64) error {
 		now := time.Now()
 		hc.io(src).setDeadline(dlRead, now, hc.readTimeout(src, now))
 		hc.io(dst).setDeadline(dlWrite, now, hc.h.idle)
-		w, eof, err := spliceRun(dst, src, step)
+		w, eof, err := spliceRun(hc.h.splicers, dst, src, step)
 		*count += w
 		n -= w
 		if err != nil {
@@ -1544,7 +1548,7 @@ func (hc *httpConn) relayUntilEOF() error {
 		now := time.Now()
 		hc.io(hc.up).setDeadline(dlRead, now, hc.h.idle)
 		hc.io(hc.c).setDeadline(dlWrite, now, hc.h.idle)
-		w, eof, err := spliceRun(hc.c, hc.up, spliceStep)
+		w, eof, err := spliceRun(hc.h.splicers, hc.c, hc.up, spliceStep)
 		hc.nDown += w
 		if err != nil {
 			return err
@@ -1574,8 +1578,8 @@ func (hc *httpConn) tunnel() {
 	hc.uio.forget()
 	defer watchTunnel(hc.c, hc.up, hc.h.tunnelIdle, hc.h.tunnelIdleClosed)()
 	done := make(chan int64, 1)
-	go tunnelCopy(hc.up, hc.c, done)
-	down, _ := spliceCopy(hc.c, hc.up, nil)
+	go tunnelCopy(hc.h.splicers, hc.up, hc.c, done)
+	down, _ := spliceCopy(hc.h.splicers, hc.c, hc.up, nil)
 	hc.c.CloseWrite()
 	hc.nDown += down
 	hc.nUp += <-done
@@ -1625,8 +1629,8 @@ func watchTunnel(c, up stream, idle time.Duration, closed prometheus.Counter) (s
 }
 
 // tunnelCopy copies client to upstream for an upgraded connection.
-func tunnelCopy(dst, src stream, done chan<- int64) {
-	n, _ := spliceCopy(dst, src, nil)
+func tunnelCopy(sc *splicerCache, dst, src stream, done chan<- int64) {
+	n, _ := spliceCopy(sc, dst, src, nil)
 	dst.CloseWrite()
 	done <- n
 }

@@ -21,25 +21,26 @@ const relayChunk = 1 << 20
 // have ended, counting them in bytesUp (client to upstream) and bytesDown.
 //
 // Both ends are *net.TCPConn, so on Linux each direction is splice(2)
-// through a pipe (spliceCopy): the payload never enters user space. When
-// one side ends its stream (EOF), relay half-closes the other side with
-// CloseWrite and keeps the opposite direction running, so a client can
-// send a request, shut its write side and still read the whole response. Any error in one direction
-// (reset, a close by the idle watchdog or by the drain deadline) closes both
-// connections, which ends the other direction too. relay does not close the
+// through a pipe from sc (spliceCopy): the payload never enters user
+// space. When one side ends its stream (EOF), relay half-closes the other
+// side with CloseWrite and keeps the opposite direction running, so a
+// client can send a request, shut its write side and still read the whole
+// response. Any error in one direction (reset, a close by the idle
+// watchdog or by the drain deadline) closes both connections, which ends
+// the other direction too. relay does not close the
 // connections on the normal path; the caller does.
 //
 // The downstream direction runs in a second goroutine; relay returns when
 // both have.
-func relay(client, up *net.TCPConn, bytesUp, bytesDown prometheus.Counter) (nUp, nDown int64, err error) {
+func relay(sc *splicerCache, client, up *net.TCPConn, bytesUp, bytesDown prometheus.Counter) (nUp, nDown int64, err error) {
 	var wg sync.WaitGroup
 	var errDown error
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		nDown, errDown = relayDownstream(client, up, bytesDown)
+		nDown, errDown = relayDownstream(sc, client, up, bytesDown)
 	}()
-	nUp, errUp := spliceCopy(up, client, bytesUp)
+	nUp, errUp := spliceCopy(sc, up, client, bytesUp)
 	if errUp != nil {
 		client.Close()
 		up.Close()
@@ -58,8 +59,8 @@ func relay(client, up *net.TCPConn, bytesUp, bytesDown prometheus.Counter) (nUp,
 
 // relayDownstream copies upstream to client: relay's second goroutine,
 // named so that it reads well in a stack dump.
-func relayDownstream(client, up *net.TCPConn, bytesDown prometheus.Counter) (int64, error) {
-	n, err := spliceCopy(client, up, bytesDown)
+func relayDownstream(sc *splicerCache, client, up *net.TCPConn, bytesDown prometheus.Counter) (int64, error) {
+	n, err := spliceCopy(sc, client, up, bytesDown)
 	if err != nil {
 		client.Close()
 		up.Close()

@@ -59,7 +59,7 @@ func newRelayFixture(t *testing.T) *relayFixture {
 	f.down = prometheus.NewCounter(prometheus.CounterOpts{Name: "down"})
 	go func() {
 		var err error
-		f.nUp, f.nDown, err = relay(f.gwClient, f.gwUp, f.up, f.down)
+		f.nUp, f.nDown, err = relay(new(splicerCache), f.gwClient, f.gwUp, f.up, f.down)
 		f.gwClient.Close()
 		f.gwUp.Close()
 		f.done <- err
@@ -257,7 +257,7 @@ func BenchmarkRelay(b *testing.B) {
 	client, gwClient := tcpPair(b)
 	gwUp, upstream := tcpPair(b)
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})
-	go relay(gwClient, gwUp, c, c)
+	go relay(new(splicerCache), gwClient, gwUp, c, c)
 	benchTransfer(b, client, upstream)
 }
 

@@ -111,6 +111,10 @@ type Server struct {
 	// their client connections and kept across Reloads (upstreampool.go).
 	upPool *upstreamPool
 
+	// splicers keeps the idle pipes of the goroutine path's relays
+	// (splice_linux.go), closed after the drain.
+	splicers splicerCache
+
 	// engineOn: the passthrough engines may serve listeners
 	// (Performance.Engine, as NewServer found it).
 	engineOn bool
@@ -358,6 +362,7 @@ func (s *Server) newRuntime(cfg Config, lc ListenerConfig) *listenerRuntime {
 			rt.http.page = p
 		}
 		rt.http.blocks = s.blocks
+		rt.http.splicers = &s.splicers
 		rt.http.obs = &s.obs
 		// HTTP keeps Go's default keep-alive on its pooled upstream
 		// connections; the rest of the dialer is the listener's.
@@ -714,6 +719,7 @@ func (s *Server) shutdown() {
 	close(s.stopWorkers)
 	s.workers.Wait()
 	s.upPool.close()
+	s.splicers.close()
 	s.mu.Lock()
 	s.stopEngines()
 	pages := s.pages

@@ -266,7 +266,7 @@ func (s *Server) serveOther(rt *listenerRuntime, tc *trackedConn, ci *connInfo, 
 	}
 	defer up.Close()
 	s.conns.startRelay(tc, up, rt.idle)
-	_, _, err := relay(c, up, rt.bytesUp, rt.bytesDown)
+	_, _, err := relay(&s.splicers, c, up, rt.bytesUp, rt.bytesDown)
 	if err != nil && rt.log.Enabled(context.Background(), slog.LevelDebug) {
 		rt.log.Debug("relay ended", "upstream", up.RemoteAddr().String(), "error", err)
 	}

@@ -75,22 +75,26 @@ type splicer struct {
 	drain func(fd uintptr) bool // pipe -> dst, for RawConn.Write
 }
 
-var splicers struct {
-	mu   sync.Mutex
-	idle []*splicer // guarded by mu
+// splicerCache keeps a Server's idle splicers for its next relays: a
+// relay takes one (get) and gives it back (put) when it ends. The zero
+// value is an empty cache.
+type splicerCache struct {
+	mu     sync.Mutex
+	idle   []*splicer // guarded by mu
+	closed bool       // guarded by mu: close ran, put keeps nothing
 }
 
-// getSplicer returns an idle splicer or a new one with a new pipe.
-func getSplicer() (*splicer, error) {
-	splicers.mu.Lock()
-	if n := len(splicers.idle); n > 0 {
-		s := splicers.idle[n-1]
-		splicers.idle[n-1] = nil
-		splicers.idle = splicers.idle[:n-1]
-		splicers.mu.Unlock()
+// get returns an idle splicer or a new one with a new pipe.
+func (c *splicerCache) get() (*splicer, error) {
+	c.mu.Lock()
+	if n := len(c.idle); n > 0 {
+		s := c.idle[n-1]
+		c.idle[n-1] = nil
+		c.idle = c.idle[:n-1]
+		c.mu.Unlock()
 		return s, nil
 	}
-	splicers.mu.Unlock()
+	c.mu.Unlock()
 	p, err := newPipe()
 	if err != nil {
 		return nil, err
@@ -107,19 +111,35 @@ func getSplicer() (*splicer, error) {
 	return s, nil
 }
 
-// putSplicer caches s for another relay, or closes its pipe when the cache
-// is full or bytes are stranded in it (an error in mid-run): those must
-// never reach another connection.
-func putSplicer(s *splicer) {
+// put caches s for another relay, or closes its pipe when the cache is
+// full or closed, or bytes are stranded in it (an error in mid-run): those
+// must never reach another connection.
+func (c *splicerCache) put(s *splicer) {
 	if s.inPipe == 0 {
-		splicers.mu.Lock()
-		if len(splicers.idle) < maxIdleSplicers {
-			splicers.idle = append(splicers.idle, s)
-			splicers.mu.Unlock()
+		c.mu.Lock()
+		if !c.closed && len(c.idle) < maxIdleSplicers {
+			c.idle = append(c.idle, s)
+			c.mu.Unlock()
 			return
 		}
-		splicers.mu.Unlock()
+		c.mu.Unlock()
 	}
+	s.close()
+}
+
+// close closes the idle pipes and keeps none from now on: the Server has
+// drained.
+func (c *splicerCache) close() {
+	c.mu.Lock()
+	idle := c.idle
+	c.idle, c.closed = nil, true
+	c.mu.Unlock()
+	for _, s := range idle {
+		s.close()
+	}
+}
+
+func (s *splicer) close() {
 	unix.Close(s.r)
 	unix.Close(s.w)
 }
@@ -186,7 +206,7 @@ func rawCloseWrite(c syscall.Conn) error {
 // spliceCopy copies src to dst until EOF on src (nil error) or an error,
 // with splice(2) through a cached pipe (below), adding the bytes moved
 // to count (if any) every relayChunk bytes and at the end.
-func spliceCopy(dst, src stream, count prometheus.Counter) (int64, error) {
+func spliceCopy(sc *splicerCache, dst, src stream, count prometheus.Counter) (int64, error) {
 	srcRC, err := src.SyscallConn()
 	if err != nil {
 		return 0, err
@@ -195,11 +215,11 @@ func spliceCopy(dst, src stream, count prometheus.Counter) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	s, err := getSplicer()
+	s, err := sc.get()
 	if err != nil {
 		return 0, err
 	}
-	defer putSplicer(s)
+	defer sc.put(s)
 	var total int64
 	for {
 		n, done, err := s.copyRun(dstRC, srcRC, relayChunk, false)
@@ -217,7 +237,7 @@ func spliceCopy(dst, src stream, count prometheus.Counter) (int64, error) {
 
 // spliceRun moves up to n bytes from src to dst with splice(2) through a
 // cached pipe, never more; eof reports that src ended first.
-func spliceRun(dst, src stream, n int64) (moved int64, eof bool, err error) {
+func spliceRun(sc *splicerCache, dst, src stream, n int64) (moved int64, eof bool, err error) {
 	srcRC, err := src.SyscallConn()
 	if err != nil {
 		return 0, false, err
@@ -226,10 +246,10 @@ func spliceRun(dst, src stream, n int64) (moved int64, eof bool, err error) {
 	if err != nil {
 		return 0, false, err
 	}
-	s, err := getSplicer()
+	s, err := sc.get()
 	if err != nil {
 		return 0, false, err
 	}
-	defer putSplicer(s)
+	defer sc.put(s)
 	return s.copyRun(dstRC, srcRC, n, true)
 }

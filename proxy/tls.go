@@ -126,7 +126,7 @@ func (s *Server) serveTLS(rt *listenerRuntime, tc *trackedConn, ci *connInfo) {
 	if !ok {
 		return
 	}
-	_, _, err = relay(c, up, rt.bytesUp, rt.bytesDown)
+	_, _, err = relay(&s.splicers, c, up, rt.bytesUp, rt.bytesDown)
 	if err != nil && rt.log.Enabled(context.Background(), slog.LevelDebug) {
 		rt.log.Debug("relay ended", "upstream", addr, "error", err)
 	}
