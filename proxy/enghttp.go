@@ -12,10 +12,8 @@ package proxy
 // whose Host is blocked, writes the block response and closes the socket
 // there and then. That is nginx's own sequence for a request it answers
 // from a map (accept4, read, write, close) and nothing else: no goroutine,
-// no poller registration, no deadline timers. Measured on the bench's
-// blocked workload (interleaved runs, medians of 5), it cut the gateway's
-// CPU per blocked request from about 42 µs to 24 µs (nginx: 19 µs), and a
-// passing new connection's from 61 µs to 55 µs (nginx: 42 µs).
+// no poller registration, no deadline timers (bench/results has what it
+// saves).
 //
 // Every other connection goes to a handler goroutine (httpHandler.run)
 // with the bytes read so far: a passing request, a request with a body (a

@@ -35,9 +35,8 @@ import (
 // wakes the runtime's monitor thread when it sleeps and lets it hand the P
 // to a second thread when the call is slow (loopback sends run the
 // receiver's TCP stack inline); on one core each of those is a context
-// switch. perf on bench/run's TLS new-connection workload had the gateway
-// at 9 context switches and 34 system calls per connection against
-// nginx's 7 and 21.
+// switch, and a short connection makes several (bench/results has the
+// profiles).
 //
 // So tls listeners that need nothing but accept, read the hello, decide,
 // dial, replay and relay are served by engines, nginx-style: each engine
@@ -82,16 +81,12 @@ const (
 	// bulkBurst: a splice run this large means a burst is streaming.
 	// While it does, the destination socket runs with Nagle's algorithm
 	// (TCP_NODELAY off), so the kernel sends full segments instead of
-	// every fragment the moment the window opens: on loopback that took
-	// bulk TLS through one core from about 0.73x to 0.85x of a direct
-	// connection. And the source socket has SO_RCVLOWAT bulkLowat, so the
-	// kernel wakes the engine once per bulkLowat bytes (or a nearly full
-	// window, or the peer's FIN) instead of once per TLS record the sender
-	// writes: each wake-up is an interrupt to this core sent from the
-	// sender's, paid on the sender's core. With the load generator and
-	// the origin sharing a core, that took bulk TLS from 0.76x to
-	// 0.84–0.86x of a direct connection and the engine's CPU per GB from
-	// 0.93 s to 0.50 s (interleaved runs, medians of 5).
+	// every fragment the moment the window opens. And the source socket
+	// has SO_RCVLOWAT bulkLowat, so the kernel wakes the engine once per
+	// bulkLowat bytes (or a nearly full window, or the peer's FIN) instead
+	// of once per TLS record the sender writes: each wake-up is an
+	// interrupt to this core sent from the sender's, paid on the sender's
+	// core.
 	//
 	// A direction that has written nothing for tailPush ends its burst:
 	// TCP_NODELAY goes back on, which sends a held tail at once, and
@@ -577,9 +572,8 @@ func (e *engine) wait() int {
 // while a burst streams (e.pushes). Waking the moment a socket is ready
 // moves a burst in small steps, each one a wake-up of the peers' threads
 // too; in the pause bytes and buffer space gather, so each turn moves
-// more. Bulk TLS through one core went from 572 to 625 MB/s (0.81x to
-// 0.88x a direct connection; interleaved, medians of 6). Other
-// connections of the engine wait that much longer only while a burst runs.
+// more. Other connections of the engine wait that much longer only while
+// a burst runs. Only with Performance.GatherNaps (gather_linux.go).
 const burstNap = 50 * time.Microsecond
 
 // nextTimer is when the next timer is due on the engine clock: the sweep

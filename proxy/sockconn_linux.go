@@ -13,9 +13,9 @@ import (
 //
 // Why not net.FileConn: it duplicates the descriptor, then asks the kernel
 // for the socket's type, both addresses and its flags twice, and sets
-// keep-alive options: about a dozen system calls, which made a passing
-// HTTP connection handed over that way cost 25 µs more than one accepted
-// by the accept loop (measured on bench/run's new-connection workload). An
+// keep-alive options: about a dozen system calls for every passing HTTP
+// connection handed over, which one accepted by the accept loop does not
+// pay. An
 // *os.File of the non-blocking socket joins the runtime poller with one
 // fcntl and one epoll_ctl; it has the poller's deadlines, its RawConn and
 // Close, so it serves the handler as net.Conn does. TCP_NODELAY comes from

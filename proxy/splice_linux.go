@@ -21,8 +21,7 @@ import (
 // that case: its P goes idle between the few messages of every connection
 // (ClientHello, server flight, client Finished, request, response, FIN), so
 // each message woke sysmon, a futex wake and then context switches on the
-// same core. perf on bench/run's TLS new-connection workload put a quarter
-// of the gateway's CPU in runtime.sysmon.
+// same core: a large share of such a gateway's CPU went to runtime.sysmon.
 //
 // splice with SPLICE_F_NONBLOCK on non-blocking sockets and a non-blocking
 // pipe never blocks, so it is issued with RawSyscall, which does not enter
