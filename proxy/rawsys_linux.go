@@ -85,8 +85,9 @@ func sockaddrAddrPort(sa *unix.RawSockaddrAny) netip.AddrPort {
 
 // rawConnect starts a non-blocking connection to addr from a new socket.
 // It returns the socket and 0 when connected at once (loopback can be), or
-// EINPROGRESS when the connection completes later (wait for writability,
-// then rawSocketError); on any other error the socket is already closed.
+// EINPROGRESS when the connection completes later (wait for writability:
+// the first write reports a failed connect, see engine.connected); on any
+// other error the socket is already closed.
 func rawConnect(addr netip.AddrPort) (int, syscall.Errno) {
 	family := unix.AF_INET
 	if addr.Addr().Is6() {
@@ -122,17 +123,6 @@ func rawConnect(addr netip.AddrPort) (int, syscall.Errno) {
 		return -1, e
 	}
 	return fd, e
-}
-
-// rawSocketError reads and clears SO_ERROR: the outcome of a non-blocking
-// connect once the socket is writable.
-func rawSocketError(fd int) syscall.Errno {
-	var v int32
-	l := uint32(4)
-	if _, e := rawCall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_ERROR, uintptr(unsafe.Pointer(&v)), uintptr(unsafe.Pointer(&l)), 0); e != 0 {
-		return e
-	}
-	return syscall.Errno(v)
 }
 
 // rawResetClose closes fd with an RST (SO_LINGER 0): the "reset" block.
