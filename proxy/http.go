@@ -144,7 +144,7 @@ type httpHandler struct {
 	upDial, upTimeout, upBad   prometheus.Counter
 	upReset, upExcess          prometheus.Counter
 	m                          *Metrics
-	decisions                  sync.Map // reason -> *[2]prometheus.Counter (pass, block)
+	decisions                  *decisionCounter
 
 	conns sync.Pool // *httpConn
 
@@ -244,6 +244,7 @@ func newHTTPHandler(cfg Config, l ListenerConfig, d Decider, m *Metrics, log *sl
 	h.upBad = m.UpstreamErrors.WithLabelValues(l.Name, "bad_response")
 	h.upReset = m.UpstreamErrors.WithLabelValues(l.Name, "reset")
 	h.upExcess = m.UpstreamErrors.WithLabelValues(l.Name, "excess_bytes")
+	h.decisions = newDecisionCounter(m.Decisions, "http", cfg.Outcomes)
 	h.conns.New = func() any {
 		return &httpConn{
 			in:    connBuf{b: make([]byte, httpBufSize)},
@@ -255,24 +256,8 @@ func newHTTPHandler(cfg Config, l ListenerConfig, d Decider, m *Metrics, log *sl
 	return h
 }
 
-// countDecision counts one decision, caching the counters per reason.
-func (h *httpHandler) countDecision(d *Decision) {
-	var c *[2]prometheus.Counter
-	if v, ok := h.decisions.Load(d.Reason); ok {
-		c = v.(*[2]prometheus.Counter)
-	} else {
-		c = &[2]prometheus.Counter{
-			h.m.Decisions.WithLabelValues("http", "pass", d.Reason),
-			h.m.Decisions.WithLabelValues("http", "block", d.Reason),
-		}
-		h.decisions.Store(d.Reason, c)
-	}
-	if d.Pass {
-		c[0].Inc()
-	} else {
-		c[1].Inc()
-	}
-}
+// countDecision counts one decision.
+func (h *httpHandler) countDecision(d *Decision) { h.decisions.count(d) }
 
 // requestIDs generates compact unique request IDs: 16 hex digits of a
 // random per-handler base plus a counter. Unique within a process for 2^64

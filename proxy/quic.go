@@ -245,7 +245,7 @@ type quicListener struct {
 	active       prometheus.Gauge
 	drops        map[string]prometheus.Counter
 	ech          prometheus.Counter
-	decisions    map[string]*[2]prometheus.Counter // by reason; read loop only
+	decisions    *decisionCounter
 
 	mu     sync.Mutex // guards flows, byAddr and perIP
 	flows  map[flowKey]*quicFlow
@@ -289,7 +289,7 @@ func (s *Server) serveQUIC(l *listener) {
 		active:       s.m.QUICActiveFlows.WithLabelValues(name),
 		drops:        make(map[string]prometheus.Counter, len(quicDropReasons)),
 		ech:          s.m.ECHHellos.WithLabelValues("quic"),
-		decisions:    map[string]*[2]prometheus.Counter{},
+		decisions:    newDecisionCounter(s.m.Decisions, "quic", s.cfg.Outcomes),
 		flows:        map[flowKey]*quicFlow{},
 		byAddr:       map[netip.AddrPort]*quicFlow{},
 		perIP:        map[netip.Addr]int{},
@@ -719,23 +719,8 @@ func (q *quicListener) sendClose(rt *listenerRuntime, f *quicFlow) {
 	q.pc.WriteToUDPAddrPort(pkt, f.client)
 }
 
-// countDecision counts a QUIC decision; the counter cache is only used by
-// the read loop, so it needs no lock.
-func (q *quicListener) countDecision(d *Decision) {
-	c, ok := q.decisions[d.Reason]
-	if !ok {
-		c = &[2]prometheus.Counter{
-			q.s.m.Decisions.WithLabelValues("quic", "pass", d.Reason),
-			q.s.m.Decisions.WithLabelValues("quic", "block", d.Reason),
-		}
-		q.decisions[d.Reason] = c
-	}
-	if d.Pass {
-		c[0].Inc()
-	} else {
-		c[1].Inc()
-	}
-}
+// countDecision counts a QUIC decision.
+func (q *quicListener) countDecision(d *Decision) { q.decisions.count(d) }
 
 // runFlow opens the upstream socket of a passing flow, sends what was
 // buffered and relays the upstream's datagrams to the client until the

@@ -663,7 +663,7 @@ func newTestQUICListener(tb testing.TB, limits Limits) (*quicListener, *Metrics)
 	l.pc = pc
 	q := &quicListener{s: srv, l: l, pc: pc, log: srv.log, flowsCreated: m.QUICFlows.WithLabelValues("quic"),
 		active: m.QUICActiveFlows.WithLabelValues("quic"), drops: map[string]prometheus.Counter{},
-		ech: m.ECHHellos.WithLabelValues("quic"), decisions: map[string]*[2]prometheus.Counter{},
+		ech: m.ECHHellos.WithLabelValues("quic"), decisions: newDecisionCounter(m.Decisions, "quic", nil),
 		flows: map[flowKey]*quicFlow{}, byAddr: map[netip.AddrPort]*quicFlow{}, perIP: map[netip.Addr]int{}}
 	for _, r := range quicDropReasons {
 		q.drops[r] = m.QUICDrops.WithLabelValues("quic", r)

@@ -35,6 +35,11 @@ type Config struct {
 	// Limits cap resources; MaxConns and MaxConnsPerIP are enforced by the
 	// Server at accept.
 	Limits Limits
+	// Outcomes are the decisions the Decider can give. The Server creates
+	// their icpgate_decisions_total series for each protocol it serves at
+	// start, so they read 0 rather than being absent. Default none: series
+	// appear with their first decision.
+	Outcomes []Outcome
 	// Performance selects how connections are served: by the passthrough
 	// engines or a goroutine each, and whether the engines nap.
 	Performance Performance
@@ -99,8 +104,7 @@ type Server struct {
 	// Reload once the tls listeners are bound.
 	page atomic.Pointer[tlsPage]
 
-	decMu     sync.Mutex // serialises inserts into decisions
-	decisions atomic.Pointer[map[string]*[2]prometheus.Counter]
+	tlsDecisions *decisionCounter // TLS decisions (tls and auto listeners)
 
 	blocks *blockLog    // sampled, rate-limited block lines (blocklog.go)
 	obs    observerSlot // SetBlockObserver's observer (observe.go)
@@ -233,8 +237,13 @@ func NewServer(cfg Config, d Decider, m *Metrics, log *slog.Logger) (*Server, er
 	s.park.s = s
 	s.drainCtx, s.drainCancel = context.WithCancel(context.Background())
 	s.hardCtx, s.hardCancel = context.WithCancel(context.Background())
-	empty := map[string]*[2]prometheus.Counter{}
-	s.decisions.Store(&empty)
+	var tlsOutcomes []Outcome
+	for _, lc := range cfg.Listeners {
+		if lc.Protocol == "tls" || lc.Protocol == "auto" {
+			tlsOutcomes = cfg.Outcomes // its series exist from the start
+		}
+	}
+	s.tlsDecisions = newDecisionCounter(m.Decisions, "tls", tlsOutcomes)
 	s.cfg = cfg
 	s.engineOn = cfg.Performance.engineWanted()
 	if err := engineSupported(); s.engineOn && err != nil {
@@ -352,15 +361,13 @@ func (s *Server) newRuntime(cfg Config, lc ListenerConfig) *listenerRuntime {
 	}
 	rt.original = lc.Upstream == UpstreamOriginal
 	rt.edge = newEdgeRuntime(lc, rt.dial, m, rt.log)
+	if lc.Protocol == "tls" || lc.Protocol == "auto" {
+		// Relays of this listener may be closed idle: the series exists
+		// at 0 from the start (HTTP handlers create theirs likewise).
+		m.IdleTimeouts.WithLabelValues(lc.Name)
+	}
 	if lc.Protocol == "http" || lc.Protocol == "auto" {
 		rt.http = newHTTPHandler(cfg, lc, &s.dec, m, s.log)
-		// The page with the provider's settings (Policy.Provider,
-		// TimeZone, ShowNode); validate has checked them, so an error
-		// here is a template file changed since, and the handler keeps
-		// the page it loaded.
-		if p, err := NewBlockPage(cfg.Policy); err == nil {
-			rt.http.page = p
-		}
 		rt.http.blocks = s.blocks
 		rt.http.splicers = &s.splicers
 		rt.http.obs = &s.obs
@@ -953,33 +960,10 @@ func (s *Server) countIdle(listener string) {
 	s.m.IdleTimeouts.WithLabelValues(listener).Inc()
 }
 
-// countDecision counts one decision of protocol, caching the counters per
-// reason in a copy-on-write map so the hot path neither locks nor allocates.
+// countDecision counts one decision of a TLS connection (protocol is
+// "tls"; the HTTP and QUIC sides have their own counters).
 func (s *Server) countDecision(protocol string, d *Decision) {
-	m := *s.decisions.Load()
-	c, ok := m[d.Reason]
-	if !ok {
-		s.decMu.Lock()
-		m = *s.decisions.Load()
-		if c, ok = m[d.Reason]; !ok {
-			c = &[2]prometheus.Counter{
-				s.m.Decisions.WithLabelValues(protocol, "pass", d.Reason),
-				s.m.Decisions.WithLabelValues(protocol, "block", d.Reason),
-			}
-			n := make(map[string]*[2]prometheus.Counter, len(m)+1)
-			for k, v := range m {
-				n[k] = v
-			}
-			n[d.Reason] = c
-			s.decisions.Store(&n)
-		}
-		s.decMu.Unlock()
-	}
-	if d.Pass {
-		c[0].Inc()
-	} else {
-		c[1].Inc()
-	}
+	s.tlsDecisions.count(d)
 }
 
 // validate checks cfg and names the first bad field, using the YAML names.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/icpgate/icpgate/configs"
 	"github.com/icpgate/icpgate/proxy"
+	"github.com/icpgate/icpgate/registry"
 )
 
 // ErrConfig marks a configuration that cannot be used: unreadable, not YAML,
@@ -696,7 +697,8 @@ func parseLevel(s string) (slog.Level, error) {
 // ProxyConfig converts c into the data plane's config.
 func (c *Config) ProxyConfig() proxy.Config {
 	pc := proxy.Config{
-		Node: c.Node,
+		Node:     c.Node,
+		Outcomes: decisionOutcomes(),
 		Policy: proxy.Policy{
 			TLSBlock:        c.Policy.TLSBlock,
 			TLSWithoutSNI:   c.Policy.TLSWithoutSNI,
@@ -738,4 +740,20 @@ func (c *Config) ProxyConfig() proxy.Config {
 		pc.Listeners = append(pc.Listeners, c.Listeners[i].proxyListener())
 	}
 	return pc
+}
+
+// decisionOutcomes lists every reason the registry decides with, and the
+// verdicts each can carry, for the data plane's decision metrics.
+func decisionOutcomes() []proxy.Outcome {
+	var out []proxy.Outcome
+	for _, r := range registry.Reasons() {
+		pass, block := r.Verdicts()
+		if pass {
+			out = append(out, proxy.Outcome{Reason: string(r), Pass: true})
+		}
+		if block {
+			out = append(out, proxy.Outcome{Reason: string(r), Pass: false})
+		}
+	}
+	return out
 }
