@@ -1,5 +1,5 @@
 // Package icpgate_test holds repository-wide tests: the import-direction
-// rules of DESIGN.md ("Layout").
+// rules of docs/layout.md.
 package icpgate_test
 
 import (

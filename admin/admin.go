@@ -330,7 +330,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // Explanation is a decision in the form of `icpgate check --json` and
-// /v1/explain. The first six fields are a fixed interface (DESIGN.md).
+// /v1/explain. The first six fields are a fixed interface (docs/admin-api.md).
 type Explanation struct {
 	// Host is the input exactly as given.
 	Host string `json:"host"`

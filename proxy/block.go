@@ -519,7 +519,7 @@ type reasonText struct {
 
 // reasonTexts explains every reason code and gateway error in both
 // languages: what happened and what the site owner (or visitor) does next.
-// Reason codes are a closed set (DESIGN.md); a test checks each has a text.
+// Reason codes are a closed set (registry.Reasons and the data plane's own); a test checks each has a text.
 var reasonTexts = map[string]reasonText{
 	"filed": {
 		"网站已备案", "Site is filed",

@@ -23,7 +23,7 @@ import (
 
 var updateBlockGolden = flag.Bool("update-block", false, "rewrite golden files")
 
-// httpAllReasons is DESIGN.md's closed set of reason codes.
+// httpAllReasons is the closed set of reason codes.
 var httpAllReasons = []string{
 	"filed", "access_pending", "rectifying", "rectification_overdue", "no_access",
 	"filing_pending", "cancelled", "access_revoked", "blacklisted", "unfiled",

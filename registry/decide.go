@@ -84,7 +84,8 @@ func (d *Decision) Upstream() string {
 	return d.Record.Upstream
 }
 
-// Decide applies DESIGN.md's decision to host against snap at instant now.
+// Decide applies the filing rules' decision (registry/doc.go) to host
+// against snap at instant now.
 // It is a pure function: same inputs, same Decision. A nil snap is an empty
 // registry (every name is unfiled: fail closed). Host and Domain of the
 // result may share memory with host; Registry.Decide copies them before
@@ -188,7 +189,7 @@ func Decide(host string, snap *Snapshot, now time.Time, p Policy) Decision {
 	return d
 }
 
-// decideRecord is the table of DESIGN.md ("Registry record of the
+// decideRecord is the table of record states to verdicts ("Registry record of the
 // registrable domain").
 func decideRecord(rec *Record, now time.Time) (Verdict, Reason) {
 	switch rec.State {

@@ -1,7 +1,7 @@
 // Package registry decides whether traffic for a requested host may pass,
 // from the provider's registry of ICP filings.
 //
-// A decision follows DESIGN.md ("The decision"): normalise the name
+// A decision follows the filing rules: normalise the name
 // (Normalize), treat an empty name or IP literal by the ip_access policy,
 // find the registrable domain (RegistrableDomain, ICANN section of the
 // Public Suffix List only), apply support/ops overrides (deny beats allow;
@@ -19,7 +19,7 @@
 // expires or a rectification deadline passes.
 //
 // Sources feed the Registry: FileSource loads a JSON Lines or CSV file
-// (LoadFile, fixed format of DESIGN.md "Registry file") and reloads it when
+// (LoadFile, the fixed format of docs/configuration.md "Registry file") and reloads it when
 // it changes, keeping the previous snapshot when the new file has a bad
 // row. PostgresSource follows the filing database (schema in package
 // pgschema): a streamed full load, then the change sequence, woken by

@@ -17,7 +17,7 @@ var errNotNormal error = hostError("not a normalised host name")
 
 // RegistrableDomain returns the registrable domain (eTLD+1) of a name
 // returned by Normalize, using the ICANN section of the Public Suffix List
-// only (DESIGN.md, decision step 3): filing is done by whoever registered
+// only (decision step 3, registry/doc.go): filing is done by whoever registered
 // the domain at a registry, so suffixes that companies publish in the
 // private section do not count.
 //

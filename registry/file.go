@@ -41,7 +41,7 @@ const maxLine = 64 << 10
 const maxListed = 20
 
 // fileRow is one row of the registry file. The names are a fixed interface
-// (DESIGN.md "Registry file"); CSV uses them as header columns.
+// (docs/configuration.md, "Registry file"); CSV uses them as header columns.
 type fileRow struct {
 	Domain          string `json:"domain"`
 	State           string `json:"state"`

@@ -45,7 +45,7 @@ func (k FilingKind) String() string {
 }
 
 // FilingNumber is a parsed and validated ICP filing number or licence
-// number (DESIGN.md, "Filing numbers"). Build one with ParseFilingNumber.
+// number (京ICP备10206937号-1, 京ICP证030173号, 浙B2-20040180). Build one with ParseFilingNumber.
 type FilingNumber struct {
 	// Kind is which kind of number this is.
 	Kind FilingKind

@@ -99,7 +99,7 @@ var lookupProfile = idna.New(
 )
 
 // Normalize turns the name a client asked for into the form the registry
-// is keyed by (DESIGN.md, decision step 1).
+// is keyed by (decision step 1, registry/doc.go).
 //
 // The input may be a TLS SNI, an HTTP Host header value or a URL
 // authority: "Example.COM", "example.com:8443", "例子.中国", "[2001:db8::1]:443",

@@ -7,7 +7,7 @@
 //
 // It writes, into the -out directory:
 //
-//	registry.jsonl  icpgate registry (JSON Lines, DESIGN.md "Registry file")
+//	registry.jsonl  icpgate registry (JSON Lines, docs/configuration.md "Registry file")
 //	nginx.map       lines ".name 1;" for an nginx "map ... { hostnames; }"
 //	haproxy.map     lines "name 1" for HAProxy's map_str converter
 //	hosts.env       shell assignments FILED_HOST, UNFILED_HOST, NAMES, PASSING

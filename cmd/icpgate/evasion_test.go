@@ -1,7 +1,7 @@
 package main
 
-// The evasion suite: every input FIELD.md lists under "Inputs that have
-// broken proxies like this one", sent to a real `icpgate serve` (real
+// The evasion suite: every input known to have broken proxies like this
+// one, sent to a real `icpgate serve` (real
 // registry file, real listeners) in front of origins that record what
 // reached them. Each case asserts the outcome a client sees and what the
 // upstream received: nothing at all for a blocked or refused input, the
@@ -374,7 +374,7 @@ func sendTLS(t *testing.T, addr string, b []byte, d delivery) (tlsOutcome, []byt
 }
 
 // TestEvasionTLS: real clients' hellos, rewritten to carry each kind of
-// server name FIELD.md lists and framed each way, through `icpgate serve`.
+// server name that has broken peers, framed each way, through `icpgate serve`.
 // A passing hello reaches the upstream byte for byte; anything else never
 // opens an upstream connection.
 func TestEvasionTLS(t *testing.T) {
@@ -416,7 +416,7 @@ func TestEvasionTLS(t *testing.T) {
 			}
 		}
 	}
-	// The server names FIELD.md lists, in Go's TLS 1.3 hello.
+	// The server names that have broken peers, in Go's TLS 1.3 hello.
 	for _, n := range []struct {
 		name string
 		data []byte
@@ -681,7 +681,7 @@ func runHTTPCases(t *testing.T, addr string, o *evOrigin, cases []evHTTPCase) {
 	}
 }
 
-// TestEvasionHTTP: FIELD.md's HTTP inputs against `icpgate serve`.
+// TestEvasionHTTP: the HTTP inputs that broke peers, against `icpgate serve`.
 func TestEvasionHTTP(t *testing.T) {
 	o := startEvOrigin(t)
 	web, _ := startEvGateway(t, o)

@@ -249,7 +249,7 @@ func (p *progress) done() {
 	}
 }
 
-// exportRow is one record in the registry file format (DESIGN.md
+// exportRow is one record in the registry file format (docs/configuration.md
 // "Registry file"): the names are a fixed interface.
 type exportRow struct {
 	Domain          string `json:"domain"`
