@@ -156,3 +156,84 @@ func TestImportListsBadLines(t *testing.T) {
 		t.Errorf("got exit %d, stdout %q, stderr\n%s\nwant exit %d, stderr\n%s", code, out, errOut, exitError, want)
 	}
 }
+
+// TestExportKeepsTimeZoneOffsets checks that import then export gives each
+// time back at the offset it was written with (+08:00, -03:30, Z), in both
+// formats, that the export imports back unchanged, and that a deadline
+// given again at another offset is a change.
+func TestExportKeepsTimeZoneOffsets(t *testing.T) {
+	srv := pgtest.New(t)
+	dsn := srv.NewDB(t)
+	if code, _, errOut := runCmd(t, dbCmd, "migrate", "-dsn", dsn); code != exitOK {
+		t.Fatalf("migrate: exit %d: %s", code, errOut)
+	}
+	rows := []string{
+		`{"domain":"east.cn","state":"rectifying","filing_number":"沪ICP备2026012345号-1","rectify_deadline":"2026-01-31T00:00:00+08:00","updated_at":"2026-01-02T09:30:00+08:00"}`,
+		`{"domain":"west.cn","state":"rectifying","filing_number":"沪ICP备2026012346号-1","rectify_deadline":"2026-01-31T00:00:00-03:30","updated_at":"2026-01-02T09:30:00-03:30"}`,
+		`{"domain":"utc.cn","state":"rectifying","filing_number":"沪ICP备2026012347号-1","rectify_deadline":"2026-01-31T00:00:00Z","updated_at":"2026-01-02T09:30:00Z"}`,
+		`{"domain":"mixed.cn","state":"rectifying","filing_number":"沪ICP备2026012348号-1","rectify_deadline":"2026-01-31T00:00:00+08:00","updated_at":"2026-01-02T09:30:00Z"}`,
+	}
+	dir := t.TempDir()
+	in := filepath.Join(dir, "offsets.jsonl")
+	if err := os.WriteFile(in, []byte(strings.Join(rows, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := runCmd(t, importCmd, "-dsn", dsn, in); code != exitOK || !strings.Contains(out, "4 rows, 4 inserted") {
+		t.Fatalf("import: got exit %d, %q %q, want 4 inserted", code, out, errOut)
+	}
+
+	code, out, errOut := runCmd(t, exportCmd, "-dsn", dsn)
+	if code != exitOK {
+		t.Fatalf("export: exit %d: %s", code, errOut)
+	}
+	want := []string{rows[0], rows[3], rows[2], rows[1]} // by domain
+	if got := strings.Split(strings.TrimSuffix(out, "\n"), "\n"); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("export: got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	path := filepath.Join(dir, "export.csv")
+	if code, _, errOut := runCmd(t, exportCmd, "-dsn", dsn, "-o", path); code != exitOK {
+		t.Fatalf("export csv: exit %d: %s", code, errOut)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"west.cn,rectifying,沪ICP备2026012346号-1,,,,,2026-01-31T00:00:00-03:30,2026-01-02T09:30:00-03:30\n",
+		"east.cn,rectifying,沪ICP备2026012345号-1,,,,,2026-01-31T00:00:00+08:00,2026-01-02T09:30:00+08:00\n",
+		"utc.cn,rectifying,沪ICP备2026012347号-1,,,,,2026-01-31T00:00:00Z,2026-01-02T09:30:00Z\n",
+	} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("export csv: got\n%s\nwant a line %q", data, want)
+		}
+	}
+	for _, p := range []string{path, in} {
+		if code, out, errOut := runCmd(t, importCmd, "-dsn", dsn, p); code != exitOK || !strings.Contains(out, "4 rows, 0 inserted, 0 updated, 4 unchanged") {
+			t.Errorf("re-import of %s: got exit %d, %q %q, want 4 unchanged", p, code, out, errOut)
+		}
+	}
+
+	// The same instant at another offset is a change of the deadline as
+	// exported; in UTC the offset column is null again.
+	again := filepath.Join(dir, "again.csv")
+	if err := os.WriteFile(again, []byte("domain,state,filing_number,rectify_deadline\n"+
+		"east.cn,rectifying,沪ICP备2026012345号-1,2026-01-30T16:00:00Z\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := runCmd(t, importCmd, "-dsn", dsn, again); code != exitOK || !strings.Contains(out, "1 rows, 0 inserted, 1 updated") {
+		t.Fatalf("import of %s: got exit %d, %q %q, want 1 updated", again, code, out, errOut)
+	}
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var deadlineOff, updatedOff *int16
+	if err := conn.QueryRow(context.Background(), "SELECT rectify_deadline_offset, updated_at_offset FROM icpgate_records WHERE domain = 'east.cn'").Scan(&deadlineOff, &updatedOff); err != nil {
+		t.Fatal(err)
+	}
+	if deadlineOff != nil || updatedOff != nil {
+		t.Errorf("east.cn after an import in UTC: got offsets %v, %v, want null, null", deadlineOff, updatedOff)
+	}
+}

@@ -62,6 +62,11 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		printLoadError(stderr, "icpgate import", err, "nothing was imported")
 		return exitError
 	}
+	offs, err := readZoneOffsets(path, *enc)
+	if err != nil {
+		fmt.Fprintf(stderr, "icpgate import: %v (nothing was imported)\n", err)
+		return exitError
+	}
 	conn, err := df.connect(ctx)
 	if err != nil {
 		fmt.Fprintf(stderr, "icpgate import: %v\n", err)
@@ -73,7 +78,7 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitError
 	}
 	start := time.Now()
-	sum, err := importSnapshot(ctx, conn, snap, filepath.Base(path), *replace, *dry, newProgress(stderr, snap.Len()))
+	sum, err := importSnapshot(ctx, conn, snap, offs, filepath.Base(path), *replace, *dry, newProgress(stderr, snap.Len()))
 	if err != nil {
 		fmt.Fprintf(stderr, "icpgate import: %v\n", err)
 		return exitError
@@ -103,8 +108,9 @@ func printLoadError(w io.Writer, cmd string, err error, outcome string) {
 }
 
 // importSnapshot loads snap into the database in one transaction, rolled
-// back when dry.
-func importSnapshot(ctx context.Context, conn *pgx.Conn, snap *registry.Snapshot, name string, replace, dry bool, prog *progress) (importSummary, error) {
+// back when dry, with the time zone offsets of its records' times (by
+// domain; absent: UTC).
+func importSnapshot(ctx context.Context, conn *pgx.Conn, snap *registry.Snapshot, offs map[string]zoneOffsets, name string, replace, dry bool, prog *progress) (importSummary, error) {
 	var sum importSummary
 	tx, err := conn.Begin(ctx)
 	if err != nil {
@@ -113,31 +119,39 @@ func importSnapshot(ctx context.Context, conn *pgx.Conn, snap *registry.Snapshot
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE icpgate_import (
 		domain text PRIMARY KEY, state text, filing_number text, subject text, subject_type text,
-		province text, upstream text, rectify_deadline timestamptz, updated_at timestamptz) ON COMMIT DROP`); err != nil {
+		province text, upstream text, rectify_deadline timestamptz, updated_at timestamptz,
+		rectify_deadline_offset smallint, updated_at_offset smallint) ON COMMIT DROP`); err != nil {
 		return sum, fmt.Errorf("creating the import table: %w", err)
 	}
 	next, stop := iter.Pull(snap.Records())
 	defer stop()
 	n, err := tx.CopyFrom(ctx, pgx.Identifier{"icpgate_import"},
-		[]string{"domain", "state", "filing_number", "subject", "subject_type", "province", "upstream", "rectify_deadline", "updated_at"},
-		&copySource{next: next, prog: prog})
+		[]string{"domain", "state", "filing_number", "subject", "subject_type", "province", "upstream", "rectify_deadline", "updated_at",
+			"rectify_deadline_offset", "updated_at_offset"},
+		&copySource{next: next, offs: offs, prog: prog})
 	prog.done()
 	if err != nil {
 		return sum, fmt.Errorf("copying rows: %w", err)
 	}
 	sum.Rows = n
 	// Only real changes are written (and so logged in the change
-	// sequence): an import of an unchanged file changes nothing.
+	// sequence): an import of an unchanged file changes nothing. The
+	// deadline's offset is part of the record as exported; updated_at's
+	// goes with updated_at, which alone is no change.
 	err = tx.QueryRow(ctx, `WITH up AS (
-		INSERT INTO icpgate_records AS r (domain, state, filing_number, subject, subject_type, province, upstream, rectify_deadline, updated_at)
-		SELECT domain, state, filing_number, subject, subject_type, province, upstream, rectify_deadline, coalesce(updated_at, now())
+		INSERT INTO icpgate_records AS r (domain, state, filing_number, subject, subject_type, province, upstream,
+			rectify_deadline, updated_at, rectify_deadline_offset, updated_at_offset)
+		SELECT domain, state, filing_number, subject, subject_type, province, upstream,
+			rectify_deadline, coalesce(updated_at, now()), rectify_deadline_offset, updated_at_offset
 		FROM icpgate_import
 		ON CONFLICT (domain) DO UPDATE SET state = excluded.state, filing_number = excluded.filing_number,
 			subject = excluded.subject, subject_type = excluded.subject_type, province = excluded.province,
-			upstream = excluded.upstream, rectify_deadline = excluded.rectify_deadline, updated_at = excluded.updated_at
-		WHERE (r.state, r.filing_number, r.subject, r.subject_type, r.province, r.upstream, r.rectify_deadline)
+			upstream = excluded.upstream, rectify_deadline = excluded.rectify_deadline, updated_at = excluded.updated_at,
+			rectify_deadline_offset = excluded.rectify_deadline_offset, updated_at_offset = excluded.updated_at_offset
+		WHERE (r.state, r.filing_number, r.subject, r.subject_type, r.province, r.upstream, r.rectify_deadline,
+				r.rectify_deadline_offset)
 			IS DISTINCT FROM (excluded.state, excluded.filing_number, excluded.subject, excluded.subject_type,
-				excluded.province, excluded.upstream, excluded.rectify_deadline)
+				excluded.province, excluded.upstream, excluded.rectify_deadline, excluded.rectify_deadline_offset)
 		RETURNING (xmax = 0) AS inserted)
 		SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up`).Scan(&sum.Inserted, &sum.Updated)
 	if err != nil {
@@ -171,9 +185,10 @@ func importSnapshot(ctx context.Context, conn *pgx.Conn, snap *registry.Snapshot
 // snapshot, not a second copy as rows.
 type copySource struct {
 	next func() (*registry.Record, bool)
+	offs map[string]zoneOffsets // by domain; absent: UTC
 	rec  *registry.Record
 	prog *progress
-	vals [9]any
+	vals [11]any
 }
 
 func (c *copySource) Next() bool {
@@ -187,8 +202,10 @@ func (c *copySource) Next() bool {
 
 func (c *copySource) Values() ([]any, error) {
 	r := c.rec
-	c.vals = [9]any{r.Domain, r.State.String(), r.FilingNumber, r.Subject, r.SubjectType,
-		r.Province, r.Upstream, optTime(r.RectifyDeadline), optTime(r.UpdatedAt)}
+	o := c.offs[r.Domain]
+	c.vals = [11]any{r.Domain, r.State.String(), r.FilingNumber, r.Subject, r.SubjectType,
+		r.Province, r.Upstream, optTime(r.RectifyDeadline), optTime(r.UpdatedAt),
+		optOffset(r.RectifyDeadline, o.deadline), optOffset(r.UpdatedAt, o.updated)}
 	return c.vals[:], nil
 }
 
@@ -273,7 +290,8 @@ var exportColumns = []string{"domain", "state", "filing_number", "subject", "sub
 
 // cmdExport runs `icpgate export [-format jsonl|csv] [-o FILE]`: every
 // record of the filing database in the registry file format, ordered by
-// domain, streamed (the import of its output changes nothing).
+// domain, streamed (the import of its output changes nothing). Times are
+// written at the offset they were imported with, in UTC without one.
 func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("export", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -339,7 +357,8 @@ func exportRecords(ctx context.Context, conn *pgx.Conn, w io.Writer, format stri
 		return 0, err
 	}
 	rows, err := conn.Query(ctx, `SELECT domain, state, filing_number, subject, subject_type, province,
-		upstream, rectify_deadline, updated_at FROM icpgate_records ORDER BY domain`)
+		upstream, rectify_deadline, updated_at, rectify_deadline_offset, updated_at_offset
+		FROM icpgate_records ORDER BY domain`)
 	if err != nil {
 		return 0, fmt.Errorf("reading records: %w", err)
 	}
@@ -358,14 +377,16 @@ func exportRecords(ctx context.Context, conn *pgx.Conn, w io.Writer, format stri
 		var r exportRow
 		var deadline pgtype.Timestamptz
 		var updated time.Time
+		var deadlineOff, updatedOff *int16
 		if err := rows.Scan(&r.Domain, &r.State, &r.FilingNumber, &r.Subject, &r.SubjectType,
-			&r.Province, &r.Upstream, &deadline, &updated); err != nil {
+			&r.Province, &r.Upstream, &deadline, &updated, &deadlineOff, &updatedOff); err != nil {
 			return n, fmt.Errorf("reading records: %w", err)
 		}
+		// Each time at the offset it was imported with; in UTC without one.
 		if deadline.Valid {
-			r.RectifyDeadline = deadline.Time.UTC().Format(time.RFC3339)
+			r.RectifyDeadline = inZone(deadline.Time, deadlineOff).Format(time.RFC3339)
 		}
-		r.UpdatedAt = updated.UTC().Format(time.RFC3339)
+		r.UpdatedAt = inZone(updated, updatedOff).Format(time.RFC3339)
 		if format == "csv" {
 			err = cw.Write(r.fields())
 		} else {
