@@ -128,6 +128,10 @@ const (
 	evWake
 )
 
+// evPad is the Pad of an event of the given kind for a connection whose
+// slot is at generation gen.
+func evPad(gen, kind int32) int32 { return gen<<2 | kind }
+
 // engineClock is the engines' monotonic clock: nanoseconds since start.
 var engineStart = time.Now()
 
@@ -837,7 +841,7 @@ func (e *engine) newConn() *pconn {
 // its sockets. watchOut adds EPOLLOUT the first time a write finds the
 // socket's buffer full.
 func (e *engine) register(c *pconn, fd int, kind int32, out bool) bool {
-	ev := unix.EpollEvent{Events: epollIn, Fd: c.slot, Pad: c.gen<<2 | kind}
+	ev := unix.EpollEvent{Events: epollIn, Fd: c.slot, Pad: evPad(c.gen, kind)}
 	if out {
 		ev.Events = epollAll
 	}
@@ -852,14 +856,14 @@ func (e *engine) watchOut(c *pconn) bool {
 	ev := unix.EpollEvent{Events: epollAll, Fd: c.slot}
 	if !c.cw && !c.cOut && c.cfd >= 0 {
 		c.cOut = true
-		ev.Pad = c.gen<<2 | evClient
+		ev.Pad = evPad(c.gen, evClient)
 		if rawEpollCtl(e.epfd, unix.EPOLL_CTL_MOD, c.cfd, &ev) != 0 {
 			return false
 		}
 	}
 	if !c.uw && !c.uOut && c.ufd >= 0 {
 		c.uOut = true
-		ev.Pad = c.gen<<2 | evUpstream
+		ev.Pad = evPad(c.gen, evUpstream)
 		if rawEpollCtl(e.epfd, unix.EPOLL_CTL_MOD, c.ufd, &ev) != 0 {
 			return false
 		}

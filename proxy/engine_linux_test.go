@@ -262,7 +262,7 @@ func TestEngineProxyProtocol(t *testing.T) {
 		t.Fatal(err)
 	}
 	cert, _ := testCert(t)
-	pl := &proxyproto.Listener{Listener: ln, Policy: func(net.Addr) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }}
+	pl := &proxyproto.Listener{Listener: ln, ConnPolicy: func(proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "backend saw "+r.RemoteAddr)
 	})}

@@ -282,31 +282,29 @@ func peek(c *net.TCPConn, buf []byte, more func([]byte) bool) (n int, eof bool, 
 	last := -1
 	var serr error
 	err = rc.Read(func(fd uintptr) bool {
-		for {
-			m, e := peekSocket(fd, buf)
-			switch {
-			case e == syscall.EAGAIN:
-				return false // nothing yet: wait
-			case e != 0:
-				serr = e
-				return true
-			case m == 0:
-				eof = true
-				return true
-			}
-			n = m
-			if m == len(buf) || !more(buf[:m]) {
-				return true
-			}
-			if m == last && peerClosed(int(fd)) {
-				// The same bytes again and the peer sent its FIN: nothing
-				// more will come (a peek cannot see the FIN itself).
-				eof = true
-				return true
-			}
-			last = m
-			return false
+		m, e := peekSocket(fd, buf)
+		switch {
+		case e == syscall.EAGAIN:
+			return false // nothing yet: wait
+		case e != 0:
+			serr = e
+			return true
+		case m == 0:
+			eof = true
+			return true
 		}
+		n = m
+		if m == len(buf) || !more(buf[:m]) {
+			return true
+		}
+		if m == last && peerClosed(int(fd)) {
+			// The same bytes again and the peer sent its FIN: nothing
+			// more will come (a peek cannot see the FIN itself).
+			eof = true
+			return true
+		}
+		last = m
+		return false
 	})
 	if err == nil {
 		err = serr

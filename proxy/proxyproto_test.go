@@ -245,7 +245,7 @@ func TestProxyProtocolSend(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var l net.Listener = &proxyproto.Listener{Listener: ln, Policy: func(net.Addr) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }}
+		var l net.Listener = &proxyproto.Listener{Listener: ln, ConnPolicy: func(proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }}
 		if useTLS {
 			cert, _ := testCert(t)
 			l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}})

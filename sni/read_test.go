@@ -16,7 +16,7 @@ import (
 // readOver writes chunks from a loopback client (pausing between them) and
 // runs Read on the server end. It returns what Read returned and the bytes
 // the client sent.
-func readOver(t *testing.T, o Options, pause time.Duration, chunks ...[]byte) (Hello, *Conn, error, []byte) {
+func readOver(t *testing.T, o Options, pause time.Duration, chunks ...[]byte) (Hello, *Conn, []byte, error) {
 	t.Helper()
 	cli, srv := tcpPair(t)
 	cli.SetNoDelay(true)
@@ -35,7 +35,7 @@ func readOver(t *testing.T, o Options, pause time.Duration, chunks ...[]byte) (H
 		}
 	}()
 	h, c, err := Read(srv, o)
-	return h, c, err, sent
+	return h, c, sent, err
 }
 
 // bytesOf splits b into chunks of n bytes.
@@ -70,7 +70,7 @@ func TestReadCaptured(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
 			b := loadHello(t, tt.file)
-			h, c, err, sent := readOver(t, Options{}, 0, b)
+			h, c, sent, err := readOver(t, Options{}, 0, b)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -127,7 +127,7 @@ func TestReadDelivery(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h, c, err, sent := readOver(t, tt.o, tt.pause, tt.chunks...)
+			h, c, sent, err := readOver(t, tt.o, tt.pause, tt.chunks...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -146,7 +146,7 @@ func TestReadDelivery(t *testing.T) {
 func TestReadEverySplit(t *testing.T) {
 	pq := loadHello(t, "go-tls13-mlkem.bin")
 	for i := 1; i < len(pq); i++ {
-		h, c, err, _ := readOver(t, Options{}, 100*time.Microsecond, pq[:i], pq[i:])
+		h, c, _, err := readOver(t, Options{}, 100*time.Microsecond, pq[:i], pq[i:])
 		if err != nil {
 			t.Fatalf("split at %d: %v", i, err)
 		}
@@ -215,7 +215,7 @@ func TestReadErrors(t *testing.T) {
 				n := 36
 				tt.in[5+1], tt.in[5+2], tt.in[5+3] = byte(n>>16), byte(n>>8), byte(n)
 			}
-			h, c, err, sent := readOver(t, tt.o, 0, tt.in)
+			h, c, sent, err := readOver(t, tt.o, 0, tt.in)
 			if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
 				t.Fatalf("got error %v, want %v", err, tt.want)
 			}
@@ -557,7 +557,7 @@ func TestReadKeepsExtraBytes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h, c, err, sent := readOver(t, Options{}, 0, tt.in)
+			h, c, sent, err := readOver(t, Options{}, 0, tt.in)
 			if err != nil {
 				t.Fatal(err)
 			}

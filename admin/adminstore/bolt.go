@@ -14,6 +14,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/icpgate/icpgate/admin"
 	"github.com/icpgate/icpgate/registry"
@@ -57,7 +58,7 @@ func OpenBolt(path string) (*Bolt, error) {
 		}
 	}
 	db, err := registry.OpenBoltFile(path, ErrCorrupt)
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("adminstore: %s is locked by another process (another icpgate using the same file?): %w", path, err)
 	}
 	if err != nil {

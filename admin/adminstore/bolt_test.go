@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/icpgate/icpgate/admin"
 	"github.com/icpgate/icpgate/admin/adminstore"
@@ -96,7 +97,7 @@ func TestBoltLocked(t *testing.T) {
 	if err == nil {
 		t.Fatal("second open of a held file: got no error")
 	}
-	if !errors.Is(err, bolt.ErrTimeout) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "another process") {
+	if !errors.Is(err, berrors.ErrTimeout) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "another process") {
 		t.Fatalf("second open: got %v, want a timeout naming %s and another process", err, path)
 	}
 }

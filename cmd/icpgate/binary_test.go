@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -42,9 +41,12 @@ func buildBinary(t *testing.T) string {
 		t.Skip("builds the binary")
 	}
 	built.once.Do(func() {
+		// go test puts the bin directory of its GOROOT first in PATH,
+		// so this is the go that built the test.
 		goTool, err := exec.LookPath("go")
 		if err != nil {
-			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+			built.err = err
+			return
 		}
 		if built.dir, built.err = os.MkdirTemp("", "icpgate-bin-"); built.err != nil {
 			return

@@ -19,10 +19,9 @@ import (
 
 // gatewayProc is a running `icpgate serve` process.
 type gatewayProc struct {
-	cmd       *exec.Cmd
-	log       *logTail
-	web, adm  string
-	exitError chan error
+	cmd      *exec.Cmd
+	log      *logTail
+	web, adm string
 }
 
 func startGateway(t *testing.T, bin, config string, waitMsg string) *gatewayProc {
