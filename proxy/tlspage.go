@@ -14,7 +14,7 @@ package proxy
 // never for IP literals, missing or invalid names: certmagic asks
 // allowIssue (its OnDemand DecisionFunc) before it obtains one, and
 // allowIssue asks the Decider again. New names are rate-limited (a token
-// bucket) and capped per clock hour, because every name a client sends
+// bucket, rate.Limiter) and capped per clock hour, because every name a client sends
 // would otherwise cost an ACME order and count against the CA's limits.
 // Names that already have a certificate in storage are not charged.
 //
@@ -51,6 +51,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/time/rate"
 
 	"github.com/icpgate/icpgate/metrics"
 	"github.com/icpgate/icpgate/sni"
@@ -142,12 +143,12 @@ type tlsPage struct {
 	results map[string]prometheus.Counter // Pages by result
 	checks  map[string]prometheus.Counter // CertificateRequests by result
 
-	mu     sync.Mutex // guards the fields below
-	tokens float64    // token bucket of new-name issuance
-	last   time.Time  // last refill of tokens
-	hour   int64      // clock hour (Unix hours) names counts
-	names  map[string]struct{}
-	now    func() time.Time // time source, replaced by tests
+	issue *rate.Limiter    // new-name issuance: IssuePerMinute a minute, as a burst too
+	now   func() time.Time // time source of issue and hour, replaced by tests
+
+	mu    sync.Mutex // guards the fields below
+	hour  int64      // clock hour (Unix hours) names counts
+	names map[string]struct{}
 
 	noCertLogged     time.Time // last Warn of logNoCert
 	noCertSuppressed int       // failures since (that one included)
@@ -255,7 +256,7 @@ func newTLSPage(cfg Config, d Decider, m *TLSPageMetrics, log *slog.Logger, chal
 		hello:     cfg.Timeouts.Hello,
 		storage:   storage,
 		challenge: challengeAddr,
-		tokens:    float64(c.IssuePerMinute),
+		issue:     rate.NewLimiter(rate.Limit(c.IssuePerMinute)/60, c.IssuePerMinute),
 		names:     make(map[string]struct{}),
 		now:       time.Now,
 		results:   make(map[string]prometheus.Counter),
@@ -350,7 +351,7 @@ func (p *tlsPage) allowIssue(ctx context.Context, name string) error {
 	return nil
 }
 
-// admit charges a new name against the hourly cap and the token bucket
+// admit charges a new name against the hourly cap and the issuance rate
 // and returns issueAllowed or the refusal.
 func (p *tlsPage) admit(name string) string {
 	p.mu.Lock()
@@ -364,15 +365,10 @@ func (p *tlsPage) admit(name string) string {
 	if !seen && len(p.names) >= p.conf.MaxNamesPerHour {
 		return issueRefusedCap
 	}
-	perMinute := float64(p.conf.IssuePerMinute)
-	if !p.last.IsZero() {
-		p.tokens = min(perMinute, p.tokens+now.Sub(p.last).Minutes()*perMinute)
-	}
-	p.last = now
-	if p.tokens < 1 {
+	// After the cap, so a name the cap refuses costs no token.
+	if !p.issue.AllowN(now, 1) {
 		return issueRefusedRate
 	}
-	p.tokens--
 	p.names[name] = struct{}{}
 	return issueAllowed
 }
