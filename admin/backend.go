@@ -210,6 +210,10 @@ type ReportRow struct {
 	// listener's), or in transparent mode the original destination
 	// (ip:port).
 	Destinations []string `json:"destinations"`
+	// Nodes is how many gateways counted the domain, when the report is
+	// the sum of every gateway's (PostgreSQL mode); 0 (absent) for one
+	// gateway's own report.
+	Nodes int `json:"nodes,omitempty"`
 }
 
 // Reporter answers the unfiled-site report (package unfiled).

@@ -525,13 +525,10 @@ var CSVHeader = []string{"domain", "reason", "hits", "hits_error", "first_seen",
 // admin.Reporter.
 func (r *Report) WriteCSV(w io.Writer, reason string) error {
 	rs, _ := r.rows(reason, false)
-	cw := csv.NewWriter(w)
-	if err := cw.Write(CSVHeader); err != nil {
-		return fmt.Errorf("writing unfiled report csv: %w", err)
-	}
 	var rec [7]string
 	var dests []byte
-	for _, x := range rs {
+	return writeCSV(w, CSVHeader, len(rs), func(i int) []string {
+		x := rs[i]
 		dests = dests[:0]
 		for j, a := range x.dests {
 			if j > 0 {
@@ -548,7 +545,18 @@ func (r *Report) WriteCSV(w io.Writer, reason string) error {
 			time.Unix(0, x.last).In(r.loc).Format(time.RFC3339),
 			csvSafe(string(dests)),
 		}
-		if err := cw.Write(rec[:]); err != nil {
+		return rec[:]
+	})
+}
+
+// writeCSV writes header and then the n records record returns.
+func writeCSV(w io.Writer, header []string, n int, record func(i int) []string) error {
+	cw := csv.NewWriter(w)
+	if err := cw.Write(header); err != nil {
+		return fmt.Errorf("writing unfiled report csv: %w", err)
+	}
+	for i := range n {
+		if err := cw.Write(record(i)); err != nil {
 			return fmt.Errorf("writing unfiled report csv: %w", err)
 		}
 	}

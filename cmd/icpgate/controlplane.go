@@ -28,6 +28,11 @@ type controlPlane struct {
 	backend admin.Backend    // nil when the filing database could not be opened
 	tokens  admin.TokenStore // nil: no one can sign in
 	report  *unfiled.Report
+	// pg is the filing database's store (PostgreSQL mode), to which the
+	// report is pushed and from which the API reads every gateway's sum.
+	pg   *adminstore.Postgres
+	node string // this gateway's name in the pushed report (cfg.Node)
+	loc  *time.Location
 	// fileMode: this process pushes stored overrides into its registry
 	// (apply); with PostgreSQL the registry source reads them itself.
 	fileMode bool
@@ -56,7 +61,7 @@ func openControlPlane(ctx context.Context, cfg *Config, reg *registry.Registry, 
 			// a restart finds the database.
 			cp.log.Error("filing database unavailable for overrides, audit and tokens; the admin API refuses them until restart", "error", err)
 		} else {
-			cp.backend, cp.tokens = pg, pg
+			cp.backend, cp.tokens, cp.pg = pg, pg, pg
 			cp.closers = append(cp.closers, closeFunc(pg))
 		}
 	} else {
@@ -92,6 +97,7 @@ func openControlPlane(ctx context.Context, cfg *Config, reg *registry.Registry, 
 	// CSV times in the zone block pages use, with their offset; validated
 	// with the config, so an error here leaves UTC.
 	loc, _ := time.LoadLocation(cfg.Policy.TimeZone)
+	cp.loc, cp.node = loc, cfg.Node
 	cp.report = unfiled.New(unfiled.Options{
 		Capacity:        cfg.Report.Capacity,
 		MaxDestinations: cfg.Report.MaxDestinations,
@@ -157,6 +163,9 @@ func (cp *controlPlane) adminConfig(cfg *Config, acfg admin.Config) admin.Config
 		acfg.Apply = cp.apply
 	}
 	acfg.Report = cp.report
+	if cp.pg != nil {
+		acfg.Report = mergedReport{pg: cp.pg, local: cp.report, loc: cp.loc, log: cp.log}
+	}
 	acfg.Hosts = append(append([]string(nil), cfg.Admin.Hosts...), cfg.Admin.TLSNames...)
 	acfg.DefaultAllowTTL = cfg.Admin.DefaultAllowTTL
 	acfg.MaxAllowTTL = cfg.Admin.MaxAllowTTL
@@ -169,9 +178,17 @@ func (cp *controlPlane) adminConfig(cfg *Config, acfg admin.Config) admin.Config
 }
 
 // runReport saves the unfiled report periodically until ctx is done, and
-// once more then.
+// once more then; in PostgreSQL mode it also pushes it to the filing
+// database.
 func (cp *controlPlane) runReport(ctx context.Context) {
+	if cp.pg == nil {
+		cp.report.Run(ctx)
+		return
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { cp.report.RunPush(ctx, cp.pg, cp.node) })
 	cp.report.Run(ctx)
+	wg.Wait()
 }
 
 // close closes the stores and removes the temporary state directory.
