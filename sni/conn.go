@@ -275,8 +275,13 @@ func (c *Conn) readHello(limit int) (Hello, error) {
 			if err := checkHeader(c.msg, msgLen); err != nil {
 				return h, err
 			}
-			// Grow once for the whole message, not per fragment.
-			c.msg = slices.Grow(c.msg, handshakeHeaderLen+msgLen-len(c.msg))
+			// Grow once for the whole message, not per fragment. The
+			// fragment that completed the header may already hold all of
+			// a short message and more: then there is nothing to grow
+			// (slices.Grow panics on a negative count).
+			if n := handshakeHeaderLen + msgLen - len(c.msg); n > 0 {
+				c.msg = slices.Grow(c.msg, n)
+			}
 		}
 		if msgLen >= 0 {
 			want := handshakeHeaderLen + msgLen
