@@ -58,6 +58,7 @@ var rules = []rule{
 	}},
 	{pkg: "metrics", why: "metrics is a leaf: nothing of ours", forbid: ours},
 	{pkg: "internal/blockid", why: "blockid is the request ID format both planes share: a leaf, nothing of ours", forbid: ours},
+	{pkg: "internal/acme", why: "acme is the certmagic set-up the block page (proxy) and the admin listener (cmd) share: a leaf, nothing of ours", forbid: ours},
 	{pkg: "proxy", why: "proxy declares Decider and never sees the registry", forbid: pkgs("registry")},
 	{pkg: "proxy", why: "proxy is the data plane; the control plane sits beside it", forbid: pkgs("admin", "cmd")},
 	{pkg: "admin", why: "admin talks to the registry, never to the data plane", forbid: pkgs("proxy", "cmd")},

@@ -34,7 +34,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -42,7 +41,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"slices"
 	"sync"
 	"time"
@@ -53,6 +51,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/time/rate"
 
+	"github.com/icpgate/icpgate/internal/acme"
 	"github.com/icpgate/icpgate/metrics"
 	"github.com/icpgate/icpgate/sni"
 )
@@ -192,7 +191,7 @@ func validateTLSPage(c TLSPage, bad func(field, format string, args ...any) erro
 		return bad(f+"timeout", "%v: must not be negative", c.Timeout)
 	}
 	if c.CARootsFile != "" {
-		if _, err := loadRoots(c.CARootsFile); err != nil {
+		if _, err := acme.LoadRoots(c.CARootsFile); err != nil {
 			return bad(f+"ca_roots_file", "%v", err)
 		}
 	}
@@ -214,38 +213,11 @@ func validHTTPSURL(s string) error {
 	return errors.New("want an https URL")
 }
 
-// loadRoots reads a PEM file of CA certificates.
-func loadRoots(path string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading CA roots: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("reading CA roots: %s holds no PEM certificate", path)
-	}
-	return pool, nil
-}
-
 // newTLSPage builds the page server of cfg. challengeAddr is the bound
 // address of a tls listener: certmagic's TLS-ALPN solver finds it taken and
 // leaves the validation to that listener (see the file comment).
 func newTLSPage(cfg Config, d Decider, m *TLSPageMetrics, log *slog.Logger, challengeAddr *net.TCPAddr) (*tlsPage, error) {
 	c := withPageDefaults(cfg.Policy.TLSPage)
-	storage := c.Storage
-	if storage == nil {
-		if err := os.MkdirAll(c.StorageDir, 0o700); err != nil {
-			return nil, fmt.Errorf("%w: policy.tls_page.storage_dir: %w", ErrInvalidConfig, err)
-		}
-		storage = &certmagic.FileStorage{Path: c.StorageDir}
-	}
-	var roots *x509.CertPool
-	if c.CARootsFile != "" {
-		var err error
-		if roots, err = loadRoots(c.CARootsFile); err != nil {
-			return nil, fmt.Errorf("%w: policy.tls_page.ca_roots_file: %w", ErrInvalidConfig, err)
-		}
-	}
 	p := &tlsPage{
 		conf:      c,
 		dec:       d,
@@ -254,7 +226,6 @@ func newTLSPage(cfg Config, d Decider, m *TLSPageMetrics, log *slog.Logger, chal
 		status:    cfg.Policy.HTTPBlockStatus,
 		redirect:  cfg.Policy.RedirectURL,
 		hello:     cfg.Timeouts.Hello,
-		storage:   storage,
 		challenge: challengeAddr,
 		issue:     rate.NewLimiter(rate.Limit(c.IssuePerMinute)/60, c.IssuePerMinute),
 		names:     make(map[string]struct{}),
@@ -280,36 +251,27 @@ func newTLSPage(cfg Config, d Decider, m *TLSPageMetrics, log *slog.Logger, chal
 		p.checks[r] = m.CertificateRequests.WithLabelValues(r)
 	}
 
-	zl := zap.New(slogCore{l: p.log})
-	p.cache = certmagic.NewCache(certmagic.CacheOptions{
-		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return p.magic, nil },
-		Capacity:         pageCacheCapacity,
-		Logger:           zl,
-	})
-	p.magic = certmagic.New(p.cache, certmagic.Config{
-		Storage:  p.storage,
-		OnDemand: &certmagic.OnDemandConfig{DecisionFunc: p.allowIssue},
-		// Let's Encrypt no longer runs OCSP responders, and a test CA has
-		// none: stapling would only add failing requests.
-		OCSP:   certmagic.OCSPConfig{DisableStapling: true},
-		Logger: zl,
-	})
-	iss := certmagic.ACMEIssuer{
-		CA:                   c.ACMEDirectory,
-		Email:                c.Email,
-		Agreed:               true, // configuring page mode accepts the CA's terms
-		TrustedRoots:         roots,
-		DisableHTTPChallenge: true,
-		Logger:               zl,
+	ac := acme.Config{
+		Directory:     c.ACMEDirectory,
+		Email:         c.Email,
+		CARootsFile:   c.CARootsFile,
+		Storage:       c.Storage,
+		StorageDir:    c.StorageDir,
+		OnDemand:      p.allowIssue,
+		CacheCapacity: pageCacheCapacity,
+		Logger:        zap.New(slogCore{l: p.log}),
 	}
 	if challengeAddr != nil {
 		if !challengeAddr.IP.IsUnspecified() {
-			iss.ListenHost = challengeAddr.IP.String()
+			ac.ChallengeHost = challengeAddr.IP.String()
 		}
-		iss.AltTLSALPNPort = challengeAddr.Port
+		ac.ChallengePort = challengeAddr.Port
 	}
-	p.issuer = certmagic.NewACMEIssuer(p.magic, iss)
-	p.magic.Issuers = []certmagic.Issuer{p.issuer}
+	am, err := acme.New(ac)
+	if err != nil {
+		return nil, fmt.Errorf("%w: policy.tls_page.%w", ErrInvalidConfig, err)
+	}
+	p.cache, p.magic, p.issuer, p.storage = am.Cache, am.Magic, am.Issuer, am.Magic.Storage
 	p.challConf = p.magic.TLSConfig()
 	p.tlsConf = &tls.Config{GetConfigForClient: p.configForClient}
 	return p, nil

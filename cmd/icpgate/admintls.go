@@ -1,20 +1,20 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
 
 	"github.com/caddyserver/certmagic"
-	"go.uber.org/zap"
 	"golang.org/x/net/idna"
+
+	"github.com/icpgate/icpgate/internal/acme"
 )
 
 // adminTLS serves the admin console over HTTPS with certificates certmagic
@@ -31,8 +31,7 @@ import (
 // solver then finds the port taken and leaves the validation to it.
 type adminTLS struct {
 	names []string
-	cache *certmagic.Cache
-	magic *certmagic.Config
+	acme  *acme.Manager
 	log   *slog.Logger
 }
 
@@ -41,7 +40,7 @@ var errAdminTLS = errors.New("admin tls")
 
 // newAdminTLS prepares certificate management for names, validated on the
 // port of address (admin.address). It obtains nothing until manage.
-func newAdminTLS(names []string, acme TLSPageConfig, address string, log *slog.Logger) (*adminTLS, error) {
+func newAdminTLS(names []string, conf TLSPageConfig, address string, log *slog.Logger) (*adminTLS, error) {
 	if len(names) == 0 {
 		return nil, fmt.Errorf("%w: admin.tls_names: empty", errAdminTLS)
 	}
@@ -62,51 +61,21 @@ func newAdminTLS(names []string, acme TLSPageConfig, address string, log *slog.L
 	if err != nil || p <= 0 || p > 65535 {
 		return nil, fmt.Errorf("%w: admin.address: %q needs a fixed port for TLS-ALPN-01", errAdminTLS, address)
 	}
-	var roots *x509.CertPool
-	if acme.CARootsFile != "" {
-		b, err := os.ReadFile(acme.CARootsFile)
-		if err != nil {
-			return nil, fmt.Errorf("%w: policy.tls_page.ca_roots_file: %w", errAdminTLS, err)
-		}
-		roots = x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("%w: policy.tls_page.ca_roots_file: %s holds no PEM certificate", errAdminTLS, acme.CARootsFile)
-		}
-	}
-	storageDir := acme.StorageDir
-	if storageDir == "" {
-		storageDir = defaultTLSPageStorage
-	}
-	if err := os.MkdirAll(storageDir, 0o700); err != nil {
-		return nil, fmt.Errorf("%w: policy.tls_page.storage_dir: %w", errAdminTLS, err)
-	}
 	a := &adminTLS{names: clean, log: log.With("component", "admin_tls")}
-	a.cache = certmagic.NewCache(certmagic.CacheOptions{
-		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return a.magic, nil },
-		Logger:           zap.NewNop(),
+	m, err := acme.New(acme.Config{
+		Directory:     conf.ACMEDirectory,
+		Email:         conf.Email,
+		CARootsFile:   conf.CARootsFile,
+		StorageDir:    cmp.Or(conf.StorageDir, defaultTLSPageStorage),
+		ChallengeHost: host,
+		ChallengePort: p,
+		OnEvent:       a.event,
+		Events:        []string{"cert_obtained", "cert_failed"},
 	})
-	a.magic = certmagic.New(a.cache, certmagic.Config{
-		Storage:        &certmagic.FileStorage{Path: storageDir},
-		OCSP:           certmagic.OCSPConfig{DisableStapling: true},
-		Logger:         zap.NewNop(),
-		OnEvent:        a.event,
-		ShouldEmitFunc: func(e string) bool { return e == "cert_obtained" || e == "cert_failed" },
-	})
-	directory := acme.ACMEDirectory
-	if directory == "" {
-		directory = certmagic.LetsEncryptProductionCA
+	if err != nil {
+		return nil, fmt.Errorf("%w: policy.tls_page.%w", errAdminTLS, err)
 	}
-	iss := certmagic.ACMEIssuer{
-		CA:                   directory,
-		Email:                acme.Email,
-		Agreed:               true,
-		TrustedRoots:         roots,
-		DisableHTTPChallenge: true,
-		ListenHost:           host,
-		AltTLSALPNPort:       p,
-		Logger:               zap.NewNop(),
-	}
-	a.magic.Issuers = []certmagic.Issuer{certmagic.NewACMEIssuer(a.magic, iss)}
+	a.acme = m
 	return a, nil
 }
 
@@ -125,7 +94,7 @@ func (a *adminTLS) event(_ context.Context, event string, data map[string]any) e
 // tlsConfig is the admin listener's TLS config: certmagic's certificates
 // and TLS-ALPN-01 answers, HTTP/1.1.
 func (a *adminTLS) tlsConfig() *tls.Config {
-	c := a.magic.TLSConfig()
+	c := a.acme.Magic.TLSConfig()
 	c.NextProtos = append([]string{"http/1.1"}, c.NextProtos...)
 	c.MinVersion = tls.VersionTLS12
 	return c
@@ -135,11 +104,11 @@ func (a *adminTLS) tlsConfig() *tls.Config {
 // the background, and keeps them renewed until stop. The admin listener
 // must already be bound.
 func (a *adminTLS) manage(ctx context.Context) error {
-	if err := a.magic.ManageAsync(ctx, a.names); err != nil {
+	if err := a.acme.Magic.ManageAsync(ctx, a.names); err != nil {
 		return fmt.Errorf("managing admin certificates: %w", err)
 	}
 	return nil
 }
 
 // stop ends certmagic's renewal maintenance.
-func (a *adminTLS) stop() { a.cache.Stop() }
+func (a *adminTLS) stop() { a.acme.Stop() }
