@@ -142,8 +142,8 @@ func (w *fdWriter) Write(p []byte) (int, error) {
 // blockFast answers on the engine the first request of a connection, b,
 // read whole from fd, when it is a complete, well-formed head with no
 // body and nothing behind it and its Host is blocked: the decision is
-// counted, logged and observed and the block response written, exactly
-// as the handler would (serveRequest). rest is what the socket could not
+// counted, logged and observed and the block response written by the
+// handler's own path (answerBlock). rest is what the socket could not
 // take yet. ok is false, with nothing done, for any other request. req is
 // the caller's scratch head.
 func (h *httpHandler) blockFast(fd int, b []byte, client, local netip.AddrPort, req *msgHead) (rest []byte, ok bool) {
@@ -165,16 +165,11 @@ func (h *httpHandler) blockFast(fd int, b []byte, client, local netip.AddrPort, 
 	if dec.Pass {
 		return nil, false
 	}
-	start := time.Now()
-	h.countDecision(&dec)
 	var idBuf [blockIDLen]byte
-	id := appendBlockID(idBuf[:0], h.node, &dec, host, start) // self-describing (blockid.go)
-	h.blocks.LogID(h.l.Name, "http", host, dec.Reason, id, client)
-	h.obs.observe(&dec, h.l.Upstream, netip.AddrPort{}) // the engine is never transparent
 	w := fdWriter{fd: fd}
 	isHead := len(b) > 5 && string(b[:5]) == "HEAD "
-	err := WriteBlock(&w, h.blockRequest(&dec, host, string(id), string(req.accept.of(b)), isHead, start))
-	h.durBlock.Observe(time.Since(start).Seconds())
+	// No original destination: the engine is never transparent.
+	_, err := h.answerBlock(&w, &dec, host, idBuf[:0], client, netip.AddrPort{}, string(req.accept.of(b)), isHead, time.Now())
 	if err != nil {
 		return nil, true // the client is gone: nothing left to send
 	}

@@ -781,17 +781,12 @@ func (hc *httpConn) serveRequest(first bool) bool {
 		hc.host = ""
 	}
 	dec := h.d.Decide(hc.host)
-	h.countDecision(&dec)
-	if dec.Pass {
-		hc.id = h.ids.next(hc.id[:0])
-	} else {
-		hc.id = appendBlockID(hc.id[:0], h.node, &dec, hc.host, start) // self-describing (blockid.go)
-		h.blocks.LogID(h.l.Name, "http", hc.host, dec.Reason, hc.id, hc.client)
-		h.obs.observe(&dec, h.l.Upstream, hc.ci.dst) // ci.dst: the original destination in transparent mode
-		hc.block(&dec, head, isHead)
-		h.durBlock.Observe(time.Since(start).Seconds())
+	if !dec.Pass {
+		hc.block(&dec, isHead, start)
 		return false
 	}
+	h.countDecision(&dec)
+	hc.id = h.ids.next(hc.id[:0])
 
 	if req.chunked {
 		// Validate what is already buffered before the upstream is even
@@ -877,13 +872,14 @@ func (hc *httpConn) writeErrorSameID(status int, kind, host string, head bool) {
 	})
 }
 
-// block answers a blocked request. Nothing is sent upstream.
-func (hc *httpConn) block(dec *Decision, head []byte, isHead bool) {
+// block answers a blocked request (answerBlock), under the write
+// deadline. Nothing is sent upstream.
+func (hc *httpConn) block(dec *Decision, isHead bool, start time.Time) {
 	h := hc.h
 	hc.linger = true
-	now := time.Now()
-	hc.io(hc.c).setDeadline(dlWrite, now, h.hello)
-	err := WriteBlock(hc.io(hc.c), h.blockRequest(dec, hc.host, string(hc.id), hc.accept(), isHead, now))
+	hc.io(hc.c).setDeadline(dlWrite, time.Now(), h.hello)
+	var err error
+	hc.id, err = h.answerBlock(hc.io(hc.c), dec, hc.host, hc.id, hc.client, hc.ci.dst, hc.accept(), isHead, start)
 	if err != nil && h.log.Enabled(context.Background(), slog.LevelDebug) {
 		h.log.Debug("writing block response", "client", hc.client.String(), "error", err)
 	}
@@ -895,6 +891,23 @@ func (hc *httpConn) block(dec *Decision, head []byte, isHead bool) {
 	// for the client's FIN.
 	req := &hc.req
 	hc.linger = err != nil || req.chunked || req.contentLength > 0 || len(hc.in.buffered()) > 0 || hc.in.full
+}
+
+// answerBlock is the one path of a blocked HTTP request, for the handler
+// (httpConn.block) and the engine (blockFast): it counts the decision dec
+// on host, makes the request's self-describing ID in id's array
+// (blockid.go), logs and observes the block (dst: the original
+// destination in transparent mode, else zero), writes the block response
+// to w and records the time since start, when the request was read. It
+// returns the ID and the write's error.
+func (h *httpHandler) answerBlock(w io.Writer, dec *Decision, host string, id []byte, client, dst netip.AddrPort, accept string, isHead bool, start time.Time) ([]byte, error) {
+	h.countDecision(dec)
+	id = appendBlockID(id[:0], h.node, dec, host, start)
+	h.blocks.LogID(h.l.Name, "http", host, dec.Reason, id, client)
+	h.obs.observe(dec, h.l.Upstream, dst)
+	err := WriteBlock(w, h.blockRequest(dec, host, string(id), accept, isHead, start))
+	h.durBlock.Observe(time.Since(start).Seconds())
+	return id, err
 }
 
 // blockRequest is the block response to a request for host decided dec.
