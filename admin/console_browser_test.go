@@ -306,7 +306,7 @@ func TestConsoleBrowser(t *testing.T) {
 		chromedp.Click(id("ov-submit")),
 		chromedp.WaitVisible(id("dlg")),
 	)
-	if got := b.Text(t, "#dlg-body"); !strings.Contains(got, "备案已被工信部注销") {
+	if got := b.Text(t, "#dlg-body"); !strings.Contains(got, "备案已注销") {
 		t.Errorf("confirmation dialog: got %q, want the state in words", got)
 	}
 	b.Screenshot(t, "05-confirm-dialog")
