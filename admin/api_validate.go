@@ -316,7 +316,7 @@ func (p *overridePolicy) allowable(domain string, confirm bool) *apiError {
 			Message: domain + " is blacklisted: an allow never overrides the blacklist"}
 	case registry.StateCancelled, registry.StateFilingPending:
 		if !confirm {
-			what := "its filing was cancelled by MIIT (it needs a new filing)"
+			what := "its filing was cancelled (it needs a new filing)"
 			if rec.State == registry.StateFilingPending {
 				what = "its first filing is under review and the site must stay offline until it passes"
 			}
