@@ -63,6 +63,9 @@ var rules = []rule{
 	{pkg: "proxy", why: "proxy is the data plane; the control plane sits beside it", forbid: pkgs("admin", "cmd")},
 	{pkg: "admin", why: "admin talks to the registry, never to the data plane", forbid: pkgs("proxy", "cmd")},
 	{pkg: "registry", why: "registry is below proxy and admin", forbid: pkgs("proxy", "admin", "cmd", "sni")},
+	{pkg: "compliance", why: "compliance is a leaf beside proxy and admin (never proxy, admin or cmd): of ours, only the registry", forbid: func(d string) bool {
+		return ours(d) && !pkgs("registry")(d)
+	}},
 	{pkg: "registry", why: "registry exposes counters; prometheus lives in metrics, admin and proxy", forbid: func(d string) bool {
 		return strings.HasPrefix(d, "github.com/prometheus/")
 	}},
@@ -191,6 +194,10 @@ func TestImportRulesCatch(t *testing.T) {
 			[]string{"metrics -> " + module + "/registry"}},
 		{"registry imports prometheus", all(map[string][]string{"registry": {"github.com/prometheus/client_golang/prometheus"}}),
 			[]string{"registry -> github.com/prometheus/client_golang/prometheus"}},
+		{"compliance imports proxy", all(map[string][]string{"compliance": {module + "/registry", module + "/proxy"}}),
+			[]string{"compliance -> " + module + "/proxy"}},
+		{"compliance imports cmd", all(map[string][]string{"compliance": {module + "/cmd/icpgate"}}),
+			[]string{"compliance -> " + module + "/cmd/icpgate"}},
 		{"package missing", map[string][]string{}, []string{"sni: package not found"}},
 	}
 	for _, tt := range tests {

@@ -18,6 +18,8 @@ require (
 	golang.org/x/text v0.44.0
 )
 
+require github.com/andybalholm/brotli v1.2.0
+
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/caddyserver/zerossl v0.1.6 // indirect
