@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/andybalholm/brotli"
 	"golang.org/x/net/html/charset"
@@ -344,7 +345,7 @@ func isHTML(ct string, body []byte) bool {
 // judge parses body and fills res's Status, Found, Link and Evidence.
 func judge(res *FooterResult, body []byte, contentType string) {
 	utf8Body := body
-	if enc, _, _ := charset.DetermineEncoding(body, contentType); enc != nil {
+	if enc, name, _ := charset.DetermineEncoding(body, contentType); enc != nil && (name != "utf-8" || !utf8.Valid(body)) {
 		// A page cut by a cap may end inside a character: drop up to 3
 		// bytes until it decodes.
 		for cut := 0; cut < 4 && cut < len(body); cut++ {
@@ -356,29 +357,33 @@ func judge(res *FooterResult, body []byte, contentType string) {
 	}
 	text, link := visibleText(bytes.NewReader(utf8Body))
 	res.Link = link
-	found := FindFilingNumbers(text)
+	found := findNumbers(text)
 	want, wantErr := registry.ParseFilingNumber(res.Want)
-	match := ""
-	for _, f := range found {
-		if wantErr == nil && sameFiling(f, want) {
-			match = f
+	var match *numberMatch
+	for i := range found {
+		if wantErr == nil && sameFiling(found[i].number, want) {
+			match = &found[i]
 			break
 		}
 	}
 	switch {
 	case len(found) == 0:
 		res.Status = FooterMissingNumber
-		res.Evidence = snippet(text, "ICP", "备案")
-	case match == "":
+		res.Evidence = snippet(text, markAt(text, "ICP", "icp", "备案"))
+	case match == nil:
 		res.Status = FooterWrongNumber
-		res.Found = strings.Join(dedup(found), ", ")
-		res.Evidence = snippet(text, "ICP", "备", "B1", "B2")
+		var shown []string
+		for _, f := range found {
+			shown = append(shown, f.number)
+		}
+		res.Found = strings.Join(dedup(shown), ", ")
+		res.Evidence = snippet(found[0].block, found[0].at)
 		if wantErr != nil {
 			res.Note = "the registry holds no valid filing number for the domain"
 		}
 	default:
-		res.Found = match
-		res.Evidence = snippet(text, "ICP", "备")
+		res.Found = match.number
+		res.Evidence = snippet(match.block, match.at)
 		if link {
 			res.Status = FooterOK
 		} else {
@@ -411,23 +416,32 @@ func dedup(s []string) []string {
 	return out
 }
 
-// snippet returns the normalised text around the first of marks found in
-// text, at most about 60 runes either side, its white space collapsed.
-func snippet(text string, marks ...string) string {
-	text = normaliseText(text)
-	upper := strings.ToUpper(text)
+// markAt returns the offset in text of the first of marks, or -1.
+func markAt(text string, marks ...string) int {
 	at := -1
 	for _, m := range marks {
-		if i := strings.Index(upper, m); i >= 0 && (at < 0 || i < at) {
+		if i := strings.Index(text, m); i >= 0 && (at < 0 || i < at) {
 			at = i
 		}
 	}
+	return at
+}
+
+// snippet returns the text around offset at, at most 40 runes before and
+// 80 from it, its white space collapsed; "" when at is negative.
+func snippet(text string, at int) string {
 	if at < 0 {
 		return ""
 	}
-	r := []rune(text[:at])
-	start := max(0, len(r)-60)
-	after := []rune(text[at:])
-	end := min(len(after), 60)
-	return strings.Join(strings.Fields(string(r[start:])+string(after[:end])), " ")
+	start := at
+	for n := 0; n < 40 && start > 0; n++ {
+		_, size := utf8.DecodeLastRuneInString(text[:start])
+		start -= size
+	}
+	end := at
+	for n := 0; n < 80 && end < len(text); n++ {
+		_, size := utf8.DecodeRuneInString(text[end:])
+		end += size
+	}
+	return strings.Join(strings.Fields(text[start:end]), " ")
 }

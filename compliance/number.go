@@ -43,32 +43,78 @@ func normaliseText(s string) string {
 // out, any dash before the site number. A number whose site part is not
 // valid is returned without it (the subject number). Text that only
 // looks like a number (京公网安备..., the public-security filing) is not
-// returned.
+// returned. A blank line ends a number: visibleText puts one between
+// blocks.
 func FindFilingNumbers(text string) []string {
-	text = normaliseText(text)
 	var out []string
-	for _, m := range numberRE.FindAllStringSubmatch(text, -1) {
-		prov := m[1]
-		var cands []string
-		switch {
-		case m[2] != "":
-			subject := prov + "ICP备" + m[2] + "号"
-			if m[3] != "" {
-				cands = append(cands, subject+"-"+m[3])
-			}
-			cands = append(cands, subject)
-		case m[4] != "":
-			cands = append(cands, prov+"ICP证"+m[4]+"号")
-		case m[6] != "":
-			cats := strings.Join(strings.Fields(m[5]), "")
-			cands = append(cands, prov+cats+"-"+m[6])
+	for _, m := range findNumbers(text) {
+		out = append(out, m.number)
+	}
+	return out
+}
+
+// numberMatch is a number found and where: the normalised block of text
+// it is in and its offset there.
+type numberMatch struct {
+	number string
+	block  string
+	at     int
+}
+
+// findNumbers is FindFilingNumbers with where each number was found. It
+// normalises and searches only the blocks that can hold a number (those
+// with 备, 证 or a licence category), which keeps a large page cheap.
+func findNumbers(text string) []numberMatch {
+	var out []numberMatch
+	for block := range strings.SplitSeq(text, "\n\n") {
+		if !mayHoldNumber(block) {
+			continue
 		}
-		for _, c := range cands {
-			if f, err := registry.ParseFilingNumber(c); err == nil {
-				out = append(out, f.String())
-				break
+		block = normaliseText(block)
+		for _, ix := range numberRE.FindAllStringSubmatchIndex(block, -1) {
+			g := func(n int) string {
+				if ix[2*n] < 0 {
+					return ""
+				}
+				return block[ix[2*n]:ix[2*n+1]]
+			}
+			prov := g(1)
+			var cands []string
+			switch {
+			case g(2) != "":
+				subject := prov + "ICP备" + g(2) + "号"
+				if g(3) != "" {
+					cands = append(cands, subject+"-"+g(3))
+				}
+				cands = append(cands, subject)
+			case g(4) != "":
+				cands = append(cands, prov+"ICP证"+g(4)+"号")
+			case g(6) != "":
+				cands = append(cands, prov+strings.Join(strings.Fields(g(5)), "")+"-"+g(6))
+			}
+			for _, c := range cands {
+				if f, err := registry.ParseFilingNumber(c); err == nil {
+					out = append(out, numberMatch{number: f.String(), block: block, at: ix[0]})
+					break
+				}
 			}
 		}
 	}
 	return out
+}
+
+// mayHoldNumber reports whether text has what every number has before
+// normalisation: 备 or 证, or a licence category letter (A or B, in
+// either width) followed by 1 or 2.
+func mayHoldNumber(text string) bool {
+	if strings.Contains(text, "备") || strings.Contains(text, "证") ||
+		strings.Contains(text, "Ａ") || strings.Contains(text, "Ｂ") {
+		return true
+	}
+	for i := 0; i+1 < len(text); i++ {
+		if (text[i] == 'A' || text[i] == 'B') && (text[i+1] == '1' || text[i+1] == '2' || strings.HasPrefix(text[i+1:], "１") || strings.HasPrefix(text[i+1:], "２")) {
+			return true
+		}
+	}
+	return false
 }

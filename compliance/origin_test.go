@@ -118,6 +118,13 @@ http {
     }
     server {
         listen 127.0.0.1:{{HTTP}};
+        server_name ~^fleet[0-9]+[.]test$;
+        root {{DIR}}/fleet;
+        gzip on;
+        gzip_types text/html;
+    }
+    server {
+        listen 127.0.0.1:{{HTTP}};
         server_name gzip.test;
         root {{DIR}}/sites/gzip.test;
         gzip on;
