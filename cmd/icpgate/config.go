@@ -53,6 +53,9 @@ type Config struct {
 	// Performance selects how the data plane serves connections
 	// (docs/performance.md).
 	Performance PerformanceConfig `yaml:"performance"`
+	// Compliance configures the filed-site checks (compliance.go,
+	// docs/compliance.md).
+	Compliance ComplianceConfig `yaml:"compliance"`
 
 	// path is the file the config was read from; "" for the embedded one.
 	path string
@@ -513,6 +516,9 @@ func (c *Config) validate() error {
 		return err
 	}
 	if err := c.Performance.validate(); err != nil {
+		return err
+	}
+	if err := c.Compliance.validate(); err != nil {
 		return err
 	}
 	switch {

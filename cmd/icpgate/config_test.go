@@ -283,7 +283,7 @@ func TestConfigErrors(t *testing.T) {
 		yaml string
 		want []string // substrings of the error
 	}{
-		{"unknown top-level key", minimal + "bogus: 1\n", []string{"line 6: bogus: unknown key; the keys here are admin, limits, listeners"}},
+		{"unknown top-level key", minimal + "bogus: 1\n", []string{"line 6: bogus: unknown key; the keys here are admin, compliance, limits, listeners"}},
 		{"unknown nested key", minimal + "policy:\n  tls_blok: alert\n", []string{"line 7: policy.tls_blok: unknown key (did you mean tls_block?)"}},
 		{"unknown listener key", "listeners:\n  - {name: a, protocol: http, adress: x}\n", []string{"line 2: listeners[0].adress: unknown key (did you mean address?)"}},
 		{"file and database", minimal + "  postgres: {dsn: \"postgres://u@127.0.0.1/icp\"}\n", []string{"registry: both registry.file and registry.postgres.dsn are set", "delete the registry.file line"}},

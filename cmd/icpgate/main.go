@@ -17,6 +17,7 @@
 //	icpgate explain HOST…                      the running gateway's decision, overrides included
 //	icpgate audit ls                           the audit log
 //	icpgate report unfiled [--csv]             blocked domains, for the filing team
+//	icpgate compliance check -config FILE [--json] DOMAIN…  footer and access checks of filed domains, now
 //	icpgate blockpage                          print the built-in block page template
 //	icpgate version
 //
@@ -83,6 +84,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdAudit(ctx, rest, stdout, stderr)
 	case "report":
 		return cmdReport(ctx, rest, stdout, stderr)
+	case "compliance":
+		return cmdCompliance(ctx, rest, stdout, stderr)
 	case "blockpage":
 		return cmdBlockPage(rest, stdout, stderr)
 	case "version", "-version", "--version":
@@ -110,6 +113,11 @@ Commands:
   db migrate|status|confirm-deletes  manage icpgate's schema in the filing database
   import [--dry-run] [--replace] FILE  load a CSV/JSONL registry into the filing database
   export [-format jsonl|csv] [-o FILE] write the filing database's records
+  compliance check -config FILE [--json] DOMAIN…
+                                     check now that each filed domain's home page shows its
+                                     filing number linked to beian.miit.gov.cn, and that it
+                                     resolves into compliance.provider_networks
+                                     (exit 0: all ok, 1: some not, 2: error)
   blockpage                          print the built-in block page template, to start
                                      a policy.block_page from (docs/block-page.md)
   version                            print the version
