@@ -160,6 +160,7 @@ func TestComplianceFooterNginx(t *testing.T) {
 		"big.test":        bigPage(),
 		"tlsonly.test":    fixturePage("", miitLink),
 		"www.subdom.test": fixturePage("", miitLink),
+		"www.apex.test":   fixturePage("", miitLink),
 	})
 	httpUp, httpsUp := startNginx(t, dir)
 	trickleUp := trickle(t)
@@ -209,6 +210,10 @@ func TestComplianceFooterNginx(t *testing.T) {
 		{domain: "redirect.test", want: FooterOK, wantFound: filed, wantLink: true, wantURL: "/index.html"},
 		{domain: "offsite.test", want: FooterUnreachable, noteHas: "http://elsewhere.test/ not followed: outside offsite.test"},
 		{domain: "metadata.test", want: FooterUnreachable, noteHas: "not followed"},
+		// www.apex.test is in no DNS: the redirect is followed by dialing
+		// the same upstream, never by resolving the name.
+		{domain: "apex.test", want: FooterOK, wantFound: filed, wantLink: true, wantURL: "http://www.apex.test/"},
+		{domain: "loop.test", want: FooterUnreachable, noteHas: "more than 5 redirects"},
 		{domain: "json.test", want: FooterNotHTML},
 		{domain: "missing.test", want: FooterUnreachable, noteHas: "404"},
 		{domain: "big.test", want: FooterOK, wantFound: filed, wantLink: true, truncated: true, noteHas: "cut at 2097152 bytes"},

@@ -145,6 +145,17 @@ http {
     }
     server {
         listen 127.0.0.1:{{HTTP}};
+        server_name apex.test;
+        location / { return 302 http://www.apex.test/; }
+    }
+    server {
+        listen 127.0.0.1:{{HTTP}};
+        server_name loop.test;
+        absolute_redirect off;
+        location / { return 302 /again$request_uri; }
+    }
+    server {
+        listen 127.0.0.1:{{HTTP}};
         server_name metadata.test;
         location / { return 302 http://169.254.169.254/latest/meta-data/; }
     }
