@@ -20,6 +20,8 @@ require (
 
 require github.com/andybalholm/brotli v1.2.0
 
+require github.com/yuin/goldmark v1.8.7
+
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/caddyserver/zerossl v0.1.6 // indirect

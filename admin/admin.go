@@ -42,6 +42,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -102,6 +103,10 @@ type Config struct {
 	// Node is this gateway's node name (node), which request IDs of its
 	// blocks carry a tag of. Default "": no ID is told to be this node's.
 	Node string
+	// Docs, when set, is served read-only at /docs/ (the release's
+	// documentation, *.md rendered to HTML), so alert runbook links work
+	// without the public repository. Default nil: no /docs/.
+	Docs fs.FS
 	// TimeZone is the IANA zone the console shows times in, with their
 	// offset (policy.time_zone). Default "Asia/Shanghai".
 	TimeZone string
@@ -201,6 +206,9 @@ func New(cfg Config, reg *registry.Registry, gatherer prometheus.Gatherer, ready
 	mux.Handle("/metrics", onlyGet(open))
 	mux.Handle("/healthz", onlyGet(open))
 	mux.Handle("/readyz", onlyGet(open))
+	if cfg.Docs != nil {
+		mux.Handle("/docs/", onlyGet(s.checkHost(&docsServer{fsys: cfg.Docs})))
+	}
 	s.routeAPI(mux)
 	s.handler = mux
 	return s

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/icpgate/icpgate/admin"
+	"github.com/icpgate/icpgate/docs"
 	"github.com/icpgate/icpgate/admin/adminstore"
 	"github.com/icpgate/icpgate/admin/unfiled"
 	"github.com/icpgate/icpgate/proxy"
@@ -174,6 +175,7 @@ func (cp *controlPlane) adminConfig(cfg *Config, acfg admin.Config) admin.Config
 	acfg.FailedLoginsPerMinute = cfg.Admin.FailedLoginsPerMinute
 	acfg.TimeZone = cfg.Policy.TimeZone
 	acfg.Node = cfg.Node
+	acfg.Docs = docs.FS
 	return acfg
 }
 

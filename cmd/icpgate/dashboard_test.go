@@ -837,7 +837,9 @@ func TestAlertsRunbook(t *testing.T) {
 		t.Fatal(err)
 	}
 	anchors := operationsAnchors(t)
-	const base = "{{ with $externalLabels.runbook_base }}{{ . }}{{ else }}" + runbookDefault + "{{ end }}#"
+	// Without the label, the gateway's own copy (/docs/ on the scrape
+	// target), else the repository's.
+	const base = "{{ with $externalLabels.runbook_base }}{{ . }}{{ else }}{{ with $labels.instance }}http://{{ . }}/docs/operations.md{{ else }}" + runbookDefault + "{{ end }}{{ end }}#"
 	n := 0
 	for _, g := range f.Groups {
 		for _, r := range g.Rules {
@@ -1249,4 +1251,26 @@ func describedSeries(descs ...*prometheus.Desc) map[string]map[string]bool {
 		m[sm[1]] = labels
 	}
 	return m
+}
+
+// TestDocsServedRunbook: a running gateway serves the runbook of its own
+// release at /docs/operations.md (the alerts' default link), with an
+// anchor for every alert.
+func TestDocsServedRunbook(t *testing.T) {
+	o := startOrigin(t)
+	g := runServe(t, writeConfig(t, t.TempDir(), o, ""))
+	resp, err := http.Get("http://" + g.AdminAddr().String() + "/docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /docs/operations.md: %d", resp.StatusCode)
+	}
+	for a := range operationsAnchors(t) {
+		if !strings.Contains(string(body), ` id="`+a+`"`) {
+			t.Errorf("served runbook has no anchor %q", a)
+		}
+	}
 }
