@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/icpgate/icpgate/admin"
-	"github.com/icpgate/icpgate/docs"
 	"github.com/icpgate/icpgate/admin/adminstore"
 	"github.com/icpgate/icpgate/admin/unfiled"
+	"github.com/icpgate/icpgate/docs"
 	"github.com/icpgate/icpgate/proxy"
 	"github.com/icpgate/icpgate/registry"
 )
