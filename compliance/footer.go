@@ -192,10 +192,6 @@ type page struct {
 	note        string
 }
 
-// errRedirectRefused is returned by CheckRedirect for a redirect the check
-// does not follow; fetch turns it into a note.
-var errRedirectRefused = errors.New("redirect not followed")
-
 // fetch gets rawURL, dialing only httpUp (http) or tlsUp (https), and
 // reads its body within the caps.
 func fetch(ctx context.Context, rawURL, base, httpUp, tlsUp string, opts *FooterOptions) (*page, error) {
