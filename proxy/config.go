@@ -101,7 +101,8 @@ type Policy struct {
 	// server Initial, so clients give up at once and browsers fall back to
 	// TCP) or "drop" (silence; clients wait for their handshake timeout).
 	QUICBlock string
-	// HTTPBlockStatus is the status of an HTTP block response. Default 403.
+	// HTTPBlockStatus is the status of an HTTP block response, 400-599.
+	// Default 403.
 	HTTPBlockStatus int
 	// RedirectURL, when set, turns HTTP blocks into a 302 to this URL with
 	// ?d=<host>&r=<reason>&id=<request id>.

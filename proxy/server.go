@@ -1065,8 +1065,11 @@ func validate(cfg Config) error {
 			return err
 		}
 	}
-	if st := cfg.Policy.HTTPBlockStatus; st != 0 && (st < 200 || st > 599) {
-		return bad("policy.http_block_status", "%d: want 200-599", st)
+	// A block is an error to the client: a 2xx or 3xx status would let
+	// caches keep the block page, or clients take it for the site. The
+	// same range cmd validates (one rule, wherever the config comes from).
+	if st := cfg.Policy.HTTPBlockStatus; st != 0 && (st < 400 || st > 599) {
+		return bad("policy.http_block_status", "%d: want 400-599", st)
 	}
 	if r := cfg.Policy.RedirectURL; r != "" {
 		u, err := url.Parse(r)

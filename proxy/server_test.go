@@ -285,6 +285,7 @@ func TestNewServerValidation(t *testing.T) {
 		{"forwarded proto", with(func(c *Config) { c.Listeners[0].ForwardedProto = "ftp" }), "listeners[0].forwarded_proto"},
 		{"tls block", with(func(c *Config) { c.Policy.TLSBlock = "drop" }), "policy.tls_block"},
 		{"http status", with(func(c *Config) { c.Policy.HTTPBlockStatus = 99 }), "policy.http_block_status"},
+		{"http status 2xx", with(func(c *Config) { c.Policy.HTTPBlockStatus = 200 }), "policy.http_block_status: 200"},
 		{"redirect relative", with(func(c *Config) { c.Policy.RedirectURL = "/notice" }), "policy.redirect_url"},
 		{"block page missing", with(func(c *Config) { c.Policy.BlockPage = "testdata/no-such-page.html" }), "policy.block_page"},
 		{"negative hello", with(func(c *Config) { c.Timeouts.Hello = -1 }), "timeouts.hello"},
