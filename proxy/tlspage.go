@@ -56,9 +56,12 @@ import (
 	"github.com/icpgate/icpgate/sni"
 )
 
+// DefaultTLSPageStorageDir is TLSPage.StorageDir's default, exported so
+// that cmd documents and resolves the same directory.
+const DefaultTLSPageStorageDir = "data/certmagic"
+
 // Defaults of TLSPage fields.
 const (
-	defaultPageStorageDir      = "data/certmagic"
 	defaultPageIssuePerMinute  = 10
 	defaultPageMaxNamesPerHour = 100
 	defaultPageTimeout         = 10 * time.Second
@@ -159,7 +162,7 @@ func withPageDefaults(c TLSPage) TLSPage {
 		c.ACMEDirectory = certmagic.LetsEncryptProductionCA
 	}
 	if c.StorageDir == "" {
-		c.StorageDir = defaultPageStorageDir
+		c.StorageDir = DefaultTLSPageStorageDir
 	}
 	if c.IssuePerMinute == 0 {
 		c.IssuePerMinute = defaultPageIssuePerMinute

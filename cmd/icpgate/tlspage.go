@@ -6,9 +6,9 @@ import (
 	"github.com/icpgate/icpgate/proxy"
 )
 
-// defaultTLSPageStorage is policy.tls_page.storage_dir's default, relative
-// to the config file's directory like registry.store.
-const defaultTLSPageStorage = "data/certmagic"
+// defaultTLSPageStorage is policy.tls_page.storage_dir's default (the data
+// plane's), relative to the config file's directory like registry.store.
+const defaultTLSPageStorage = proxy.DefaultTLSPageStorageDir
 
 // TLSPageConfig configures policy.tls_block: page, the HTTPS block page:
 // blocked TLS connections are terminated with a certificate certmagic
