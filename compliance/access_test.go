@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/icpgate/icpgate/internal/testtool"
 )
 
 // startDNS runs Debian's dnsmasq on a loopback port answering the names
@@ -16,13 +18,13 @@ import (
 // returns its address.
 func startDNS(t testing.TB, hosts string) string {
 	t.Helper()
-	bin := need(t, "/usr/sbin/dnsmasq", "dnsmasq-base")
+	bin := testtool.Need(t, "/usr/sbin/dnsmasq", "dnsmasq-base")
 	dir := t.TempDir()
 	file := filepath.Join(dir, "hosts")
 	if err := os.WriteFile(file, []byte(hosts), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := testtool.FreePort(t)
 	args := []string{
 		"--keep-in-foreground", "--conf-file=/dev/null", "--pid-file=",
 		"--no-resolv", "--no-hosts", "--addn-hosts=" + file, "--local=/test/",

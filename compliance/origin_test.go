@@ -16,42 +16,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/icpgate/icpgate/internal/testtool"
 )
-
-// need returns path, or skips the test (fails it under CI=true, where
-// .ci/run installs the package) when it is missing, as internal/origins
-// does for its origins.
-func need(t testing.TB, path, pkg string) string {
-	t.Helper()
-	if _, err := os.Stat(path); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not installed (CI must install Debian's %s: see .ci/run)", path, pkg)
-		}
-		t.Skipf("%s not installed: apt-get install %s", path, pkg)
-	}
-	return path
-}
-
-// freePort returns a loopback port that was free (TCP and UDP) a moment
-// ago, for servers that cannot be handed a socket.
-func freePort(t testing.TB) int {
-	t.Helper()
-	for range 20 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
-}
 
 // startProcess starts cmd, stops it when the test ends and waits until
 // ready returns nil.
@@ -176,14 +143,14 @@ http {
 // and returns its HTTP and HTTPS addresses.
 func startNginx(t testing.TB, dir string) (httpAddr, httpsAddr string) {
 	t.Helper()
-	bin := need(t, "/usr/sbin/nginx", "nginx")
+	bin := testtool.Need(t, "/usr/sbin/nginx", "nginx")
 	for _, d := range []string{"body", "proxy", "fastcgi", "uwsgi", "scgi"} {
 		if err := os.MkdirAll(filepath.Join(dir, "tmp", d), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
 	writeSelfSigned(t, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
-	hp, sp := freePort(t), freePort(t)
+	hp, sp := testtool.FreePort(t), testtool.FreePort(t)
 	root := ""
 	if os.Geteuid() == 0 {
 		root = "user root;\n"

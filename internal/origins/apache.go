@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/icpgate/icpgate/internal/testtool"
 )
 
 // Apache runs Debian's Apache httpd (/usr/sbin/apache2, package apache2)
@@ -15,7 +17,7 @@ import (
 // mod_lua handler and input filter (apache.conf.tmpl, origin.lua).
 func Apache(t testing.TB) *Origin {
 	t.Helper()
-	bin := need(t, "/usr/sbin/apache2", "apache2")
+	bin := testtool.Need(t, "/usr/sbin/apache2", "apache2")
 	dir := t.TempDir()
 	root := os.Geteuid() == 0
 	if root {
@@ -27,7 +29,7 @@ func Apache(t testing.TB) *Origin {
 			}
 		}
 	}
-	port := freePort(t)
+	port := testtool.FreePort(t)
 	conf := filepath.Join(dir, "httpd.conf")
 	render(t, "apache.conf.tmpl", conf, struct {
 		Dir, Modules string

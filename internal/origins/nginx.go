@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/icpgate/icpgate/internal/testtool"
 )
 
 // Nginx runs Debian's nginx (/usr/sbin/nginx, package nginx) as an origin:
@@ -15,14 +17,14 @@ import (
 // (nginx.conf.tmpl).
 func Nginx(t testing.TB) *Origin {
 	t.Helper()
-	bin := need(t, "/usr/sbin/nginx", "nginx")
+	bin := testtool.Need(t, "/usr/sbin/nginx", "nginx")
 	dir := t.TempDir()
 	for _, d := range []string{"body", "proxy", "fastcgi", "uwsgi", "scgi"} {
 		if err := os.MkdirAll(filepath.Join(dir, "tmp", d), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	port := freePort(t)
+	port := testtool.FreePort(t)
 	conf := filepath.Join(dir, "nginx.conf")
 	render(t, "nginx.conf.tmpl", conf, struct {
 		Dir  string

@@ -12,13 +12,15 @@ import (
 	"time"
 
 	"github.com/icpgate/icpgate/internal/syncbuf"
+
+	"github.com/icpgate/icpgate/internal/testtool"
 )
 
 // Node runs Node.js's http module (/usr/bin/node, Debian package nodejs)
 // as an origin (origin.js).
 func Node(t testing.TB) *Origin {
 	t.Helper()
-	bin := need(t, "/usr/bin/node", "nodejs")
+	bin := testtool.Need(t, "/usr/bin/node", "nodejs")
 	dir := t.TempDir()
 	script, logPath := filepath.Join(dir, "origin.js"), filepath.Join(dir, "access.log")
 	copyFile(t, "origin.js", script)

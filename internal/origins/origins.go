@@ -121,32 +121,6 @@ func (o *Origin) Log() ([]Entry, error) { return o.log() }
 //go:embed nginx.conf.tmpl apache.conf.tmpl origin.lua origin.js
 var files embed.FS
 
-// need returns the path of an origin's binary. Outside CI a missing one
-// skips the test with the command that installs it; under CI=true (where
-// .ci/run installs it) it fails the test.
-func need(t testing.TB, path, pkg string) string {
-	t.Helper()
-	if _, err := os.Stat(path); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not installed (CI must install Debian's %s: see .ci/run)", path, pkg)
-		}
-		t.Skipf("%s not installed: apt-get install %s", path, pkg)
-	}
-	return path
-}
-
-// freePort returns a loopback port that was free a moment ago, for servers
-// that cannot be handed a listening socket.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // render writes the embedded template name, executed with data, to path.
 func render(t testing.TB, name, path string, data any) {
 	t.Helper()
